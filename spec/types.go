@@ -151,7 +151,7 @@ type Resource struct {
 	// other resources its value was derived from, as "address.attr" strings
 	// (for example "image.base.id"), sorted. The planner uses it to know which
 	// attributes become unknown when a dependency is replaced.
-	AttrRefs map[string][]string
+	AttrRefs  map[string][]string
 	Lifecycle Lifecycle
 	// DeclRange is where the resource block is declared.
 	DeclRange hcl.Range
