@@ -92,8 +92,8 @@ type Change struct {
 	Sensitive map[string]bool
 }
 
-// Plan is an ordered set of changes to one stack.
-type Plan struct {
+// Result is the plan of one stack: an ordered set of changes.
+type Result struct {
 	Stack string
 	// Serial is the state serial the plan was made against.
 	Serial uint64
@@ -110,7 +110,7 @@ type Summary struct {
 }
 
 // Summary counts the plan's changes.
-func (p *Plan) Summary() Summary {
+func (p *Result) Summary() Summary {
 	var s Summary
 	for _, c := range p.Changes {
 		switch c.Action {
@@ -128,7 +128,7 @@ func (p *Plan) Summary() Summary {
 }
 
 // HasChanges reports whether applying the plan would change anything.
-func (p *Plan) HasChanges() bool {
+func (p *Result) HasChanges() bool {
 	s := p.Summary()
 	return s.Create+s.Update+s.Replace+s.Delete > 0
 }
