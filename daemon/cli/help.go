@@ -1,0 +1,42 @@
+package cli
+
+import "fmt"
+
+var helpCommand = &command{
+	name:     "help",
+	synopsis: "Show help for kiln or one command",
+	usage: `Usage: kiln help [COMMAND]
+
+  Show the list of commands, or the options of one command.
+`,
+}
+
+// Set here rather than in the literal: runHelp reads commands, which lists
+// helpCommand.
+func init() { helpCommand.run = runHelp }
+
+func runHelp(e *Env, c *command, args []string) int {
+	pos, code, ok := e.parseArgs(c, newFlagSet(c.name), args)
+	if !ok {
+		return code
+	}
+	switch len(pos) {
+	case 0:
+		e.mainUsage(e.Stdout)
+		return ExitOK
+	case 1:
+		if h := lookup(pos[0]); h != nil {
+			fmt.Fprint(e.Stdout, h.usage)
+			return ExitOK
+		}
+		fmt.Fprintf(e.Stderr, "kiln help: unknown command %q\n\n", pos[0])
+		e.mainUsage(e.Stderr)
+		return ExitError
+	}
+	return e.wantArgsHelp(pos)
+}
+
+func (e *Env) wantArgsHelp(pos []string) int {
+	e.wantArgs(helpCommand, pos, 1)
+	return ExitError
+}

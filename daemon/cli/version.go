@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+)
+
+// Version is set at build time with -ldflags "-X .../daemon/cli.Version=v1.2.3";
+// otherwise it comes from the module's build information.
+var Version = ""
+
+var versionCommand = &command{
+	name:     "version",
+	synopsis: "Print kiln's version",
+	usage: `Usage: kiln version
+
+  Print the version of kiln, the VCS revision it was built from when known,
+  and the Go version.
+`,
+	run: runVersion,
+}
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+	}
+	return v
+}
+
+func runVersion(e *Env, c *command, args []string) int {
+	pos, code, ok := e.parseArgs(c, newFlagSet(c.name), args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 0) {
+		return ExitError
+	}
+	fmt.Fprintf(e.Stdout, "kiln %s %s/%s %s\n", version(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	return ExitOK
+}
