@@ -84,6 +84,10 @@ type Change struct {
 	// replace cascaded from a dependency it names that dependency's attribute
 	// ("image.base.id").
 	ReplaceBecause []string
+	// ReplaceAttrs lists this instance's own attributes whose change forces
+	// the replace (for a cascade, the attributes that became unknown), sorted.
+	// The text renderer marks them "# forces replacement".
+	ReplaceAttrs []string
 	// CreateBeforeDestroy flips the order of a replace.
 	CreateBeforeDestroy bool
 	// DependsOn are the addresses this change waits for (for a delete: the
