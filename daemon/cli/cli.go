@@ -11,7 +11,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hashicorp/hcl/v2"
 	"golang.org/x/term"
+
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // Exit codes shared by every command.
@@ -34,6 +37,10 @@ type Env struct {
 	// Terminal reports whether w is a terminal (colour, diagnostic width).
 	// Nil means never.
 	Terminal func(w io.Writer) bool
+
+	// specLoad stands in for spec.Load in tests of the CLI's own plumbing;
+	// nil means spec.Load.
+	specLoad func(spec.Bundle, spec.Options) (*spec.Stack, hcl.Diagnostics)
 }
 
 // Run runs kiln with the process's own stdio, environment and working

@@ -12,12 +12,15 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
-// setTemplateOptions tells spec which bundle entries are the template and
-// how to name files in diagnostics.
+// SpecOptions returns the options that load this template with spec: the
+// default stack name, which bundle entries are the template, and how to
+// name files in diagnostics.
 //
-// TODO: set opts.Dir = t.Dir and opts.Files = t.Files once spec.Options has
-// them; until then spec takes every top-level *.hcl of the bundle.
-func setTemplateOptions(opts *spec.Options, t *Template) {}
+// TODO: set Dir: t.Dir and Files: t.Files once spec.Options has them; until
+// then spec takes every top-level *.hcl of the bundle.
+func (t *Template) SpecOptions() spec.Options {
+	return spec.Options{Stack: t.Name}
+}
 
 // writeDiagnostics renders diags with their source snippets.
 //

@@ -59,10 +59,10 @@ func (e *Env) load(cmd string, p string, v *varFlags, prior spec.Prior) *loaded 
 		fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
 		return nil
 	}
-	l := &loaded{tmpl: t}
-	l.opts.Stack = v.stack
-	if l.opts.Stack == "" {
-		l.opts.Stack = t.Name
+	l := &loaded{tmpl: t, opts: t.SpecOptions()}
+	if v.stack != "" {
+		l.opts.Stack = v.stack
+	} else {
 		if !stackNameRE.MatchString(t.Name) {
 			fmt.Fprintf(e.Stderr, "kiln %s: %q, taken from %s, is not a valid stack name (lowercase letters, digits, _ and -, starting with a letter); choose one with -stack NAME\n", cmd, t.Name, p)
 			return nil
@@ -90,8 +90,11 @@ func (e *Env) load(cmd string, p string, v *varFlags, prior spec.Prior) *loaded 
 	}
 	l.opts.Env = e.envWithPrefix("KILN_VAR_")
 	l.opts.Prior = prior
-	setTemplateOptions(&l.opts, t)
-	l.stack, l.diags = spec.Load(t.Bundle, l.opts)
+	load := spec.Load
+	if e.specLoad != nil {
+		load = e.specLoad
+	}
+	l.stack, l.diags = load(t.Bundle, l.opts)
 	return l
 }
 
