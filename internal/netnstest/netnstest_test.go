@@ -1,0 +1,140 @@
+package netnstest
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+func TestMain(m *testing.M) { os.Exit(Run(m)) }
+
+func TestRunsInsideFreshNamespace(t *testing.T) {
+	Guard(t)
+	if !strings.HasPrefix(Current(), Prefix) {
+		t.Fatalf("Current() = %q, want prefix %q", Current(), Prefix)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	if len(names) != 1 || names[0] != "lo" {
+		t.Fatalf("links in the test namespace = %v, want only lo (the host's must be invisible)", names)
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatal("lo is down in the test namespace")
+	}
+}
+
+func TestCheckInsideRefusesOtherNamespace(t *testing.T) {
+	tests := []struct {
+		name string
+		env  string
+	}{
+		{"not a test namespace", "default"},
+		{"a test namespace we are not in", ""}, // filled below
+	}
+	peer := New(t)
+	tests[1].env = peer.Name
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := checkInside(tt.env); err == nil {
+				t.Fatalf("checkInside(%q) succeeded", tt.env)
+			}
+		})
+	}
+}
+
+func TestVethJoinsNamespaces(t *testing.T) {
+	peer := New(t)
+	Veth(t, peer, "kt-a", "kt-b", "10.99.0.1/24", "10.99.0.2/24")
+
+	var ln net.Listener
+	if err := peer.Do(func() (err error) {
+		ln, err = net.Listen("tcp", "10.99.0.2:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("hello from " + peer.Name))
+	}()
+
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial the peer namespace: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), "hello from "+peer.Name; got != want {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+
+	// The peer sees its end and not ours.
+	out, err := peer.Exec(context.Background(), "ip", "-o", "link", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "kt-b") || strings.Contains(string(out), "kt-a") {
+		t.Fatalf("links in peer:\n%s", out)
+	}
+}
+
+func TestNewDeletesNamespaceAndItsProcesses(t *testing.T) {
+	var name string
+	var pid int
+	t.Run("inner", func(t *testing.T) {
+		ns := New(t)
+		name = ns.Name
+		cmd, err := ns.Start(context.Background(), "sleep", "300")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = cmd.Wait() }()
+		pid = cmd.Process.Pid
+		if _, err := os.Stat(filepath.Join("/run/netns", name)); err != nil {
+			t.Fatalf("namespace %s missing: %v", name, err)
+		}
+	})
+	if _, err := os.Stat(filepath.Join("/run/netns", name)); !os.IsNotExist(err) {
+		t.Fatalf("namespace %s still there after its test: %v", name, err)
+	}
+	// `ip netns exec` replaces itself with the command, so pid was sleep.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d left running in deleted namespace", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
