@@ -56,9 +56,9 @@ func runPlan(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	if *asJSON {
-		err = renderPlanJSON(e.Stdout, r)
+		err = planner.RenderJSON(e.Stdout, r)
 	} else {
-		err = renderPlanText(e.Stdout, r, e.color(e.Stdout, *noColor))
+		err = planner.RenderText(e.Stdout, r, planner.TextOptions{Color: e.color(e.Stdout, *noColor)})
 	}
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
