@@ -1,0 +1,418 @@
+// Package memdriver is an in-memory stand-in for every executor kind (image,
+// network, volume, server, port_forward). It exists for the orchestration
+// tests of the engine, the agent loop and the daemon: it keeps objects in a
+// map, is idempotent the way the real drivers are (a create of something that
+// exists adopts it, a delete of something missing succeeds), counts every call
+// so a test can assert that each action ran exactly once, and can be told to
+// fail or to block on an address.
+//
+// It is never a default: nothing in kiln selects it unless a test (or a test
+// binary built for one) asks for it explicitly.
+package memdriver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"sort"
+	"sync"
+)
+
+// Kinds the driver knows, spelled as spec spells them. (memdriver does not
+// import spec so that it builds on its own.)
+const (
+	kindImage       = "image"
+	kindNetwork     = "network"
+	kindVolume      = "volume"
+	kindServer      = "server"
+	kindPortForward = "port_forward"
+)
+
+// Operations counted by the driver.
+const (
+	OpCreate = "create"
+	OpRead   = "read"
+	OpUpdate = "update"
+	OpDelete = "delete"
+)
+
+// ErrNotFound is returned by Update when there is nothing at the address.
+var ErrNotFound = errors.New("not found")
+
+// Object is one thing the driver holds.
+type Object struct {
+	ID      string
+	Kind    string
+	Address string
+	// Generation tells apart the instances of one address made by a replace
+	// (see Create).
+	Generation string
+	// Attrs are the configured attributes as last created or updated.
+	Attrs map[string]any
+	// Computed are the attributes the driver derived (id, bridge, gateway,
+	// address, mac, ...), deterministic in kind, address and generation.
+	Computed map[string]any
+}
+
+// Values returns the configured and computed attributes in one map.
+func (o Object) Values() map[string]any {
+	m := make(map[string]any, len(o.Attrs)+len(o.Computed))
+	maps.Copy(m, o.Attrs)
+	maps.Copy(m, o.Computed)
+	return m
+}
+
+func (o Object) clone() Object {
+	o.Attrs = maps.Clone(o.Attrs)
+	o.Computed = maps.Clone(o.Computed)
+	return o
+}
+
+// Call is one counted call.
+type Call struct {
+	Kind    string
+	Address string
+	Op      string
+}
+
+// When says whether a Block holds a call before or after its effect.
+type When int
+
+const (
+	// BeforeEffect blocks before anything changes: a run killed there
+	// leaves nothing behind.
+	BeforeEffect When = iota
+	// AfterEffect blocks after the object was changed but before the call
+	// returns: a run killed there leaves the effect without a report.
+	AfterEffect
+)
+
+// Gate holds calls on one address until it is released.
+type Gate struct {
+	when     When
+	reached  chan struct{}
+	released chan struct{}
+	once     sync.Once
+	relOnce  sync.Once
+}
+
+// Reached is closed when the first call arrives at the gate.
+func (g *Gate) Reached() <-chan struct{} { return g.reached }
+
+// Release lets every held and future call through.
+func (g *Gate) Release() { g.relOnce.Do(func() { close(g.released) }) }
+
+func (g *Gate) wait(ctx context.Context) error {
+	g.once.Do(func() { close(g.reached) })
+	select {
+	case <-g.released:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type fault struct {
+	address, op string
+}
+
+type addrKey struct{ kind, address string }
+
+// Driver is the in-memory executor. The zero value is not usable; call New.
+type Driver struct {
+	mu      sync.Mutex
+	objects map[string]*Object // by ID
+	current map[addrKey]string // address -> ID of the newest instance
+	calls   map[Call]int
+	log     []Call
+	fails   map[fault]error
+	gates   map[fault]*Gate
+}
+
+// New returns an empty driver.
+func New() *Driver {
+	return &Driver{
+		objects: map[string]*Object{},
+		current: map[addrKey]string{},
+		calls:   map[Call]int{},
+		fails:   map[fault]error{},
+		gates:   map[fault]*Gate{},
+	}
+}
+
+// FailOn makes every later call of op ("" for any) on address return err.
+// A nil err removes the fault.
+func (d *Driver) FailOn(address, op string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := fault{address, op}
+	if err == nil {
+		delete(d.fails, k)
+		return
+	}
+	d.fails[k] = err
+}
+
+// Block holds calls of op ("" for any) on address at the given point until
+// the returned gate is released or the call's context ends.
+func (d *Driver) Block(address, op string, when When) *Gate {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	g := &Gate{when: when, reached: make(chan struct{}), released: make(chan struct{})}
+	d.gates[fault{address, op}] = g
+	return g
+}
+
+// Calls returns how many times op was called on (kind, address).
+func (d *Driver) Calls(kind, address, op string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.calls[Call{kind, address, op}]
+}
+
+// Log returns every call in the order made.
+func (d *Driver) Log() []Call {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Call(nil), d.log...)
+}
+
+// Objects returns every object held, sorted by kind, address and generation.
+func (d *Driver) Objects() []Object {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]Object, 0, len(d.objects))
+	for _, o := range d.objects {
+		out = append(out, o.clone())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Address != b.Address {
+			return a.Address < b.Address
+		}
+		return a.Generation < b.Generation
+	})
+	return out
+}
+
+// enter counts a call and returns the fault and gate that apply to it.
+func (d *Driver) enter(kind, address, op string) (*Gate, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := Call{kind, address, op}
+	d.calls[c]++
+	d.log = append(d.log, c)
+	err := d.fails[fault{address, op}]
+	if err == nil {
+		err = d.fails[fault{address, ""}]
+	}
+	g := d.gates[fault{address, op}]
+	if g == nil {
+		g = d.gates[fault{address, ""}]
+	}
+	return g, err
+}
+
+func (d *Driver) before(ctx context.Context, kind, address, op string) (*Gate, error) {
+	if !known(kind) {
+		return nil, fmt.Errorf("%s %s: unknown kind %q", op, address, kind)
+	}
+	g, err := d.enter(kind, address, op)
+	if g != nil && g.when == BeforeEffect {
+		if werr := g.wait(ctx); werr != nil {
+			return nil, fmt.Errorf("%s %s: %w", op, address, werr)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", op, address, err)
+	}
+	if g != nil && g.when == AfterEffect {
+		return g, nil
+	}
+	return nil, nil
+}
+
+func after(ctx context.Context, g *Gate, op, address string) error {
+	if g == nil {
+		return nil
+	}
+	if err := g.wait(ctx); err != nil {
+		return fmt.Errorf("%s %s: %w", op, address, err)
+	}
+	return nil
+}
+
+// Create makes the object at address, or adopts it if an instance of the
+// same generation exists already. generation tells apart the instances of
+// one address that a replace makes ("" for the first); the ID and every
+// computed attribute derive from kind, address and generation only.
+func (d *Driver) Create(ctx context.Context, kind, address, generation string, attrs map[string]any) (Object, error) {
+	g, err := d.before(ctx, kind, address, OpCreate)
+	if err != nil {
+		return Object{}, err
+	}
+	id := makeID(kind, address, generation)
+	d.mu.Lock()
+	o, ok := d.objects[id]
+	if !ok {
+		o = &Object{
+			ID:         id,
+			Kind:       kind,
+			Address:    address,
+			Generation: generation,
+			Attrs:      maps.Clone(attrs),
+			Computed:   compute(kind, id, attrs),
+		}
+		d.objects[id] = o
+	}
+	d.current[addrKey{kind, address}] = id
+	out := o.clone()
+	d.mu.Unlock()
+	return out, after(ctx, g, OpCreate, address)
+}
+
+// Read returns the newest instance at address.
+func (d *Driver) Read(ctx context.Context, kind, address string) (Object, bool, error) {
+	if _, err := d.before(ctx, kind, address, OpRead); err != nil {
+		return Object{}, false, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	o, ok := d.objects[d.current[addrKey{kind, address}]]
+	if !ok {
+		return Object{}, false, nil
+	}
+	return o.clone(), true, nil
+}
+
+// ReadID returns the object with the given ID, which may be an older
+// instance of its address than the one Read returns.
+func (d *Driver) ReadID(ctx context.Context, kind, address, id string) (Object, bool, error) {
+	if _, err := d.before(ctx, kind, address, OpRead); err != nil {
+		return Object{}, false, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	o, ok := d.objects[id]
+	if !ok || o.Kind != kind {
+		return Object{}, false, nil
+	}
+	return o.clone(), true, nil
+}
+
+// Update sets the configured attributes of the newest instance at address.
+func (d *Driver) Update(ctx context.Context, kind, address string, attrs map[string]any) (Object, error) {
+	g, err := d.before(ctx, kind, address, OpUpdate)
+	if err != nil {
+		return Object{}, err
+	}
+	d.mu.Lock()
+	o, ok := d.objects[d.current[addrKey{kind, address}]]
+	if !ok {
+		d.mu.Unlock()
+		return Object{}, fmt.Errorf("update %s: %w", address, ErrNotFound)
+	}
+	o.Attrs = maps.Clone(attrs)
+	o.Computed = compute(kind, o.ID, attrs)
+	out := o.clone()
+	d.mu.Unlock()
+	return out, after(ctx, g, OpUpdate, address)
+}
+
+// Delete removes the object with the given ID, or the newest instance at
+// address when id is "". Deleting what does not exist succeeds.
+func (d *Driver) Delete(ctx context.Context, kind, address, id string) error {
+	g, err := d.before(ctx, kind, address, OpDelete)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	k := addrKey{kind, address}
+	if id == "" {
+		id = d.current[k]
+	}
+	if o, ok := d.objects[id]; ok && o.Kind == kind {
+		delete(d.objects, id)
+		if d.current[k] == id {
+			delete(d.current, k)
+			// Fall back to another live instance of the address, if any.
+			var newest *Object
+			for _, o := range d.objects {
+				if o.Kind == kind && o.Address == address && (newest == nil || o.Generation > newest.Generation) {
+					newest = o
+				}
+			}
+			if newest != nil {
+				d.current[k] = newest.ID
+			}
+		}
+	}
+	d.mu.Unlock()
+	return after(ctx, g, OpDelete, address)
+}
+
+func known(kind string) bool {
+	switch kind {
+	case kindImage, kindNetwork, kindVolume, kindServer, kindPortForward:
+		return true
+	}
+	return false
+}
+
+func hash(parts ...string) []byte {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return h.Sum(nil)
+}
+
+func makeID(kind, address, generation string) string {
+	return "mem-" + kind + "-" + hex.EncodeToString(hash(kind, address, generation))[:12]
+}
+
+// compute derives the computed attributes of a kind, deterministically.
+func compute(kind, id string, attrs map[string]any) map[string]any {
+	c := map[string]any{"id": id}
+	h := hash(id)
+	switch kind {
+	case kindImage:
+		c["size"] = int64(1 << 30)
+	case kindNetwork:
+		c["bridge"] = "kb-" + hex.EncodeToString(h)[:8]
+		if cidr, ok := attrs["cidr"].(string); ok {
+			if p, err := netip.ParsePrefix(cidr); err == nil {
+				c["gateway"] = p.Masked().Addr().Next().String()
+			}
+		}
+	case kindServer:
+		c["mac"] = fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
+		addrs := map[string]any{}
+		first := ""
+		if nets, ok := attrs["networks"].([]any); ok {
+			for _, n := range nets {
+				m, _ := n.(map[string]any)
+				name, _ := m["name"].(string)
+				a, _ := m["address"].(string)
+				if name == "" || a == "" {
+					continue
+				}
+				addrs[name] = a
+				if first == "" {
+					first = a
+				}
+			}
+		}
+		c["addresses"] = addrs
+		c["address"] = first
+	}
+	return c
+}
