@@ -1,0 +1,537 @@
+package raftstore
+
+import (
+	"sort"
+	"time"
+)
+
+// The apply method of every command. Each one validates first and mutates
+// after, reads no clock and draws no random number: the same log gives the
+// same state on every node.
+
+func (c *PutBlob) apply(tx *txn) (any, error) {
+	if c.Hash == "" || HashBlob(c.Data) != c.Hash {
+		return nil, invalid("blob hash %q does not match its content", c.Hash)
+	}
+	if _, ok := tx.t.blobs[c.Hash]; !ok {
+		tx.t.blobs[c.Hash] = c.Data
+	}
+	return nil, nil
+}
+
+func (c *DeleteBlob) apply(tx *txn) (any, error) {
+	for _, st := range tx.t.stacks {
+		if st.BundleHash == c.Hash {
+			return nil, conflict("blob %s is the bundle of stack %s/%s", c.Hash, st.Project, st.Name)
+		}
+	}
+	delete(tx.t.blobs, c.Hash)
+	return nil, nil
+}
+
+func (c *UpsertProject) apply(tx *txn) (any, error) {
+	if c.Name == "" {
+		return nil, invalid("project name is empty")
+	}
+	tx.ensureProject(c.Name, c.Time)
+	return nil, nil
+}
+
+func (c *CreateToken) apply(tx *txn) (any, error) {
+	switch {
+	case c.ID == "":
+		return nil, invalid("token id is empty")
+	case !c.Role.Valid():
+		return nil, invalid("token role %q is not admin, member or reader", c.Role)
+	case len(c.SecretHash) != 64:
+		return nil, invalid("token secret hash is not a hex sha256")
+	}
+	if _, ok := tx.t.tokens[c.ID]; ok {
+		return nil, conflict("token %s exists", c.ID)
+	}
+	if _, ok := tx.t.tokenByHash[c.SecretHash]; ok {
+		return nil, conflict("a token with this secret exists")
+	}
+	tx.ensureProject(c.Project, c.Time)
+	tx.t.tokens[c.ID] = &Token{
+		ID: c.ID, Project: c.Project, Role: c.Role, SecretHash: c.SecretHash,
+		Description: c.Description, Created: c.Time, Index: tx.index,
+	}
+	tx.t.tokenByHash[c.SecretHash] = c.ID
+	return nil, nil
+}
+
+func (c *RevokeToken) apply(tx *txn) (any, error) {
+	t, ok := tx.t.tokens[c.ID]
+	if !ok {
+		return nil, notFound("token %s", c.ID)
+	}
+	delete(tx.t.tokenByHash, t.SecretHash)
+	delete(tx.t.tokens, c.ID)
+	return nil, nil
+}
+
+func (c *PutStack) validate(tx *txn) error {
+	switch {
+	case c.Project == "" || c.Name == "":
+		return invalid("stack project and name are required")
+	case c.BundleHash == "":
+		return invalid("stack %s/%s has no bundle hash", c.Project, c.Name)
+	}
+	if _, ok := tx.t.blobs[c.BundleHash]; !ok {
+		return notFound("bundle %s (put the blob first)", c.BundleHash)
+	}
+	return nil
+}
+
+func (c *PutStack) apply(tx *txn) (any, error) {
+	if err := c.validate(tx); err != nil {
+		return nil, err
+	}
+	c.put(tx)
+	return nil, nil
+}
+
+// put records the desired state; validate has passed.
+func (c *PutStack) put(tx *txn) *Stack {
+	tx.ensureProject(c.Project, c.Time)
+	key := stackKey(c.Project, c.Name)
+	st, ok := tx.t.stacks[key]
+	if !ok {
+		st = &Stack{Project: c.Project, Name: c.Name, Status: StackPending, Created: c.Time}
+		tx.t.stacks[key] = st
+	}
+	st.BundleHash = c.BundleHash
+	st.Vars = c.Vars
+	st.VarFiles = c.VarFiles
+	st.Params = c.Params
+	st.Expires = c.Expires
+	st.Generation++
+	if st.Status == StackDestroyed {
+		st.Status, st.StatusReason = StackPending, ""
+	}
+	st.Updated = c.Time
+	st.Index = tx.index
+	return st
+}
+
+func (c *DeleteStack) apply(tx *txn) (any, error) {
+	st, err := tx.stack(c.Project, c.Name)
+	if err != nil {
+		return nil, err
+	}
+	key := stackKey(c.Project, c.Name)
+	if st.ActiveOperation != "" {
+		return nil, conflict("stack %s has an unfinished operation %s", key, st.ActiveOperation)
+	}
+	if n := len(tx.t.resources[key]); n > 0 && !c.Force {
+		return nil, conflict("stack %s still has %d resources; destroy it first", key, n)
+	}
+	delete(tx.t.stacks, key)
+	delete(tx.t.resources, key)
+	delete(tx.t.events, key)
+	for id, o := range tx.t.operations {
+		if o.Project == c.Project && o.Stack == c.Name {
+			delete(tx.t.operations, id)
+		}
+	}
+	// The bundle goes too unless another stack shares it.
+	shared := false
+	for _, o := range tx.t.stacks {
+		if o.BundleHash == st.BundleHash {
+			shared = true
+			break
+		}
+	}
+	if !shared {
+		delete(tx.t.blobs, st.BundleHash)
+	}
+	return nil, nil
+}
+
+func (c *RenewTTL) apply(tx *txn) (any, error) {
+	st, err := tx.stack(c.Project, c.Name)
+	if err != nil {
+		return nil, err
+	}
+	st.Expires = c.Expires
+	st.Updated = c.Time
+	st.Index = tx.index
+	return nil, nil
+}
+
+func (c *StartOperation) apply(tx *txn) (any, error) {
+	switch {
+	case c.ID == "":
+		return nil, invalid("operation id is empty")
+	case c.Kind != OpApply && c.Kind != OpDestroy:
+		return nil, invalid("operation kind %q is not apply or destroy", c.Kind)
+	}
+	if _, ok := tx.t.operations[c.ID]; ok {
+		return nil, conflict("operation %s exists", c.ID)
+	}
+	seen := make(map[string]bool, len(c.Plan.Changes))
+	for _, ch := range c.Plan.Changes {
+		if ch.Address == "" || seen[ch.Address] {
+			return nil, invalid("plan has an empty or repeated address %q", ch.Address)
+		}
+		seen[ch.Address] = true
+	}
+	if c.Desired != nil {
+		if c.Desired.Project != c.Project || c.Desired.Name != c.Stack {
+			return nil, invalid("desired state is for another stack")
+		}
+		if err := c.Desired.validate(tx); err != nil {
+			return nil, err
+		}
+	}
+	st, ok := tx.t.stacks[stackKey(c.Project, c.Stack)]
+	var serial uint64
+	switch {
+	case ok:
+		serial = st.Serial
+		if st.ActiveOperation != "" {
+			return nil, conflict("stack %s/%s has an unfinished operation %s", c.Project, c.Stack, st.ActiveOperation)
+		}
+	case c.Desired == nil:
+		return nil, notFound("stack %s/%s", c.Project, c.Stack)
+	}
+	if serial != c.Serial {
+		return nil, errorf(ErrStaleSerial, "planned against serial %d, the stack is at %d", c.Serial, serial)
+	}
+
+	if c.Desired != nil {
+		st = c.Desired.put(tx)
+	}
+	op := &Operation{
+		ID: c.ID, Project: c.Project, Stack: c.Stack, Kind: c.Kind,
+		Plan: c.Plan, Serial: c.Serial, Status: OpPending,
+		Created: c.Time, CreateIndex: tx.index, Index: tx.index,
+		Actions: make([]ActionState, len(c.Plan.Changes)),
+	}
+	for i, ch := range c.Plan.Changes {
+		a := ActionState{Address: ch.Address, Action: ch.Action, Status: ActionPending}
+		if ch.Action == 0 { // planner.NoOp: nothing to do
+			a.Status = ActionDone
+		}
+		op.Actions[i] = a
+	}
+	tx.t.operations[c.ID] = op
+	st.ActiveOperation = c.ID
+	st.Status, st.StatusReason = StackInProgress, ""
+	st.Updated = c.Time
+	st.Index = tx.index
+	tx.appendEvents(stackKey(c.Project, c.Stack), withOp(c.Events, c.ID))
+	return nil, nil
+}
+
+func (c *CancelOperation) apply(tx *txn) (any, error) {
+	o, err := tx.operation(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if o.Status.Final() {
+		return nil, conflict("operation %s is already %s", c.ID, o.Status)
+	}
+	o.CancelRequested = true
+	if o.Error == "" {
+		o.Error = c.Reason
+	}
+	o.Index = tx.index
+	tx.appendEvents(stackKey(o.Project, o.Stack), withOp(c.Events, o.ID))
+	return nil, nil
+}
+
+// liveAction finds an action of an unfinished operation.
+func (tx *txn) liveAction(opID, addr string) (*Operation, *ActionState, error) {
+	o, err := tx.operation(opID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.Status.Final() {
+		return nil, nil, conflict("operation %s is already %s", opID, o.Status)
+	}
+	a := o.Action(addr)
+	if a == nil {
+		return nil, nil, notFound("action %s in operation %s", addr, opID)
+	}
+	return o, a, nil
+}
+
+func (c *ActionStarted) apply(tx *txn) (any, error) {
+	o, a, err := tx.liveAction(c.Operation, c.Address)
+	if err != nil {
+		return nil, err
+	}
+	if a.Status.Final() {
+		return nil, conflict("action %s is already %s", c.Address, a.Status)
+	}
+	a.Status = ActionRunning
+	a.Attempts++
+	a.Started = c.Time
+	if c.Agent != "" {
+		a.Agent = c.Agent
+	}
+	if o.Status == OpPending {
+		o.Status = OpRunning
+		o.Started = c.Time
+	}
+	o.Index = tx.index
+	tx.appendEvents(stackKey(o.Project, o.Stack), withAction(c.Events, o.ID, c.Address))
+	return nil, nil
+}
+
+func (c *ActionFinished) apply(tx *txn) (any, error) {
+	o, a, err := tx.liveAction(c.Operation, c.Address)
+	if err != nil {
+		return nil, err
+	}
+	switch c.Status {
+	case ActionDone, ActionFailed:
+	case ActionSkipped:
+		if a.Status != ActionPending {
+			return nil, conflict("action %s is %s, only a pending action is skipped", c.Address, a.Status)
+		}
+	default:
+		return nil, invalid("action status %q is not done, failed or skipped", c.Status)
+	}
+	if a.Status.Final() {
+		return nil, conflict("action %s is already %s", c.Address, a.Status)
+	}
+	if c.Resource != nil && c.Resource.State.Address != c.Address {
+		return nil, invalid("resource %s recorded for action %s", c.Resource.State.Address, c.Address)
+	}
+	var skip []*ActionState
+	for _, addr := range c.Skip {
+		s := o.Action(addr)
+		if s == nil {
+			return nil, notFound("action %s in operation %s", addr, o.ID)
+		}
+		if s.Status == ActionRunning {
+			return nil, conflict("action %s is running and cannot be skipped", addr)
+		}
+		if s.Status == ActionPending && s != a {
+			skip = append(skip, s)
+		}
+	}
+	st, err := tx.stack(o.Project, o.Stack)
+	if err != nil {
+		return nil, err
+	}
+
+	a.Status, a.Error, a.Finished = c.Status, c.Error, c.Time
+	for _, s := range skip {
+		s.Status, s.Error, s.Finished = ActionSkipped, c.SkipReason, c.Time
+	}
+	if c.Resource != nil {
+		tx.putResource(st, *c.Resource, c.Time)
+	}
+	if c.DeleteResource {
+		tx.deleteResource(st, c.Address, c.Time)
+	}
+	if o.Status == OpPending {
+		o.Status, o.Started = OpRunning, c.Time
+	}
+	o.Index = tx.index
+	tx.appendEvents(stackKey(o.Project, o.Stack), withAction(c.Events, o.ID, c.Address))
+	return nil, nil
+}
+
+func (c *FinishOperation) apply(tx *txn) (any, error) {
+	o, err := tx.operation(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if o.Status.Final() {
+		return nil, conflict("operation %s is already %s", c.ID, o.Status)
+	}
+	switch c.Status {
+	case OpDone:
+		for _, a := range o.Actions {
+			if !a.Status.Final() {
+				return nil, conflict("action %s is still %s", a.Address, a.Status)
+			}
+		}
+	case OpFailed, OpCancelled:
+	default:
+		return nil, invalid("operation status %q is not done, failed or cancelled", c.Status)
+	}
+	key := stackKey(o.Project, o.Stack)
+	st := tx.t.stacks[key] // present: a stack with an unfinished operation is never deleted
+
+	reason := "operation " + string(c.Status)
+	if c.Error != "" {
+		reason += ": " + c.Error
+	}
+	for i := range o.Actions {
+		a := &o.Actions[i]
+		switch a.Status {
+		case ActionPending:
+			a.Status, a.Error, a.Finished = ActionSkipped, reason, c.Time
+		case ActionRunning:
+			a.Status, a.Error, a.Finished = ActionFailed, "interrupted: "+reason, c.Time
+		}
+	}
+	o.Status, o.Finished, o.Index = c.Status, c.Time, tx.index
+	if c.Error != "" {
+		o.Error = c.Error
+	}
+	if st != nil && st.ActiveOperation == o.ID {
+		st.ActiveOperation = ""
+		switch {
+		case c.Status == OpDone && o.Kind == OpDestroy:
+			st.Status, st.StatusReason, st.Outputs = StackDestroyed, "", nil
+		case c.Status == OpDone:
+			st.Status, st.StatusReason = StackComplete, ""
+			if c.Outputs != nil {
+				st.Outputs = c.Outputs
+			}
+		case c.Status == OpFailed:
+			st.Status, st.StatusReason = StackFailed, o.Error
+		default:
+			st.Status, st.StatusReason = StackCancelled, o.Error
+		}
+		st.Updated, st.Index = c.Time, tx.index
+	}
+	tx.appendEvents(key, withOp(c.Events, o.ID))
+	tx.pruneOperations(o.Project, o.Stack)
+	return nil, nil
+}
+
+// pruneOperations keeps the newest MaxFinishedOperations finished operations
+// of a stack.
+func (tx *txn) pruneOperations(project, stack string) {
+	var done []*Operation
+	for _, o := range tx.t.operations {
+		if o.Project == project && o.Stack == stack && o.Status.Final() {
+			done = append(done, o)
+		}
+	}
+	if len(done) <= MaxFinishedOperations {
+		return
+	}
+	sort.Slice(done, func(i, j int) bool { return done[i].CreateIndex < done[j].CreateIndex })
+	for _, o := range done[:len(done)-MaxFinishedOperations] {
+		delete(tx.t.operations, o.ID)
+	}
+}
+
+func (c *AssignAction) apply(tx *txn) (any, error) {
+	o, a, err := tx.liveAction(c.Operation, c.Address)
+	if err != nil {
+		return nil, err
+	}
+	if a.Status.Final() {
+		return nil, conflict("action %s is already %s", c.Address, a.Status)
+	}
+	ag, ok := tx.t.agents[c.Agent]
+	if !ok {
+		return nil, notFound("agent %s", c.Agent)
+	}
+	if ag.Status != AgentUp {
+		return nil, conflict("agent %s is %s", c.Agent, ag.Status)
+	}
+	a.Agent, a.Assigned = c.Agent, c.Time
+	o.Index = tx.index
+	return nil, nil
+}
+
+func (c *UpsertResource) apply(tx *txn) (any, error) {
+	if c.Resource.State.Address == "" {
+		return nil, invalid("resource address is empty")
+	}
+	st, err := tx.stack(c.Resource.Project, c.Resource.Stack)
+	if err != nil {
+		return nil, err
+	}
+	tx.putResource(st, c.Resource, c.Time)
+	return nil, nil
+}
+
+func (c *DeleteResource) apply(tx *txn) (any, error) {
+	st, err := tx.stack(c.Project, c.Stack)
+	if err != nil {
+		return nil, err
+	}
+	tx.deleteResource(st, c.Address, c.Time)
+	return nil, nil
+}
+
+func (c *AppendEvents) apply(tx *txn) (any, error) {
+	if _, err := tx.stack(c.Project, c.Stack); err != nil {
+		return nil, err
+	}
+	tx.appendEvents(stackKey(c.Project, c.Stack), c.Events)
+	return nil, nil
+}
+
+func (c *RegisterAgent) apply(tx *txn) (any, error) {
+	if c.ID == "" {
+		return nil, invalid("agent id is empty")
+	}
+	ag, ok := tx.t.agents[c.ID]
+	if !ok {
+		ag = &Agent{ID: c.ID, Registered: c.Time}
+		tx.t.agents[c.ID] = ag
+	}
+	ag.Address, ag.Capacity, ag.Images = c.Address, c.Capacity, c.Images
+	ag.Status, ag.StatusReason = AgentUp, ""
+	ag.LastHeartbeat, ag.Index = c.Time, tx.index
+	return nil, nil
+}
+
+func (c *AgentHeartbeat) apply(tx *txn) (any, error) {
+	ag, ok := tx.t.agents[c.ID]
+	if !ok {
+		return nil, notFound("agent %s (register first)", c.ID)
+	}
+	if c.Capacity != nil {
+		ag.Capacity = *c.Capacity
+	}
+	if c.Images != nil {
+		ag.Images = c.Images
+	}
+	ag.Status, ag.StatusReason = AgentUp, ""
+	ag.LastHeartbeat, ag.Index = c.Time, tx.index
+	return nil, nil
+}
+
+func (c *MarkAgentDown) apply(tx *txn) (any, error) {
+	ag, ok := tx.t.agents[c.ID]
+	if !ok {
+		return nil, notFound("agent %s", c.ID)
+	}
+	ag.Status, ag.StatusReason, ag.Index = AgentDown, c.Reason, tx.index
+	for _, o := range tx.t.operations {
+		if o.Status.Final() {
+			continue
+		}
+		for i := range o.Actions {
+			a := &o.Actions[i]
+			if a.Agent == c.ID && a.Status == ActionPending {
+				a.Agent, a.Assigned = "", time.Time{}
+				o.Index = tx.index
+			}
+		}
+	}
+	return nil, nil
+}
+
+func withOp(evs []Event, op string) []Event {
+	for i := range evs {
+		if evs[i].Operation == "" {
+			evs[i].Operation = op
+		}
+	}
+	return evs
+}
+
+func withAction(evs []Event, op, addr string) []Event {
+	evs = withOp(evs, op)
+	for i := range evs {
+		if evs[i].Address == "" {
+			evs[i].Address = addr
+		}
+	}
+	return evs
+}

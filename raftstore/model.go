@@ -1,0 +1,291 @@
+package raftstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/spec"
+)
+
+// This file holds the records of the replicated state. Every record is a plain
+// value that round-trips through encoding/json; the read methods of State hand
+// out deep copies of them.
+
+// Role is what a token may do in its project.
+type Role string
+
+// Roles of a token: a reader plans and reads, a member also applies and
+// destroys, an admin does everything.
+const (
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+	RoleReader Role = "reader"
+)
+
+// Valid reports whether r is one of the known roles.
+func (r Role) Valid() bool {
+	return r == RoleAdmin || r == RoleMember || r == RoleReader
+}
+
+// Project groups stacks and tokens.
+type Project struct {
+	Name    string
+	Created time.Time
+	Index   uint64 // state index of the last change
+}
+
+// Token is an API token. Only the sha256 of its secret is stored.
+type Token struct {
+	ID          string
+	Project     string
+	Role        Role
+	SecretHash  string // hex sha256 of the secret, see HashSecret
+	Description string
+	Created     time.Time
+	Index       uint64
+}
+
+// HashSecret returns the hex sha256 of a token secret, the form stored in Token.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// HashBlob returns the content hash under which a blob is stored.
+func HashBlob(data []byte) string {
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// StackStatus is the state of a stack as a whole.
+type StackStatus string
+
+// Stack statuses.
+const (
+	StackPending    StackStatus = "PENDING" // desired state recorded, never applied
+	StackInProgress StackStatus = "IN_PROGRESS"
+	StackComplete   StackStatus = "COMPLETE"
+	StackFailed     StackStatus = "FAILED"
+	StackCancelled  StackStatus = "CANCELLED"
+	StackDestroyed  StackStatus = "DESTROYED"
+)
+
+// Stack is the desired state of one stack and a summary of its actual state.
+type Stack struct {
+	Project string
+	Name    string
+	// BundleHash names the template bundle blob (see PutBlob).
+	BundleHash string
+	// Vars and VarFiles as the user gave them.
+	Vars     []spec.RawVar
+	VarFiles []spec.VarFile
+	// Params are the resolved param values when the daemon records them.
+	Params map[string]any
+	// Generation counts the changes of the desired state.
+	Generation uint64
+	Status     StackStatus
+	// StatusReason says why, for FAILED and CANCELLED.
+	StatusReason string
+	// Expires is when the TTL reaper destroys the stack; zero means never.
+	Expires time.Time
+	// Outputs as of the last finished apply.
+	Outputs map[string]spec.Output
+	// Serial counts the changes of the actual state (resources); a plan made
+	// against another serial is refused.
+	Serial uint64
+	// ActiveOperation is the id of the unfinished operation, if any.
+	ActiveOperation string
+	Created         time.Time
+	Updated         time.Time
+	Index           uint64
+}
+
+// ResourceStatus is the state of one resource instance.
+type ResourceStatus string
+
+// Resource statuses.
+const (
+	ResourceCreating ResourceStatus = "creating"
+	ResourceReady    ResourceStatus = "ready"
+	ResourceUpdating ResourceStatus = "updating"
+	ResourceDeleting ResourceStatus = "deleting"
+	ResourceFailed   ResourceStatus = "failed"
+)
+
+// Resource is one resource instance that exists (or is being made).
+type Resource struct {
+	Project string
+	Stack   string
+	// State is what the planner compares against: address, kind, attributes,
+	// computed attributes, dependencies.
+	State planner.ResourceState
+	// PhysicalName is the name of the object on its host.
+	PhysicalName string
+	Status       ResourceStatus
+	Error        string
+	// Node is the agent that owns the resource.
+	Node    string
+	Updated time.Time
+	Index   uint64
+}
+
+// OpKind is what an operation does.
+type OpKind string
+
+// Operation kinds.
+const (
+	OpApply   OpKind = "apply"
+	OpDestroy OpKind = "destroy"
+)
+
+// OpStatus is the state of an operation.
+type OpStatus string
+
+// Operation statuses. Done, failed and cancelled are final.
+const (
+	OpPending   OpStatus = "pending"
+	OpRunning   OpStatus = "running"
+	OpDone      OpStatus = "done"
+	OpFailed    OpStatus = "failed"
+	OpCancelled OpStatus = "cancelled"
+)
+
+// Final reports whether the status is final.
+func (s OpStatus) Final() bool { return s == OpDone || s == OpFailed || s == OpCancelled }
+
+// ActionStatus is the state of one action of an operation.
+type ActionStatus string
+
+// Action statuses. Done, failed and skipped are final.
+const (
+	ActionPending ActionStatus = "pending"
+	ActionRunning ActionStatus = "running"
+	ActionDone    ActionStatus = "done"
+	ActionFailed  ActionStatus = "failed"
+	ActionSkipped ActionStatus = "skipped"
+)
+
+// Final reports whether the status is final.
+func (s ActionStatus) Final() bool {
+	return s == ActionDone || s == ActionFailed || s == ActionSkipped
+}
+
+// ActionState is the progress of one change of an operation's plan. The
+// actions of an operation are in the plan's order; a no-op change is done
+// from the start.
+type ActionState struct {
+	Address  string
+	Action   planner.Action
+	Status   ActionStatus
+	Error    string // why it failed or was skipped
+	Attempts int
+	Agent    string // the agent it is assigned to
+	Assigned time.Time
+	Started  time.Time
+	Finished time.Time
+}
+
+// Operation is an apply or destroy of one stack.
+type Operation struct {
+	ID      string
+	Project string
+	Stack   string
+	Kind    OpKind
+	Plan    planner.Result
+	// Serial is the stack serial the plan was made against.
+	Serial          uint64
+	Status          OpStatus
+	Error           string
+	CancelRequested bool
+	Actions         []ActionState
+	Created         time.Time
+	Started         time.Time
+	Finished        time.Time
+	CreateIndex     uint64
+	Index           uint64
+}
+
+// Action returns the action with the given address, or nil.
+func (o *Operation) Action(addr string) *ActionState {
+	for i := range o.Actions {
+		if o.Actions[i].Address == addr {
+			return &o.Actions[i]
+		}
+	}
+	return nil
+}
+
+// Change returns the plan's change for an address, or nil.
+func (o *Operation) Change(addr string) *planner.Change {
+	for i := range o.Plan.Changes {
+		if o.Plan.Changes[i].Address == addr {
+			return &o.Plan.Changes[i]
+		}
+	}
+	return nil
+}
+
+// Level of an event.
+type Level string
+
+// Event levels.
+const (
+	LevelInfo  Level = "info"
+	LevelWarn  Level = "warn"
+	LevelError Level = "error"
+)
+
+// Event is one thing that happened to a stack.
+type Event struct {
+	// Seq numbers the events of one stack from 1.
+	Seq uint64
+	// Index is the state index of the command that recorded the event.
+	Index     uint64
+	Time      time.Time
+	Node      string
+	Level     Level
+	Message   string
+	Operation string `json:",omitempty"`
+	Address   string `json:",omitempty"`
+}
+
+// Capacity is what an agent's host offers.
+type Capacity struct {
+	CPUs        int
+	MemoryBytes int64
+	DiskBytes   int64
+}
+
+// AgentStatus says whether an agent is heartbeating.
+type AgentStatus string
+
+// Agent statuses.
+const (
+	AgentUp   AgentStatus = "up"
+	AgentDown AgentStatus = "down"
+)
+
+// Agent is a hypervisor host that runs actions.
+type Agent struct {
+	ID            string
+	Address       string
+	Capacity      Capacity
+	Images        []string // content hashes or names of the cached images
+	Status        AgentStatus
+	StatusReason  string
+	Registered    time.Time
+	LastHeartbeat time.Time
+	Index         uint64
+}
+
+// Assignment is an action assigned to an agent and not finished yet.
+type Assignment struct {
+	Operation string
+	Project   string
+	Stack     string
+	Kind      OpKind
+	Action    ActionState
+	Change    planner.Change
+}
