@@ -1,0 +1,138 @@
+package volume_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/internal/libvirttest"
+)
+
+var dataDir string
+
+func TestMain(m *testing.M) {
+	dataDir, _ = os.MkdirTemp("", "kiln-volume-test-")
+	code := libvirttest.Main(m)
+	os.RemoveAll(dataDir)
+	os.Exit(code)
+}
+
+func newDriver(t *testing.T) *volume.Driver {
+	t.Helper()
+	conn, err := libvirttest.Shared(t).Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	d, err := volume.New(conn, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func TestName(t *testing.T) {
+	for _, tc := range []struct{ stack, address, format, want string }{
+		{"ci-1234", "volume.data[0]", "qcow2", "kiln_ci-1234_volume-data-0.qcow2"},
+		{"Web_App", "volume.logs", "raw", "kiln_web-app_volume-logs.raw"},
+	} {
+		if got := volume.Name(tc.stack, tc.address, tc.format); got != tc.want {
+			t.Errorf("Name(%q, %q, %q) = %q, want %q", tc.stack, tc.address, tc.format, got, tc.want)
+		}
+	}
+	long := volume.Name(strings.Repeat("s", 150), strings.Repeat("a", 150), "qcow2")
+	if len(long) > 210 || long == volume.Name(strings.Repeat("s", 150), strings.Repeat("a", 151), "qcow2") {
+		t.Errorf("long names are not cut and told apart: %q", long)
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	for _, format := range []string{"qcow2", "raw"} {
+		t.Run(format, func(t *testing.T) {
+			ctx := context.Background()
+			d := newDriver(t)
+			spec := volume.Spec{Stack: "s1", Address: "volume.data[0]", Size: 64 << 20, Format: format}
+
+			if _, err := d.Read(ctx, spec.Stack, spec.Address); !errors.Is(err, executors.ErrNotFound) {
+				t.Fatalf("Read before create: err = %v, want ErrNotFound", err)
+			}
+			v, err := d.Create(ctx, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Size != spec.Size || v.Format != format || v.Name != volume.Name("s1", "volume.data[0]", format) {
+				t.Fatalf("created %+v", v)
+			}
+			if fi, err := os.Stat(v.Path); err != nil || (format == "raw" && fi.Size() != spec.Size) {
+				t.Fatalf("volume file %s: %v %v", v.Path, fi, err)
+			}
+			// A repeated create adopts the volume.
+			again, err := d.Create(ctx, spec)
+			if err != nil || again != v {
+				t.Fatalf("second Create = %+v, %v; want %+v", again, err, v)
+			}
+			// Grow in place.
+			spec.Size = 96 << 20
+			grown, err := d.Update(ctx, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if grown.Size != spec.Size || grown.Path != v.Path {
+				t.Fatalf("after grow: %+v", grown)
+			}
+			read, err := d.Read(ctx, spec.Stack, spec.Address)
+			if err != nil || read.Size != spec.Size {
+				t.Fatalf("Read after grow = %+v, %v", read, err)
+			}
+			// Shrinking is refused and changes nothing.
+			spec.Size = 32 << 20
+			if _, err := d.Update(ctx, spec); !errors.Is(err, volume.ErrShrink) {
+				t.Fatalf("shrink: err = %v, want ErrShrink", err)
+			}
+			if read, _ := d.Read(ctx, spec.Stack, spec.Address); read.Size != 96<<20 {
+				t.Fatalf("size after refused shrink = %d", read.Size)
+			}
+			list, err := d.List(ctx)
+			if err != nil || len(list) != 1 || list[0].Name != v.Name || list[0].Stack != "s1" || list[0].Address != "volume-data-0" {
+				t.Fatalf("List = %+v, %v", list, err)
+			}
+			// Delete twice: both succeed, nothing is left.
+			for i := 0; i < 2; i++ {
+				if err := d.Delete(ctx, spec.Stack, spec.Address); err != nil {
+					t.Fatalf("Delete #%d: %v", i+1, err)
+				}
+			}
+			if _, err := d.Read(ctx, spec.Stack, spec.Address); !errors.Is(err, executors.ErrNotFound) {
+				t.Fatalf("Read after delete: err = %v", err)
+			}
+			if _, err := os.Stat(v.Path); !os.IsNotExist(err) {
+				t.Fatalf("file %s still there: %v", v.Path, err)
+			}
+		})
+	}
+}
+
+// A volume whose file was removed behind libvirt's back reads as absent and
+// deletes cleanly.
+func TestRemovedBehindBack(t *testing.T) {
+	ctx := context.Background()
+	d := newDriver(t)
+	v, err := d.Create(ctx, volume.Spec{Stack: "s2", Address: "volume.gone", Size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(v.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Read(ctx, "s2", "volume.gone"); !errors.Is(err, executors.ErrNotFound) {
+		t.Fatalf("Read: err = %v, want ErrNotFound", err)
+	}
+	if err := d.Delete(ctx, "s2", "volume.gone"); err != nil {
+		t.Fatal(err)
+	}
+}
