@@ -158,10 +158,13 @@ func planCases() []planCase {
 			wantRefused: []string{"network.lan", "volume.data[0]"},
 		},
 		{
-			name:    "prevent_destroy_allows_update",
-			desired: desiredAgainst(with(func(f *fixture) { f.memory = 1 << 30; f.lifecycle = map[string]spec.Lifecycle{"server.web[0]": {PreventDestroy: true}} }), baseState),
-			actual:  baseState,
-			want:    map[string]Action{"server.web[0]": Update},
+			name: "prevent_destroy_allows_update",
+			desired: desiredAgainst(with(func(f *fixture) {
+				f.memory = 1 << 30
+				f.lifecycle = map[string]spec.Lifecycle{"server.web[0]": {PreventDestroy: true}}
+			}), baseState),
+			actual: baseState,
+			want:   map[string]Action{"server.web[0]": Update},
 		},
 		{
 			name: "ignore_changes",
