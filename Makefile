@@ -35,8 +35,10 @@ bench:
 	@mkdir -p build
 	$(GO) test -run '^$$' -bench . -benchmem ./... | tee build/bench.txt
 	@echo
-	@echo "== benchmark report (ns/op, bytes/op, allocs/op) =="
-	@awk '/^pkg:/ {pkg=$$2} /^Benchmark/ {printf "%-40s %-48s %14s ns/op %14s B/op %10s allocs/op\n", pkg, $$1, $$3, $$5, $$7}' build/bench.txt
+	@echo "== benchmark report =="
+	@awk '/^pkg:/ {pkg=$$2; sub(".*/kiln/?", "", pkg); if (pkg == "") pkg = "."} \
+		/^Benchmark/ {line = sprintf("%-12s %-44s", pkg, $$1); \
+		for (i = 3; i < NF; i += 2) line = line sprintf(" %12s %s", $$i, $$(i+1)); print line}' build/bench.txt
 
 deps:
 	scripts/install-deps.sh
