@@ -293,7 +293,7 @@ type CancelOperation struct {
 type ActionStarted struct {
 	Operation string
 	Address   string
-	Agent     string // when set, the action is (re)assigned to it
+	Agent     string  // when set, the action is (re)assigned to it
 	Events    []Event `json:",omitempty"`
 	Time      time.Time
 }

@@ -1,0 +1,486 @@
+package raftstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Config configures a Store.
+type Config struct {
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// NodeID names this server in the raft configuration; it must stay the
+	// same across restarts.
+	NodeID string
+	// RaftAddr is the TCP address to bind (host:port).
+	RaftAddr string
+	// AdvertiseAddr is the address other servers dial; RaftAddr when empty.
+	AdvertiseAddr string
+	// Bootstrap makes a new cluster with this node as its only voter when
+	// there is no state yet. It does nothing if the node has state.
+	Bootstrap bool
+	Logger    hclog.Logger
+
+	// Raft timeouts; zero keeps hashicorp/raft's defaults (1s heartbeat and
+	// election, 500ms lease).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold and SnapshotInterval; zero keeps raft's defaults.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// MaxAppendEntries bounds a batch of entries; zero means 256.
+	MaxAppendEntries int
+	// ApplyTimeout bounds Apply when its context has no deadline; zero means 10s.
+	ApplyTimeout time.Duration
+
+	// Transport replaces the TCP transport (tests: raft.NewInmemTransport).
+	// Its LocalAddr is the node's address.
+	Transport raft.Transport
+	// InMemory keeps the log, stable and snapshot stores in memory (tests).
+	InMemory bool
+}
+
+// Store is a kiln server's replicated state: raft plus the FSM.
+type Store struct {
+	cfg       Config
+	log       hclog.Logger
+	raft      *raft.Raft
+	fsm       *FSM
+	transport raft.Transport
+	closers   []io.Closer
+
+	leaderCh chan bool
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+	done         chan struct{}
+}
+
+// Open starts a store. With Bootstrap and no existing state it makes a
+// one-voter cluster; otherwise it waits to be added (AddVoter on the leader)
+// or resumes from its data directory.
+func Open(cfg Config) (*Store, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("raftstore: NodeID is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if cfg.MaxAppendEntries == 0 {
+		cfg.MaxAppendEntries = 256
+	}
+	s := &Store{
+		cfg:      cfg,
+		log:      cfg.Logger.Named("raftstore"),
+		fsm:      NewFSM(),
+		leaderCh: make(chan bool, 1),
+		done:     make(chan struct{}),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeAll()
+		}
+	}()
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = cfg.Logger.Named("raft")
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.CommitTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	notify := make(chan bool, 8)
+	rc.NotifyCh = notify
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if cfg.InMemory {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		if cfg.DataDir == "" {
+			return nil, errors.New("raftstore: DataDir is required")
+		}
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("raftstore: data dir: %w", err)
+		}
+		// NoSync stays false: every append is fsynced before it is acknowledged.
+		bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: open log store: %w", err)
+		}
+		s.closers = append(s.closers, bolt)
+		stable = bolt
+		cache, err := raft.NewLogCache(512, bolt)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: log cache: %w", err)
+		}
+		logs = cache
+		fs, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger.Named("snapshot"))
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
+		}
+		snaps = fs
+	}
+
+	trans := cfg.Transport
+	if trans == nil {
+		if cfg.RaftAddr == "" {
+			return nil, errors.New("raftstore: RaftAddr is required")
+		}
+		adv := cfg.AdvertiseAddr
+		if adv == "" {
+			adv = cfg.RaftAddr
+		}
+		advAddr, err := net.ResolveTCPAddr("tcp", adv)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: advertise address %s: %w", adv, err)
+		}
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advAddr, 5, 10*time.Second, cfg.Logger.Named("transport"))
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: transport: %w", err)
+		}
+		trans = tcp
+		s.closers = append(s.closers, tcp)
+	}
+	s.transport = trans
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: read state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
+			}}}
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, conf); err != nil {
+				return nil, fmt.Errorf("raftstore: bootstrap: %w", err)
+			}
+		}
+	}
+
+	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	s.raft = r
+	go s.forwardLeadership(notify)
+	ok = true
+	return s, nil
+}
+
+// forwardLeadership keeps the latest leadership change in leaderCh, so raft
+// is never blocked by a slow reader and the reader always sees the newest.
+func (s *Store) forwardLeadership(notify <-chan bool) {
+	for {
+		select {
+		case v := <-notify:
+			select {
+			case <-s.leaderCh:
+			default:
+			}
+			s.leaderCh <- v
+		case <-s.done:
+			return
+		}
+	}
+}
+
+func (s *Store) closeAll() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i].Close()
+	}
+	s.closers = nil
+}
+
+// State returns the replicated state (read it through its methods). Reads
+// on a follower may lag; call Barrier first for a consistent read.
+func (s *Store) State() *State { return s.fsm.State() }
+
+// NodeID returns this node's id.
+func (s *Store) NodeID() string { return s.cfg.NodeID }
+
+// Addr returns this node's raft address.
+func (s *Store) Addr() string { return string(s.transport.LocalAddr()) }
+
+// Raft returns the underlying raft (for stats and tools).
+func (s *Store) Raft() *raft.Raft { return s.raft }
+
+// Apply proposes a command and waits until it is committed and applied on
+// this node. A refused command returns the FSM's error (wrapping
+// ErrNotFound, ErrConflict, ErrStaleSerial or ErrInvalid); on a follower it
+// returns an error wrapping ErrNotLeader. It is safe for concurrent use:
+// concurrent proposals are batched into shared log appends.
+func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
+	data, err := Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	timeout := s.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	f := s.raft.Apply(data, timeout)
+	if ctx.Done() == nil {
+		return s.result(f)
+	}
+	type res struct {
+		v   any
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		v, err := s.result(f)
+		ch <- res{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		// The entry may still commit; the caller only stops waiting.
+		return nil, ctx.Err()
+	}
+}
+
+func (s *Store) result(f raft.ApplyFuture) (any, error) {
+	if err := f.Error(); err != nil {
+		return nil, s.raftErr(err)
+	}
+	if err, ok := f.Response().(error); ok {
+		return nil, err
+	}
+	return f.Response(), nil
+}
+
+func (s *Store) raftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		addr, id := s.Leader()
+		if addr == "" {
+			return fmt.Errorf("%w (no leader known): %v", ErrNotLeader, err)
+		}
+		return fmt.Errorf("%w (leader %s at %s): %v", ErrNotLeader, id, addr, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShutdown
+	}
+	return err
+}
+
+// IsLeader reports whether this node is the leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's raft address and id ("" when unknown).
+func (s *Store) Leader() (addr, id string) {
+	a, i := s.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// LeaderCh delivers true when this node becomes leader and false when it
+// stops being one. Only the newest change is kept; there must be a single
+// reader (the leader loop).
+func (s *Store) LeaderCh() <-chan bool { return s.leaderCh }
+
+// WaitLeader waits until some leader is known.
+func (s *Store) WaitLeader(ctx context.Context) (addr, id string, err error) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, id = s.Leader(); addr != "" {
+			return addr, id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Barrier waits until every entry committed before it is applied on this
+// node (the leader): reads after it are consistent.
+func (s *Store) Barrier(ctx context.Context) error {
+	if err := s.raft.Barrier(s.timeout(ctx)).Error(); err != nil {
+		return s.raftErr(err)
+	}
+	return nil
+}
+
+// VerifyLeader confirms with a quorum that this node is still the leader.
+func (s *Store) VerifyLeader() error {
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return s.raftErr(err)
+	}
+	return nil
+}
+
+func (s *Store) timeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return s.cfg.ApplyTimeout
+}
+
+// AddVoter adds a server to the cluster (on the leader). Adding a server
+// that is already a voter at the same address does nothing.
+func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
+	if err := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, s.timeout(ctx)).Error(); err != nil {
+		return s.raftErr(err)
+	}
+	return nil
+}
+
+// RemoveServer removes a server from the cluster (on the leader).
+func (s *Store) RemoveServer(ctx context.Context, id string) error {
+	if err := s.raft.RemoveServer(raft.ServerID(id), 0, s.timeout(ctx)).Error(); err != nil {
+		return s.raftErr(err)
+	}
+	return nil
+}
+
+// Peer is one server of the cluster.
+type Peer struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Voter   bool   `json:"voter"`
+	Leader  bool   `json:"leader"`
+}
+
+// Peers returns the servers of the latest configuration.
+func (s *Store) Peers() ([]Peer, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, s.raftErr(err)
+	}
+	_, leaderID := s.Leader()
+	var out []Peer
+	for _, srv := range f.Configuration().Servers {
+		out = append(out, Peer{
+			ID: string(srv.ID), Address: string(srv.Address),
+			Voter: srv.Suffrage == raft.Voter, Leader: string(srv.ID) == leaderID,
+		})
+	}
+	return out, nil
+}
+
+// SaveSnapshot takes a snapshot now and writes it to w, for a backup
+// (`kiln operator snapshot save`). The bytes are the FSM's JSON snapshot.
+func (s *Store) SaveSnapshot(w io.Writer) error {
+	f := s.raft.Snapshot()
+	if err := f.Error(); err != nil {
+		if !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			return fmt.Errorf("snapshot: %w", s.raftErr(err))
+		}
+		// Nothing applied since the last snapshot: back up the live state.
+		s.fsm.state.mu.RLock()
+		snap := &fsmSnapshot{data: s.fsm.state.t.export()}
+		s.fsm.state.mu.RUnlock()
+		return writeSnapshotTo(w, snap)
+	}
+	_, rc, err := f.Open()
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(w, rc); err != nil {
+		return fmt.Errorf("snapshot: write: %w", err)
+	}
+	return nil
+}
+
+// RestoreSnapshot replaces the whole cluster's state with a backup written
+// by SaveSnapshot (on the leader; the followers follow).
+func (s *Store) RestoreSnapshot(ctx context.Context, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("restore: read: %w", err)
+	}
+	// Check it before raft consumes it: a bad file must not reach the FSM.
+	if _, err := readSnapshot(bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data))}
+	if err := s.raft.Restore(meta, bytes.NewReader(data), s.timeout(ctx)); err != nil {
+		return fmt.Errorf("restore: %w", s.raftErr(err))
+	}
+	return nil
+}
+
+// Leave removes this node from the cluster when it is the leader (the
+// leader steps down once the removal commits). A follower cannot remove
+// itself: it gets ErrNotLeader and asks the leader (RemoveServer there).
+func (s *Store) Leave(ctx context.Context) error {
+	if !s.IsLeader() {
+		addr, id := s.Leader()
+		return fmt.Errorf("%w (leader %s at %s): ask it to remove %s", ErrNotLeader, id, addr, s.cfg.NodeID)
+	}
+	return s.RemoveServer(ctx, s.cfg.NodeID)
+}
+
+// Shutdown stops raft and closes the transport and the stores.
+func (s *Store) Shutdown() error {
+	s.shutdownOnce.Do(func() {
+		s.shutdownErr = s.raft.Shutdown().Error()
+		close(s.done)
+		s.closeAll()
+	})
+	return s.shutdownErr
+}
+
+// writeSnapshotTo writes a captured snapshot to w.
+func writeSnapshotTo(w io.Writer, snap *fsmSnapshot) error {
+	sink := &writerSink{w: w}
+	return snap.Persist(sink)
+}
+
+// writerSink adapts an io.Writer to raft.SnapshotSink.
+type writerSink struct{ w io.Writer }
+
+func (s *writerSink) Write(p []byte) (int, error) { return s.w.Write(p) }
+func (s *writerSink) Close() error                { return nil }
+func (s *writerSink) ID() string                  { return "backup" }
+func (s *writerSink) Cancel() error               { return nil }
