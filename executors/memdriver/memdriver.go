@@ -202,35 +202,42 @@ func (d *Driver) Objects() []Object {
 	return out
 }
 
-// enter counts a call and returns the fault and gate that apply to it.
-func (d *Driver) enter(kind, address, op string) (*Gate, error) {
+// enter counts a call and returns the gate that applies to it.
+func (d *Driver) enter(kind, address, op string) *Gate {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c := Call{kind, address, op}
 	d.calls[c]++
 	d.log = append(d.log, c)
-	err := d.fails[fault{address, op}]
-	if err == nil {
-		err = d.fails[fault{address, ""}]
-	}
 	g := d.gates[fault{address, op}]
 	if g == nil {
 		g = d.gates[fault{address, ""}]
 	}
-	return g, err
+	return g
+}
+
+// fault returns the error a call is told to fail with, looked up when the
+// call gets past a BeforeEffect gate (so a test can decide while it is held).
+func (d *Driver) fault(address, op string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.fails[fault{address, op}]; err != nil {
+		return err
+	}
+	return d.fails[fault{address, ""}]
 }
 
 func (d *Driver) before(ctx context.Context, kind, address, op string) (*Gate, error) {
 	if !known(kind) {
 		return nil, fmt.Errorf("%s %s: unknown kind %q", op, address, kind)
 	}
-	g, err := d.enter(kind, address, op)
+	g := d.enter(kind, address, op)
 	if g != nil && g.when == BeforeEffect {
 		if werr := g.wait(ctx); werr != nil {
 			return nil, fmt.Errorf("%s %s: %w", op, address, werr)
 		}
 	}
-	if err != nil {
+	if err := d.fault(address, op); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", op, address, err)
 	}
 	if g != nil && g.when == AfterEffect {
