@@ -528,3 +528,94 @@ func TestFormatSize(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanErrors(t *testing.T) {
+	base := baseFixture()
+	for _, tc := range []struct {
+		name    string
+		desired func() *spec.Stack
+		actual  func() *State
+		want    string
+	}{
+		{
+			name: "dependency not in the stack",
+			desired: func() *spec.Stack {
+				s := base.build(nil)
+				s.Resource("server.web[0]").DependsOn = []string{"network.gone"}
+				return s
+			},
+			actual: func() *State { return nil },
+			want:   "plan: server.web[0] depends on network.gone, which is not in the stack",
+		},
+		{
+			name: "duplicate desired address",
+			desired: func() *spec.Stack {
+				s := base.build(nil)
+				s.Resources = append(s.Resources, s.Resources[0])
+				return s
+			},
+			actual: func() *State { return nil },
+			want:   "plan: stack lists image.base twice",
+		},
+		{
+			name:    "duplicate state address",
+			desired: func() *spec.Stack { return nil },
+			actual: func() *State {
+				st := base.applied()
+				st.Resources = append(st.Resources, st.Resources[1])
+				return st
+			},
+			want: "plan: state lists network.lan twice",
+		},
+		{
+			name:    "cycle in the state",
+			desired: func() *spec.Stack { return nil },
+			actual: func() *State {
+				return editState(base.applied(), "image.base", func(r *ResourceState) { r.DependsOn = []string{"port_forward.http"} })
+			},
+			want: "plan: dependency cycle between image.base, port_forward.http, server.web[0]",
+		},
+		{
+			name: "self dependency",
+			desired: func() *spec.Stack {
+				s := base.build(nil)
+				s.Resource("network.lan").DependsOn = []string{"network.lan"}
+				return s
+			},
+			actual: func() *State { return nil },
+			want:   "plan: dependency cycle between network.lan",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := Plan(tc.desired(), tc.actual())
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("Plan error = %v, want %q", err, tc.want)
+			}
+			if res != nil {
+				t.Error("a refused plan returned a result")
+			}
+		})
+	}
+}
+
+// TestPlanDoesNotMutate plans every case and wants its inputs untouched: the
+// raftstore hands the planner the state it holds.
+func TestPlanDoesNotMutate(t *testing.T) {
+	for _, tc := range planCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			d, a := tc.desired(), tc.actual()
+			var aCopy State
+			if a != nil {
+				roundTrip(t, a, &aCopy)
+			}
+			dCopy := tc.desired()
+			_, _ = Plan(d, a)
+			if a != nil && !reflect.DeepEqual(*a, aCopy) {
+				t.Error("Plan changed the actual state")
+			}
+			if !reflect.DeepEqual(d, dCopy) {
+				t.Error("Plan changed the desired stack")
+			}
+		})
+	}
+}
