@@ -82,6 +82,12 @@ type Options struct {
 	Env map[string]string
 	// Prior supplies computed attributes of resources that already exist.
 	Prior Prior
+	// Dir is prefixed to bundle paths when naming files in diagnostics
+	// ("examples/quickstart" makes "examples/quickstart/main.hcl:12,3").
+	Dir string
+	// Files names the bundle entries that are template files. Empty means
+	// every top-level *.hcl file of the bundle, sorted.
+	Files []string
 }
 
 // RawVar is a variable given as text (-var name=value or KILN_VAR_name). For a
