@@ -234,4 +234,3 @@ func (l *loader) stack() *Stack {
 }
 
 func bigInt(n int64) *big.Float { return new(big.Float).SetInt64(n) }
-

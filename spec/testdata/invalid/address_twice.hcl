@@ -1,0 +1,17 @@
+image "base" {
+  source = "/var/lib/images/base.qcow2"
+}
+
+network "lan" {
+  cidr = "10.0.0.0/24"
+}
+
+server "a" {
+  image = image.base.id
+  network "lan" { address = "10.0.0.10" }
+}
+
+server "b" {
+  image = image.base.id
+  network "lan" { address = "10.0.0.10" }
+}

@@ -1,0 +1,3 @@
+output "9lives" {
+  value = 9
+}

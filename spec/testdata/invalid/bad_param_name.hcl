@@ -1,0 +1,3 @@
+param "WebCount" {
+  default = 1
+}

@@ -1,0 +1,3 @@
+volume "data" {
+  size = "10 parsecs"
+}

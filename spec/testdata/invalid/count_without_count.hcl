@@ -1,0 +1,3 @@
+volume "data" {
+  size = "${count.index + 1}GiB"
+}

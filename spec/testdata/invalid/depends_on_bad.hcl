@@ -1,0 +1,4 @@
+volume "data" {
+  size       = "1GiB"
+  depends_on = [network.nowhere]
+}

@@ -1,0 +1,7 @@
+param "size" {
+  default = "1GiB"
+}
+
+param "size" {
+  default = "2GiB"
+}

@@ -1,0 +1,4 @@
+volume "data" {
+  for_each = ["a", "b"]
+  size     = "1GiB"
+}

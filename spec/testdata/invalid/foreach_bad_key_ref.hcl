@@ -1,0 +1,8 @@
+volume "v" {
+  for_each = toset(["a", "b"])
+  size     = "1GiB"
+}
+
+output "c" {
+  value = volume.v["c"].id
+}

@@ -1,0 +1,4 @@
+volume "data" {
+  count = 1.5
+  size  = "1GiB"
+}

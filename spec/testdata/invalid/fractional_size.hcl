@@ -1,0 +1,3 @@
+volume "data" {
+  size = "1.3K"
+}

@@ -1,0 +1,3 @@
+image "base" {
+  source = "images/base.qcow2"
+}

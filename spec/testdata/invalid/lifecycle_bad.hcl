@@ -1,0 +1,6 @@
+volume "data" {
+  size = "1GiB"
+  lifecycle {
+    ignore_changes = [colour]
+  }
+}

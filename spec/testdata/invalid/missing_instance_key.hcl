@@ -1,0 +1,12 @@
+image "base" {
+  source = "/var/lib/images/base.qcow2"
+}
+
+server "web" {
+  count = 2
+  image = image.base.id
+}
+
+output "addr" {
+  value = server.web.address
+}

@@ -1,0 +1,7 @@
+param "token" {
+  type = string
+}
+
+output "t" {
+  value = param.token
+}

@@ -1,0 +1,4 @@
+param "cpus" {
+  type    = number
+  default = "many"
+}

@@ -1,0 +1,4 @@
+param "count" {
+  type    = number
+  default = 1
+}

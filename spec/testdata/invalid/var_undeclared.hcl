@@ -1,0 +1,3 @@
+param "size" {
+  default = "1GiB"
+}
