@@ -16,10 +16,12 @@ import (
 // volume) and port forwards (one per server), until n resources.
 const benchGroup = 16
 
+const benchSHA = "5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee5f1c0ffee0"
+
 // genTemplate writes an HCL template of n resources.
 func genTemplate(n int) []byte {
 	var b bytes.Buffer
-	b.WriteString("image \"base\" {\n  source = \"/srv/images/base.qcow2\"\n  sha256 = \"5f1c\"\n}\n")
+	fmt.Fprintf(&b, "image \"base\" {\n  source = \"/srv/images/base.qcow2\"\n  sha256 = \"%s\"\n}\n", benchSHA)
 	count := 1
 	for g := 0; count < n; g++ {
 		fmt.Fprintf(&b, "\nnetwork \"n%d\" {\n  cidr = \"10.%d.%d.0/24\"\n  nat  = true\n}\n", g, g/256, g%256)
@@ -59,7 +61,7 @@ func genStack(n int, prior spec.Prior) *spec.Stack {
 	add := func(r *spec.Resource) { s.Resources = append(s.Resources, r) }
 	add(&spec.Resource{
 		Address: "image.base", Kind: spec.KindImage, Name: "base",
-		Attrs:    map[string]any{"source": "/srv/images/base.qcow2", "sha256": "5f1c"},
+		Attrs:    map[string]any{"source": "/srv/images/base.qcow2", "sha256": benchSHA},
 		Computed: map[string]any{"id": ref(prior, "image.base", "id"), "size": ref(prior, "image.base", "size")},
 	})
 	count := 1
