@@ -304,7 +304,8 @@ func (d *Driver) apply(ctx context.Context, spec Spec, create bool) error {
 		return err
 	}
 	name := BridgeName(spec.Stack, spec.Address)
-	if err := ensureBridge(spec, name, create); err != nil {
+	made, err := ensureBridge(spec, name, create)
+	if err != nil {
 		return err
 	}
 	if err := enableForwarding(); err != nil {
@@ -317,51 +318,58 @@ func (d *Driver) apply(ctx context.Context, spec Spec, create bool) error {
 	if !spec.DHCP {
 		return dm.remove(ctx)
 	}
+	if made {
+		// A dnsmasq that outlived its bridge listens on a dead interface.
+		if err := dm.stop(ctx); err != nil {
+			return err
+		}
+	}
 	return dm.ensure(ctx)
 }
 
 // ensureBridge makes (or adopts) the bridge with its owner alias, fixed
-// MAC and gateway address, and sets it up.
-func ensureBridge(spec Spec, name string, create bool) error {
+// MAC and gateway address, and sets it up. made says it had to be made.
+func ensureBridge(spec Spec, name string, create bool) (made bool, err error) {
 	owner := spec.owner()
 	gw, err := spec.gateway()
 	if err != nil {
-		return err
+		return made, err
 	}
 	link, err := netlink.LinkByName(name)
 	var nf netlink.LinkNotFoundError
 	switch {
 	case errors.As(err, &nf) && !create:
-		return fmt.Errorf("network %s: bridge %s: %w", spec.Address, name, executors.ErrNotFound)
+		return made, fmt.Errorf("network %s: bridge %s: %w", spec.Address, name, executors.ErrNotFound)
 	case errors.As(err, &nf):
 		la := netlink.NewLinkAttrs()
 		la.Name = name
 		la.Alias = owner
 		la.HardwareAddr = bridgeMAC(owner)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("network %s: add bridge %s: %w", spec.Address, name, err)
+			return made, fmt.Errorf("network %s: add bridge %s: %w", spec.Address, name, err)
 		}
+		made = true
 		if link, err = netlink.LinkByName(name); err != nil {
-			return fmt.Errorf("network %s: bridge %s: %w", spec.Address, name, err)
+			return made, fmt.Errorf("network %s: bridge %s: %w", spec.Address, name, err)
 		}
 	case err != nil:
-		return fmt.Errorf("network %s: bridge %s: %w", spec.Address, name, err)
+		return made, fmt.Errorf("network %s: bridge %s: %w", spec.Address, name, err)
 	}
 	if link.Type() != "bridge" {
-		return fmt.Errorf("network %s: %s exists and is a %s, not a bridge", spec.Address, name, link.Type())
+		return made, fmt.Errorf("network %s: %s exists and is a %s, not a bridge", spec.Address, name, link.Type())
 	}
 	switch alias := link.Attrs().Alias; alias {
 	case owner:
 	case "":
 		if err := netlink.LinkSetAlias(link, owner); err != nil {
-			return fmt.Errorf("network %s: tag bridge %s: %w", spec.Address, name, err)
+			return made, fmt.Errorf("network %s: tag bridge %s: %w", spec.Address, name, err)
 		}
 	default:
-		return fmt.Errorf("network %s: bridge %s belongs to %s", spec.Address, name, alias)
+		return made, fmt.Errorf("network %s: bridge %s belongs to %s", spec.Address, name, alias)
 	}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
-		return fmt.Errorf("network %s: addresses of %s: %w", spec.Address, name, err)
+		return made, fmt.Errorf("network %s: addresses of %s: %w", spec.Address, name, err)
 	}
 	have := false
 	for _, a := range addrs {
@@ -372,24 +380,24 @@ func ensureBridge(spec Spec, name string, create bool) error {
 		}
 		// kiln owns the bridge: an address it did not ask for (an old CIDR) goes.
 		if err := netlink.AddrDel(link, &a); err != nil {
-			return fmt.Errorf("network %s: remove old address %s from %s: %w", spec.Address, a.IPNet, name, err)
+			return made, fmt.Errorf("network %s: remove old address %s from %s: %w", spec.Address, a.IPNet, name, err)
 		}
 	}
 	if !have {
 		addr, err := netlink.ParseAddr(gw.String())
 		if err != nil {
-			return err
+			return made, err
 		}
 		if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("network %s: gateway %s on %s: %w", spec.Address, gw, name, err)
+			return made, fmt.Errorf("network %s: gateway %s on %s: %w", spec.Address, gw, name, err)
 		}
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("network %s: set %s up: %w", spec.Address, name, err)
+			return made, fmt.Errorf("network %s: set %s up: %w", spec.Address, name, err)
 		}
 	}
-	return nil
+	return made, nil
 }
 
 // Delete removes the network: dnsmasq and its files, the network's iptables
