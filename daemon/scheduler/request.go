@@ -1,0 +1,56 @@
+package scheduler
+
+import (
+	"sort"
+
+	"github.com/kiln-dev/kiln/planner"
+)
+
+// StackRequest sums what a plan adds to its stack's host: cpus, memory and
+// disk of the servers it creates or replaces, the size of the volumes it
+// creates or replaces, and the images its servers need (by sha256, or by
+// source when there is none). Values not known before apply count as zero.
+// Updates and deletes are not counted: growing a server in place is checked
+// by the agent, and freed capacity shows in the agent's next report.
+func StackRequest(p *planner.Result) Request {
+	req := Request{Stack: p.Stack}
+	images := map[string]bool{}
+	for _, c := range p.Changes {
+		if c.Action != planner.Create && c.Action != planner.Replace {
+			continue
+		}
+		switch c.Kind {
+		case "server":
+			req.CPUs += num(c.After["cpus"])
+			req.Memory += num(c.After["memory"])
+			req.Disk += num(c.After["disk"])
+		case "volume":
+			req.Disk += num(c.After["size"])
+		case "image":
+			key, _ := c.After["sha256"].(string)
+			if key == "" {
+				key, _ = c.After["source"].(string)
+			}
+			if key != "" {
+				images[key] = true
+			}
+		}
+	}
+	for k := range images {
+		req.Images = append(req.Images, k)
+	}
+	sort.Strings(req.Images)
+	return req
+}
+
+func num(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case int:
+		return int64(n)
+	case float64:
+		return int64(n)
+	}
+	return 0
+}

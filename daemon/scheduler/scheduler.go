@@ -1,0 +1,285 @@
+// Package scheduler places work on agents, the way nova-scheduler does:
+// filter the agents that are up and have room, weigh the rest by load and by
+// images already cached, and hand back an ordered list of candidates that the
+// caller tries in turn (up to MaxAttempts), failing with a message that says
+// why every agent was turned down.
+//
+// It is pure: no clock, no I/O, no goroutines. Time comes in as arguments.
+//
+// A stack is placed as a whole on one agent, not resource by resource: the
+// bridges that connect a stack's servers are host-local, so every resource
+// that shares a network must live on the same host. Until kiln has overlay
+// networks this is the only sound placement; Request.Pinned keeps later
+// applies of a stack on the agent it already lives on.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// MaxAttempts is how many candidates a create is tried on before it fails.
+const MaxAttempts = 3
+
+// Resources are amounts of capacity.
+type Resources struct {
+	CPUs   int64
+	Memory int64 // bytes
+	Disk   int64 // bytes
+}
+
+// Agent is what the scheduler knows of one agent.
+type Agent struct {
+	ID string
+	// Down is set for an agent that missed its heartbeats (see
+	// Heartbeat.Mark) or was marked down by an operator.
+	Down bool
+	// Capacity is what the host offers; Used what is already allocated to
+	// stacks placed on it.
+	Capacity Resources
+	Used     Resources
+	// Images are the keys (sha256, or source when there is none) of the
+	// images in the agent's cache.
+	Images []string
+}
+
+// Request is the placement of one stack.
+type Request struct {
+	Stack string
+	// Resources the stack needs on top of what it already uses.
+	Resources
+	// Images the stack's servers boot from (keys as in Agent.Images).
+	Images []string
+	// Pinned is the agent the stack already lives on, if any: it must stay
+	// there, because its networks are host-local.
+	Pinned string
+}
+
+// Candidate is an agent that can take a request, with how it was weighed.
+type Candidate struct {
+	Agent string
+	// Load is the agent's fullest dimension after placement, 0 to 1.
+	Load float64
+	// Cached is how many of the request's images the agent has.
+	Cached int
+	Weight float64
+}
+
+// Rejection says why an agent was not used.
+type Rejection struct {
+	Agent  string
+	Reason string
+}
+
+// NoValidHostError is returned when no agent could take a request.
+type NoValidHostError struct {
+	Stack string
+	// Rejections name every agent considered, in the order considered:
+	// those filtered out, then those tried and failed.
+	Rejections []Rejection
+}
+
+func (e *NoValidHostError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "no valid host was found for stack %q", e.Stack)
+	if len(e.Rejections) == 0 {
+		b.WriteString(": there are no agents")
+		return b.String()
+	}
+	b.WriteString(": ")
+	for i, r := range e.Rejections {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "agent %s: %s", r.Agent, r.Reason)
+	}
+	return b.String()
+}
+
+// Weights set how much load and image affinity count. Each weigher yields a
+// value from 0 to 1 (1 - load; the fraction of the request's images cached)
+// that is multiplied by its weight; candidates are sorted by the sum.
+type Weights struct {
+	Load  float64
+	Image float64
+}
+
+// DefaultWeights make a cached image worth as much as half the host being
+// free: an image already there beats a fetch unless the host is much busier.
+var DefaultWeights = Weights{Load: 1, Image: 0.5}
+
+// Place returns the agents that can take req, best first, with
+// DefaultWeights. It fails with a *NoValidHostError when there are none.
+func Place(req Request, agents []Agent) ([]Candidate, error) {
+	return DefaultWeights.Place(req, agents)
+}
+
+// Place filters and weighs agents for req. Ties are broken by agent id.
+func (w Weights) Place(req Request, agents []Agent) ([]Candidate, error) {
+	sorted := append([]Agent(nil), agents...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	var cands []Candidate
+	var rejected []Rejection
+	for _, a := range sorted {
+		if why := filter(req, a); why != "" {
+			rejected = append(rejected, Rejection{a.ID, why})
+			continue
+		}
+		c := Candidate{Agent: a.ID, Load: load(req.Resources, a), Cached: cached(req.Images, a.Images)}
+		c.Weight = w.Load * (1 - c.Load)
+		if len(req.Images) > 0 {
+			c.Weight += w.Image * float64(c.Cached) / float64(len(req.Images))
+		}
+		cands = append(cands, c)
+	}
+	if len(cands) == 0 {
+		return nil, &NoValidHostError{Stack: req.Stack, Rejections: rejected}
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		if cands[i].Weight != cands[j].Weight {
+			return cands[i].Weight > cands[j].Weight
+		}
+		return cands[i].Agent < cands[j].Agent
+	})
+	return cands, nil
+}
+
+// filter returns why a cannot take req, or "".
+func filter(req Request, a Agent) string {
+	if req.Pinned != "" && a.ID != req.Pinned {
+		return fmt.Sprintf("stack lives on agent %s", req.Pinned)
+	}
+	if a.Down {
+		return "down"
+	}
+	var short []string
+	check := func(what string, need, capacity, used int64, format func(int64) string) {
+		if need <= 0 {
+			return
+		}
+		if free := capacity - used; need > free {
+			short = append(short, fmt.Sprintf("not enough %s (need %s, free %s)", what, format(need), format(max(free, 0))))
+		}
+	}
+	count := func(n int64) string { return fmt.Sprint(n) }
+	check("cpus", req.CPUs, a.Capacity.CPUs, a.Used.CPUs, count)
+	check("memory", req.Memory, a.Capacity.Memory, a.Used.Memory, bytes)
+	check("disk", req.Disk, a.Capacity.Disk, a.Used.Disk, bytes)
+	return strings.Join(short, ", ")
+}
+
+// load is the fullest dimension of a after placing r, from 0 to 1.
+func load(r Resources, a Agent) float64 {
+	l := 0.0
+	for _, d := range [][3]int64{
+		{r.CPUs, a.Used.CPUs, a.Capacity.CPUs},
+		{r.Memory, a.Used.Memory, a.Capacity.Memory},
+		{r.Disk, a.Used.Disk, a.Capacity.Disk},
+	} {
+		if d[2] <= 0 {
+			continue
+		}
+		l = max(l, float64(d[0]+d[1])/float64(d[2]))
+	}
+	return min(l, 1)
+}
+
+func cached(want, have []string) int {
+	set := make(map[string]bool, len(have))
+	for _, h := range have {
+		set[h] = true
+	}
+	n := 0
+	for _, w := range want {
+		if set[w] {
+			n++
+		}
+	}
+	return n
+}
+
+// bytes renders a size the way the CLI does (binary units).
+func bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB"}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < len(units)-1 {
+		v /= unit
+		i++
+	}
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d %s", int64(v), units[i])
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
+// Try runs try on the candidates in order until one succeeds, at most
+// MaxAttempts times, and returns the one that took the work. When all fail
+// it returns a *NoValidHostError with each attempt's error.
+func Try(ctx context.Context, stack string, cands []Candidate, try func(context.Context, Candidate) error) (Candidate, error) {
+	nv := &NoValidHostError{Stack: stack}
+	for i, c := range cands {
+		if i == MaxAttempts {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return Candidate{}, err
+		}
+		err := try(ctx, c)
+		if err == nil {
+			return c, nil
+		}
+		nv.Rejections = append(nv.Rejections, Rejection{c.Agent, err.Error()})
+	}
+	if len(cands) > MaxAttempts {
+		nv.Rejections = append(nv.Rejections, Rejection{
+			Agent:  strings.Join(agentIDs(cands[MaxAttempts:]), ", "),
+			Reason: fmt.Sprintf("not tried: gave up after %d attempts", MaxAttempts),
+		})
+	}
+	return Candidate{}, nv
+}
+
+// Schedule places req and tries the candidates; a failure lists both the
+// agents filtered out and those that failed the work.
+func (w Weights) Schedule(ctx context.Context, req Request, agents []Agent, try func(context.Context, Candidate) error) (Candidate, error) {
+	cands, err := w.Place(req, agents)
+	if err != nil {
+		return Candidate{}, err
+	}
+	c, err := Try(ctx, req.Stack, cands, try)
+	var nv *NoValidHostError
+	if errors.As(err, &nv) {
+		all := &NoValidHostError{Stack: req.Stack}
+		all.Rejections = append(all.Rejections, filtered(req, agents)...)
+		all.Rejections = append(all.Rejections, nv.Rejections...)
+		return Candidate{}, all
+	}
+	return c, err
+}
+
+// filtered lists the agents Place turns down, sorted by id.
+func filtered(req Request, agents []Agent) []Rejection {
+	var out []Rejection
+	for _, a := range agents {
+		if why := filter(req, a); why != "" {
+			out = append(out, Rejection{a.ID, why})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Agent < out[j].Agent })
+	return out
+}
+
+func agentIDs(cs []Candidate) []string {
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.Agent
+	}
+	return ids
+}

@@ -1,0 +1,293 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/planner"
+)
+
+const gib = 1 << 30
+
+func agent(id string, cpus, memGiB, usedCPUs, usedMemGiB int64, images ...string) Agent {
+	return Agent{
+		ID:       id,
+		Capacity: Resources{CPUs: cpus, Memory: memGiB * gib, Disk: 100 * gib},
+		Used:     Resources{CPUs: usedCPUs, Memory: usedMemGiB * gib},
+		Images:   images,
+	}
+}
+
+func ids(cs []Candidate) string {
+	var s []string
+	for _, c := range cs {
+		s = append(s, c.Agent)
+	}
+	return strings.Join(s, ",")
+}
+
+func TestPlace(t *testing.T) {
+	small := Request{Stack: "web", Resources: Resources{CPUs: 2, Memory: 2 * gib, Disk: 10 * gib}}
+	withImage := small
+	withImage.Images = []string{"sha-debian"}
+	down := agent("a0", 8, 16, 0, 0)
+	down.Down = true
+	tests := []struct {
+		name    string
+		req     Request
+		agents  []Agent
+		want    string // candidate ids in order
+		wantErr []string
+	}{
+		{
+			name:   "least loaded first",
+			req:    small,
+			agents: []Agent{agent("a1", 8, 16, 6, 4), agent("a2", 8, 16, 0, 0), agent("a3", 8, 16, 2, 2)},
+			want:   "a2,a3,a1",
+		},
+		{
+			name:   "load is the fullest dimension",
+			req:    small,
+			agents: []Agent{agent("a1", 8, 16, 0, 12), agent("a2", 8, 16, 4, 4)},
+			want:   "a2,a1",
+		},
+		{
+			name:   "filters agents without room",
+			req:    small,
+			agents: []Agent{agent("a1", 2, 16, 1, 0), agent("a2", 8, 3, 0, 2), agent("a3", 8, 16, 0, 0)},
+			want:   "a3",
+		},
+		{
+			name:   "down agents excluded",
+			req:    small,
+			agents: []Agent{down, agent("a1", 8, 16, 4, 8)},
+			want:   "a1",
+		},
+		{
+			name:   "image affinity beats a small load difference",
+			req:    withImage,
+			agents: []Agent{agent("a1", 8, 16, 0, 0), agent("a2", 8, 16, 2, 4, "sha-debian")},
+			want:   "a2,a1",
+		},
+		{
+			name:   "a much busier host loses despite the image",
+			req:    withImage,
+			agents: []Agent{agent("a1", 8, 16, 0, 0), agent("a2", 8, 16, 6, 2, "sha-debian")},
+			want:   "a1,a2",
+		},
+		{
+			name:   "ties broken by id",
+			req:    small,
+			agents: []Agent{agent("c", 8, 16, 0, 0), agent("a", 8, 16, 0, 0), agent("b", 8, 16, 0, 0)},
+			want:   "a,b,c",
+		},
+		{
+			name:   "pinned stack stays on its agent",
+			req:    Request{Stack: "web", Pinned: "b"},
+			agents: []Agent{agent("a", 8, 16, 0, 0), agent("b", 8, 16, 6, 12)},
+			want:   "b",
+		},
+		{
+			name:   "no valid host lists every reason",
+			req:    small,
+			agents: []Agent{down, agent("a1", 1, 16, 0, 0), agent("a2", 8, 16, 8, 15)},
+			wantErr: []string{
+				`no valid host was found for stack "web"`,
+				"agent a0: down",
+				"agent a1: not enough cpus (need 2, free 1)",
+				"agent a2: not enough cpus (need 2, free 0), not enough memory (need 2 GiB, free 1 GiB)",
+			},
+		},
+		{
+			name:    "no agents",
+			req:     small,
+			wantErr: []string{"there are no agents"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Place(tt.req, tt.agents)
+			if tt.wantErr != nil {
+				var nv *NoValidHostError
+				if !errors.As(err, &nv) {
+					t.Fatalf("err = %v, want NoValidHostError", err)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ids(got) != tt.want {
+				t.Errorf("order = %s, want %s (%+v)", ids(got), tt.want, got)
+			}
+		})
+	}
+}
+
+func TestPlaceIsDeterministic(t *testing.T) {
+	agents := []Agent{agent("b", 8, 16, 1, 1), agent("a", 8, 16, 1, 1), agent("c", 4, 8, 0, 0)}
+	first, _ := Place(Request{Stack: "s", Resources: Resources{CPUs: 1}}, agents)
+	for i := 0; i < 20; i++ {
+		rev := []Agent{agents[2], agents[0], agents[1]}
+		got, _ := Place(Request{Stack: "s", Resources: Resources{CPUs: 1}}, rev)
+		if ids(got) != ids(first) {
+			t.Fatalf("order %s then %s", ids(first), ids(got))
+		}
+	}
+}
+
+func TestTry(t *testing.T) {
+	cands := []Candidate{{Agent: "a"}, {Agent: "b"}, {Agent: "c"}, {Agent: "d"}}
+	tests := []struct {
+		name    string
+		fail    map[string]bool
+		want    string
+		tried   string
+		wantErr []string
+	}{
+		{name: "first takes it", want: "a", tried: "a"},
+		{name: "refused then taken", fail: map[string]bool{"a": true}, want: "b", tried: "a,b"},
+		{
+			name:  "exhausted after three attempts",
+			fail:  map[string]bool{"a": true, "b": true, "c": true, "d": true},
+			tried: "a,b,c",
+			wantErr: []string{
+				`no valid host was found for stack "web"`,
+				"agent a: create refused by a",
+				"agent b: create refused by b",
+				"agent c: create refused by c",
+				"agent d: not tried: gave up after 3 attempts",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tried []string
+			got, err := Try(context.Background(), "web", cands, func(_ context.Context, c Candidate) error {
+				tried = append(tried, c.Agent)
+				if tt.fail[c.Agent] {
+					return fmt.Errorf("create refused by %s", c.Agent)
+				}
+				return nil
+			})
+			if strings.Join(tried, ",") != tt.tried {
+				t.Errorf("tried %v, want %s", tried, tt.tried)
+			}
+			if tt.wantErr == nil {
+				if err != nil || got.Agent != tt.want {
+					t.Errorf("got %s, %v; want %s", got.Agent, err, tt.want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("want error")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestScheduleListsFilteredAndFailed(t *testing.T) {
+	down := agent("a0", 8, 16, 0, 0)
+	down.Down = true
+	agents := []Agent{down, agent("a1", 8, 16, 0, 0), agent("a2", 8, 16, 1, 1)}
+	_, err := DefaultWeights.Schedule(context.Background(), Request{Stack: "web", Resources: Resources{CPUs: 1}}, agents,
+		func(_ context.Context, c Candidate) error { return errors.New("libvirt: connection refused") })
+	want := `no valid host was found for stack "web": agent a0: down; agent a1: libvirt: connection refused; agent a2: libvirt: connection refused`
+	if err == nil || err.Error() != want {
+		t.Errorf("err =\n  %v\nwant\n  %s", err, want)
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	h := Heartbeat{Interval: 5 * time.Second, Missed: 3}
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		last time.Time
+		down bool
+	}{
+		{"just now", now, false},
+		{"exactly three intervals", now.Add(-15 * time.Second), false},
+		{"past three intervals", now.Add(-16 * time.Second), true},
+		{"never heard from", time.Time{}, true},
+	}
+	for _, tt := range tests {
+		if got := h.Down(tt.last, now); got != tt.down {
+			t.Errorf("%s: down = %v, want %v", tt.name, got, tt.down)
+		}
+	}
+	agents := []Agent{agent("a", 8, 16, 0, 0), agent("b", 8, 16, 0, 0)}
+	marked := h.Mark(agents, map[string]time.Time{"a": now, "b": now.Add(-time.Minute)}, now)
+	if marked[0].Down || !marked[1].Down {
+		t.Errorf("marked %+v", marked)
+	}
+	if agents[1].Down {
+		t.Error("Mark changed its input")
+	}
+	cands, err := Place(Request{Stack: "s", Resources: Resources{CPUs: 1}}, marked)
+	if err != nil || ids(cands) != "a" {
+		t.Errorf("placed on %s (%v), want a only", ids(cands), err)
+	}
+}
+
+func TestOrphaned(t *testing.T) {
+	agents := []Agent{agent("up", 8, 16, 0, 0), {ID: "down", Down: true}}
+	work := []Work{
+		{ID: "w3", Agent: "down"},
+		{ID: "w1", Agent: "down", Started: true},
+		{ID: "w2", Agent: "up"},
+		{ID: "w4", Agent: "gone"},
+		{ID: "w0", Agent: "down"},
+	}
+	var got []string
+	for _, w := range Orphaned(work, agents) {
+		got = append(got, w.ID)
+	}
+	if strings.Join(got, ",") != "w0,w3,w4" {
+		t.Errorf("orphaned = %v, want w0,w3,w4", got)
+	}
+}
+
+func TestStackRequest(t *testing.T) {
+	p := &planner.Result{Stack: "web", Changes: []planner.Change{
+		{Address: "image.base", Kind: "image", Action: planner.Create, After: map[string]any{"source": "https://x/d.qcow2", "sha256": "abc"}},
+		{Address: "image.alt", Kind: "image", Action: planner.Create, After: map[string]any{"source": "/srv/alt.qcow2"}},
+		{Address: "server.web[0]", Kind: "server", Action: planner.Create, After: map[string]any{"cpus": int64(2), "memory": int64(gib), "disk": int64(4 * gib)}},
+		{Address: "server.web[1]", Kind: "server", Action: planner.Replace, After: map[string]any{"cpus": int64(1), "memory": int64(gib)}},
+		{Address: "server.old", Kind: "server", Action: planner.Delete, Before: map[string]any{"cpus": int64(8)}},
+		{Address: "server.same", Kind: "server", Action: planner.NoOp, After: map[string]any{"cpus": int64(8)}},
+		{Address: "volume.data", Kind: "volume", Action: planner.Create, After: map[string]any{"size": int64(2 * gib)}},
+	}}
+	got := StackRequest(p)
+	want := Request{Stack: "web", Resources: Resources{CPUs: 3, Memory: 2 * gib, Disk: 6 * gib}, Images: []string{"/srv/alt.qcow2", "abc"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
+
+func BenchmarkPlace(b *testing.B) {
+	var agents []Agent
+	for i := 0; i < 500; i++ {
+		agents = append(agents, agent(fmt.Sprintf("a%03d", i), 32, 128, int64(i%32), int64(i%100), "sha-debian"))
+	}
+	req := Request{Stack: "s", Resources: Resources{CPUs: 2, Memory: 4 * gib}, Images: []string{"sha-debian"}}
+	for b.Loop() {
+		if _, err := Place(req, agents); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
