@@ -42,6 +42,11 @@ const (
 // pathTableSize is the size of a path table that holds only the root.
 const pathTableSize = 10
 
+// padSectors of zeros end the image, as genisoimage's -pad does: Linux's
+// CD-ROM drivers fail reads that reach the last sectors of a disc, and
+// blkid-like probes (busybox findfs) read 68 KiB from the start at once.
+const padSectors = 150
+
 // writeISO returns an ISO 9660 image with Joliet names, volume label label,
 // and files in its root directory.
 func writeISO(label string, files []isoFile) ([]byte, error) {
@@ -73,7 +78,7 @@ func writeISO(label string, files []isoFile) ([]byte, error) {
 		extent[i] = next
 		next += sectors(len(f.data))
 	}
-	total := next
+	total := next + padSectors
 
 	// The two root directories; each must fit one sector.
 	var root, jroot []byte
