@@ -10,8 +10,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclparse"
-	"github.com/hashicorp/hcl/v2/hclwrite"
+
+	"github.com/kiln-dev/kiln/spec"
 )
 
 var fmtCommand = &command{
@@ -119,20 +119,12 @@ func (e *Env) fmtStdin(check, noColor bool) int {
 // formatHCL returns src in canonical style. A file with syntax errors is not
 // formatted: the errors are returned instead.
 func formatHCL(src []byte, name string) ([]byte, hcl.Diagnostics) {
-	if _, diags := hclwrite.ParseConfig(src, name, hcl.InitialPos); diags.HasErrors() {
-		return nil, diags
-	}
-	return hclwrite.Format(src), nil
+	return spec.FormatFile(name, src)
 }
 
 func writeFileDiags(e *Env, diags hcl.Diagnostics, name string, src []byte, noColor bool) {
-	f, _ := hclparse.NewParser().ParseHCL(src, name)
-	files := map[string]*hcl.File{}
-	if f != nil {
-		files[name] = f
-	}
-	w := hcl.NewDiagnosticTextWriter(e.Stderr, files, uint(e.width(e.Stderr)), e.color(e.Stderr, noColor))
-	w.WriteDiagnostics(diags)
+	b := spec.Bundle{filepath.ToSlash(name): src}
+	spec.WriteDiagnostics(e.Stderr, diags, b, spec.Options{}, e.width(e.Stderr), e.color(e.Stderr, noColor))
 }
 
 // fmtFiles lists the files to format: p itself when it is a file, else the

@@ -112,14 +112,15 @@ func TestVarsReachSpec(t *testing.T) {
 	}
 }
 
-// diagLoad stands in for spec.Load and reports one error at line 2 of main.hcl.
+// diagLoad stands in for spec.Load and reports one error at line 2 of
+// tmpl/main.hcl (the file as spec names it when the template PATH is tmpl).
 func diagLoad(b spec.Bundle, o spec.Options) (*spec.Stack, hcl.Diagnostics) {
 	return nil, hcl.Diagnostics{{
 		Severity: hcl.DiagError,
 		Summary:  "Invalid CIDR",
 		Detail:   `"10.0.0.0/33" is not a CIDR block.`,
 		Subject: &hcl.Range{
-			Filename: "main.hcl",
+			Filename: "tmpl/main.hcl",
 			Start:    hcl.Pos{Line: 2, Column: 10, Byte: 23},
 			End:      hcl.Pos{Line: 2, Column: 23, Byte: 36},
 		},

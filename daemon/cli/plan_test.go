@@ -184,7 +184,7 @@ func TestPlanExamples(t *testing.T) {
 			if r.code != ExitChanges {
 				t.Fatalf("exit %d, want 2; stderr:\n%s", r.code, r.stderr)
 			}
-			if !strings.Contains(r.stdout, "to create") {
+			if !strings.Contains(r.stdout, "Plan: ") {
 				t.Errorf("no summary line:\n%s", r.stdout)
 			}
 		})

@@ -16,7 +16,7 @@ func TestValidateDiagnostics(t *testing.T) {
 	if r.code != ExitError {
 		t.Errorf("exit %d, want 1", r.code)
 	}
-	for _, want := range []string{"Error: Invalid CIDR", "main.hcl line 2", `cidr = "10.0.0.0/33"`, "is not a CIDR block."} {
+	for _, want := range []string{"Error: Invalid CIDR", "tmpl/main.hcl line 2", `cidr = "10.0.0.0/33"`, "is not a CIDR block."} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
 		}
