@@ -343,7 +343,6 @@ func ensureBridge(spec Spec, name string, create bool) (made bool, err error) {
 	case errors.As(err, &nf):
 		la := netlink.NewLinkAttrs()
 		la.Name = name
-		la.Alias = owner
 		la.HardwareAddr = bridgeMAC(owner)
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, os.ErrExist) {
 			return made, fmt.Errorf("network %s: add bridge %s: %w", spec.Address, name, err)
@@ -360,7 +359,7 @@ func ensureBridge(spec Spec, name string, create bool) (made bool, err error) {
 	}
 	switch alias := link.Attrs().Alias; alias {
 	case owner:
-	case "":
+	case "": // just made (the kernel takes no alias at creation), or adopted
 		if err := netlink.LinkSetAlias(link, owner); err != nil {
 			return made, fmt.Errorf("network %s: tag bridge %s: %w", spec.Address, name, err)
 		}
