@@ -1,0 +1,249 @@
+package server_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/server"
+	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/internal/libvirttest"
+)
+
+var dataDir string
+
+func TestMain(m *testing.M) {
+	dataDir, _ = os.MkdirTemp("", "kiln-server-test-")
+	code := libvirttest.Main(m)
+	os.RemoveAll(dataDir)
+	os.Exit(code)
+}
+
+func TestMAC(t *testing.T) {
+	a := server.MAC("s", "server.web[0]", "network.lan")
+	if a != server.MAC("s", "server.web[0]", "network.lan") || !strings.HasPrefix(a, "52:54:00:") || len(a) != 17 {
+		t.Fatalf("MAC = %q: not deterministic or not 52:54:00:xx:xx:xx", a)
+	}
+	if a == server.MAC("s", "server.web[1]", "network.lan") || a == server.MAC("s", "server.web[0]", "network.db") {
+		t.Fatalf("MACs of different NICs collide")
+	}
+}
+
+// testImage is the test guest built by `make test-image`.
+func testImage(t *testing.T) string {
+	t.Helper()
+	path, err := filepath.Abs("../../build/images/kiln-test-guest.qcow2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the test guest image is missing (%v): run `make test-image` (scripts/build-test-image.sh)", err)
+	}
+	return path
+}
+
+func sha256File(t *testing.T, path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+type fixture struct {
+	d      *libvirttest.Daemon
+	images *image.Cache
+	vols   *volume.Driver
+	srv    *server.Driver
+	img    image.Image
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	d := libvirttest.Shared(t)
+	conn, err := d.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	images, err := image.New(conn, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vols, err := volume.New(conn, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(conn, vols, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.ShutdownTimeout = 3 * time.Second // the test guest ignores ACPI shutdown
+	path := testImage(t)
+	img, err := images.Create(context.Background(), image.Template{Source: path, SHA256: sha256File(t, path)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{d: d, images: images, vols: vols, srv: srv, img: img}
+}
+
+// bridge makes a bridge with a gateway address in the test's namespace.
+func bridge(t *testing.T, name, cidr string) {
+	run(t, "ip", "link", "add", name, "type", "bridge")
+	t.Cleanup(func() { exec.Command("ip", "link", "del", name).Run() })
+	run(t, "ip", "addr", "add", cidr, "dev", name)
+	run(t, "ip", "link", "set", name, "up")
+}
+
+// waitHTTP polls url until the body satisfies ok, for at most limit.
+func waitHTTP(t *testing.T, f *fixture, name, url string, limit time.Duration, ok func(string) bool) string {
+	t.Helper()
+	client := &http.Client{Timeout: 3 * time.Second}
+	deadline := time.Now().Add(limit)
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			last = string(b)
+			if ok(last) {
+				return last
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	console, _ := os.ReadFile(f.srv.ConsoleLog("s1", "server.web[0]"))
+	t.Fatalf("%s did not answer as expected within %s; last: %q\nconsole:\n%s\nqemu log:\n%s", url, limit, last, console, f.d.QemuLog(name))
+	return ""
+}
+
+func TestServerLifecycle(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	bridge(t, "kbr0", "10.0.0.1/24")
+	const stack, addr = "s1", "server.web[0]"
+	name := server.Name(stack, addr)
+
+	if _, err := f.srv.Read(ctx, stack, addr); !errors.Is(err, executors.ErrNotFound) {
+		t.Fatalf("Read before create: err = %v, want ErrNotFound", err)
+	}
+	data, err := f.vols.Create(ctx, volume.Spec{Stack: stack, Address: "volume.data[0]", Size: 16 << 20, Format: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := server.Spec{
+		Stack: stack, Address: addr,
+		Image: f.img.Path, ImageFormat: f.img.Format,
+		CPUs: 1, Memory: 128 << 20, Disk: 64 << 20,
+		NICs: []server.NIC{{Network: "network.lan", Bridge: "kbr0", Address: "10.0.0.10/24", Gateway: "10.0.0.1"}},
+	}
+	start := time.Now()
+	s, err := f.srv.Create(ctx, spec)
+	if err != nil {
+		t.Fatalf("create: %v\n%s", err, f.d.Log())
+	}
+	t.Logf("create returned after %s", time.Since(start).Round(time.Millisecond))
+	wantMAC := server.MAC(stack, addr, "network.lan")
+	if !s.Running || s.CPUs != 1 || s.Memory != 128<<20 || len(s.MACs) != 1 || s.MACs[0] != wantMAC ||
+		s.Stack != stack || s.Address != addr || s.Overlay == "" || s.Seed == "" || len(s.Volumes) != 0 {
+		t.Fatalf("created %+v", s)
+	}
+	body := waitHTTP(t, f, name, "http://10.0.0.10/", 120*time.Second, func(b string) bool { return strings.Contains(b, "block=") })
+	t.Logf("guest answered %s after create: %q", time.Since(start).Round(time.Millisecond), body)
+	if !strings.Contains(body, "hostname="+name) || !strings.Contains(body, "vda") || strings.Contains(body, "vdb") {
+		t.Fatalf("guest answer %q: want hostname %s and vda, no vdb", body, name)
+	}
+	// A repeated create adopts the running domain.
+	if again, err := f.srv.Create(ctx, spec); err != nil || again.Name != s.Name || !again.Running {
+		t.Fatalf("second create = %+v, %v", again, err)
+	}
+	if list, err := f.srv.List(ctx); err != nil || len(list) != 1 || list[0].Address != addr {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+
+	// Hot-plug the data volume.
+	spec.Volumes = []string{data.Path}
+	s, err = f.srv.Update(ctx, spec)
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if len(s.Volumes) != 1 || s.Volumes[0] != data.Path {
+		t.Fatalf("after attach: volumes %v", s.Volumes)
+	}
+	waitHTTP(t, f, name, "http://10.0.0.10/", 60*time.Second, func(b string) bool { return strings.Contains(b, "vdb") })
+
+	// More memory: redefine and restart; the guest answers again, vdb kept.
+	spec.Memory = 192 << 20
+	s, err = f.srv.Update(ctx, spec)
+	if err != nil {
+		t.Fatalf("update memory: %v", err)
+	}
+	if !s.Running || s.Memory != 192<<20 || len(s.Volumes) != 1 {
+		t.Fatalf("after memory update: %+v", s)
+	}
+	waitHTTP(t, f, name, "http://10.0.0.10/", 120*time.Second, func(b string) bool {
+		return strings.Contains(b, "hostname="+name) && strings.Contains(b, "vdb")
+	})
+
+	// Hot-unplug it again.
+	spec.Volumes = nil
+	if s, err = f.srv.Update(ctx, spec); err != nil || len(s.Volumes) != 0 {
+		t.Fatalf("detach: %+v, %v", s, err)
+	}
+	waitHTTP(t, f, name, "http://10.0.0.10/", 60*time.Second, func(b string) bool { return strings.Contains(b, "vda") && !strings.Contains(b, "vdb") })
+
+	// Delete twice; nothing is left.
+	for i := 0; i < 2; i++ {
+		if err := f.srv.Delete(ctx, stack, addr); err != nil {
+			t.Fatalf("delete #%d: %v", i+1, err)
+		}
+	}
+	if err := f.vols.Delete(ctx, stack, "volume.data[0]"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.srv.Read(ctx, stack, addr); !errors.Is(err, executors.ErrNotFound) {
+		t.Fatalf("Read after delete: err = %v", err)
+	}
+	conn, _ := f.d.Connect()
+	defer conn.Close()
+	if doms, _ := conn.ListAllDomains(0); len(doms) != 0 {
+		t.Errorf("%d domains left after delete", len(doms))
+	}
+	for _, p := range []string{s.Overlay, s.Seed, data.Path, f.srv.ConsoleLog(stack, addr)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left after delete (%v)", p, err)
+		}
+	}
+	if left, _ := f.vols.List(ctx); len(left) != 0 {
+		t.Errorf("volumes left in kiln-volumes: %+v", left)
+	}
+	if _, err := os.Stat(f.img.Path); err != nil {
+		t.Errorf("the cached image went with the server: %v", err)
+	}
+}
