@@ -65,7 +65,12 @@ type finished struct {
 //
 // The returned error is not the operation's failure (that is in the Outcome
 // and recorded): it says the engine could not record progress, stopped, and
-// left the operation for the next leader to resume.
+// left the operation for the next leader to resume. That is also what a
+// leadership loss looks like: the leader loop cancels ctx, the engine waits
+// for the running actions, and its records (cancelled actions, the CANCELLED
+// operation) are refused by raft on a follower, so nothing false is written
+// and the new leader resumes the operation. A Runner must bound its own
+// waits (an agent that never reports), since running actions are waited for.
 func (e *Engine) Run(ctx context.Context, op Operation) (Outcome, error) {
 	log := e.Logger
 	if log == nil {
@@ -275,6 +280,13 @@ func (e *Engine) runOne(ctx context.Context, log *slog.Logger, op Operation, n *
 			f.recErr = fmt.Errorf("record %s: %w", addr, rerr)
 		}
 		log.Warn("action failed", "address", addr, "err", err)
+		msg := addr + " failed"
+		if f.result.Node != "" {
+			msg += " on " + f.result.Node
+		}
+		if eerr := e.Recorder.Event(ctx, op.Stack, msg+": "+err.Error()); eerr != nil {
+			log.Warn("record event", "err", eerr)
+		}
 		return f
 	}
 	if !n.resume {
@@ -301,6 +313,7 @@ func (e *Engine) runOne(ctx context.Context, log *slog.Logger, op Operation, n *
 		f.result.Node = steps[0].Node
 	}
 	if err != nil {
+		f.result.Attrs = nil
 		return fail(err)
 	}
 	f.result.Status = StatusDone

@@ -506,3 +506,37 @@ func BenchmarkRunWide(b *testing.B) {
 		}
 	}
 }
+
+func TestResumeAfterRecordedFailure(t *testing.T) {
+	e, rec, drv := newEngine(4)
+	p := plan(
+		ch("network.lan", planner.Create),
+		ch("server.a", planner.Create, "network.lan"),
+		ch("port_forward.a", planner.Create, "server.a"),
+		ch("volume.v", planner.Create),
+	)
+	// The earlier leader recorded the failure and skipped server.a, then
+	// died before it could skip port_forward.a.
+	state := map[string]ActionState{
+		"network.lan": {Status: StatusFailed, Err: "bridge: exists"},
+		"server.a":    {Status: StatusSkipped, Err: "skipped: network.lan failed: bridge: exists"},
+	}
+	out, err := e.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationFailed || out.Err != "network.lan: bridge: exists" {
+		t.Errorf("outcome %s %q", out.Status, out.Err)
+	}
+	if got := rec.actions["port_forward.a"]; got.Status != StatusSkipped || !strings.Contains(got.Err, "network.lan failed") {
+		t.Errorf("port_forward.a recorded %+v", got)
+	}
+	if rec.actions["volume.v"].Status != StatusDone {
+		t.Errorf("independent volume.v: %+v", rec.actions["volume.v"])
+	}
+	for _, c := range drv.d.Log() {
+		if c.Address != "volume.v" {
+			t.Errorf("ran %+v", c)
+		}
+	}
+}
