@@ -121,3 +121,31 @@ func TestExamplesFormatted(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeTemplate loads the template shown in the README, so the tour
+// stays true.
+func TestReadmeTemplate(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "```hcl\n")
+	if !ok {
+		t.Fatal("README.md has no ```hcl block")
+	}
+	src, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("README.md: unterminated ```hcl block")
+	}
+	b := spec.Bundle{"main.hcl": []byte(src), "cloud-init.yaml": []byte("index: ${index}\n")}
+	stack, diags := spec.Load(b, spec.Options{Stack: "readme", Dir: "README.md"})
+	for _, d := range diags {
+		t.Errorf("%s", d.Error())
+	}
+	if stack != nil && stack.Resource("server.web[1]") == nil {
+		t.Error("server.web[1] missing")
+	}
+	if !bytes.Equal(hclwrite.Format([]byte(src)), []byte(src)) {
+		t.Error("the README template is not formatted")
+	}
+}
