@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -344,4 +345,44 @@ func Veth(t testing.TB, peer *NS, local, remote, localCIDR, remoteCIDR string) n
 		t.Fatalf("netnstest: %v", err)
 	}
 	return localLink
+}
+
+var guestSeq atomic.Int32
+
+// Guest makes a namespace that stands for a VM on a bridge of the test's
+// namespace: a veth whose local end is enslaved to bridge and whose other
+// end, eth0 in the new namespace, has mac and, when ipCIDR is not "", that
+// address and a default route via gw.
+func Guest(t testing.TB, bridge, mac, ipCIDR, gw string) *NS {
+	t.Helper()
+	ns := New(t)
+	local := fmt.Sprintf("kt-v%d", guestSeq.Add(1))
+	Veth(t, ns, local, "eth0", "", "")
+	ctx := context.Background()
+	if _, err := ns.Exec(ctx, "ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatalf("netnstest: %v", err)
+	}
+	if _, err := ns.Exec(ctx, "ip", "link", "set", "eth0", "address", mac, "up"); err != nil {
+		t.Fatalf("netnstest: %v", err)
+	}
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		t.Fatalf("netnstest: bridge %s: %v", bridge, err)
+	}
+	l, err := netlink.LinkByName(local)
+	if err != nil {
+		t.Fatalf("netnstest: %v", err)
+	}
+	if err := netlink.LinkSetMaster(l, br); err != nil {
+		t.Fatalf("netnstest: enslave %s to %s: %v", local, bridge, err)
+	}
+	if ipCIDR != "" {
+		if _, err := ns.Exec(ctx, "ip", "addr", "add", ipCIDR, "dev", "eth0"); err != nil {
+			t.Fatalf("netnstest: %v", err)
+		}
+		if _, err := ns.Exec(ctx, "ip", "route", "add", "default", "via", gw); err != nil {
+			t.Fatalf("netnstest: %v", err)
+		}
+	}
+	return ns
 }

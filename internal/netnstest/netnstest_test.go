@@ -138,3 +138,40 @@ func TestNewDeletesNamespaceAndItsProcesses(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestGuestOnBridge(t *testing.T) {
+	la := netlink.NewLinkAttrs()
+	la.Name = "kt-br"
+	br := &netlink.Bridge{LinkAttrs: la}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netlink.LinkDel(br) })
+	addr, _ := netlink.ParseAddr("10.98.0.1/24")
+	if err := netlink.AddrAdd(br, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		t.Fatal(err)
+	}
+	g := Guest(t, "kt-br", "52:54:00:98:00:02", "10.98.0.2/24", "10.98.0.1")
+	out, err := g.Exec(context.Background(), "ip", "-o", "link", "show", "eth0")
+	if err != nil || !strings.Contains(string(out), "52:54:00:98:00:02") {
+		t.Fatalf("guest eth0: %v\n%s", err, out)
+	}
+	var ln net.Listener
+	if err := g.Do(func() (err error) { ln, err = net.Listen("tcp", "10.98.0.2:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("host to guest over the bridge: %v", err)
+	}
+	c.Close()
+}
