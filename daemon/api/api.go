@@ -1,0 +1,373 @@
+// Package api holds the wire types of kiln's HTTP API (JSON under /v1): the
+// contract between the server (daemon/server), the Go client (daemon/client),
+// agents and the CLI. docs/api.yaml documents the same contract (OpenAPI).
+//
+// Authentication: every route except GET /v1/health needs
+// "Authorization: Bearer <token>". Missing or wrong token: 401. A stack of
+// another project: 404. Bodies are JSON, at most MaxBodyBytes, unknown fields
+// refused; errors are {"error": "...", "field": "..."} with 4xx/5xx.
+//
+// Routes:
+//
+//	GET    /v1/health                              Health (no token)
+//	GET    /metrics                                Prometheus text format
+//	GET    /v1/stacks                              []StackSummary
+//	GET    /v1/stacks/{stack}                      StackDetail
+//	DELETE /v1/stacks/{stack}                      202 OperationRef (destroy, then forget the stack)
+//	POST   /v1/stacks/{stack}/plan     PlanRequest  PlanResponse
+//	POST   /v1/stacks/{stack}/apply    ApplyRequest 202 OperationRef
+//	POST   /v1/stacks/{stack}/destroy  DestroyRequest 202 OperationRef
+//	POST   /v1/stacks/{stack}/renew    RenewRequest StackDetail
+//	GET    /v1/stacks/{stack}/outputs              map[string]OutputValue
+//	GET    /v1/stacks/{stack}/events?index=N&wait=30s  EventsResponse (blocking query)
+//	GET    /v1/stacks/{stack}/resources/{address}/console  text (serial console log)
+//	GET    /v1/operations/{id}?index=N&wait=30s    Operation (blocking query)
+//	POST   /v1/operations/{id}/cancel              Operation
+//	GET    /v1/tokens                              []TokenInfo (admin)
+//	POST   /v1/tokens                  TokenRequest TokenCreated (admin)
+//	DELETE /v1/tokens/{id}                         204 (admin)
+//	GET    /v1/agents                              []AgentInfo
+//	POST   /v1/agents                  AgentRegister AgentInfo (admin; agents use the management token or an admin token)
+//	POST   /v1/agents/{id}/heartbeat   AgentHeartbeat 204
+//	GET    /v1/agents/{id}/work?index=N&wait=30s   WorkResponse (blocking query; any server answers)
+//	POST   /v1/agents/{id}/results     ActionReport 204
+//	GET    /v1/images                              []ImageInfo (per agent)
+//	POST   /v1/images/prune                        202 OperationRef-like summary
+//	GET    /v1/gc?force=false                      GCReport
+//	GET    /v1/operator/raft/peers                 []Peer (admin)
+//	POST   /v1/operator/raft/peers     JoinRequest 204 (admin; used by `kiln server -join`)
+//	DELETE /v1/operator/raft/peers/{id}            204 (admin)
+//	GET    /v1/operator/snapshot                   binary snapshot (admin)
+//	PUT    /v1/operator/snapshot                   binary snapshot in, 204 (admin)
+//
+// Writes sent to a follower are forwarded to the leader; reads are consistent
+// (the answering server first confirms leadership, or forwards) unless
+// ?stale=true.
+package api
+
+import "time"
+
+// MaxBodyBytes bounds every request body (template bundles included).
+const MaxBodyBytes = 32 << 20
+
+// IndexHeader carries the state index of a response, for blocking queries.
+const IndexHeader = "X-Kiln-Index"
+
+// Error is the body of every error response.
+type Error struct {
+	Error string `json:"error"`
+	// Field names the request field at fault, when there is one.
+	Field string `json:"field,omitempty"`
+}
+
+// Health answers GET /v1/health.
+type Health struct {
+	Leader     bool   `json:"leader"`
+	NodeID     string `json:"node_id"`
+	LeaderAddr string `json:"leader_addr,omitempty"` // raft address of the leader
+	LeaderHTTP string `json:"leader_http,omitempty"` // HTTP address of the leader
+	Index      uint64 `json:"index"`
+	Version    string `json:"version"`
+}
+
+// Bundle is a template bundle on the wire: file path (slash-separated,
+// relative) -> content. encoding/json encodes []byte as base64.
+type Bundle map[string][]byte
+
+// Var is a -var name=value or KILN_VAR_name given as text.
+type Var struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// VarFile is the content of a -var-file.
+type VarFile struct {
+	Name    string `json:"name"`
+	Content []byte `json:"content"`
+}
+
+// Template is what a client uploads to plan or apply.
+type Template struct {
+	Bundle Bundle `json:"bundle"`
+	// Files are the template files within the bundle (default: every
+	// top-level *.hcl).
+	Files []string `json:"files,omitempty"`
+	// Dir names the template directory in diagnostics.
+	Dir      string            `json:"dir,omitempty"`
+	Vars     []Var             `json:"vars,omitempty"`
+	VarFiles []VarFile         `json:"var_files,omitempty"`
+	Env      map[string]string `json:"env,omitempty"` // KILN_VAR_* without the prefix
+}
+
+// Diagnostic is one template problem.
+type Diagnostic struct {
+	Severity string `json:"severity"` // error | warning
+	Summary  string `json:"summary"`
+	Detail   string `json:"detail,omitempty"`
+	File     string `json:"file,omitempty"`
+	Line     int    `json:"line,omitempty"`
+	Column   int    `json:"column,omitempty"`
+}
+
+// PlanRequest asks for a plan of a stack against its actual state.
+type PlanRequest struct {
+	Template Template `json:"template"`
+	// Destroy plans the deletion of everything (Template is then ignored).
+	Destroy bool `json:"destroy,omitempty"`
+}
+
+// PlanResponse carries the plan. A template with errors answers 400 with
+// Diagnostics set (and the text rendering of them in Error).
+type PlanResponse struct {
+	PlanID      string       `json:"plan_id"`
+	Stack       string       `json:"stack"`
+	Serial      uint64       `json:"serial"`
+	HasChanges  bool         `json:"has_changes"`
+	Plan        any          `json:"plan"` // the plan JSON contract (docs/plan-json.md)
+	Text        string       `json:"text"` // rendered without colour
+	Diagnostics []Diagnostic `json:"diagnostics,omitempty"`
+}
+
+// ApplyRequest applies a template (planning it on the leader) or a plan made
+// before (PlanID; refused with 409 if the stack's serial has moved since).
+type ApplyRequest struct {
+	Template *Template `json:"template,omitempty"`
+	PlanID   string    `json:"plan_id,omitempty"`
+	// TTL like "2h": the leader destroys the stack when it expires.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// DestroyRequest destroys a stack.
+type DestroyRequest struct{}
+
+// RenewRequest sets a new TTL from now.
+type RenewRequest struct {
+	TTL string `json:"ttl"`
+}
+
+// OperationRef is the answer to an accepted asynchronous request.
+type OperationRef struct {
+	OperationID string `json:"operation_id"`
+	Stack       string `json:"stack"`
+	// NoChanges is true when there was nothing to do (no operation made;
+	// OperationID empty).
+	NoChanges bool `json:"no_changes,omitempty"`
+}
+
+// StackSummary is one line of `kiln stacks`.
+type StackSummary struct {
+	Name      string    `json:"name"`
+	Project   string    `json:"project"`
+	Status    string    `json:"status"` // COMPLETE | IN_PROGRESS | FAILED | ...
+	Resources int       `json:"resources"`
+	Expires   time.Time `json:"expires,omitempty"`
+	Updated   time.Time `json:"updated"`
+}
+
+// StackDetail answers GET /v1/stacks/{stack}.
+type StackDetail struct {
+	StackSummary
+	StatusReason    string                 `json:"status_reason,omitempty"`
+	Serial          uint64                 `json:"serial"`
+	ActiveOperation string                 `json:"active_operation,omitempty"`
+	Resources       []ResourceInfo         `json:"resource_list"`
+	Outputs         map[string]OutputValue `json:"outputs"`
+}
+
+// ResourceInfo is one resource of a stack.
+type ResourceInfo struct {
+	Address      string         `json:"address"`
+	Kind         string         `json:"kind"`
+	Status       string         `json:"status"`
+	Error        string         `json:"error,omitempty"`
+	Node         string         `json:"node,omitempty"`
+	PhysicalName string         `json:"physical_name,omitempty"`
+	Attrs        map[string]any `json:"attributes,omitempty"` // sensitive values as "(sensitive)"
+}
+
+// OutputValue is one output; sensitive values are shown only with
+// ?sensitive=true by a member or admin.
+type OutputValue struct {
+	Value     any  `json:"value"`
+	Sensitive bool `json:"sensitive,omitempty"`
+}
+
+// Operation answers GET /v1/operations/{id}.
+type Operation struct {
+	ID       string         `json:"id"`
+	Stack    string         `json:"stack"`
+	Kind     string         `json:"kind"`   // apply | destroy
+	Status   string         `json:"status"` // pending | running | complete | failed | cancelled
+	Error    string         `json:"error,omitempty"`
+	Serial   uint64         `json:"serial"`
+	Actions  []ActionStatus `json:"actions"`
+	Created  time.Time      `json:"created"`
+	Started  time.Time      `json:"started,omitempty"`
+	Finished time.Time      `json:"finished,omitempty"`
+}
+
+// ActionStatus is one action of an operation.
+type ActionStatus struct {
+	Address  string    `json:"address"`
+	Action   string    `json:"action"` // create | update | replace | delete
+	Status   string    `json:"status"` // pending | running | done | failed | skipped | cancelled
+	Error    string    `json:"error,omitempty"`
+	Agent    string    `json:"agent,omitempty"`
+	Started  time.Time `json:"started,omitempty"`
+	Finished time.Time `json:"finished,omitempty"`
+}
+
+// Event is one thing that happened to a stack.
+type Event struct {
+	Index   uint64    `json:"index"`
+	Time    time.Time `json:"time"`
+	Stack   string    `json:"stack"`
+	Node    string    `json:"node,omitempty"`
+	Level   string    `json:"level"` // info | warn | error
+	Message string    `json:"message"`
+	// Operation and Address when the event is about one.
+	Operation string `json:"operation,omitempty"`
+	Address   string `json:"address,omitempty"`
+}
+
+// EventsResponse answers a (blocking) events query: the events after the
+// given index and the index to pass next time.
+type EventsResponse struct {
+	Events []Event `json:"events"`
+	Index  uint64  `json:"index"`
+}
+
+// TokenRequest creates a token.
+type TokenRequest struct {
+	Project string `json:"project"`
+	Role    string `json:"role"` // admin | member | reader
+	Name    string `json:"name,omitempty"`
+}
+
+// TokenCreated carries the secret once; only its hash is stored.
+type TokenCreated struct {
+	TokenInfo
+	Secret string `json:"secret"`
+}
+
+// TokenInfo describes a token without its secret.
+type TokenInfo struct {
+	ID      string    `json:"id"`
+	Project string    `json:"project"`
+	Role    string    `json:"role"`
+	Name    string    `json:"name,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// Capacity of an agent's host.
+type Capacity struct {
+	CPUs        int   `json:"cpus"`
+	MemoryBytes int64 `json:"memory_bytes"`
+	DiskBytes   int64 `json:"disk_bytes"`
+}
+
+// AgentRegister registers (or re-registers) an agent.
+type AgentRegister struct {
+	ID       string   `json:"id"`
+	Address  string   `json:"address"` // how a human reaches it, informational
+	Capacity Capacity `json:"capacity"`
+	Images   []string `json:"images,omitempty"`
+}
+
+// AgentHeartbeat keeps an agent up.
+type AgentHeartbeat struct {
+	Capacity Capacity `json:"capacity"`
+	Images   []string `json:"images,omitempty"`
+}
+
+// AgentInfo is one line of `kiln agents`.
+type AgentInfo struct {
+	ID            string    `json:"id"`
+	Address       string    `json:"address"`
+	Status        string    `json:"status"` // up | down
+	StatusReason  string    `json:"status_reason,omitempty"`
+	Capacity      Capacity  `json:"capacity"`
+	Images        []string  `json:"images,omitempty"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	Actions       int       `json:"actions"` // actions assigned and not finished
+}
+
+// WorkItem is one action assigned to an agent.
+type WorkItem struct {
+	OperationID string `json:"operation_id"`
+	Stack       string `json:"stack"`
+	Project     string `json:"project"`
+	Address     string `json:"address"`
+	Kind        string `json:"kind"`
+	Op          string `json:"op"` // create | update | delete | read
+	// Attrs, ID, Generation and Deps as in engine.Action; values use the
+	// planner's tagged JSON encoding for unknowns and int64.
+	Attrs      map[string]any            `json:"attrs,omitempty"`
+	ID         string                    `json:"id,omitempty"`
+	Generation string                    `json:"generation,omitempty"`
+	Deps       map[string]map[string]any `json:"deps,omitempty"`
+	// Attempt counts from 1.
+	Attempt int `json:"attempt"`
+}
+
+// WorkResponse answers an agent's blocking query for work.
+type WorkResponse struct {
+	Items []WorkItem `json:"items"`
+	Index uint64     `json:"index"`
+}
+
+// ActionReport is an agent's result for one work item.
+type ActionReport struct {
+	OperationID string `json:"operation_id"`
+	Address     string `json:"address"`
+	Op          string `json:"op"`
+	// OK false means the action failed; Refused means the agent could not take
+	// it (no room, missing capability) and the leader should place it
+	// elsewhere.
+	OK      bool           `json:"ok"`
+	Refused bool           `json:"refused,omitempty"`
+	Error   string         `json:"error,omitempty"`
+	Exists  bool           `json:"exists,omitempty"` // for op "read"
+	Attrs   map[string]any `json:"attrs,omitempty"`
+	// PhysicalName of the object made.
+	PhysicalName string `json:"physical_name,omitempty"`
+}
+
+// ImageInfo is one cached image on an agent.
+type ImageInfo struct {
+	Agent  string   `json:"agent"`
+	SHA256 string   `json:"sha256"`
+	Format string   `json:"format"`
+	Size   int64    `json:"size"`
+	Stacks []string `json:"stacks,omitempty"`
+}
+
+// GCReport lists kiln-tagged objects no stack owns.
+type GCReport struct {
+	Orphans []Orphan `json:"orphans"`
+	Removed bool     `json:"removed"`
+}
+
+// Orphan is one object tagged by kiln that no stack owns.
+type Orphan struct {
+	Agent string `json:"agent"`
+	Kind  string `json:"kind"` // domain | volume | bridge | iptables-rule | file | dnsmasq
+	Name  string `json:"name"`
+	Owner string `json:"owner"` // kiln:<stack>/<address>
+}
+
+// JoinRequest adds a server to the raft configuration.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// Peer is one raft server.
+type Peer struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr,omitempty"`
+	Leader   bool   `json:"leader"`
+	Voter    bool   `json:"voter"`
+}
