@@ -157,10 +157,19 @@ func (tx *txn) appendEvents(key string, evs []Event) {
 		el.NextSeq++
 		el.Events = append(el.Events, e)
 	}
-	if n := len(el.Events); n > MaxEvents {
-		// Copy instead of reslicing so the dropped events can be freed.
-		el.Events = append([]Event(nil), el.Events[n-MaxEvents:]...)
+	// Compact only when twice the bound is reached, so that an append costs
+	// O(1) amortized; readers see the newest MaxEvents (eventLog.kept).
+	if n := len(el.Events); n > 2*MaxEvents {
+		el.Events = append(make([]Event, 0, 2*MaxEvents), el.Events[n-MaxEvents:]...)
 	}
+}
+
+// kept returns the newest MaxEvents events.
+func (el *eventLog) kept() []Event {
+	if n := len(el.Events); n > MaxEvents {
+		return el.Events[n-MaxEvents:]
+	}
+	return el.Events
 }
 
 // putResource records a resource of a stack and moves the stack's serial.

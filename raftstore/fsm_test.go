@@ -666,17 +666,18 @@ func TestFSMIgnoresFlaggedUnknownType(t *testing.T) {
 func TestEventsAreBounded(t *testing.T) {
 	h := newHarness(t)
 	h.must(base()...)
-	for i := range MaxEvents + 10 {
+	const total = 2*MaxEvents + 10 // past the compaction point
+	for i := range total {
 		h.must(&AppendEvents{Project: "p", Stack: "web", Events: []Event{{Message: fmt.Sprint(i)}}})
 	}
 	evs := h.state().Events("p", "web", 0, 0)
 	if len(evs) != MaxEvents {
 		t.Fatalf("%d events kept, want %d", len(evs), MaxEvents)
 	}
-	if evs[0].Message != "10" || evs[0].Seq != 11 || evs[len(evs)-1].Seq != MaxEvents+10 {
+	if evs[0].Message != fmt.Sprint(total-MaxEvents) || evs[0].Seq != total-MaxEvents+1 || evs[len(evs)-1].Seq != total {
 		t.Errorf("first %+v last %+v", evs[0], evs[len(evs)-1])
 	}
-	if got := h.state().Events("p", "web", 0, 5); len(got) != 5 || got[4].Seq != MaxEvents+10 {
+	if got := h.state().Events("p", "web", 0, 5); len(got) != 5 || got[4].Seq != total {
 		t.Errorf("limit 5 gave %d events ending at %d", len(got), got[len(got)-1].Seq)
 	}
 }

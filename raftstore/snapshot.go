@@ -67,7 +67,7 @@ func (t *tables) export() *snapshotData {
 	for _, k := range slices.Sorted(maps.Keys(t.events)) {
 		p, s := splitKey(k)
 		el := t.events[k]
-		d.Events = append(d.Events, snapshotEvents{Project: p, Stack: s, NextSeq: el.NextSeq, Events: slices.Clone(el.Events)})
+		d.Events = append(d.Events, snapshotEvents{Project: p, Stack: s, NextSeq: el.NextSeq, Events: slices.Clone(el.kept())})
 	}
 	for _, k := range slices.Sorted(maps.Keys(t.operations)) {
 		d.Operations = append(d.Operations, t.operations[k].clone())

@@ -328,8 +328,9 @@ func (s *State) Events(project, stack string, afterIndex uint64, limit int) []Ev
 	if el == nil {
 		return nil
 	}
-	i := sort.Search(len(el.Events), func(i int) bool { return el.Events[i].Index > afterIndex })
-	evs := el.Events[i:]
+	kept := el.kept()
+	i := sort.Search(len(kept), func(i int) bool { return kept[i].Index > afterIndex })
+	evs := kept[i:]
 	if limit > 0 && len(evs) > limit {
 		evs = evs[len(evs)-limit:]
 	}
