@@ -750,4 +750,3 @@ func (d *Driver) Delete(ctx context.Context, stack, address string) error {
 	}
 	return nil
 }
-
