@@ -82,7 +82,7 @@ aptopts=()
 for pv in "$kpkg=$kver" "busybox-static=$bver"; do
 	p=${pv%%=*}
 	v=${pv#*=}
-	ls "${p}_"*"$(echo "${v#*:}" | sed 's/[+~]/*/g')_amd64.deb" >/dev/null 2>&1 && continue
+	[ -f "${p}_${v//:/%3a}_amd64.deb" ] && continue # apt-get download's file name
 	rm -f "${p}"_*.deb
 	apt-get "${aptopts[@]}" download -q "$pv" || {
 		$sudo apt-get update -q
@@ -106,9 +106,13 @@ moddir=$work/kernel/lib/modules/$krel
 "$bb" depmod -b "$work/kernel" "$krel"
 
 # Resolve the wanted modules and their dependencies into a load order.
-declare -A deps=() seen=()
+declare -A deps=() seen=() byname=()
 while IFS= read -r line; do
-	deps[${line%%:*}]=${line#*:}
+	k=${line%%:*}
+	deps[$k]=${line#*:}
+	b=${k##*/}
+	b=${b%%.ko*}
+	byname[${b//-/_}]=$k
 done <"$moddir/modules.dep"
 order=()
 visit() {
@@ -120,12 +124,7 @@ visit() {
 }
 while read -r name _; do
 	case $name in '' | '#'*) continue ;; esac
-	path=""
-	for k in "${!deps[@]}"; do
-		b=${k##*/}
-		b=${b%%.ko*}
-		if [ "$b" = "$name" ] || [ "$b" = "${name//_/-}" ]; then path=$k; break; fi
-	done
+	path=${byname[${name//-/_}]:-}
 	if [ -z "$path" ]; then
 		grep -qE "/$name\.ko" "$moddir/modules.builtin" && continue # built into the kernel
 		die "module $name not found in $krel"
