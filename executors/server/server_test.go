@@ -41,7 +41,7 @@ func TestMAC(t *testing.T) {
 }
 
 // testImage is the test guest built by `make test-image`.
-func testImage(t *testing.T) string {
+func testImage(t testing.TB) string {
 	t.Helper()
 	path, err := filepath.Abs("../../build/images/kiln-test-guest.qcow2")
 	if err != nil {
@@ -53,7 +53,7 @@ func testImage(t *testing.T) string {
 	return path
 }
 
-func sha256File(t *testing.T, path string) string {
+func sha256File(t testing.TB, path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ type fixture struct {
 	img    image.Image
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t testing.TB) *fixture {
 	t.Helper()
 	d := libvirttest.Shared(t)
 	conn, err := d.Connect()
@@ -245,5 +245,53 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(f.img.Path); err != nil {
 		t.Errorf("the cached image went with the server: %v", err)
+	}
+}
+
+// BenchmarkCreate is one server created until its domain runs (overlay,
+// seed, define, start), then deleted outside the timer. Compare with
+// BenchmarkHandFloor.
+func BenchmarkCreate(b *testing.B) {
+	ctx := context.Background()
+	f := setup(b)
+	spec := server.Spec{Stack: "bench", Address: "server.b", Image: f.img.Path, ImageFormat: f.img.Format, CPUs: 1, Memory: 128 << 20}
+	for range b.N {
+		if _, err := f.srv.Create(ctx, spec); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := f.srv.Delete(ctx, spec.Stack, spec.Address); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkHandFloor is the same done by hand: qemu-img create -b, virsh
+// define, virsh start.
+func BenchmarkHandFloor(b *testing.B) {
+	f := setup(b)
+	dir := b.TempDir()
+	overlay := filepath.Join(dir, "hand.qcow2")
+	doc := `<domain type='` + f.srv.DomainType + `'><name>hand</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='` + overlay + `'/><target dev='vda' bus='virtio'/></disk>
+<serial type='file'><source path='` + filepath.Join(dir, "console.log") + `'/></serial></devices></domain>`
+	xmlPath := filepath.Join(dir, "hand.xml")
+	os.WriteFile(xmlPath, []byte(doc), 0o644)
+	sh := func(args ...string) {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	for range b.N {
+		sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", f.img.Path, "-F", f.img.Format, overlay)
+		sh("virsh", "-q", "-c", libvirttest.URI, "define", xmlPath)
+		sh("virsh", "-q", "-c", libvirttest.URI, "start", "hand")
+		b.StopTimer()
+		sh("virsh", "-q", "-c", libvirttest.URI, "destroy", "hand")
+		sh("virsh", "-q", "-c", libvirttest.URI, "undefine", "hand")
+		os.Remove(overlay)
+		b.StartTimer()
 	}
 }
