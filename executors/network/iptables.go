@@ -124,6 +124,11 @@ func SyncRules(ipt IPTables, owner string, rules []Rule, top bool) error {
 	if owner == "" || !strings.HasPrefix(owner, "kiln:") {
 		return fmt.Errorf("iptables owner %q is not a kiln owner tag", owner)
 	}
+	for _, r := range rules {
+		if !isKilnChain(r.Table, r.Chain) {
+			return fmt.Errorf("iptables rule %s: not in one of kiln's chains", r)
+		}
+	}
 	ipMu.Lock()
 	defer ipMu.Unlock()
 	if err := ensureChains(ipt); err != nil {
@@ -138,11 +143,6 @@ func SyncRules(ipt IPTables, owner string, rules []Rule, top bool) error {
 		}
 		if err := syncChain(ipt, c, owner, want, top); err != nil {
 			return err
-		}
-	}
-	for _, r := range rules {
-		if !isKilnChain(r.Table, r.Chain) {
-			return fmt.Errorf("iptables rule %s: not in one of kiln's chains", r)
 		}
 	}
 	return nil
