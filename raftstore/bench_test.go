@@ -71,8 +71,13 @@ func eventCmd(i int64) *AppendEvents {
 	}}}
 }
 
-func BenchmarkApplySerial(b *testing.B) {
-	stores := tcpCluster(b, 3, nil)
+func BenchmarkApplySerial(b *testing.B) { benchSerial(b, 3) }
+
+// BenchmarkApplySerialSingle is the embedded default: one node, no replication.
+func BenchmarkApplySerialSingle(b *testing.B) { benchSerial(b, 1) }
+
+func benchSerial(b *testing.B, nodes int) {
+	stores := tcpCluster(b, nodes, nil)
 	benchSetup(b, stores[0])
 	c := context.Background()
 	var i int64
@@ -85,14 +90,18 @@ func BenchmarkApplySerial(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cmds/s")
 }
 
-func BenchmarkApplyConcurrent64(b *testing.B) {
+func BenchmarkApplyConcurrent64(b *testing.B) { benchConcurrent(b, 64) }
+
+func BenchmarkApplyConcurrent256(b *testing.B) { benchConcurrent(b, 256) }
+
+func benchConcurrent(b *testing.B, clients int) {
 	stores := tcpCluster(b, 3, nil)
 	benchSetup(b, stores[0])
 	c := context.Background()
 	var n atomic.Int64
-	// RunParallel starts parallelism*GOMAXPROCS goroutines: about 64 clients.
+	// RunParallel starts parallelism*GOMAXPROCS goroutines.
 	procs := runtime.GOMAXPROCS(0)
-	b.SetParallelism(max(1, (64+procs-1)/procs))
+	b.SetParallelism(max(1, (clients+procs-1)/procs))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

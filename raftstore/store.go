@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // Config configures a Store.
@@ -141,8 +142,17 @@ func Open(cfg Config) (*Store, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("raftstore: data dir: %w", err)
 		}
-		// NoSync stays false: every append is fsynced before it is acknowledged.
-		bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+		// NoSync stays false: every append is fsynced before it is
+		// acknowledged. The freelist is rebuilt at open instead of written at
+		// every commit (as Consul does): less to write per append.
+		bolt, err := raftboltdb.New(raftboltdb.Options{
+			Path: filepath.Join(cfg.DataDir, "raft.db"),
+			BoltOptions: &bbolt.Options{
+				Timeout:        time.Second, // a second process on the same dir fails instead of hanging
+				NoFreelistSync: true,
+				FreelistType:   bbolt.FreelistMapType,
+			},
+		})
 		if err != nil {
 			return nil, fmt.Errorf("raftstore: open log store: %w", err)
 		}
