@@ -394,6 +394,7 @@ func (c *FinishOperation) apply(tx *txn) (any, error) {
 		st.Updated, st.Index = c.Time, tx.index
 	}
 	tx.appendEvents(key, withOp(c.Events, o.ID))
+	tx.dropWork(o.ID)
 	tx.pruneOperations(o.Project, o.Stack)
 	return nil, nil
 }

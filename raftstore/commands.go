@@ -36,6 +36,10 @@ const (
 	CmdRegisterAgent   MessageType = 18
 	CmdAgentHeartbeat  MessageType = 19
 	CmdMarkAgentDown   MessageType = 20
+	CmdSetServer       MessageType = 21
+	CmdPutWork         MessageType = 22
+	CmdReportWork      MessageType = 23
+	CmdDeleteWork      MessageType = 24
 	// Append new types here.
 )
 
@@ -71,6 +75,10 @@ var commandTypes = map[MessageType]func() Command{
 	CmdRegisterAgent:   func() Command { return new(RegisterAgent) },
 	CmdAgentHeartbeat:  func() Command { return new(AgentHeartbeat) },
 	CmdMarkAgentDown:   func() Command { return new(MarkAgentDown) },
+	CmdSetServer:       func() Command { return new(SetServer) },
+	CmdPutWork:         func() Command { return new(PutWork) },
+	CmdReportWork:      func() Command { return new(ReportWork) },
+	CmdDeleteWork:      func() Command { return new(DeleteWork) },
 }
 
 // Encode returns the log entry of a command: its type byte, then its JSON.

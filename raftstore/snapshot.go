@@ -28,6 +28,8 @@ type snapshotData struct {
 	Events     []snapshotEvents
 	Operations []Operation
 	Agents     []Agent
+	Servers    []ServerInfo `json:",omitempty"`
+	Work       []Work       `json:",omitempty"`
 }
 
 type snapshotBlob struct {
@@ -76,6 +78,12 @@ func (t *tables) export() *snapshotData {
 	for _, k := range slices.Sorted(maps.Keys(t.agents)) {
 		d.Agents = append(d.Agents, t.agents[k].clone())
 	}
+	for _, k := range slices.Sorted(maps.Keys(t.servers)) {
+		d.Servers = append(d.Servers, *t.servers[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.work)) {
+		d.Work = append(d.Work, t.work[k].clone())
+	}
 	return d
 }
 
@@ -114,6 +122,12 @@ func (d *snapshotData) tables() (*tables, error) {
 	}
 	for _, a := range d.Agents {
 		t.agents[a.ID] = &a
+	}
+	for _, sv := range d.Servers {
+		t.servers[sv.ID] = &sv
+	}
+	for _, w := range d.Work {
+		t.work[w.ID] = &w
 	}
 	return t, nil
 }

@@ -39,6 +39,8 @@ type tables struct {
 	events      map[string]*eventLog            // stackKey -> events
 	operations  map[string]*Operation
 	agents      map[string]*Agent
+	servers     map[string]*ServerInfo // raft id -> addresses
+	work        map[string]*Work       // work id -> work item
 }
 
 type eventLog struct {
@@ -57,6 +59,8 @@ func newTables() *tables {
 		events:      map[string]*eventLog{},
 		operations:  map[string]*Operation{},
 		agents:      map[string]*Agent{},
+		servers:     map[string]*ServerInfo{},
+		work:        map[string]*Work{},
 	}
 }
 

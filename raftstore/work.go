@@ -1,0 +1,203 @@
+package raftstore
+
+import (
+	"slices"
+	"sort"
+	"time"
+)
+
+// Servers and work items: what the daemon needs besides the stack state.
+//
+// A server's HTTP address is kept by raft id so that a follower can forward
+// a write to the leader's API. A work item is one request to an agent (a
+// create, update, delete or read of one resource instance): the leader puts
+// it, the agent finds it with a blocking query on any server, runs it and
+// reports; the report is committed here and the leader, which waits on the
+// state, reads it back. The item's payload and result are opaque to the
+// store (the daemon's wire JSON).
+
+// ServerInfo is one kiln server: its raft id and the addresses it serves.
+type ServerInfo struct {
+	ID       string
+	RaftAddr string
+	HTTPAddr string
+	Index    uint64
+}
+
+// Work is one request to an agent.
+type Work struct {
+	ID        string
+	Agent     string
+	Operation string
+	Address   string
+	Op        string // create | update | delete | read
+	// Payload is the request as the agent receives it.
+	Payload []byte
+	Created time.Time
+	// Done is set by ReportWork; Result is the agent's report.
+	Done     bool
+	Result   []byte `json:",omitempty"`
+	Reported time.Time
+	Index    uint64
+}
+
+func (w Work) clone() Work {
+	w.Payload = slices.Clone(w.Payload)
+	w.Result = slices.Clone(w.Result)
+	return w
+}
+
+// SetServer records (or, with Remove, forgets) a server's addresses.
+type SetServer struct {
+	ID       string
+	RaftAddr string
+	HTTPAddr string
+	Remove   bool `json:",omitempty"`
+}
+
+// PutWork records a work item for an agent of an unfinished operation.
+type PutWork struct {
+	Work Work
+}
+
+// ReportWork records an agent's result for a work item. A second report of
+// the same item is refused (ErrConflict); a report of an item that is gone
+// (its operation finished) is ErrNotFound.
+type ReportWork struct {
+	ID     string
+	Agent  string
+	Result []byte
+	Time   time.Time
+}
+
+// DeleteWork forgets work items (the leader gave up waiting for them).
+type DeleteWork struct {
+	IDs []string
+}
+
+func (*SetServer) Type() MessageType  { return CmdSetServer }
+func (*PutWork) Type() MessageType    { return CmdPutWork }
+func (*ReportWork) Type() MessageType { return CmdReportWork }
+func (*DeleteWork) Type() MessageType { return CmdDeleteWork }
+
+func (c *SetServer) apply(tx *txn) (any, error) {
+	if c.ID == "" {
+		return nil, invalid("server id is empty")
+	}
+	if c.Remove {
+		delete(tx.t.servers, c.ID)
+		return nil, nil
+	}
+	tx.t.servers[c.ID] = &ServerInfo{ID: c.ID, RaftAddr: c.RaftAddr, HTTPAddr: c.HTTPAddr, Index: tx.index}
+	return nil, nil
+}
+
+func (c *PutWork) apply(tx *txn) (any, error) {
+	w := c.Work
+	switch {
+	case w.ID == "" || w.Agent == "":
+		return nil, invalid("work id and agent are required")
+	}
+	if _, ok := tx.t.work[w.ID]; ok {
+		return nil, conflict("work %s exists", w.ID)
+	}
+	o, err := tx.operation(w.Operation)
+	if err != nil {
+		return nil, err
+	}
+	if o.Status.Final() {
+		return nil, conflict("operation %s is already %s", o.ID, o.Status)
+	}
+	if _, ok := tx.t.agents[w.Agent]; !ok {
+		return nil, notFound("agent %s", w.Agent)
+	}
+	w.Done, w.Result, w.Reported = false, nil, time.Time{}
+	w.Index = tx.index
+	tx.t.work[w.ID] = &w
+	return nil, nil
+}
+
+func (c *ReportWork) apply(tx *txn) (any, error) {
+	w, ok := tx.t.work[c.ID]
+	if !ok {
+		return nil, notFound("work %s", c.ID)
+	}
+	if c.Agent != "" && c.Agent != w.Agent {
+		return nil, conflict("work %s is assigned to agent %s, not %s", c.ID, w.Agent, c.Agent)
+	}
+	if w.Done {
+		return nil, conflict("work %s is already reported", c.ID)
+	}
+	w.Done, w.Result, w.Reported, w.Index = true, c.Result, c.Time, tx.index
+	return nil, nil
+}
+
+func (c *DeleteWork) apply(tx *txn) (any, error) {
+	for _, id := range c.IDs {
+		delete(tx.t.work, id)
+	}
+	return nil, nil
+}
+
+// dropWork forgets the work items of an operation (it finished).
+func (tx *txn) dropWork(opID string) {
+	for id, w := range tx.t.work {
+		if w.Operation == opID {
+			delete(tx.t.work, id)
+		}
+	}
+}
+
+// Server returns a server's addresses by raft id.
+func (s *State) Server(id string) (ServerInfo, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sv, ok := s.t.servers[id]
+	if !ok {
+		return ServerInfo{}, false
+	}
+	return *sv, true
+}
+
+// Servers returns every recorded server, sorted by id.
+func (s *State) Servers() []ServerInfo {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]ServerInfo, 0, len(s.t.servers))
+	for _, sv := range s.t.servers {
+		out = append(out, *sv)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Work returns one work item.
+func (s *State) Work(id string) (Work, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	w, ok := s.t.work[id]
+	if !ok {
+		return Work{}, false
+	}
+	return w.clone(), true
+}
+
+// PendingWork returns the work items of an agent not reported yet, in the
+// order they were put.
+func (s *State) PendingWork(agentID string) []Work {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Work
+	for _, w := range s.t.work {
+		if w.Agent == agentID && !w.Done {
+			out = append(out, w.clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Index != out[j].Index {
+			return out[i].Index < out[j].Index
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
