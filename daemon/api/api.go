@@ -45,7 +45,13 @@
 // ?stale=true.
 package api
 
-import "time"
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/kiln-dev/kiln/planner"
+)
 
 // MaxBodyBytes bounds every request body (template bundles included).
 const MaxBodyBytes = 32 << 20
@@ -308,6 +314,8 @@ type WorkItem struct {
 	Deps       map[string]map[string]any `json:"deps,omitempty"`
 	// Attempt counts from 1.
 	Attempt int `json:"attempt"`
+	// WorkID names this request; the agent's ActionReport carries it back.
+	WorkID string `json:"work_id,omitempty"`
 }
 
 // WorkResponse answers an agent's blocking query for work.
@@ -331,6 +339,8 @@ type ActionReport struct {
 	Attrs   map[string]any `json:"attrs,omitempty"`
 	// PhysicalName of the object made.
 	PhysicalName string `json:"physical_name,omitempty"`
+	// WorkID is the WorkItem.WorkID this reports on (required).
+	WorkID string `json:"work_id,omitempty"`
 }
 
 // ImageInfo is one cached image on an agent.
@@ -370,4 +380,41 @@ type Peer struct {
 	HTTPAddr string `json:"http_addr,omitempty"`
 	Leader   bool   `json:"leader"`
 	Voter    bool   `json:"voter"`
+}
+
+// EncodeValues turns attribute values (int64, float64, spec.Unknown, nested
+// lists and maps) into the planner's tagged JSON form ({"s": ...}, {"i": ...},
+// {"u": true}, ...), as WorkItem.Attrs, WorkItem.Deps and ActionReport.Attrs
+// carry them, so that nothing is lost on the wire.
+func EncodeValues(m map[string]any) (map[string]any, error) {
+	if m == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(planner.ResourceState{Attrs: m})
+	if err != nil {
+		return nil, fmt.Errorf("encode values: %w", err)
+	}
+	var w struct {
+		Attrs map[string]any `json:"attrs"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("encode values: %w", err)
+	}
+	return w.Attrs, nil
+}
+
+// DecodeValues is the inverse of EncodeValues.
+func DecodeValues(m map[string]any) (map[string]any, error) {
+	if m == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(map[string]any{"attrs": m})
+	if err != nil {
+		return nil, fmt.Errorf("decode values: %w", err)
+	}
+	var r planner.ResourceState
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode values: %w", err)
+	}
+	return r.Attrs, nil
 }
