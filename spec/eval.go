@@ -23,6 +23,9 @@ type (
 	refMark struct{ block, addr, attr string }
 )
 
+// maxCount bounds count: a template that asks for more instances is a typo.
+const maxCount = 10000
+
 var netObjType = cty.Object(map[string]cty.Type{"name": cty.String, "address": cty.String})
 
 func schemaType(t string) cty.Type {
@@ -161,7 +164,7 @@ func (l *loader) evalOutput(n *node, ctx *hcl.EvalContext) {
 	if n.out.value != nil {
 		v := l.eval(n.out.value.Expr, ctx)
 		n.value = v
-		uv, marks := v.UnmarkDeep()
+		uv, marks := unmarkDeep(v)
 		if marks.Has(sensitiveMark{}) {
 			o.Sensitive = true
 		}
@@ -182,7 +185,7 @@ func (l *loader) expand(n *node, ctx *hcl.EvalContext) ([]instance, cty.ValueMar
 	switch {
 	case r.count != nil:
 		n.mode = modeCount
-		v, marks := l.eval(r.count.Expr, ctx).UnmarkDeep()
+		v, marks := unmarkDeep(l.eval(r.count.Expr, ctx))
 		subj := rangePtr(r.count.Expr.Range())
 		if hasErrMark(marks) {
 			return nil, nil, false
@@ -210,8 +213,8 @@ func (l *loader) expand(n *node, ctx *hcl.EvalContext) ([]instance, cty.ValueMar
 			return nil, nil, false
 		}
 		c, acc := f.Int64()
-		if acc != big.Exact || c > 1_000_000 {
-			l.errorf(subj, "Invalid count argument", "count %s is too large.", f.Text('f', -1))
+		if acc != big.Exact || c > maxCount {
+			l.errorf(subj, "Invalid count argument", "count %s is too large; the limit is %d instances per resource.", f.Text('f', -1), maxCount)
 			return nil, nil, false
 		}
 		n.count = int(c)
@@ -226,7 +229,7 @@ func (l *loader) expand(n *node, ctx *hcl.EvalContext) ([]instance, cty.ValueMar
 	case r.forEach != nil:
 		n.mode = modeForEach
 		raw := l.eval(r.forEach.Expr, ctx)
-		v, marks := raw.UnmarkDeep()
+		v, marks := unmarkDeep(raw)
 		subj := rangePtr(r.forEach.Expr.Range())
 		if hasErrMark(marks) {
 			return nil, nil, false
@@ -389,7 +392,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 		if a := r.attrs[as.Name]; a != nil {
 			raw := l.eval(a.Expr, ctx)
 			var uv cty.Value
-			uv, marks = raw.UnmarkDeep()
+			uv, marks = unmarkDeep(raw)
 			switch {
 			case hasErrMark(marks):
 				v = cty.UnknownVal(ty)
@@ -411,7 +414,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 			vals[as.Name] = v
 		}
 		st.collect(as.Name, marks)
-		obj[as.Name] = v.WithMarks(marks).Mark(dep)
+		obj[as.Name] = withMarks(v, marks, dep)
 	}
 	if n.kind == KindServer {
 		obj["networks"] = l.evalServerNets(n, in, ctx, st, res, dep)
@@ -439,7 +442,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 			v = cty.UnknownVal(ty)
 		}
 		res.Computed[as.Name] = toGo(v)
-		obj[as.Name] = v.Mark(dep).Mark(refMark{block: n.key, addr: in.addr, attr: as.Name})
+		obj[as.Name] = v.WithMarks(cty.NewValueMarks(dep, refMark{block: n.key, addr: in.addr, attr: as.Name}))
 	}
 	// dependencies
 	for b := range n.dynamicBlocks {
@@ -508,7 +511,7 @@ func (l *loader) evalServerNets(n *node, in instance, ctx *hcl.EvalContext, st *
 		addr := cty.NullVal(cty.String)
 		if nb.address != nil {
 			raw := l.eval(nb.address.Expr, ctx)
-			uv, marks := raw.UnmarkDeep()
+			uv, marks := unmarkDeep(raw)
 			st.collect("networks", marks)
 			for m := range marks {
 				all[m] = struct{}{}
@@ -537,7 +540,7 @@ func (l *loader) evalServerNets(n *node, in instance, ctx *hcl.EvalContext, st *
 		goNets = append(goNets, g)
 	}
 	res.Attrs["networks"] = goNets
-	return cty.ListVal(objs).WithMarks(all).Mark(dep)
+	return withMarks(cty.ListVal(objs), all, dep)
 }
 
 type netState struct {
@@ -548,4 +551,23 @@ type netCheck struct {
 	prefix netip.Prefix
 	addr   string
 	rng    hcl.Range
+}
+
+// withMarks marks v with marks and one more mark, copying the set once.
+func withMarks(v cty.Value, marks cty.ValueMarks, extra any) cty.Value {
+	m := make(cty.ValueMarks, len(marks)+1)
+	for k := range marks {
+		m[k] = struct{}{}
+	}
+	m[extra] = struct{}{}
+	return v.WithMarks(m)
+}
+
+// unmarkDeep is Value.UnmarkDeep without the copying walk for the common
+// value that carries no mark at all.
+func unmarkDeep(v cty.Value) (cty.Value, cty.ValueMarks) {
+	if !v.ContainsMarked() {
+		return v, nil
+	}
+	return v.UnmarkDeep()
 }

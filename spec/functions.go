@@ -45,7 +45,7 @@ func (l *loader) functions() map[string]function.Function {
 		"strcontains": strContainsFunc,
 		// collections
 		"alltrue": allTrueFunc, "anytrue": anyTrueFunc, "chunklist": stdlib.ChunklistFunc,
-		"coalesce": stdlib.CoalesceFunc, "coalescelist": stdlib.CoalesceListFunc,
+		"coalesce": coalesceFunc, "coalescelist": stdlib.CoalesceListFunc,
 		"compact": stdlib.CompactFunc, "concat": stdlib.ConcatFunc, "contains": stdlib.ContainsFunc,
 		"distinct": stdlib.DistinctFunc, "element": stdlib.ElementFunc, "flatten": stdlib.FlattenFunc,
 		"index": indexFunc, "keys": stdlib.KeysFunc, "length": lengthFunc, "lookup": lookupFunc,
@@ -226,7 +226,11 @@ var lengthFunc = function.New(&function.Spec{
 				return cty.UnknownVal(cty.Number), nil
 			}
 			return stdlib.Strlen(v)
-		case ty.IsListType() || ty.IsSetType() || ty.IsMapType() || ty.IsTupleType() || ty.IsObjectType():
+		case ty.IsObjectType():
+			return cty.NumberIntVal(int64(len(ty.AttributeTypes()))), nil
+		case ty.IsTupleType():
+			return cty.NumberIntVal(int64(len(ty.TupleElementTypes()))), nil
+		case ty.IsListType() || ty.IsSetType() || ty.IsMapType():
 			return stdlib.Length(v)
 		}
 		return cty.UnknownVal(cty.Number), function.NewArgErrorf(0, "length needs a string, list, set, map, tuple or object, not %s", ty.FriendlyName())
@@ -437,3 +441,36 @@ func hashFunc(h func() hash.Hash) function.Function {
 		return hex.EncodeToString(d.Sum(nil)), nil
 	})
 }
+
+// coalesceFunc returns the first argument that is neither null nor an empty
+// string, as Terraform's coalesce does.
+var coalesceFunc = function.New(&function.Spec{
+	Description: "Returns the first argument that is neither null nor an empty string.",
+	VarParam:    &function.Parameter{Name: "vals", Type: cty.DynamicPseudoType, AllowNull: true, AllowUnknown: true, AllowDynamicType: true},
+	Type: func(args []cty.Value) (cty.Type, error) {
+		tys := make([]cty.Type, len(args))
+		for i, a := range args {
+			tys[i] = a.Type()
+		}
+		return stdlib.CoalesceFunc.ReturnType(tys)
+	},
+	Impl: func(args []cty.Value, retType cty.Type) (cty.Value, error) {
+		for _, a := range args {
+			if !a.IsKnown() {
+				return cty.UnknownVal(retType), nil
+			}
+			if a.IsNull() {
+				continue
+			}
+			cv, err := convert.Convert(a, retType)
+			if err != nil {
+				return cty.UnknownVal(retType), err
+			}
+			if cv.Type() == cty.String && cv.AsString() == "" {
+				continue
+			}
+			return cv, nil
+		}
+		return cty.UnknownVal(retType), fmt.Errorf("every argument is null or empty")
+	},
+})
