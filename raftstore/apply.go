@@ -205,7 +205,7 @@ func (c *StartOperation) apply(tx *txn) (any, error) {
 	}
 	op := &Operation{
 		ID: c.ID, Project: c.Project, Stack: c.Stack, Kind: c.Kind,
-		Plan: c.Plan, Serial: c.Serial, Status: OpPending,
+		Plan: c.Plan, Serial: c.Serial, Status: OpPending, Forget: c.Forget,
 		Created: c.Time, CreateIndex: tx.index, Index: tx.index,
 		Actions: make([]ActionState, len(c.Plan.Changes)),
 	}

@@ -294,7 +294,10 @@ type StartOperation struct {
 	Serial  uint64
 	Desired *PutStack `json:",omitempty"`
 	Events  []Event   `json:",omitempty"`
-	Time    time.Time
+	// Forget asks the leader to forget the stack (DeleteStack) once this
+	// destroy is done.
+	Forget bool `json:",omitempty"`
+	Time   time.Time
 }
 
 // CancelOperation asks for an operation to stop: the engine starts nothing

@@ -199,12 +199,14 @@ type Operation struct {
 	Status          OpStatus
 	Error           string
 	CancelRequested bool
-	Actions         []ActionState
-	Created         time.Time
-	Started         time.Time
-	Finished        time.Time
-	CreateIndex     uint64
-	Index           uint64
+	// Forget: the stack is to be forgotten once this destroy is done.
+	Forget      bool `json:",omitempty"`
+	Actions     []ActionState
+	Created     time.Time
+	Started     time.Time
+	Finished    time.Time
+	CreateIndex uint64
+	Index       uint64
 }
 
 // Action returns the action with the given address, or nil.

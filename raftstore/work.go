@@ -201,3 +201,19 @@ func (s *State) PendingWork(agentID string) []Work {
 	})
 	return out
 }
+
+// WorkFor returns the work items of one action of an operation (reported or
+// not), in the order they were put: what a new leader looks at before it
+// asks an agent again.
+func (s *State) WorkFor(opID, address string) []Work {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Work
+	for _, w := range s.t.work {
+		if w.Operation == opID && w.Address == address {
+			out = append(out, w.clone())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out
+}
