@@ -8,7 +8,10 @@ set -euo pipefail
 pkgs=(ca-certificates make gcc pkg-config libvirt-dev)
 # Executor tests and the test guest (issue 4): libvirtd with QEMU, bridges,
 # dnsmasq, iptables, and what builds the guest image.
-pkgs+=(libvirt-daemon-system qemu-system-x86 qemu-utils dnsmasq-base iptables iproute2
+# Listed one by one because apt runs with --no-install-recommends: the QEMU
+# driver of libvirtd, the BIOS and the NIC option ROMs are only recommended.
+pkgs+=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+	qemu-system-data seabios ipxe-qemu qemu-utils dnsmasq-base iptables iproute2 procps
 	busybox-static syslinux syslinux-common mtools dosfstools cpio xorriso genisoimage)
 
 missing=()
