@@ -258,7 +258,7 @@ type PutStack struct {
 	BundleHash string
 	Vars       []spec.RawVar
 	VarFiles   []spec.VarFile
-	Params     map[string]any
+	Params     Values
 	// Expires is the TTL expiry; zero means no TTL.
 	Expires time.Time
 	Time    time.Time
@@ -344,8 +344,8 @@ type FinishOperation struct {
 	Status OpStatus
 	Error  string
 	// Outputs of a done apply; nil leaves the stack's outputs as they are.
-	Outputs map[string]spec.Output `json:",omitempty"`
-	Events  []Event                `json:",omitempty"`
+	Outputs Outputs `json:",omitempty"`
+	Events  []Event `json:",omitempty"`
 	Time    time.Time
 }
 

@@ -82,7 +82,7 @@ type Stack struct {
 	Vars     []spec.RawVar
 	VarFiles []spec.VarFile
 	// Params are the resolved param values when the daemon records them.
-	Params map[string]any
+	Params Values
 	// Generation counts the changes of the desired state.
 	Generation uint64
 	Status     StackStatus
@@ -91,7 +91,7 @@ type Stack struct {
 	// Expires is when the TTL reaper destroys the stack; zero means never.
 	Expires time.Time
 	// Outputs as of the last finished apply.
-	Outputs map[string]spec.Output
+	Outputs Outputs
 	// Serial counts the changes of the actual state (resources); a plan made
 	// against another serial is refused.
 	Serial uint64
