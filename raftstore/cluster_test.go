@@ -411,3 +411,52 @@ func TestSingleNodeOnDiskRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSecondOpenOfDataDirIsRefused(t *testing.T) {
+	cfg := fastConfig("solo")
+	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = t.TempDir(), freePort(t), true
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	cfg2 := cfg
+	cfg2.RaftAddr = freePort(t)
+	if s2, err := Open(cfg2); !errors.Is(err, ErrDataDirLocked) {
+		if err == nil {
+			s2.Shutdown()
+		}
+		t.Fatalf("second open: %v", err)
+	}
+}
+
+func TestConcurrentApply(t *testing.T) {
+	c := newTestCluster(t, 3)
+	leader := c.leader(nil)
+	const workers, each = 16, 25
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				if _, err := leader.Apply(context.Background(), &UpsertProject{Name: fmt.Sprintf("p%04d", w*each+i)}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hasProjects(leader, 0, workers*each); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.stores {
+		if s != leader {
+			converged(t, leader, s)
+		}
+	}
+}

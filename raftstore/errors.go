@@ -20,6 +20,12 @@ var (
 
 	// ErrNotLeader: this node is not the leader; send the write to Leader().
 	ErrNotLeader = errors.New("not the leader")
+	// ErrLeadershipLost: leadership was lost while the command was in
+	// flight; it may or may not have been committed. Read the state (on
+	// the new leader) before proposing it again.
+	ErrLeadershipLost = errors.New("leadership lost while the command was in flight")
+	// ErrDataDirLocked: another process holds the data directory.
+	ErrDataDirLocked = errors.New("data directory is in use by another process")
 	// ErrShutdown: the store is shut down.
 	ErrShutdown = errors.New("store is shut down")
 )

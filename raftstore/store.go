@@ -153,6 +153,9 @@ func Open(cfg Config) (*Store, error) {
 				FreelistType:   bbolt.FreelistMapType,
 			},
 		})
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("raftstore: %w: %s", ErrDataDirLocked, cfg.DataDir)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("raftstore: open log store: %w", err)
 		}
@@ -257,7 +260,8 @@ func (s *Store) Raft() *raft.Raft { return s.raft }
 // Apply proposes a command and waits until it is committed and applied on
 // this node. A refused command returns the FSM's error (wrapping
 // ErrNotFound, ErrConflict, ErrStaleSerial or ErrInvalid); on a follower it
-// returns an error wrapping ErrNotLeader. It is safe for concurrent use:
+// returns an error wrapping ErrNotLeader, and ErrLeadershipLost when the
+// outcome is unknown. It is safe for concurrent use:
 // concurrent proposals are batched into shared log appends.
 func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
 	data, err := Encode(c)
@@ -305,8 +309,9 @@ func (s *Store) result(f raft.ApplyFuture) (any, error) {
 
 func (s *Store) raftErr(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %v", ErrLeadershipLost, err)
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		addr, id := s.Leader()
 		if addr == "" {
 			return fmt.Errorf("%w (no leader known): %v", ErrNotLeader, err)
