@@ -10,6 +10,9 @@ import (
 // same state on every node.
 
 func (c *PutBlob) apply(tx *txn) (any, error) {
+	if len(c.Data) > MaxBlobSize {
+		return nil, invalid("blob of %d bytes is over the limit of %d", len(c.Data), MaxBlobSize)
+	}
 	if c.Hash == "" || HashBlob(c.Data) != c.Hash {
 		return nil, invalid("blob hash %q does not match its content", c.Hash)
 	}

@@ -217,6 +217,10 @@ func (tx *txn) bumpSerial(st *Stack, at time.Time) {
 	}
 }
 
+// MaxBlobSize bounds a blob: a template bundle is text, and every byte of it
+// goes through the log and into every snapshot.
+const MaxBlobSize = 8 << 20
+
 // PutBlob stores a content-addressed blob (a template bundle) once.
 type PutBlob struct {
 	Hash string // HashBlob(Data)

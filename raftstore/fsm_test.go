@@ -128,6 +128,14 @@ func TestFSMCommands(t *testing.T) {
 			wantErr: ErrInvalid,
 		},
 		{
+			name: "put a blob over the limit",
+			cmd: func() Command {
+				big := make([]byte, MaxBlobSize+1)
+				return &PutBlob{Hash: HashBlob(big), Data: big}
+			}(),
+			wantErr: ErrInvalid,
+		},
+		{
 			name:    "delete a blob a stack uses",
 			setup:   base(),
 			cmd:     &DeleteBlob{Hash: bundleHash},
