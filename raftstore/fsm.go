@@ -86,6 +86,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	s := f.state
 	s.mu.Lock()
+	// The index never goes back, even for an older backup restored by an
+	// operator, so that blocking queries keep their meaning.
+	t.index = max(t.index, s.t.index)
 	s.t = t
 	s.notifyLocked()
 	s.mu.Unlock()
