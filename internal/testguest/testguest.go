@@ -94,6 +94,8 @@ type Guest struct {
 	LogPath string
 	// Started is when qemu was started.
 	Started time.Time
+	// QMPPath is qemu's QMP control socket.
+	QMPPath string
 
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -133,8 +135,10 @@ func Boot(ctx context.Context, opts Options) (*Guest, error) {
 		accel = "kvm"
 	}
 	log := filepath.Join(opts.Dir, "serial.log")
+	qmp := filepath.Join(opts.Dir, "qmp.sock")
 	args := []string{
 		"-nodefaults", "-display", "none", "-monitor", "none",
+		"-qmp", "unix:" + qmp + ",server=on,wait=off",
 		"-accel", accel, "-m", strconv.Itoa(mem),
 		"-serial", "file:" + log,
 		"-drive", "file=" + overlay + ",format=qcow2,if=virtio",
@@ -165,6 +169,7 @@ func Boot(ctx context.Context, opts Options) (*Guest, error) {
 		g := &Guest{
 			HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 			LogPath:  log,
+			QMPPath:  qmp,
 			done:     make(chan struct{}),
 			stderr:   &bytes.Buffer{},
 		}

@@ -2,6 +2,8 @@ package testguest
 
 import (
 	"context"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +28,7 @@ func TestImagePath(t *testing.T) {
 // TestBootServesHTTP boots the image with a seed made by executors/cloudinit:
 // the guest must take the seed's hostname and static address (user-mode
 // networking's 10.0.2.15/24 via 10.0.2.2) and answer on port 80 with its
-// hostname and its disk.
+// hostname and its disk; a disk hot-plugged afterwards shows in the next answer.
 func TestBootServesHTTP(t *testing.T) {
 	t.Parallel()
 	const mac = "52:54:00:6b:69:01"
@@ -47,6 +49,28 @@ func TestBootServesHTTP(t *testing.T) {
 			t.Errorf("answer lacks %q:\n%s", want, body)
 		}
 	}
+
+	// The answer is computed per request: a disk hot-plugged now shows.
+	data := filepath.Join(t.TempDir(), "data.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", data, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := g.AttachDisk(ctx, "data0", data); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		body, err = g.Get(ctx, "/")
+		if err == nil && strings.Contains(body, "block=sr0 vda vdb\n") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("hot-plugged disk not in the answer: %v\n%s", err, body)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
 	log := g.SerialLog()
 	for _, want := range []string{"static 10.0.2.15/24 gateway 10.0.2.2", ReadyMarker + " probe-0 10.0.2.15/24"} {
 		if !strings.Contains(log, want) {
