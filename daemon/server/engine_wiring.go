@@ -50,7 +50,7 @@ func (o *opRun) ActionStarted(ctx context.Context, opID, address, node string) e
 	if node != "" {
 		msg += " on " + node
 	}
-	return o.s.apply(ctx, &raftstore.ActionStarted{
+	return o.record(ctx, &raftstore.ActionStarted{
 		Operation: opID, Address: address, Agent: node, Time: time.Now().UTC(), Events: o.event(msg, raftstore.LevelInfo),
 	})
 }
@@ -77,7 +77,7 @@ func (o *opRun) ActionFinished(ctx context.Context, opID, address string, res en
 		cmd.Status = raftstore.ActionSkipped
 		cmd.Events = o.event(address+" "+string(res.Status)+": "+res.Err, raftstore.LevelWarn)
 	}
-	err := o.s.apply(ctx, cmd)
+	err := o.record(ctx, cmd)
 	if err == nil {
 		o.s.metrics.actions.WithLabelValues(string(res.Status), "recorded").Inc()
 	}
@@ -181,7 +181,7 @@ func (o *opRun) OperationFinished(ctx context.Context, opID, status, errMsg stri
 		msg += ": " + errMsg
 	}
 	cmd.Events = o.event(msg, lvl)
-	err := o.s.apply(ctx, cmd)
+	err := o.record(ctx, cmd)
 	if err == nil {
 		o.s.metrics.operations.WithLabelValues(string(o.op.Kind), string(cmd.Status)).Inc()
 	}
@@ -190,7 +190,7 @@ func (o *opRun) OperationFinished(ctx context.Context, opID, status, errMsg stri
 
 // Event implements engine.Recorder.
 func (o *opRun) Event(ctx context.Context, stack, msg string) error {
-	return o.s.apply(ctx, &raftstore.AppendEvents{Project: o.op.Project, Stack: stack, Events: o.event(msg, raftstore.LevelInfo)})
+	return o.record(ctx, &raftstore.AppendEvents{Project: o.op.Project, Stack: stack, Events: o.event(msg, raftstore.LevelInfo)})
 }
 
 // pinned returns the agent the stack lives on: the node of any of its
@@ -229,7 +229,7 @@ func (o *opRun) place(ctx context.Context, address string, exclude map[string]bo
 	req := scheduler.StackRequest(&o.op.Plan)
 	req.Stack = o.op.Stack
 	cand, err := scheduler.DefaultWeights.Schedule(ctx, req, o.schedAgents(exclude), func(ctx context.Context, c scheduler.Candidate) error {
-		return o.s.apply(ctx, &raftstore.AssignAction{Operation: o.op.ID, Address: address, Agent: c.Agent, Time: time.Now().UTC()})
+		return o.record(ctx, &raftstore.AssignAction{Operation: o.op.ID, Address: address, Agent: c.Agent, Time: time.Now().UTC()})
 	})
 	if err != nil {
 		return "", err
@@ -248,7 +248,7 @@ func (o *opRun) Assign(ctx context.Context, a engine.Action) (string, error) {
 		if !ok || ag.Status != raftstore.AgentUp {
 			return "", fmt.Errorf("the stack lives on agent %s, which is down", p)
 		}
-		if err := o.s.apply(ctx, &raftstore.AssignAction{Operation: o.op.ID, Address: a.Address, Agent: p, Time: time.Now().UTC()}); err != nil {
+		if err := o.record(ctx, &raftstore.AssignAction{Operation: o.op.ID, Address: a.Address, Agent: p, Time: time.Now().UTC()}); err != nil {
 			return "", err
 		}
 		return p, nil
@@ -386,7 +386,7 @@ func (o *opRun) ask(a engine.Action, node, op string, attempt int) (api.ActionRe
 	if err != nil {
 		return api.ActionReport{}, err
 	}
-	err = o.s.apply(o.lead, &raftstore.PutWork{Work: raftstore.Work{
+	err = o.record(o.lead, &raftstore.PutWork{Work: raftstore.Work{
 		ID: wi.WorkID, Agent: node, Operation: o.op.ID, Address: a.Address, Op: op, Payload: payload, Created: time.Now().UTC(),
 	}})
 	if err != nil {
@@ -394,7 +394,7 @@ func (o *opRun) ask(a engine.Action, node, op string, attempt int) (api.ActionRe
 	}
 	rep, err := o.wait(wi.WorkID, node)
 	if err != nil {
-		o.s.apply(o.lead, &raftstore.DeleteWork{IDs: []string{wi.WorkID}})
+		o.record(o.lead, &raftstore.DeleteWork{IDs: []string{wi.WorkID}})
 		return rep, err
 	}
 	res := "ok"
@@ -481,4 +481,13 @@ func mergeAttrs(a, b map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// record applies a command of this operation unless leadership was lost:
+// then nothing more is recorded and the next leader resumes the operation.
+func (o *opRun) record(ctx context.Context, c raftstore.Command) error {
+	if err := o.lead.Err(); err != nil {
+		return fmt.Errorf("leadership lost: %w", err)
+	}
+	return o.s.apply(ctx, c)
 }

@@ -328,7 +328,7 @@ func waitParams(r *http.Request) (index uint64, wait time.Duration, err error) {
 
 // block waits, while cond() is false, for the state to move, at most wait.
 func (s *Server) block(ctx context.Context, wait time.Duration, cond func() bool) {
-	if wait <= 0 {
+	if cond() || wait <= 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)

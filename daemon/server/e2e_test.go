@@ -1,0 +1,168 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/executors/memdriver"
+)
+
+// TestEndToEnd applies a template through one server and a test agent,
+// follows the operation, reads the outputs, plans again (no changes) and
+// destroys everything.
+func TestEndToEnd(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	info, err := filepathInfo(filepath.Join(cfg.DataDir, ManagementTokenFile))
+	if err != nil || info != 0o600 {
+		t.Fatalf("management.token mode %v, %v; want 0600", info, err)
+	}
+	d := memdriver.New()
+	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
+	op := c.waitOp(ref.OperationID)
+	if op.Status != "complete" {
+		t.Fatalf("operation %s: %s %s: %+v", op.ID, op.Status, op.Error, op.Actions)
+	}
+	if len(op.Actions) != 3 {
+		t.Errorf("actions = %d, want 3", len(op.Actions))
+	}
+
+	var detail api.StackDetail
+	c.must("GET", "/v1/stacks/web", nil, http.StatusOK, &detail)
+	if detail.Status != "COMPLETE" || len(detail.Resources) != 3 {
+		t.Fatalf("stack: %s with %d resources", detail.Status, len(detail.Resources))
+	}
+	for _, r := range detail.Resources {
+		if r.Node != "agent-1" || r.PhysicalName == "" {
+			t.Errorf("%s: node %q physical %q", r.Address, r.Node, r.PhysicalName)
+		}
+	}
+	var outs map[string]api.OutputValue
+	c.must("GET", "/v1/stacks/web/outputs", nil, http.StatusOK, &outs)
+	if outs["gateway"].Value != "10.40.0.1" {
+		t.Errorf("gateway output = %v, want 10.40.0.1", outs["gateway"].Value)
+	}
+	if ids, ok := outs["volume_ids"].Value.([]any); !ok || len(ids) != 2 || ids[0] == "(known after apply)" {
+		t.Errorf("volume_ids output = %v", outs["volume_ids"].Value)
+	}
+
+	var plan api.PlanResponse
+	c.must("POST", "/v1/stacks/web/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &plan)
+	if plan.HasChanges {
+		t.Errorf("plan after apply has changes:\n%s", plan.Text)
+	}
+	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &ref)
+	if !ref.NoChanges {
+		t.Errorf("second apply: %+v, want no_changes", ref)
+	}
+
+	var evs api.EventsResponse
+	c.must("GET", "/v1/stacks/web/events", nil, http.StatusOK, &evs)
+	if len(evs.Events) == 0 {
+		t.Error("no events")
+	}
+
+	c.must("POST", "/v1/stacks/web/destroy", nil, http.StatusAccepted, &ref)
+	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("destroy: %s %s", op.Status, op.Error)
+	}
+	c.must("GET", "/v1/stacks/web", nil, http.StatusOK, &detail)
+	if detail.Status != "DESTROYED" || len(detail.Resources) != 0 {
+		t.Errorf("after destroy: %s with %d resources", detail.Status, len(detail.Resources))
+	}
+	if objs := d.Objects(); len(objs) != 0 {
+		t.Errorf("driver still holds %d objects", len(objs))
+	}
+	for _, addr := range []string{"network.lan", "volume.data[0]", "volume.data[1]"} {
+		kind := "volume"
+		if addr == "network.lan" {
+			kind = "network"
+		}
+		if n := d.Calls(kind, addr, memdriver.OpCreate); n != 1 {
+			t.Errorf("%s created %d times, want 1", addr, n)
+		}
+	}
+	c.must("DELETE", "/v1/stacks/web", nil, http.StatusAccepted, &ref)
+	c.must("GET", "/v1/stacks/web", nil, http.StatusNotFound, nil)
+}
+
+// TestStalePlan: a plan made before the stack changed is refused.
+func TestStalePlan(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
+	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+
+	var plan api.PlanResponse
+	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &plan)
+	if plan.PlanID == "" || !plan.HasChanges {
+		t.Fatalf("plan: %+v", plan)
+	}
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": `network "lan" { cidr = "10.50.0.0/24" }`})}, http.StatusAccepted, &ref)
+	c.waitOp(ref.OperationID)
+	code, out := c.do("POST", "/v1/stacks/app/apply", api.ApplyRequest{PlanID: plan.PlanID})
+	if code != http.StatusConflict {
+		t.Fatalf("stale plan: %d %s, want 409", code, out)
+	}
+}
+
+// TestTTL: the leader destroys a stack whose TTL is over; a renewed one stays.
+func TestTTL(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := memdriver.New()
+	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	tpl := bundle(map[string]string{"main.hcl": `volume "v" { size = "1GiB" }`})
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/short/apply", api.ApplyRequest{Template: tpl, TTL: "1s"}, http.StatusAccepted, &ref)
+	c.waitOp(ref.OperationID)
+	c.must("POST", "/v1/stacks/kept/apply", api.ApplyRequest{Template: tpl, TTL: "1s"}, http.StatusAccepted, &ref)
+	c.waitOp(ref.OperationID)
+	c.must("POST", "/v1/stacks/kept/renew", api.RenewRequest{TTL: "1h"}, http.StatusOK, nil)
+
+	// Follow the events of "short" until it is destroyed.
+	var index uint64
+	for {
+		var detail api.StackDetail
+		c.must("GET", "/v1/stacks/short", nil, http.StatusOK, &detail)
+		if detail.Status == "DESTROYED" {
+			break
+		}
+		var evs api.EventsResponse
+		c.must("GET", "/v1/stacks/short/events?wait=5s&index="+itoa(index), nil, http.StatusOK, &evs)
+		index = evs.Index
+	}
+	var kept api.StackDetail
+	c.must("GET", "/v1/stacks/kept", nil, http.StatusOK, &kept)
+	if kept.Status != "COMPLETE" || len(kept.Resources) != 1 {
+		t.Errorf("renewed stack: %s with %d resources", kept.Status, len(kept.Resources))
+	}
+}
