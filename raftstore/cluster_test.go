@@ -296,17 +296,21 @@ func TestClusterSnapshotSaveRestore(t *testing.T) {
 	if got := snapshotJSON(t, leader.State()); !bytes.Equal(got, saved) {
 		t.Errorf("restored state differs:\ngot  %s\nwant %s", got, saved)
 	}
-	for _, s := range c.stores {
-		if s != leader {
-			converged(t, leader, s)
-		}
-	}
 	// A bad backup is refused before it reaches raft.
 	if err := leader.RestoreSnapshot(ctx(t), bytes.NewReader([]byte("junk"))); err == nil {
 		t.Error("junk restored")
 	}
+	// The indexes of the nodes agree again from the next write on.
 	if _, err := leader.Apply(ctx(t), &UpsertProject{Name: "after"}); err != nil {
-		t.Errorf("write after restore: %v", err)
+		t.Fatalf("write after restore: %v", err)
+	}
+	for _, s := range c.stores {
+		if s != leader {
+			converged(t, leader, s)
+		}
+		if err := hasProjects(s, 0, 1); err == nil {
+			t.Errorf("%s kept a write made after the backup", s.NodeID())
+		}
 	}
 }
 
