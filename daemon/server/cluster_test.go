@@ -1,0 +1,104 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/executors/memdriver"
+)
+
+// TestClusterFailover: three servers on loopback; an apply sent to a
+// follower is forwarded; the leader is shut down while an action is held in
+// the agent; the new leader resumes and every action runs exactly once.
+func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s1 := startServer(t, cfg)
+	if err := s1.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	token := s1.ManagementToken()
+	servers := []*Server{s1}
+	for range 2 {
+		c := testConfig(t, t.TempDir())
+		c.Join, c.JoinToken = s1.Addr(), token
+		servers = append(servers, startServer(t, c))
+	}
+	// Wait until all three are voters and know the leader's HTTP address.
+	mc := client{t: t, addr: s1.Addr(), token: token}
+	for {
+		var peers []api.Peer
+		mc.must("GET", "/v1/operator/raft/peers", nil, http.StatusOK, &peers)
+		ready := len(peers) == 3
+		for _, s := range servers {
+			ready = ready && s.leaderHTTP() != ""
+		}
+		if ready {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("cluster not formed: %+v", peers)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	d := memdriver.New()
+	gate := d.Block("volume.data[1]", memdriver.OpCreate, memdriver.BeforeEffect)
+	var addrs []string
+	for _, s := range servers {
+		addrs = append(addrs, s.Addr())
+	}
+	startAgent(t, "agent-1", token, d, addrs...)
+
+	var leader, follower *Server
+	for _, s := range servers {
+		if s.IsLeader() {
+			leader = s
+		} else if follower == nil {
+			follower = s
+		}
+	}
+	fc := client{t: t, addr: follower.Addr(), token: token}
+	var ref api.OperationRef
+	fc.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
+
+	select {
+	case <-gate.Reached():
+	case <-ctx.Done():
+		t.Fatal("the held create never reached the agent")
+	}
+	if err := leader.Shutdown(ctx); err != nil {
+		t.Logf("shutdown: %v", err)
+	}
+	gate.Release()
+
+	var rest client
+	for _, s := range servers {
+		if s != leader {
+			rest = client{t: t, addr: s.Addr(), token: token}
+		}
+	}
+	op := rest.waitOp(ref.OperationID)
+	if op.Status != "complete" {
+		t.Fatalf("operation: %s %s %+v", op.Status, op.Error, op.Actions)
+	}
+	for _, c := range []struct{ kind, addr string }{{"network", "network.lan"}, {"volume", "volume.data[0]"}, {"volume", "volume.data[1]"}} {
+		if n := d.Calls(c.kind, c.addr, memdriver.OpCreate); n != 1 {
+			t.Errorf("%s created %d times, want exactly 1", c.addr, n)
+		}
+	}
+	var outs map[string]api.OutputValue
+	rest.must("GET", "/v1/stacks/web/outputs", nil, http.StatusOK, &outs)
+	if outs["gateway"].Value != "10.40.0.1" {
+		t.Errorf("outputs after failover: %v", outs)
+	}
+}
