@@ -1,0 +1,328 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+
+	"libvirt.org/go/libvirt"
+
+	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/executors/portforward"
+	"github.com/kiln-dev/kiln/executors/server"
+	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/spec"
+)
+
+// LibvirtURIEnv names the environment variable that overrides the libvirt
+// connection URI of the real drivers.
+const LibvirtURIEnv = "KILN_LIBVIRT_URI"
+
+// DefaultLibvirtURI is the libvirt connection of the real drivers.
+const DefaultLibvirtURI = "qemu:///system"
+
+// Real is the set of real executors of this host: the image cache, bridges
+// with dnsmasq and iptables, volumes, libvirt domains and port forwards, all
+// on one libvirt connection, with the agent's own bookkeeping (which
+// instance a physical name belongs to, each network's DHCP hosts) in files
+// under DataDir (see real_registry.go).
+type Real struct {
+	DataDir string
+	conn    *libvirt.Connect
+	images  *image.Cache
+	vols    *volume.Driver
+	srv     *server.Driver
+	net     *network.Driver
+	pf      *portforward.Driver
+	reg     *registry
+
+	// locks serializes the changes of one network's host list (by network
+	// id), so parallel server creates on one network do not lose entries.
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+// realDrivers returns the drivers of the real executors (libvirt, bridges,
+// iptables, dnsmasq, the image cache), keeping their state under dataDir.
+// It first checks that libvirtd answers and that the tools the network
+// executors run are installed, and says how to fix it when not.
+func realDrivers(dataDir string) (Drivers, error) {
+	r, err := OpenReal(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return r.Drivers(), nil
+}
+
+// OpenReal connects to libvirtd (KILN_LIBVIRT_URI, default qemu:///system)
+// and sets up the executors. Close releases the connection.
+func OpenReal(dataDir string) (*Real, error) {
+	if dataDir == "" {
+		return nil, errors.New("real drivers: no data directory")
+	}
+	uri := os.Getenv(LibvirtURIEnv)
+	if uri == "" {
+		uri = DefaultLibvirtURI
+	}
+	conn, err := libvirt.NewConnect(uri)
+	if err == nil {
+		if _, verr := conn.GetLibVersion(); verr != nil {
+			conn.Close()
+			err = verr
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("libvirtd is not reachable at %s: %v. Install and start it: "+
+			"apt-get install libvirt-daemon-system qemu-system-x86 qemu-utils && systemctl start libvirtd virtlogd "+
+			"(or run `libvirtd -d; virtlogd -d`); set %s to use another URI", uri, err, LibvirtURIEnv)
+	}
+	var missing []string
+	for _, bin := range []struct{ name, pkg string }{{"iptables", "iptables"}, {"ip", "iproute2"}, {"dnsmasq", "dnsmasq-base"}} {
+		if _, err := exec.LookPath(bin.name); err != nil {
+			missing = append(missing, bin.name+" (apt-get install "+bin.pkg+")")
+		}
+	}
+	if len(missing) > 0 {
+		conn.Close()
+		return nil, fmt.Errorf("real drivers: missing %s", strings.Join(missing, ", "))
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("real drivers: data directory: %w", err)
+	}
+	r := &Real{DataDir: dataDir, conn: conn, locks: map[string]*sync.Mutex{}}
+	fail := func(err error) (*Real, error) {
+		r.Close()
+		return nil, fmt.Errorf("real drivers: %w", err)
+	}
+	if r.images, err = image.New(conn, dataDir); err != nil {
+		return fail(err)
+	}
+	if r.vols, err = volume.New(conn, dataDir); err != nil {
+		return fail(err)
+	}
+	if r.srv, err = server.New(conn, r.vols, dataDir); err != nil {
+		return fail(err)
+	}
+	ipt, err := network.NewIPTables()
+	if err != nil {
+		return fail(err)
+	}
+	r.net = &network.Driver{DataDir: dataDir, IPTables: ipt}
+	r.pf = &portforward.Driver{IPTables: ipt}
+	if r.reg, err = openRegistry(dataDir); err != nil {
+		return fail(err)
+	}
+	return r, nil
+}
+
+// Close frees the libvirt handles.
+func (r *Real) Close() error {
+	if r.images != nil {
+		r.images.Close()
+	}
+	if r.vols != nil {
+		r.vols.Close()
+	}
+	if r.conn != nil {
+		_, err := r.conn.Close()
+		return err
+	}
+	return nil
+}
+
+// Drivers returns one driver per kind.
+func (r *Real) Drivers() Drivers {
+	return Drivers{
+		"image":        realImage{r},
+		"network":      realNetwork{r},
+		"volume":       realVolume{r},
+		"server":       realServer{r},
+		"port_forward": realPortForward{r},
+	}
+}
+
+// realOf finds the Real behind a driver set made by RealDrivers.
+func realOf(d Drivers) (*Real, error) {
+	for _, k := range d {
+		if rk, ok := k.(interface{ real() *Real }); ok {
+			return rk.real(), nil
+		}
+	}
+	return nil, errors.New("the agent does not run the real drivers")
+}
+
+func (r *Real) lock(id string) func() {
+	r.mu.Lock()
+	l := r.locks[id]
+	if l == nil {
+		l = &sync.Mutex{}
+		r.locks[id] = l
+	}
+	r.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// genSep separates a resource address from the short hash of its
+// generation in the address the executors are given.
+const genSep = "~"
+
+// physAddress is the address the executors key an instance by: the
+// resource address for a plain create, plus "~" and a short hash of the
+// generation for the create half of a replace, so that its domain, bridge,
+// volume and rules do not collide with the instance being replaced.
+func physAddress(address, generation string) string {
+	if generation == "" {
+		return address
+	}
+	sum := sha256.Sum256([]byte(generation))
+	return address + genSep + hex.EncodeToString(sum[:])[:8]
+}
+
+// baseAddress strips the generation suffix of a physical address.
+func baseAddress(phys string) string {
+	a, _, _ := strings.Cut(phys, genSep)
+	return a
+}
+
+// target says which instance an action is about: the stack and the
+// physical address of the instance with id a.ID when set (found through
+// idOf for the first generation, else the registry), else the instance of
+// a's generation.
+func (r *Real) target(kind string, a engine.Action, idOf func(stack, phys string) string) (string, error) {
+	if a.ID == "" || (a.Op == engine.OpCreate && a.Generation != "") {
+		return physAddress(a.Address, a.Generation), nil
+	}
+	if idOf(a.Stack, a.Address) == a.ID {
+		return a.Address, nil
+	}
+	if rec, ok, err := r.reg.get(kind, a.ID); err != nil {
+		return "", err
+	} else if ok && rec.Stack == a.Stack {
+		return rec.Phys, nil
+	}
+	return "", fmt.Errorf("%s %s: instance %q is not known on this host", kind, a.Address, a.ID)
+}
+
+// attrs is the configured attributes of an action with computed ones
+// added; unknown values are dropped (the computed ones replace them).
+func withComputed(a engine.Action, computed map[string]any) map[string]any {
+	out := make(map[string]any, len(a.Attrs)+len(computed))
+	for k, v := range a.Attrs {
+		if !spec.IsUnknown(v) {
+			out[k] = v
+		}
+	}
+	maps.Copy(out, computed)
+	return out
+}
+
+// Attribute readers. Each fails with a message naming the attribute when
+// the value is unknown or of the wrong type.
+
+func unknownErr(a engine.Action, name string) error {
+	return fmt.Errorf("%s: attribute %q is still unknown (known after apply) when the action runs: the value it depends on was not resolved", a.Address, name)
+}
+
+func attrString(a engine.Action, name string, required bool) (string, error) {
+	v, ok := a.Attrs[name]
+	if !ok || v == nil {
+		if required {
+			return "", fmt.Errorf("%s: attribute %q is required", a.Address, name)
+		}
+		return "", nil
+	}
+	if spec.IsUnknown(v) {
+		return "", unknownErr(a, name)
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("%s: attribute %q is a %T, want a string", a.Address, name, v)
+	}
+	return s, nil
+}
+
+func attrInt(a engine.Action, name string, def int64) (int64, error) {
+	v, ok := a.Attrs[name]
+	if !ok || v == nil {
+		return def, nil
+	}
+	switch x := v.(type) {
+	case int64:
+		return x, nil
+	case int:
+		return int64(x), nil
+	case float64:
+		if x != float64(int64(x)) {
+			return 0, fmt.Errorf("%s: attribute %q is %v, want a whole number", a.Address, name, x)
+		}
+		return int64(x), nil
+	case spec.Unknown:
+		return 0, unknownErr(a, name)
+	}
+	return 0, fmt.Errorf("%s: attribute %q is a %T, want a number", a.Address, name, v)
+}
+
+func attrBool(a engine.Action, name string, def bool) (bool, error) {
+	v, ok := a.Attrs[name]
+	if !ok || v == nil {
+		return def, nil
+	}
+	switch x := v.(type) {
+	case bool:
+		return x, nil
+	case spec.Unknown:
+		return false, unknownErr(a, name)
+	}
+	return false, fmt.Errorf("%s: attribute %q is a %T, want a bool", a.Address, name, v)
+}
+
+func attrStrings(a engine.Action, name string) ([]string, error) {
+	v, ok := a.Attrs[name]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	if spec.IsUnknown(v) {
+		return nil, unknownErr(a, name)
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: attribute %q is a %T, want a list of strings", a.Address, name, v)
+	}
+	out := make([]string, 0, len(l))
+	for i, e := range l {
+		if spec.IsUnknown(e) {
+			return nil, unknownErr(a, fmt.Sprintf("%s[%d]", name, i))
+		}
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s: attribute %s[%d] is a %T, want a string", a.Address, name, i, e)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// depOfKind returns the attributes of the only dependency of a kind, for
+// filling an attribute that is still unknown; ok is false when there is
+// not exactly one.
+func depOfKind(a engine.Action, kind string) (map[string]any, bool) {
+	var found map[string]any
+	n := 0
+	for addr, attrs := range a.Deps {
+		if strings.HasPrefix(addr, kind+".") {
+			found = attrs
+			n++
+		}
+	}
+	return found, n == 1
+}

@@ -1,0 +1,318 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/portforward"
+	"github.com/kiln-dev/kiln/executors/volume"
+)
+
+// realImage serves the image kind from the host's content-addressed cache.
+// An image's id is its sha256. The cache is shared by every stack of the
+// host: deleting an image resource keeps the file (`kiln image prune`
+// removes what no stack uses).
+type realImage struct{ r *Real }
+
+func (k realImage) real() *Real { return k.r }
+
+func (k realImage) Create(ctx context.Context, a engine.Action) (Object, error) {
+	src, err := attrString(a, "source", true)
+	if err != nil {
+		return Object{}, err
+	}
+	sum, err := attrString(a, "sha256", false)
+	if err != nil {
+		return Object{}, err
+	}
+	format, err := attrString(a, "format", false)
+	if err != nil {
+		return Object{}, err
+	}
+	img, err := k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, nil)
+	if err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+	}
+	if format != "" && format != img.Format {
+		return Object{}, fmt.Errorf("%s: format is %q but %s holds a %s image", a.Address, format, src, img.Format)
+	}
+	return imageObject(a, img), nil
+}
+
+// imageObject is the image's attributes. sha256 and format are set when the
+// template sets them (to what is really cached); left out otherwise, so an
+// unset optional attribute does not read as a change.
+func imageObject(a engine.Action, img image.Image) Object {
+	c := map[string]any{"id": img.SHA256, "size": img.Size}
+	if _, ok := a.Attrs["sha256"]; ok {
+		c["sha256"] = img.SHA256
+	}
+	if _, ok := a.Attrs["format"]; ok {
+		c["format"] = img.Format
+	}
+	return Object{PhysicalName: img.Volume, Attrs: withComputed(a, c)}
+}
+
+func (k realImage) Update(ctx context.Context, a engine.Action) (Object, error) {
+	// Every attribute of an image forces a replacement; an update only
+	// makes sure the image is cached.
+	return k.Create(ctx, a)
+}
+
+func (k realImage) Delete(ctx context.Context, a engine.Action) error {
+	return ctx.Err()
+}
+
+func (k realImage) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+	sum := a.ID
+	if sum == "" || (a.Op == engine.OpCreate && a.Generation != "") {
+		s, err := attrString(a, "sha256", false)
+		if err != nil {
+			return Object{}, false, err
+		}
+		sum = s
+	}
+	if sum == "" {
+		// Without a sha256 the image is whatever the source holds now:
+		// only a fetch can tell.
+		return Object{}, false, nil
+	}
+	img, err := k.r.images.Read(ctx, sum)
+	if errors.Is(err, executors.ErrNotFound) {
+		return Object{}, false, nil
+	}
+	if err != nil {
+		return Object{}, false, err
+	}
+	return imageObject(a, img), true, nil
+}
+
+// CachedImages lists the sha256 of every cached image.
+func (k realImage) CachedImages(ctx context.Context) ([]string, error) {
+	imgs, err := k.r.images.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(imgs))
+	for _, i := range imgs {
+		out = append(out, i.SHA256)
+	}
+	return out, nil
+}
+
+// realVolume serves the volume kind from the kiln-volumes pool. A volume's
+// id is its name in the pool, which is what a server's `volumes` lists.
+type realVolume struct{ r *Real }
+
+func (k realVolume) real() *Real { return k.r }
+
+func (k realVolume) spec(a engine.Action, phys string) (volume.Spec, error) {
+	size, err := attrInt(a, "size", 0)
+	if err != nil {
+		return volume.Spec{}, err
+	}
+	format, err := attrString(a, "format", false)
+	if err != nil {
+		return volume.Spec{}, err
+	}
+	if format == "" {
+		format = volume.QCOW2
+	}
+	return volume.Spec{Stack: a.Stack, Address: phys, Size: size, Format: format}, nil
+}
+
+func (k realVolume) target(a engine.Action) (string, error) {
+	format, _ := a.Attrs["format"].(string)
+	if format == "" {
+		format = volume.QCOW2
+	}
+	return k.r.target("volume", a, func(stack, phys string) string { return volume.Name(stack, phys, format) })
+}
+
+func volumeObject(a engine.Action, v volume.Volume) Object {
+	return Object{PhysicalName: v.Name, Attrs: withComputed(a, map[string]any{"id": v.Name, "size": v.Size, "format": v.Format})}
+}
+
+func (k realVolume) Create(ctx context.Context, a engine.Action) (Object, error) {
+	phys := physAddress(a.Address, a.Generation)
+	s, err := k.spec(a, phys)
+	if err != nil {
+		return Object{}, err
+	}
+	if s.Size <= 0 {
+		return Object{}, fmt.Errorf("%s: attribute \"size\" is required", a.Address)
+	}
+	rec := record{Kind: "volume", ID: volume.Name(a.Stack, phys, s.Format), Stack: a.Stack, Phys: phys}
+	if err := k.r.reg.put(rec); err != nil {
+		return Object{}, err
+	}
+	v, err := k.r.vols.Create(ctx, s)
+	if err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+	}
+	return volumeObject(a, v), nil
+}
+
+func (k realVolume) Update(ctx context.Context, a engine.Action) (Object, error) {
+	phys, err := k.target(a)
+	if err != nil {
+		return Object{}, err
+	}
+	s, err := k.spec(a, phys)
+	if err != nil {
+		return Object{}, err
+	}
+	v, err := k.r.vols.Update(ctx, s)
+	if err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+	}
+	return volumeObject(a, v), nil
+}
+
+func (k realVolume) Delete(ctx context.Context, a engine.Action) error {
+	phys, err := k.target(a)
+	if err != nil {
+		return err
+	}
+	if err := k.r.vols.Delete(ctx, a.Stack, phys); err != nil {
+		return fmt.Errorf("%s: %w", a.Address, err)
+	}
+	for _, f := range []string{volume.QCOW2, volume.Raw} {
+		if err := k.r.reg.del("volume", volume.Name(a.Stack, phys, f)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k realVolume) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+	phys, err := k.target(a)
+	if err != nil {
+		return Object{}, false, err
+	}
+	v, err := k.r.vols.Read(ctx, a.Stack, phys)
+	if errors.Is(err, executors.ErrNotFound) {
+		return Object{}, false, nil
+	}
+	if err != nil {
+		return Object{}, false, err
+	}
+	return volumeObject(a, v), true, nil
+}
+
+// realPortForward serves the port_forward kind: DNAT rules in kiln's
+// chains. Its id is a readable name made from stack and address.
+type realPortForward struct{ r *Real }
+
+func (k realPortForward) real() *Real { return k.r }
+
+func portForwardID(stack, phys string) string { return executors.PhysicalName(stack, phys, 64) }
+
+func (k realPortForward) spec(a engine.Action, phys string, full bool) (portforward.Spec, error) {
+	s := portforward.Spec{Stack: a.Stack, Address: phys}
+	if !full {
+		return s, nil
+	}
+	hp, err := attrInt(a, "host_port", 0)
+	if err != nil {
+		return s, err
+	}
+	tp, err := attrInt(a, "target_port", 0)
+	if err != nil {
+		return s, err
+	}
+	proto, err := attrString(a, "protocol", false)
+	if err != nil {
+		return s, err
+	}
+	s.HostPort, s.TargetPort, s.Protocol = int(hp), int(tp), proto
+	target := a.Attrs["target"]
+	if t, ok := target.(string); ok {
+		s.Target = t
+		return s, nil
+	}
+	// Still unknown: the address of the only server it depends on.
+	if dep, ok := depOfKind(a, "server"); ok {
+		if t, ok := dep["address"].(string); ok && t != "" {
+			s.Target = t
+			return s, nil
+		}
+	}
+	if _, err := attrString(a, "target", true); err != nil {
+		return s, err
+	}
+	return s, fmt.Errorf("%s: attribute \"target\" is %T, want an address", a.Address, target)
+}
+
+func (k realPortForward) apply(ctx context.Context, a engine.Action, phys string) (Object, error) {
+	s, err := k.spec(a, phys, true)
+	if err != nil {
+		return Object{}, err
+	}
+	id := portForwardID(a.Stack, phys)
+	if err := k.r.reg.put(record{Kind: "port_forward", ID: id, Stack: a.Stack, Phys: phys}); err != nil {
+		return Object{}, err
+	}
+	if _, err := k.r.pf.Create(ctx, s); err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+	}
+	obj := Object{PhysicalName: id, Attrs: withComputed(a, map[string]any{"id": id})}
+	obj.Attrs["target"] = s.Target
+	return obj, nil
+}
+
+func (k realPortForward) Create(ctx context.Context, a engine.Action) (Object, error) {
+	return k.apply(ctx, a, physAddress(a.Address, a.Generation))
+}
+
+func (k realPortForward) Update(ctx context.Context, a engine.Action) (Object, error) {
+	phys, err := k.r.target("port_forward", a, portForwardID)
+	if err != nil {
+		return Object{}, err
+	}
+	return k.apply(ctx, a, phys)
+}
+
+func (k realPortForward) Delete(ctx context.Context, a engine.Action) error {
+	phys, err := k.r.target("port_forward", a, portForwardID)
+	if err != nil {
+		return err
+	}
+	s, _ := k.spec(a, phys, false)
+	if err := k.r.pf.Delete(ctx, s); err != nil {
+		return fmt.Errorf("%s: %w", a.Address, err)
+	}
+	return k.r.reg.del("port_forward", portForwardID(a.Stack, phys))
+}
+
+// Read says the port forward exists when all its rules are there as the
+// attributes want them (a create repairs the rest); for a delete, when any
+// of its rules is left.
+func (k realPortForward) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+	phys, err := k.r.target("port_forward", a, portForwardID)
+	if err != nil {
+		return Object{}, false, err
+	}
+	s, err := k.spec(a, phys, true)
+	if err != nil {
+		return Object{}, false, err
+	}
+	st, err := k.r.pf.Read(ctx, s)
+	if errors.Is(err, executors.ErrNotFound) {
+		return Object{}, false, nil
+	}
+	if err != nil {
+		return Object{}, false, err
+	}
+	if a.Op != engine.OpDelete && !st.Exact {
+		return Object{}, false, nil
+	}
+	id := portForwardID(a.Stack, phys)
+	obj := Object{PhysicalName: id, Attrs: withComputed(a, map[string]any{"id": id})}
+	obj.Attrs["target"] = s.Target
+	return obj, true, nil
+}

@@ -1,0 +1,465 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/server"
+	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/spec"
+)
+
+// realServer serves the server kind: libvirt domains. Its id is the domain
+// name. Each of its NICs is registered as a fixed DHCP host of its network
+// (see networkFor and RegistryDir) before the domain is made, and taken off
+// when it is deleted.
+type realServer struct{ r *Real }
+
+func (k realServer) real() *Real { return k.r }
+
+// firstHost is the offset in a network of the first address handed to a
+// server that asks for none.
+const firstHost = 10
+
+// Hostname is the hostname of a server: its domain name, within the 63
+// bytes a hostname may have and without '_'.
+func Hostname(stack, phys string) string {
+	return strings.ReplaceAll(executors.PhysicalName(stack, phys, 63), "_", "-")
+}
+
+// netBlock is one `network "NAME" { address = ... }` block of a server.
+type netBlock struct{ name, address string }
+
+func netBlocks(a engine.Action) ([]netBlock, error) {
+	v, ok := a.Attrs["networks"]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	if spec.IsUnknown(v) {
+		return nil, unknownErr(a, "networks")
+	}
+	l, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: attribute \"networks\" is a %T, want a list of network blocks", a.Address, v)
+	}
+	var out []netBlock
+	for i, e := range l {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s: networks[%d] is a %T, want a network block", a.Address, i, e)
+		}
+		name, _ := m["name"].(string)
+		if name == "" {
+			return nil, fmt.Errorf("%s: networks[%d] has no name", a.Address, i)
+		}
+		b := netBlock{name: name}
+		switch x := m["address"].(type) {
+		case nil:
+		case string:
+			b.address = x
+		case spec.Unknown:
+			return nil, unknownErr(a, fmt.Sprintf("network %q address", name))
+		default:
+			return nil, fmt.Errorf("%s: network %q address is a %T, want a string", a.Address, name, x)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// nicInfo is what a server learns of one of its NICs.
+type nicInfo struct {
+	name string // network name
+	nic  server.NIC
+	ip   string
+}
+
+// attach registers the server's NIC on network b as a fixed DHCP host
+// (allocating an address when the block gives none) and tells dnsmasq.
+func (r *Real) attach(ctx context.Context, a engine.Action, phys string, b netBlock) (nicInfo, error) {
+	rec, err := r.networkFor(a, b.name)
+	if err != nil {
+		return nicInfo{}, err
+	}
+	defer r.lock(rec.ID)()
+	// Read again under the lock: another server may have just registered.
+	rec, ok, err := r.reg.get("network", rec.ID)
+	if err != nil {
+		return nicInfo{}, err
+	}
+	if !ok {
+		return nicInfo{}, fmt.Errorf("%s: network %s is gone", a.Address, b.name)
+	}
+	gw, err := gatewayOf(rec.CIDR)
+	if err != nil {
+		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.name, err)
+	}
+	name := server.Name(a.Stack, phys)
+	netAddr := "network." + b.name
+	mac := server.MAC(a.Stack, phys, netAddr)
+	ip, err := pickAddress(rec, gw, mac, b.address)
+	if err != nil {
+		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.name, err)
+	}
+	entry := hostEntry{Server: name, MAC: mac, IP: ip.String(), Hostname: Hostname(a.Stack, phys)}
+	changed := true
+	hosts := rec.Hosts[:0:0]
+	for _, h := range rec.Hosts {
+		if h.MAC == mac {
+			changed = h != entry
+			continue
+		}
+		hosts = append(hosts, h)
+	}
+	rec.Hosts = append(hosts, entry)
+	if changed {
+		if err := r.reg.put(rec); err != nil {
+			return nicInfo{}, err
+		}
+	}
+	// Always hand dnsmasq the list: a repeated create repairs it too.
+	if _, err := r.net.Update(ctx, rec.netSpec()); err != nil {
+		return nicInfo{}, fmt.Errorf("%s: DHCP host on network %s: %w", a.Address, b.name, err)
+	}
+	nic := server.NIC{
+		Network: netAddr,
+		Bridge:  rec.ID,
+		Address: netip.PrefixFrom(ip, gw.Bits()).String(),
+		Gateway: gw.Addr().String(),
+		MAC:     mac,
+	}
+	if len(rec.DNS) > 0 {
+		// dnsmasq serves DNS on the gateway when the network has resolvers.
+		nic.DNS = []string{gw.Addr().String()}
+	}
+	return nicInfo{name: b.name, nic: nic, ip: ip.String()}, nil
+}
+
+// pickAddress is the address of the NIC with mac on a network: the one the
+// block asks for, else the one it was given before, else the lowest free
+// host address from the network's tenth on.
+func pickAddress(rec record, gw netip.Prefix, mac, want string) (netip.Addr, error) {
+	p := netip.PrefixFrom(gw.Addr(), gw.Bits()).Masked()
+	used := map[netip.Addr]string{}
+	for _, h := range rec.Hosts {
+		if ip, err := netip.ParseAddr(h.IP); err == nil {
+			used[ip] = h.MAC
+		}
+	}
+	if want != "" {
+		ip, err := netip.ParseAddr(want)
+		if err != nil {
+			pf, perr := netip.ParsePrefix(want)
+			if perr != nil {
+				return netip.Addr{}, fmt.Errorf("address %q is not an IPv4 address", want)
+			}
+			ip = pf.Addr()
+		}
+		if !p.Contains(ip) || ip == gw.Addr() || ip == p.Addr() || ip == broadcast(p) {
+			return netip.Addr{}, fmt.Errorf("address %s is not a guest address of %s", ip, p)
+		}
+		if other, ok := used[ip]; ok && other != mac {
+			return netip.Addr{}, fmt.Errorf("address %s is already given to %s", ip, other)
+		}
+		return ip, nil
+	}
+	for ip, m := range used {
+		if m == mac {
+			return ip, nil
+		}
+	}
+	ip := p.Addr()
+	for range firstHost {
+		ip = ip.Next()
+	}
+	for ; p.Contains(ip) && ip != broadcast(p); ip = ip.Next() {
+		if _, taken := used[ip]; !taken && ip != gw.Addr() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no free address left in %s from its host %d on", p, firstHost)
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(a[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(a[:], v)
+	return netip.AddrFrom4(a)
+}
+
+// detach takes the server's hosts off every network that lists them.
+func (r *Real) detach(ctx context.Context, name string) error {
+	recs, err := r.reg.list("network")
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if !hasHost(rec, name) {
+			continue
+		}
+		err := func() error {
+			defer r.lock(rec.ID)()
+			rec, ok, err := r.reg.get("network", rec.ID)
+			if err != nil || !ok {
+				return err
+			}
+			var hosts []hostEntry
+			for _, h := range rec.Hosts {
+				if h.Server != name {
+					hosts = append(hosts, h)
+				}
+			}
+			rec.Hosts = hosts
+			if err := r.reg.put(rec); err != nil {
+				return err
+			}
+			if _, err := r.net.Update(ctx, rec.netSpec()); err != nil && !errors.Is(err, executors.ErrNotFound) {
+				return fmt.Errorf("server %s: DHCP hosts of %s: %w", name, rec.ID, err)
+			}
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasHost(rec record, server string) bool {
+	for _, h := range rec.Hosts {
+		if h.Server == server {
+			return true
+		}
+	}
+	return false
+}
+
+// target finds the physical address of the server an action is about; for
+// an id the registry does not know, from the domain's kiln metadata.
+func (k realServer) target(ctx context.Context, a engine.Action) (string, error) {
+	phys, err := k.r.target("server", a, server.Name)
+	if err == nil {
+		return phys, nil
+	}
+	list, lerr := k.r.srv.List(ctx)
+	if lerr != nil {
+		return "", err
+	}
+	for _, s := range list {
+		if s.Name == a.ID && s.Stack == a.Stack {
+			return s.Address, nil
+		}
+	}
+	return "", err
+}
+
+// spec turns the action into the executor's spec, registering the NICs.
+func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (server.Spec, []nicInfo, error) {
+	s := server.Spec{Stack: a.Stack, Address: phys, Hostname: Hostname(a.Stack, phys)}
+	sum, err := k.imageID(a)
+	if err != nil {
+		return s, nil, err
+	}
+	img, err := k.r.images.Read(ctx, sum)
+	if errors.Is(err, executors.ErrNotFound) {
+		// Not cached here (yet): fetch it as the image resource says.
+		dep, ok := depOfKind(a, "image")
+		src, _ := dep["source"].(string)
+		if !ok || src == "" || dep["id"] != sum {
+			return s, nil, fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
+		}
+		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, nil)
+	}
+	if err != nil {
+		return s, nil, fmt.Errorf("%s: image: %w", a.Address, err)
+	}
+	s.Image, s.ImageFormat = img.Path, img.Format
+	cpus, err := attrInt(a, "cpus", 1)
+	if err != nil {
+		return s, nil, err
+	}
+	if s.Memory, err = attrInt(a, "memory", 512<<20); err != nil {
+		return s, nil, err
+	}
+	if s.Disk, err = attrInt(a, "disk", 0); err != nil {
+		return s, nil, err
+	}
+	s.CPUs = int(cpus)
+	for _, f := range []struct {
+		name string
+		to   *string
+	}{{"user_data", &s.UserData}, {"kernel", &s.Kernel}, {"initrd", &s.Initrd}, {"cmdline", &s.Cmdline}} {
+		if *f.to, err = attrString(a, f.name, false); err != nil {
+			return s, nil, err
+		}
+	}
+	if s.SSHKeys, err = attrStrings(a, "ssh_keys"); err != nil {
+		return s, nil, err
+	}
+	ids, err := k.volumeIDs(a)
+	if err != nil {
+		return s, nil, err
+	}
+	for _, id := range ids {
+		v, err := k.r.vols.Lookup(id)
+		if err != nil {
+			return s, nil, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
+		}
+		s.Volumes = append(s.Volumes, v.Path)
+	}
+	blocks, err := netBlocks(a)
+	if err != nil {
+		return s, nil, err
+	}
+	var nics []nicInfo
+	for _, b := range blocks {
+		n, err := k.r.attach(ctx, a, phys, b)
+		if err != nil {
+			return s, nics, err
+		}
+		nics = append(nics, n)
+		s.NICs = append(s.NICs, n.nic)
+	}
+	return s, nics, nil
+}
+
+// imageID is the server's image attribute, or the id of its only image
+// dependency when that attribute is still unknown.
+func (k realServer) imageID(a engine.Action) (string, error) {
+	if v, ok := a.Attrs["image"]; ok && spec.IsUnknown(v) {
+		if dep, ok := depOfKind(a, "image"); ok {
+			if id, ok := dep["id"].(string); ok && id != "" {
+				return id, nil
+			}
+		}
+	}
+	return attrString(a, "image", true)
+}
+
+// volumeIDs is the server's volumes attribute; a single unknown entry is
+// taken from its only volume dependency.
+func (k realServer) volumeIDs(a engine.Action) ([]string, error) {
+	if l, ok := a.Attrs["volumes"].([]any); ok && len(l) == 1 && spec.IsUnknown(l[0]) {
+		if dep, ok := depOfKind(a, "volume"); ok {
+			if id, ok := dep["id"].(string); ok && id != "" {
+				return []string{id}, nil
+			}
+		}
+	}
+	return attrStrings(a, "volumes")
+}
+
+func serverObject(a engine.Action, s server.Server, nics []nicInfo) Object {
+	c := map[string]any{"id": s.Name}
+	addrs := map[string]any{}
+	for i, n := range nics {
+		if i == 0 {
+			c["address"] = n.ip
+		}
+		addrs[n.name] = n.ip
+	}
+	c["addresses"] = addrs
+	if len(s.MACs) > 0 {
+		c["mac"] = s.MACs[0]
+	}
+	return Object{PhysicalName: s.Name, Attrs: withComputed(a, c)}
+}
+
+func (k realServer) Create(ctx context.Context, a engine.Action) (Object, error) {
+	phys := physAddress(a.Address, a.Generation)
+	name := server.Name(a.Stack, phys)
+	rec := record{Kind: "server", ID: name, Stack: a.Stack, Phys: phys,
+		Files: []string{volume.Name(a.Stack, phys, volume.QCOW2), volume.BaseName(a.Stack, phys) + "-seed.iso"}}
+	if err := k.r.reg.put(rec); err != nil {
+		return Object{}, err
+	}
+	s, nics, err := k.spec(ctx, a, phys)
+	if err != nil {
+		return Object{}, err
+	}
+	got, err := k.r.srv.Create(ctx, s)
+	if err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+	}
+	return serverObject(a, got, nics), nil
+}
+
+func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error) {
+	phys, err := k.target(ctx, a)
+	if err != nil {
+		return Object{}, err
+	}
+	s, nics, err := k.spec(ctx, a, phys)
+	if err != nil {
+		return Object{}, err
+	}
+	got, err := k.r.srv.Update(ctx, s)
+	if err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+	}
+	return serverObject(a, got, nics), nil
+}
+
+func (k realServer) Delete(ctx context.Context, a engine.Action) error {
+	phys, err := k.target(ctx, a)
+	if err != nil {
+		return err
+	}
+	name := server.Name(a.Stack, phys)
+	if err := k.r.srv.Delete(ctx, a.Stack, phys); err != nil {
+		return fmt.Errorf("%s: %w", a.Address, err)
+	}
+	if err := k.r.detach(ctx, name); err != nil {
+		return err
+	}
+	return k.r.reg.del("server", name)
+}
+
+// Read returns the domain as libvirt has it: cpus, memory and volumes are
+// the real ones; exists is false when the domain is gone.
+func (k realServer) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+	phys, err := k.target(ctx, a)
+	if err != nil {
+		return Object{}, false, err
+	}
+	s, err := k.r.srv.Read(ctx, a.Stack, phys)
+	if errors.Is(err, executors.ErrNotFound) {
+		return Object{}, false, nil
+	}
+	if err != nil {
+		return Object{}, false, err
+	}
+	// The addresses are those registered with the networks.
+	var nics []nicInfo
+	blocks, _ := netBlocks(a)
+	for _, b := range blocks {
+		rec, err := k.r.networkFor(a, b.name)
+		if err != nil {
+			continue
+		}
+		for _, h := range rec.Hosts {
+			if h.Server == s.Name {
+				nics = append(nics, nicInfo{name: b.name, ip: h.IP})
+			}
+		}
+	}
+	obj := serverObject(a, s, nics)
+	obj.Attrs["cpus"] = int64(s.CPUs)
+	obj.Attrs["memory"] = s.Memory
+	if _, set := a.Attrs["volumes"]; set || len(s.Volumes) > 0 {
+		vols := make([]any, 0, len(s.Volumes))
+		for _, p := range s.Volumes {
+			vols = append(vols, filepath.Base(p))
+		}
+		obj.Attrs["volumes"] = vols
+	}
+	return obj, true, nil
+}
