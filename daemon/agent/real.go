@@ -291,7 +291,7 @@ func attrStrings(a engine.Action, name string) ([]string, error) {
 	if !ok || v == nil {
 		return nil, nil
 	}
-	if spec.IsUnknown(v) {
+	if _, u := v.(spec.Unknown); u {
 		return nil, unknownErr(a, name)
 	}
 	l, ok := v.([]any)

@@ -43,7 +43,7 @@ func netBlocks(a engine.Action) ([]netBlock, error) {
 	if !ok || v == nil {
 		return nil, nil
 	}
-	if spec.IsUnknown(v) {
+	if _, u := v.(spec.Unknown); u {
 		return nil, unknownErr(a, "networks")
 	}
 	l, ok := v.([]any)
@@ -73,6 +73,14 @@ func netBlocks(a engine.Action) ([]netBlock, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// resolved are the values a server's spec was made from where the action
+// held them unknown.
+type resolved struct {
+	image   string
+	volumes []string
+	nics    []nicInfo
 }
 
 // nicInfo is what a server learns of one of its NICs.
@@ -262,11 +270,12 @@ func (k realServer) target(ctx context.Context, a engine.Action) (string, error)
 }
 
 // spec turns the action into the executor's spec, registering the NICs.
-func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (server.Spec, []nicInfo, error) {
+func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (server.Spec, resolved, error) {
+	var res resolved
 	s := server.Spec{Stack: a.Stack, Address: phys, Hostname: Hostname(a.Stack, phys)}
 	sum, err := k.imageID(a)
 	if err != nil {
-		return s, nil, err
+		return s, res, err
 	}
 	img, err := k.r.images.Read(ctx, sum)
 	if errors.Is(err, executors.ErrNotFound) {
@@ -274,23 +283,24 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		dep, ok := depOfKind(a, "image")
 		src, _ := dep["source"].(string)
 		if !ok || src == "" || dep["id"] != sum {
-			return s, nil, fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
+			return s, res, fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
 		}
 		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, nil)
 	}
 	if err != nil {
-		return s, nil, fmt.Errorf("%s: image: %w", a.Address, err)
+		return s, res, fmt.Errorf("%s: image: %w", a.Address, err)
 	}
 	s.Image, s.ImageFormat = img.Path, img.Format
+	res.image = sum
 	cpus, err := attrInt(a, "cpus", 1)
 	if err != nil {
-		return s, nil, err
+		return s, res, err
 	}
 	if s.Memory, err = attrInt(a, "memory", 512<<20); err != nil {
-		return s, nil, err
+		return s, res, err
 	}
 	if s.Disk, err = attrInt(a, "disk", 0); err != nil {
-		return s, nil, err
+		return s, res, err
 	}
 	s.CPUs = int(cpus)
 	for _, f := range []struct {
@@ -298,37 +308,40 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		to   *string
 	}{{"user_data", &s.UserData}, {"kernel", &s.Kernel}, {"initrd", &s.Initrd}, {"cmdline", &s.Cmdline}} {
 		if *f.to, err = attrString(a, f.name, false); err != nil {
-			return s, nil, err
+			return s, res, err
 		}
 	}
 	if s.SSHKeys, err = attrStrings(a, "ssh_keys"); err != nil {
-		return s, nil, err
+		return s, res, err
 	}
 	ids, err := k.volumeIDs(a)
 	if err != nil {
-		return s, nil, err
+		return s, res, err
 	}
+	res.volumes = ids
 	for _, id := range ids {
 		v, err := k.r.vols.Lookup(id)
 		if err != nil {
-			return s, nil, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
+			return s, res, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
 		}
 		s.Volumes = append(s.Volumes, v.Path)
 	}
 	blocks, err := netBlocks(a)
 	if err != nil {
-		return s, nil, err
+		return s, res, err
 	}
 	var nics []nicInfo
 	for _, b := range blocks {
 		n, err := k.r.attach(ctx, a, phys, b)
 		if err != nil {
-			return s, nics, err
+			res.nics = nics
+			return s, res, err
 		}
 		nics = append(nics, n)
 		s.NICs = append(s.NICs, n.nic)
 	}
-	return s, nics, nil
+	res.nics = nics
+	return s, res, nil
 }
 
 // imageID is the server's image attribute, or the id of its only image
@@ -357,8 +370,19 @@ func (k realServer) volumeIDs(a engine.Action) ([]string, error) {
 	return attrStrings(a, "volumes")
 }
 
-func serverObject(a engine.Action, s server.Server, nics []nicInfo) Object {
+func serverObject(a engine.Action, s server.Server, res resolved) Object {
+	nics := res.nics
 	c := map[string]any{"id": s.Name}
+	if res.image != "" {
+		c["image"] = res.image
+	}
+	if res.volumes != nil {
+		vols := make([]any, len(res.volumes))
+		for i, v := range res.volumes {
+			vols[i] = v
+		}
+		c["volumes"] = vols
+	}
 	addrs := map[string]any{}
 	for i, n := range nics {
 		if i == 0 {
@@ -381,7 +405,7 @@ func (k realServer) Create(ctx context.Context, a engine.Action) (Object, error)
 	if err := k.r.reg.put(rec); err != nil {
 		return Object{}, err
 	}
-	s, nics, err := k.spec(ctx, a, phys)
+	s, res, err := k.spec(ctx, a, phys)
 	if err != nil {
 		return Object{}, err
 	}
@@ -389,7 +413,7 @@ func (k realServer) Create(ctx context.Context, a engine.Action) (Object, error)
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
 	}
-	return serverObject(a, got, nics), nil
+	return serverObject(a, got, res), nil
 }
 
 func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error) {
@@ -397,7 +421,7 @@ func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error)
 	if err != nil {
 		return Object{}, err
 	}
-	s, nics, err := k.spec(ctx, a, phys)
+	s, res, err := k.spec(ctx, a, phys)
 	if err != nil {
 		return Object{}, err
 	}
@@ -405,7 +429,7 @@ func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error)
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
 	}
-	return serverObject(a, got, nics), nil
+	return serverObject(a, got, res), nil
 }
 
 func (k realServer) Delete(ctx context.Context, a engine.Action) error {
@@ -451,7 +475,7 @@ func (k realServer) Read(ctx context.Context, a engine.Action) (Object, bool, er
 			}
 		}
 	}
-	obj := serverObject(a, s, nics)
+	obj := serverObject(a, s, resolved{nics: nics})
 	obj.Attrs["cpus"] = int64(s.CPUs)
 	obj.Attrs["memory"] = s.Memory
 	if _, set := a.Attrs["volumes"]; set || len(s.Volumes) > 0 {

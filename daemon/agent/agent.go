@@ -1,0 +1,442 @@
+// Package agent is the loop of a kiln agent: it registers with the
+// servers, heartbeats with the host's capacity and cached images, waits for
+// the actions assigned to it with a blocking query that any server answers,
+// runs each one through the driver of its kind and reports the result. When
+// the leader changes it simply talks to the next server (the client retries
+// across the server list).
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/daemon/engine"
+)
+
+// IDFile holds the agent's id in its data directory, so that it keeps it
+// across restarts.
+const IDFile = "agent-id"
+
+// Defaults.
+const (
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultWait              = 30 * time.Second
+	DefaultParallelism       = 16
+)
+
+// Config configures an agent.
+type Config struct {
+	// ID names the agent; "" reads DataDir/agent-id, or makes one and
+	// writes it there.
+	ID      string
+	DataDir string
+	// Servers are the servers' HTTP addresses; Client, when set, is used
+	// instead.
+	Servers []string
+	Client  *client.Client
+	// Token is the management token or an admin token.
+	Token   string
+	Drivers Drivers
+	// HeartbeatInterval defaults to DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// Wait is how long one blocking work query waits (DefaultWait).
+	Wait time.Duration
+	// Parallelism bounds the actions run at once (DefaultParallelism).
+	Parallelism int
+	// Address is how a human reaches this host (default: the hostname).
+	Address string
+	Logger  *slog.Logger
+}
+
+// Agent is one running agent.
+type Agent struct {
+	cfg  Config
+	id   string
+	c    *client.Client
+	log  *slog.Logger
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	reg  chan struct{} // signalled when the agent must register again
+	mu   sync.Mutex
+	busy map[itemKey]bool
+	// done remembers the reports of the last items run, so an item the
+	// servers hand out again (a stale answer, a report not yet applied) is
+	// answered with the same report instead of running twice.
+	done     map[itemKey]api.ActionReport
+	doneFIFO []itemKey
+}
+
+type itemKey struct {
+	work, opID, address, op string
+	attempt                 int
+}
+
+const doneMemory = 4096
+
+// New checks cfg and returns an agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: no data directory")
+	}
+	if len(cfg.Drivers) == 0 {
+		return nil, errors.New("agent: no drivers")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: data directory: %w", err)
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = DefaultWait
+	}
+	if cfg.Parallelism <= 0 {
+		cfg.Parallelism = DefaultParallelism
+	}
+	if cfg.Address == "" {
+		cfg.Address, _ = os.Hostname()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	id, err := loadID(cfg.DataDir, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	c := cfg.Client
+	if c == nil {
+		c, err = client.New(client.Config{Servers: cfg.Servers, Token: cfg.Token, Rounds: 3})
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+	}
+	return &Agent{
+		cfg:  cfg,
+		id:   id,
+		c:    c,
+		log:  cfg.Logger.With("agent", id),
+		sem:  make(chan struct{}, cfg.Parallelism),
+		reg:  make(chan struct{}, 1),
+		busy: map[itemKey]bool{},
+		done: map[itemKey]api.ActionReport{},
+	}, nil
+}
+
+// ID returns the agent's id.
+func (a *Agent) ID() string { return a.id }
+
+// loadID returns the id given, or the one persisted, or a new one that it
+// persists.
+func loadID(dir, given string) (string, error) {
+	p := filepath.Join(dir, IDFile)
+	if given != "" {
+		if err := os.WriteFile(p, []byte(given+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("agent: write id: %w", err)
+		}
+		return given, nil
+	}
+	if data, err := os.ReadFile(p); err == nil {
+		if id := strings.TrimSpace(string(data)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("agent: read id: %w", err)
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	host, _ := os.Hostname()
+	id := "agent-" + hex.EncodeToString(b[:])
+	if host != "" {
+		id = sanitizeID(host) + "-" + hex.EncodeToString(b[:3])
+	}
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("agent: write id: %w", err)
+	}
+	return id, nil
+}
+
+func sanitizeID(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	return strings.Trim(b.String(), "-")
+}
+
+// Run registers the agent and serves work until ctx ends. It returns nil
+// when ctx was cancelled, after the actions in progress returned.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.register(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		a.heartbeats(ctx)
+	}()
+	a.work(ctx)
+	a.wg.Wait()
+	<-hbDone
+	return nil
+}
+
+// register registers until it succeeds or ctx ends; an error that retrying
+// cannot fix (401, 403, 400) is returned at once.
+func (a *Agent) register(ctx context.Context) error {
+	for {
+		req := api.AgentRegister{ID: a.id, Address: a.cfg.Address, Capacity: Capacity(a.cfg.DataDir), Images: a.images(ctx)}
+		_, err := a.c.RegisterAgent(ctx, req)
+		if err == nil {
+			a.log.Info("registered", "servers", strings.Join(a.c.Servers(), ","))
+			return nil
+		}
+		switch client.StatusCode(err) {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusBadRequest:
+			return fmt.Errorf("agent: register: %w", err)
+		}
+		a.log.Warn("register failed; retrying", "err", err)
+		if !sleep(ctx, time.Second) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (a *Agent) images(ctx context.Context) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, d := range a.cfg.Drivers {
+		l, ok := d.(ImageLister)
+		if !ok {
+			continue
+		}
+		imgs, err := l.CachedImages(ctx)
+		if err != nil {
+			continue
+		}
+		for _, i := range imgs {
+			if !seen[i] {
+				seen[i] = true
+				out = append(out, i)
+			}
+		}
+	}
+	return out
+}
+
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.reg:
+			if err := a.register(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("register again", "err", err)
+			}
+			continue
+		}
+		hb := api.AgentHeartbeat{Capacity: Capacity(a.cfg.DataDir), Images: a.images(ctx)}
+		err := a.c.Heartbeat(ctx, a.id, hb)
+		if client.IsNotFound(err) {
+			// The servers forgot this agent (a restored snapshot): register again.
+			a.reregister()
+		} else if err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat failed", "err", err)
+		}
+	}
+}
+
+func (a *Agent) reregister() {
+	select {
+	case a.reg <- struct{}{}:
+	default:
+	}
+}
+
+// work loops on the blocking work query.
+func (a *Agent) work(ctx context.Context) {
+	var index uint64
+	for ctx.Err() == nil {
+		resp, err := a.c.Work(ctx, a.id, index, a.cfg.Wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if client.IsNotFound(err) {
+				a.reregister()
+			}
+			a.log.Warn("work query failed", "err", err)
+			index = 0
+			if !sleep(ctx, 500*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		if resp.Index < index {
+			index = 0 // the index went backwards (a restored snapshot): start over
+		} else {
+			index = resp.Index
+		}
+		for _, it := range resp.Items {
+			a.take(ctx, it)
+		}
+	}
+}
+
+// take starts an item unless it is running already; an item already done
+// is answered with its report again.
+func (a *Agent) take(ctx context.Context, it api.WorkItem) {
+	k := itemKey{it.WorkID, it.OperationID, it.Address, it.Op, it.Attempt}
+	a.mu.Lock()
+	if a.busy[k] {
+		a.mu.Unlock()
+		return
+	}
+	rep, done := a.done[k]
+	a.busy[k] = true
+	a.mu.Unlock()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() {
+			a.mu.Lock()
+			delete(a.busy, k)
+			a.mu.Unlock()
+		}()
+		if !done {
+			select {
+			case a.sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			rep = a.run(ctx, it)
+			<-a.sem
+			if ctx.Err() != nil && !rep.OK {
+				return // interrupted: the next leader reads it back
+			}
+			a.remember(k, rep)
+		}
+		a.report(ctx, rep)
+	}()
+}
+
+func (a *Agent) remember(k itemKey, rep api.ActionReport) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.done[k]; ok {
+		return
+	}
+	a.done[k] = rep
+	a.doneFIFO = append(a.doneFIFO, k)
+	if len(a.doneFIFO) > doneMemory {
+		delete(a.done, a.doneFIFO[0])
+		a.doneFIFO = a.doneFIFO[1:]
+	}
+}
+
+// run runs one item through its driver.
+func (a *Agent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
+	rep := api.ActionReport{OperationID: it.OperationID, Address: it.Address, Op: it.Op, WorkID: it.WorkID}
+	d := a.cfg.Drivers[it.Kind]
+	if d == nil {
+		rep.Refused = true
+		rep.Error = fmt.Sprintf("agent %s has no driver for %q", a.id, it.Kind)
+		return rep
+	}
+	act, err := actionOf(it)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	act.Node = a.id
+	log := a.log.With("op", it.OperationID, "address", it.Address, "action", it.Op)
+	var obj Object
+	switch it.Op {
+	case string(engine.OpCreate):
+		obj, err = d.Create(ctx, act)
+	case string(engine.OpUpdate):
+		obj, err = d.Update(ctx, act)
+	case string(engine.OpDelete):
+		err = d.Delete(ctx, act)
+	case "read":
+		var exists bool
+		obj, exists, err = d.Read(ctx, act)
+		rep.Exists = exists
+	default:
+		err = fmt.Errorf("unknown op %q", it.Op)
+	}
+	if err != nil {
+		log.Warn("action failed", "err", err)
+		rep.Error = err.Error()
+		return rep
+	}
+	rep.OK = true
+	rep.PhysicalName = obj.PhysicalName
+	if obj.Attrs != nil {
+		enc, err := api.EncodeValues(obj.Attrs)
+		if err != nil {
+			rep.OK = false
+			rep.Error = fmt.Sprintf("encode attributes: %v", err)
+			return rep
+		}
+		rep.Attrs = enc
+	}
+	log.Info("action done")
+	return rep
+}
+
+// report sends a report, retrying (through every server) until it is taken
+// or refused for good, or ctx ends.
+func (a *Agent) report(ctx context.Context, rep api.ActionReport) {
+	for i := 0; i < 60 && ctx.Err() == nil; i++ {
+		err := a.c.Report(ctx, a.id, rep)
+		if err == nil {
+			return
+		}
+		code := client.StatusCode(err)
+		if code >= 400 && code < 500 && code != http.StatusTooManyRequests {
+			// The item is no longer assigned (another leader resumed the
+			// operation, or it was cancelled): nothing to do.
+			a.log.Warn("report refused", "op", rep.OperationID, "address", rep.Address, "err", err)
+			return
+		}
+		a.log.Warn("report failed; retrying", "op", rep.OperationID, "address", rep.Address, "err", err)
+		if !sleep(ctx, 500*time.Millisecond) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/client"
+)
+
+// fakeServer hands out a fixed list of work items (again and again until
+// each is reported) and records registrations, heartbeats and reports.
+type fakeServer struct {
+	mu         sync.Mutex
+	items      []api.WorkItem
+	reports    []api.ActionReport
+	registered []api.AgentRegister
+	heartbeats int
+	reported   chan struct{}
+}
+
+func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case r.Method == "POST" && r.URL.Path == "/v1/agents":
+		var reg api.AgentRegister
+		_ = json.NewDecoder(r.Body).Decode(&reg)
+		f.registered = append(f.registered, reg)
+		_ = json.NewEncoder(w).Encode(api.AgentInfo{ID: reg.ID})
+	case r.Method == "POST" && r.URL.Path == "/v1/agents/a1/heartbeat":
+		f.heartbeats++
+		w.WriteHeader(204)
+	case r.Method == "GET" && r.URL.Path == "/v1/agents/a1/work":
+		idx, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+		// Every query answers the open items at once, as a stale follower
+		// would before the reports are applied: the agent must not run an
+		// item twice.
+		open := []api.WorkItem{}
+		for _, it := range f.items {
+			done := false
+			for _, rep := range f.reports {
+				if rep.WorkID == it.WorkID {
+					done = true
+				}
+			}
+			if !done || idx < 3 {
+				open = append(open, it)
+			}
+		}
+		f.mu.Unlock()
+		if len(open) == 0 || idx >= 3 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		f.mu.Lock()
+		_ = json.NewEncoder(w).Encode(api.WorkResponse{Items: open, Index: idx + 1})
+	case r.Method == "POST" && r.URL.Path == "/v1/agents/a1/results":
+		var rep api.ActionReport
+		_ = json.NewDecoder(r.Body).Decode(&rep)
+		f.reports = append(f.reports, rep)
+		w.WriteHeader(204)
+		select {
+		case f.reported <- struct{}{}:
+		default:
+		}
+	default:
+		w.WriteHeader(404)
+		_ = json.NewEncoder(w).Encode(api.Error{Error: "no route " + r.URL.Path})
+	}
+}
+
+func item(workID, op, addr string, attrs map[string]any) api.WorkItem {
+	enc, _ := api.EncodeValues(attrs)
+	return api.WorkItem{WorkID: workID, OperationID: "op-1", Stack: "web", Address: addr, Kind: "network", Op: op, Attrs: enc, Attempt: 1}
+}
+
+func TestAgentRunsEachItemOnceAndReports(t *testing.T) {
+	f := &fakeServer{reported: make(chan struct{}, 16), items: []api.WorkItem{
+		item("w1", "create", "network.lan", map[string]any{"cidr": "10.0.0.0/24", "mtu": int64(1500)}),
+		item("w2", "create", "network.dmz", map[string]any{"cidr": "10.1.0.0/24"}),
+	}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	c, _ := client.New(client.Config{Addr: srv.URL})
+	dir := t.TempDir()
+	mem := NewMemory(dir, 0)
+	a, err := New(Config{ID: "a1", DataDir: dir, Client: c, Drivers: mem.Drivers(), HeartbeatInterval: 10 * time.Millisecond, Wait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	for {
+		f.mu.Lock()
+		n := len(f.reports)
+		f.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		<-f.reported
+	}
+	// Let the stale answers come a few more times.
+	for i := 0; i < 3; i++ {
+		<-f.reported
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"network.lan", "network.dmz"} {
+		if n := mem.D.Calls("network", addr, "create"); n != 1 {
+			t.Errorf("%s created %d times, want 1", addr, n)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.registered) == 0 || f.registered[0].Capacity.CPUs == 0 || f.registered[0].Capacity.MemoryBytes == 0 {
+		t.Errorf("registration without capacity: %+v", f.registered)
+	}
+	var lan *api.ActionReport
+	for i := range f.reports {
+		if !f.reports[i].OK {
+			t.Errorf("report not ok: %+v", f.reports[i])
+		}
+		if f.reports[i].WorkID == "w1" {
+			lan = &f.reports[i]
+		}
+	}
+	attrs, err := api.DecodeValues(lan.Attrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attrs["mtu"] != int64(1500) || attrs["gateway"] != "10.0.0.1" || lan.PhysicalName == "" {
+		t.Errorf("report attributes %v (physical %q)", attrs, lan.PhysicalName)
+	}
+	calls, err := ReadMemoryCalls(dir)
+	if err != nil || len(calls) != 2 {
+		t.Errorf("calls file: %v, %v", calls, err)
+	}
+}
+
+func TestAgentKeepsItsID(t *testing.T) {
+	dir := t.TempDir()
+	mem := NewMemory("", 0)
+	a, err := New(Config{DataDir: dir, Servers: []string{"127.0.0.1:1"}, Drivers: mem.Drivers()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{DataDir: dir, Servers: []string{"127.0.0.1:1"}, Drivers: mem.Drivers()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID() == "" || a.ID() != b.ID() {
+		t.Fatalf("ids %q and %q, want the same persisted id", a.ID(), b.ID())
+	}
+}
+
+func TestRealDriversNotWired(t *testing.T) {
+	if _, err := RealDrivers(t.TempDir()); err != ErrRealDriversNotWired {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,47 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/engine"
+)
+
+// actionOf turns a work item into the engine action a driver runs.
+func actionOf(it api.WorkItem) (engine.Action, error) {
+	attrs, err := api.DecodeValues(it.Attrs)
+	if err != nil {
+		return engine.Action{}, fmt.Errorf("decode attributes of %s: %w", it.Address, err)
+	}
+	var deps map[string]map[string]any
+	if it.Deps != nil {
+		deps = make(map[string]map[string]any, len(it.Deps))
+		for addr, m := range it.Deps {
+			d, err := api.DecodeValues(m)
+			if err != nil {
+				return engine.Action{}, fmt.Errorf("decode attributes of dependency %s: %w", addr, err)
+			}
+			deps[addr] = d
+		}
+	}
+	op := engine.Op(it.Op)
+	if it.Op == "read" {
+		// A read is about the instance the interrupted action was making or
+		// changing; the item's ID and Generation say which.
+		op = engine.OpCreate
+		if it.ID != "" && it.Generation == "" {
+			op = engine.OpDelete
+		}
+	}
+	return engine.Action{
+		OpID:       it.OperationID,
+		Stack:      it.Stack,
+		Address:    it.Address,
+		Kind:       it.Kind,
+		Op:         op,
+		Attrs:      attrs,
+		ID:         it.ID,
+		Generation: it.Generation,
+		Deps:       deps,
+	}, nil
+}

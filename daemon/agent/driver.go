@@ -1,0 +1,54 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/kiln-dev/kiln/daemon/engine"
+)
+
+// Object is what a driver knows of one resource instance after an action.
+type Object struct {
+	// PhysicalName is the name of the OS object (domain, bridge, volume).
+	PhysicalName string
+	// Attrs are the configured and computed attributes.
+	Attrs map[string]any
+}
+
+// Driver runs the actions of one resource kind on this host. Every method
+// takes ctx first and is idempotent: a create of something that exists
+// adopts it (physical names derive from stack, address and generation), a
+// delete of something missing succeeds. Read returns exists false when
+// there is nothing.
+type Driver interface {
+	Create(ctx context.Context, a engine.Action) (Object, error)
+	Update(ctx context.Context, a engine.Action) (Object, error)
+	Delete(ctx context.Context, a engine.Action) error
+	Read(ctx context.Context, a engine.Action) (obj Object, exists bool, err error)
+}
+
+// ImageLister is implemented by a driver (the image kind's) that can say
+// which images this host has cached; they are sent with every heartbeat.
+type ImageLister interface {
+	CachedImages(ctx context.Context) ([]string, error)
+}
+
+// Drivers maps a resource kind ("server", "network", ...) to its driver.
+type Drivers map[string]Driver
+
+// ErrRealDriversNotWired is returned by RealDrivers until the executors are
+// plugged into the agent.
+var ErrRealDriversNotWired = errors.New("real drivers not wired yet: the executors (image, network, volume, server, port_forward) are not plugged into the agent; run a test agent with -driver=memory")
+
+// RealDrivers returns the drivers of the real executors (libvirt, bridges,
+// iptables, dnsmasq, the image cache), keeping their state under dataDir.
+//
+// TODO(executors): wire executors/image, executors/network,
+// executors/volume, executors/server and executors/portforward here, each
+// behind an adapter from engine.Action to its own Create/Read/Update/Delete,
+// and return them keyed by kind. Until then this refuses, so that nothing
+// runs on a driver that is not real.
+func RealDrivers(dataDir string) (Drivers, error) {
+	_ = dataDir
+	return nil, ErrRealDriversNotWired
+}

@@ -1,0 +1,573 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/executors/server"
+	"github.com/kiln-dev/kiln/internal/libvirttest"
+	"github.com/kiln-dev/kiln/internal/netnstest"
+	"github.com/kiln-dev/kiln/spec"
+)
+
+// realDataDir is the data directory of the real drivers in this test binary.
+// The libvirt pools are defined on it once and live as long as the private
+// libvirtd, so every test shares it.
+var realDataDir string
+
+// TestMain runs the package's tests inside a fresh network namespace with a
+// private libvirtd (internal/libvirttest): the real drivers make bridges,
+// iptables rules, dnsmasq and domains, none of which may touch the host.
+func TestMain(m *testing.M) {
+	realDataDir, _ = os.MkdirTemp("", "kiln-agent-real-")
+	code := libvirttest.Main(m)
+	os.RemoveAll(realDataDir)
+	os.Exit(code)
+}
+
+func openRealForTest(t *testing.T) *Real {
+	t.Helper()
+	netnstest.Guard(t)
+	d := libvirttest.Shared(t)
+	t.Setenv(LibvirtURIEnv, d.URI)
+	r, err := OpenReal(realDataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	// The test guest ignores ACPI shutdown: do not wait long for it.
+	r.srv.ShutdownTimeout = 3 * time.Second
+	return r
+}
+
+// testGuest is the test guest image built by `make test-image`.
+func testGuest(t *testing.T) (path, sum string) {
+	t.Helper()
+	path, err := filepath.Abs("../../build/images/kiln-test-guest.qcow2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("the test guest image is missing (%v): run make test-image", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return path, hex.EncodeToString(h.Sum(nil))
+}
+
+// stackActions are the actions an engine would send for a small stack, in
+// dependency order; Deps are filled as results come in.
+type stackActions struct {
+	stack                  string
+	img, net, vol, srv, pf engine.Action
+}
+
+func run(t *testing.T, d Driver, a *engine.Action, results map[string]map[string]any) Object {
+	t.Helper()
+	a.Deps = map[string]map[string]any{}
+	for addr, attrs := range results {
+		a.Deps[addr] = attrs
+	}
+	obj, err := d.Create(context.Background(), *a)
+	if err != nil {
+		t.Fatalf("create %s: %v", a.Address, err)
+	}
+	results[a.Address] = obj.Attrs
+	return obj
+}
+
+func create(a engine.Action) engine.Action {
+	a.Op = engine.OpCreate
+	return a
+}
+
+func TestRealStackEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	r := openRealForTest(t)
+	d := r.Drivers()
+	path, sum := testGuest(t)
+	const stack = "rtstack"
+
+	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image",
+		Attrs: map[string]any{"source": path, "sha256": sum}})
+	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network",
+		Attrs: map[string]any{"cidr": "10.77.0.0/24", "nat": true, "dhcp": true}})
+	vol := create(engine.Action{Stack: stack, Address: "volume.data", Kind: "volume",
+		Attrs: map[string]any{"size": int64(64 << 20), "format": "qcow2"}})
+	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server",
+		Attrs: map[string]any{
+			"image":    spec.Unknown{}, // taken from the image dependency
+			"cpus":     int64(1),
+			"memory":   int64(192 << 20),
+			"networks": []any{map[string]any{"name": "lan", "address": "10.77.0.10"}},
+		}})
+	pf := create(engine.Action{Stack: stack, Address: "port_forward.http", Kind: "port_forward",
+		Attrs: map[string]any{"host_port": int64(8080), "protocol": "tcp", "target": spec.Unknown{}, "target_port": int64(80)}})
+
+	results := map[string]map[string]any{}
+	createAll := func() {
+		t.Helper()
+		o := run(t, d["image"], &img, map[string]map[string]any{})
+		if o.Attrs["id"] != sum || o.Attrs["sha256"] != sum || o.Attrs["size"].(int64) <= 0 {
+			t.Fatalf("image attrs %v", o.Attrs)
+		}
+		results["image.guest"] = o.Attrs
+		o = run(t, d["network"], &lan, results)
+		if o.Attrs["gateway"] != "10.77.0.1" || o.Attrs["bridge"] != network.BridgeName(stack, "network.lan") || o.Attrs["id"] != o.Attrs["bridge"] {
+			t.Fatalf("network attrs %v", o.Attrs)
+		}
+		o = run(t, d["volume"], &vol, results)
+		volID, _ := o.Attrs["id"].(string)
+		if !strings.HasPrefix(volID, "kiln_") {
+			t.Fatalf("volume attrs %v", o.Attrs)
+		}
+		srv.Attrs["volumes"] = []any{volID}
+		o = run(t, d["server"], &srv, results)
+		wantAddrs := map[string]any{"lan": "10.77.0.10"}
+		if o.Attrs["id"] != server.Name(stack, "server.web") || o.Attrs["address"] != "10.77.0.10" ||
+			!reflect.DeepEqual(o.Attrs["addresses"], wantAddrs) || o.Attrs["mac"] != server.MAC(stack, "server.web", "network.lan") ||
+			o.Attrs["image"] != sum {
+			t.Fatalf("server attrs %v", o.Attrs)
+		}
+		o = run(t, d["port_forward"], &pf, map[string]map[string]any{"server.web": results["server.web"]})
+		if o.Attrs["target"] != "10.77.0.10" || o.Attrs["id"] == "" {
+			t.Fatalf("port_forward attrs %v", o.Attrs)
+		}
+	}
+	createAll()
+
+	// dnsmasq has the server's fixed address.
+	rec, ok, err := r.reg.get("network", network.BridgeName(stack, "network.lan"))
+	if err != nil || !ok {
+		t.Fatalf("network record: %v %v", ok, err)
+	}
+	st, err := r.net.Read(ctx, rec.netSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostname := Hostname(stack, "server.web")
+	wantHost := []network.Host{{MAC: server.MAC(stack, "server.web", "network.lan"), IP: "10.77.0.10", Hostname: hostname}}
+	if !reflect.DeepEqual(st.Hosts, wantHost) || !st.DHCP || !st.NAT {
+		t.Fatalf("network state %+v, want hosts %+v with DHCP and NAT", st, wantHost)
+	}
+
+	// A client in another namespace reaches the guest through the forward.
+	client := netnstest.New(t)
+	netnstest.Veth(t, client, "kvc0", "eth0", "192.168.250.1/30", "192.168.250.2/30")
+	body := waitThrough(t, r, client, "http://192.168.250.1:8080/", 150*time.Second, stack, func(b string) bool {
+		return strings.Contains(b, "hostname="+hostname) && strings.Contains(b, "vdb")
+	})
+	t.Logf("guest answered through the port forward: %q", body)
+
+	// Every create again: nothing new.
+	before := countObjects(t, r, stack)
+	createAll()
+	if after := countObjects(t, r, stack); after != before {
+		t.Fatalf("a repeated create changed what exists: before %+v, after %+v", before, after)
+	}
+	if before.domains != 1 || before.volumes != 3 || before.rules == 0 || before.bridges != 1 {
+		t.Fatalf("objects after create: %+v, want 1 domain, 3 volumes (data, overlay, seed), 1 bridge, some rules", before)
+	}
+	if st, _ := r.net.Read(ctx, rec.netSpec()); !reflect.DeepEqual(st.Hosts, wantHost) {
+		t.Fatalf("hosts after a repeated create: %+v", st.Hosts)
+	}
+
+	// Read reflects the host.
+	for _, a := range []engine.Action{img, lan, vol, srv, pf} {
+		a.ID, _ = results[a.Address]["id"].(string)
+		a.Op = engine.OpUpdate
+		obj, exists, err := d[a.Kind].Read(ctx, a)
+		if err != nil || !exists {
+			t.Fatalf("read %s: exists %v, %v", a.Address, exists, err)
+		}
+		if a.Kind == "server" && (obj.Attrs["cpus"] != int64(1) || obj.Attrs["memory"] != int64(192<<20) ||
+			!reflect.DeepEqual(obj.Attrs["volumes"], srv.Attrs["volumes"]) || obj.Attrs["address"] != "10.77.0.10") {
+			t.Fatalf("read server: %v", obj.Attrs)
+		}
+	}
+
+	// Drift: the NAT rule removed behind kiln's back reads as nat = false;
+	// a create repairs it.
+	dropMasquerade(t, stack)
+	if obj, exists, err := d["network"].Read(ctx, lan); err != nil || !exists || obj.Attrs["nat"] != false {
+		t.Fatalf("read network after its NAT rule went: %v %v %v", obj.Attrs, exists, err)
+	}
+	run(t, d["network"], &lan, results)
+	if obj, _, _ := d["network"].Read(ctx, lan); obj.Attrs["nat"] != true {
+		t.Fatalf("create did not repair NAT: %v", obj.Attrs)
+	}
+
+	// An update of memory restarts the domain; Read shows the new size.
+	up := srv
+	up.Op, up.ID = engine.OpUpdate, server.Name(stack, "server.web")
+	up.Attrs = map[string]any{}
+	for k, v := range srv.Attrs {
+		up.Attrs[k] = v
+	}
+	up.Attrs["memory"] = int64(256 << 20)
+	if _, err := d["server"].Update(ctx, up); err != nil {
+		t.Fatalf("update memory: %v", err)
+	}
+	if obj, _, err := d["server"].Read(ctx, srv); err != nil || obj.Attrs["memory"] != int64(256<<20) {
+		t.Fatalf("read after a memory update (attrs still say 192MiB): %v, %v", obj.Attrs, err)
+	}
+
+	// The domain removed behind kiln's back: Read says it is gone.
+	conn, err := libvirttest.Shared(t).Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dom, err := conn.LookupDomainByName(server.Name(stack, "server.web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dom.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dom.Undefine(); err != nil {
+		t.Fatal(err)
+	}
+	dom.Free()
+	if _, exists, err := d["server"].Read(ctx, srv); err != nil || exists {
+		t.Fatalf("read after the domain was removed: exists %v, %v", exists, err)
+	}
+
+	// Delete everything in reverse order, twice.
+	for i := 0; i < 2; i++ {
+		for _, a := range []engine.Action{pf, srv, vol, lan, img} {
+			a.Op = engine.OpDelete
+			a.ID, _ = results[a.Address]["id"].(string)
+			if err := d[a.Kind].Delete(ctx, a); err != nil {
+				t.Fatalf("delete %s (#%d): %v", a.Address, i+1, err)
+			}
+		}
+	}
+	assertNothingLeft(t, r, stack)
+	for _, a := range []engine.Action{pf, srv, vol, lan} {
+		if _, exists, err := d[a.Kind].Read(ctx, a); err != nil || exists {
+			t.Fatalf("read %s after delete: exists %v, %v", a.Address, exists, err)
+		}
+	}
+}
+
+// waitThrough polls url from inside ns until the body satisfies ok.
+func waitThrough(t *testing.T, r *Real, ns *netnstest.NS, url string, limit time.Duration, stack string, ok func(string) bool) string {
+	t.Helper()
+	client := &http.Client{Timeout: 3 * time.Second}
+	deadline := time.Now().Add(limit)
+	var last string
+	for time.Now().Before(deadline) {
+		var body string
+		err := ns.Do(func() error {
+			resp, err := client.Get(url)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			body = string(b)
+			return err
+		})
+		client.CloseIdleConnections()
+		if err == nil {
+			last = body
+			if ok(body) {
+				return body
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(time.Second)
+	}
+	console, _ := os.ReadFile(r.srv.ConsoleLog(stack, "server.web"))
+	t.Fatalf("%s did not answer as expected within %s; last: %q\nconsole:\n%s\nqemu log:\n%s",
+		url, limit, last, console, libvirttest.Shared(t).QemuLog(server.Name(stack, "server.web")))
+	return ""
+}
+
+type objectCounts struct {
+	domains, volumes, bridges, rules, dnsmasq int
+}
+
+func countObjects(t *testing.T, r *Real, stack string) objectCounts {
+	t.Helper()
+	var c objectCounts
+	list, err := r.srv.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.domains = len(list)
+	vols, err := r.vols.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.volumes = len(vols)
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, network.BridgePrefix) {
+			c.bridges++
+		}
+	}
+	c.rules = len(stackRules(t, stack))
+	c.dnsmasq = len(dnsmasqPids(t))
+	return c
+}
+
+// stackRules lists the iptables rules of kiln's chains tagged with one of
+// the stack's owners.
+func stackRules(t *testing.T, stack string) []string {
+	t.Helper()
+	var out []string
+	for _, table := range []string{"nat", "filter"} {
+		b, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables -S: %v: %s", err, b)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "kiln:"+stack+"/") {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
+// dropMasquerade deletes the stack's MASQUERADE rule of network.lan.
+func dropMasquerade(t *testing.T, stack string) {
+	t.Helper()
+	b, err := exec.Command("iptables", "-w", "-t", "nat", "-S", network.ChainPostrouting).CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables: %v: %s", err, b)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "-A ") {
+			continue
+		}
+		n++
+		if strings.Contains(l, "MASQUERADE") && network.Comment(l) == "kiln:"+stack+"/network.lan" {
+			args := []string{"-w", "-t", "nat", "-D", network.ChainPostrouting, strconv.Itoa(n)}
+			if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
+				t.Fatalf("iptables %v: %v: %s", args, err, out)
+			}
+			return
+		}
+	}
+	t.Fatalf("no MASQUERADE rule of %s in:\n%s", stack, b)
+}
+
+// dnsmasqPids lists the dnsmasq processes of this network namespace.
+func dnsmasqPids(t *testing.T) []int {
+	t.Helper()
+	self, _ := os.Readlink("/proc/thread-self/ns/net")
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if strings.TrimSpace(string(comm)) == "dnsmasq" && ns == self && !strings.Contains(string(stat), ") Z") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// assertNothingLeft checks that no domain, kiln volume, bridge, dnsmasq,
+// iptables rule or file of the stack is left.
+func assertNothingLeft(t *testing.T, r *Real, stack string) {
+	t.Helper()
+	c := countObjects(t, r, stack)
+	if c != (objectCounts{}) {
+		t.Errorf("left after delete: %+v", c)
+	}
+	if rules := stackRules(t, stack); len(rules) != 0 {
+		t.Errorf("iptables rules left: %q", rules)
+	}
+	for _, kind := range []string{"image", "network", "volume", "server", "port_forward"} {
+		recs, err := r.reg.list(kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range recs {
+			if rec.Stack == stack {
+				t.Errorf("record left: %+v", rec)
+			}
+		}
+	}
+	filepath.WalkDir(r.DataDir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(filepath.Base(p), stack) {
+			t.Errorf("file left under the data directory: %s", p)
+		}
+		return nil
+	})
+}
+
+func TestRealOrphans(t *testing.T) {
+	ctx := context.Background()
+	r := openRealForTest(t)
+	d := r.Drivers()
+	path, sum := testGuest(t)
+	const stack = "gcstack"
+	results := map[string]map[string]any{}
+	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	run(t, d["image"], &img, results)
+	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.78.0.0/24", "dhcp": true}})
+	run(t, d["network"], &lan, results)
+	vol := create(engine.Action{Stack: stack, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(16 << 20), "format": "qcow2"}})
+	run(t, d["volume"], &vol, results)
+	// Two servers without addresses: the lowest free ones from .10 on.
+	var addrs []any
+	for _, name := range []string{"server.a", "server.b"} {
+		for i := 0; i < 2; i++ { // again: the same address
+			s := create(engine.Action{Stack: stack, Address: name, Kind: "server", Attrs: map[string]any{
+				"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
+				"networks": []any{map[string]any{"name": "lan"}},
+			}})
+			o := run(t, d["server"], &s, results)
+			if i == 1 && o.Attrs["address"] != addrs[len(addrs)-1] {
+				t.Fatalf("%s: a repeated create changed the address: %v then %v", name, addrs[len(addrs)-1], o.Attrs["address"])
+			}
+			if i == 0 {
+				addrs = append(addrs, o.Attrs["address"])
+			}
+		}
+	}
+	if !reflect.DeepEqual(addrs, []any{"10.78.0.10", "10.78.0.11"}) {
+		t.Fatalf("allocated addresses %v, want 10.78.0.10 and 10.78.0.11", addrs)
+	}
+	pf := create(engine.Action{Stack: stack, Address: "port_forward.ssh", Kind: "port_forward", Attrs: map[string]any{
+		"host_port": int64(2222), "target": "10.78.0.10", "target_port": int64(22)}})
+	run(t, d["port_forward"], &pf, results)
+
+	// Everything is owned: nothing is an orphan.
+	all, err := Orphans(ctx, d, func(string, string) bool { return true })
+	if err != nil || len(all) != 0 {
+		t.Fatalf("Orphans with every stack owned = %+v, %v", all, err)
+	}
+	owned := func(s, address string) bool {
+		if s == stack && strings.Contains(address, "~") {
+			t.Errorf("owned was asked about a physical address %q", address)
+		}
+		return s != stack
+	}
+	orphans, err := Orphans(ctx, d, owned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, o := range orphans {
+		kinds[o.Kind]++
+		if !strings.HasPrefix(o.Owner, "kiln:"+stack+"/") {
+			t.Errorf("orphan %+v is not of stack %s", o, stack)
+		}
+	}
+	// 2 domains; data volume + 2 overlays + 2 seeds; 1 bridge; rules of the
+	// network and the port forward; 1 dnsmasq; a record per instance but the
+	// image's.
+	if kinds[OrphanDomain] != 2 || kinds[OrphanVolume] != 5 || kinds[OrphanBridge] != 1 || kinds[OrphanRule] < 5 ||
+		kinds[OrphanDnsmasq] != 1 || kinds[OrphanFile] != 5 {
+		t.Fatalf("orphans by kind %v:\n%+v", kinds, orphans)
+	}
+	if err := RemoveOrphans(ctx, d, orphans); err != nil {
+		t.Fatalf("RemoveOrphans: %v", err)
+	}
+	if left, err := Orphans(ctx, d, owned); err != nil || len(left) != 0 {
+		t.Fatalf("orphans after RemoveOrphans: %+v, %v", left, err)
+	}
+	assertNothingLeft(t, r, stack)
+}
+
+func TestPickAddress(t *testing.T) {
+	gw := netip.MustParsePrefix("10.0.0.1/24")
+	rec := record{Hosts: []hostEntry{
+		{MAC: "52:54:00:00:00:01", IP: "10.0.0.10"},
+		{MAC: "52:54:00:00:00:02", IP: "10.0.0.12"},
+	}}
+	for _, tc := range []struct {
+		mac, want, got, err string
+	}{
+		{mac: "52:54:00:00:00:03", got: "10.0.0.11"}, // lowest free from .10
+		{mac: "52:54:00:00:00:02", got: "10.0.0.12"}, // its own, again
+		{mac: "52:54:00:00:00:03", want: "10.0.0.50", got: "10.0.0.50"},
+		{mac: "52:54:00:00:00:03", want: "10.0.0.60/24", got: "10.0.0.60"},
+		{mac: "52:54:00:00:00:03", want: "10.0.0.10", err: "already given"},
+		{mac: "52:54:00:00:00:03", want: "10.0.0.1", err: "not a guest address"},
+		{mac: "52:54:00:00:00:03", want: "10.0.1.5", err: "not a guest address"},
+		{mac: "52:54:00:00:00:03", want: "web", err: "not an IPv4 address"},
+	} {
+		ip, err := pickAddress(rec, gw, tc.mac, tc.want)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("pick(%s, %q) error = %v, want %q", tc.mac, tc.want, err, tc.err)
+		case tc.err == "" && (err != nil || ip.String() != tc.got):
+			t.Errorf("pick(%s, %q) = %v, %v, want %s", tc.mac, tc.want, ip, err, tc.got)
+		}
+	}
+	full := record{}
+	small := netip.MustParsePrefix("10.0.0.1/28") // hosts .1-.14
+	for i := 10; i <= 14; i++ {
+		full.Hosts = append(full.Hosts, hostEntry{MAC: fmt.Sprintf("52:54:00:00:01:%02x", i), IP: fmt.Sprintf("10.0.0.%d", i)})
+	}
+	if _, err := pickAddress(full, small, "52:54:00:00:00:99", ""); err == nil {
+		t.Errorf("a full network gave an address")
+	}
+}
+
+func TestPhysAddress(t *testing.T) {
+	if physAddress("server.web[0]", "") != "server.web[0]" {
+		t.Fatal("a first generation changed the address")
+	}
+	a, b := physAddress("server.web[0]", "op-1"), physAddress("server.web[0]", "op-2")
+	if a == b || !strings.HasPrefix(a, "server.web[0]~") || baseAddress(a) != "server.web[0]" {
+		t.Fatalf("physAddress: %q %q", a, b)
+	}
+	n := physAddress("network.lan", "op-1")
+	if server.Name("s", a) == server.Name("s", "server.web[0]") || network.BridgeName("s", n) == network.BridgeName("s", "network.lan") {
+		t.Fatal("a new generation does not get a new physical name")
+	}
+}
+
+func TestUnknownAttributeNamed(t *testing.T) {
+	a := engine.Action{Address: "server.web", Attrs: map[string]any{"volumes": []any{"v1", spec.Unknown{}}}}
+	_, err := attrStrings(a, "volumes")
+	if err == nil || !strings.Contains(err.Error(), `"volumes[1]"`) || !strings.Contains(err.Error(), "unknown") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := attrString(engine.Action{Address: "x", Attrs: map[string]any{"target": spec.Unknown{}}}, "target", true); err == nil {
+		t.Fatal("an unknown target was taken")
+	}
+}
