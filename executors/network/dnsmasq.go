@@ -278,7 +278,10 @@ func (m *dnsmasq) isOurs(pid int) (string, bool) {
 	if stat, err := os.ReadFile(proc + "/stat"); err != nil || zombie(stat) {
 		return "", false
 	}
-	if a, b := nsOf(proc), nsOf("/proc/self"); a == "" || a != b {
+	// The calling thread's namespace, not the process's: /proc/self is the
+	// main thread, which a goroutine that locked it and switched namespace
+	// (netns.Set, netnstest.NS.Do) may have left elsewhere for good.
+	if a, b := nsOf(proc), nsOf("/proc/thread-self"); a == "" || a != b {
 		return "", false
 	}
 	cmdline, err := os.ReadFile(proc + "/cmdline")
