@@ -1,7 +1,13 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/embedded"
 
 	"github.com/kiln-dev/kiln/planner"
 )
@@ -13,11 +19,12 @@ var planCommand = &command{
 
   Load the template at PATH (a .hcl file or a directory) and show the changes
   that applying it would make: + create, ~ update in place, -/+ replace,
-  - delete. Until kiln has a state store, plan compares against nothing, so
-  every resource is a create.
+  - delete. It compares against the stack's actual state in the daemon
+  (KILN_ADDR or -servers), or in the embedded store ./.kiln/ when there is
+  one; with neither, against nothing, so every resource is a create.
 
 Options:
-` + varsUsage + `  -json              Print the plan as one JSON document on stdout
+` + varsUsage + serversUsage + `  -json              Print the plan as one JSON document on stdout
                      (see docs/plan-json.md).
   -detailed-exitcode Exit 0 when there are no changes, 2 when there are
                      changes, 1 on error. Without it, success is always 0.
@@ -33,6 +40,8 @@ func runPlan(e *Env, c *command, args []string) int {
 	asJSON := fs.Bool("json", false, "")
 	detailed := fs.Bool("detailed-exitcode", false, "")
 	noColor := fs.Bool("no-color", false, "")
+	var sf serverFlags
+	sf.register(fs)
 	pos, code, ok := e.parseArgs(c, fs, args)
 	if !ok {
 		return code
@@ -50,6 +59,9 @@ func runPlan(e *Env, c *command, args []string) int {
 	if l.diags.HasErrors() || l.stack == nil {
 		return ExitError
 	}
+	if e.remoteAddr(&sf) != "" || e.embeddedExists() {
+		return e.planRemote(c, l, &sf, *asJSON, *detailed)
+	}
 	r, err := planner.Plan(l.stack, actual)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
@@ -65,6 +77,40 @@ func runPlan(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	if *detailed && r.HasChanges() {
+		return ExitChanges
+	}
+	return ExitOK
+}
+
+// embeddedExists reports whether the embedded store ./.kiln/ holds state.
+func (e *Env) embeddedExists() bool {
+	_, err := os.Stat(filepath.Join(e.Dir, embeddedDir, embedded.ServerDir))
+	return err == nil
+}
+
+// planRemote plans on the daemon, against the stack's actual state.
+func (e *Env) planRemote(c *command, l *loaded, sf *serverFlags, asJSON, detailed bool) int {
+	r := e.connect(c.name, sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	resp, diags, err := r.c.PlanDiagnostics(context.Background(), l.stack.Name, api.PlanRequest{Template: apiTemplate(l)})
+	if err != nil {
+		if len(diags) > 0 {
+			e.writeAPIDiags(diags)
+			return ExitError
+		}
+		return e.apiErr(c.name, err)
+	}
+	if asJSON {
+		if code := e.printJSON(resp.Plan); code != ExitOK {
+			return code
+		}
+	} else {
+		fmt.Fprint(e.Stdout, resp.Text)
+	}
+	if detailed && resp.HasChanges {
 		return ExitChanges
 	}
 	return ExitOK

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/kiln-dev/kiln/daemon/agent"
+)
+
+var agentCommand = &command{
+	name:     "agent",
+	synopsis: "Run a kiln agent (the executors of this host)",
+	usage: `Usage: kiln agent -data-dir DIR -servers HOST:PORT,... [options]
+
+  Run an agent: it registers with the servers, heartbeats with this host's
+  capacity and cached images, waits for the actions assigned to it and runs
+  them through the executors (libvirt, bridges, iptables, dnsmasq, the image
+  cache), reporting each result. When the leader changes it talks to the
+  next server by itself. KILN_TOKEN must be an admin or the management
+  token. SIGINT or SIGTERM stops it after the actions in progress.
+
+Options:
+  -data-dir DIR         Data directory (required); the agent's id is kept
+                        in DIR/agent-id.
+  -servers A,B,C        The servers' HTTP addresses (default KILN_ADDR).
+  -id ID                The agent's id (default: the one in DIR/agent-id,
+                        made from the host name at the first start).
+  -heartbeat DURATION   Heartbeat interval (default 5s).
+  -log-level LEVEL      debug, info, warn or error (default info).
+`,
+	run: runAgent,
+}
+
+func runAgent(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	dataDir := fs.String("data-dir", "", "")
+	servers := fs.String("servers", "", "")
+	id := fs.String("id", "", "")
+	hb := fs.Duration("heartbeat", agent.DefaultHeartbeatInterval, "")
+	logLevel := fs.String("log-level", "info", "")
+	// Test-only: -driver=memory runs the in-memory driver, which writes its
+	// call counts to DIR/memdriver-calls.json; -memory-delay slows it.
+	driver := fs.String("driver", "", "")
+	memDelay := fs.Duration("memory-delay", 0, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 0) {
+		return ExitError
+	}
+	if *servers == "" {
+		*servers = e.getenv(envAddr)
+	}
+	if *dataDir == "" || *servers == "" {
+		fmt.Fprintf(e.Stderr, "kiln agent: -data-dir and -servers (or KILN_ADDR) are required\n\n%s", c.usage)
+		return ExitError
+	}
+	log, err := e.logger(*logLevel)
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
+		return ExitError
+	}
+	dir := e.abs(*dataDir)
+	drivers, err := agentDrivers(dir, *driver, *memDelay)
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
+		return ExitError
+	}
+	a, err := agent.New(agent.Config{
+		ID: *id, DataDir: dir, Servers: strings.Split(*servers, ","), Token: e.getenv(envToken),
+		Drivers: drivers, HeartbeatInterval: *hb, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
+		return ExitError
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("kiln agent running", "id", a.ID(), "servers", *servers)
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
+		return ExitError
+	}
+	return ExitOK
+}

@@ -1,0 +1,245 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/client"
+)
+
+var applyCommand = &command{
+	name:     "apply",
+	synopsis: "Make a stack match a template",
+	usage: `Usage: kiln apply [options] PATH
+
+  Plan the template at PATH against the stack's actual state, show the plan,
+  ask for confirmation on a terminal, then submit it and follow the
+  operation: one line per action with its state and elapsed time, a final
+  summary and the outputs. Running it again after a failure repairs the
+  stack from where it stopped.
+
+  Ctrl-C stops following and says how to follow again; the operation goes on
+  in the daemon. In the embedded default (no KILN_ADDR) there is no daemon
+  to finish it, so apply always waits, and Ctrl-C cancels the operation: no
+  new action starts, and the next apply repairs what was left.
+
+Options:
+` + varsUsage + `  -auto-approve      Apply without asking. Without a terminal to ask on,
+                     apply refuses unless this is given.
+  -detach            Print the operation id as soon as it is accepted and
+                     exit (not in the embedded default).
+  -ttl DURATION      Destroy the stack when DURATION (like 2h) has passed;
+                     renew it with kiln stack renew.
+  -json              Print one JSON document at the end (see docs/cli.md);
+                     the plan and progress are not printed.
+  -no-color          Do not colour the output.
+` + serversUsage,
+	run: runApply,
+}
+
+func runApply(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var v varFlags
+	v.register(fs)
+	var sf serverFlags
+	sf.register(fs)
+	auto := fs.Bool("auto-approve", false, "")
+	detach := fs.Bool("detach", false, "")
+	asJSON := fs.Bool("json", false, "")
+	noColor := fs.Bool("no-color", false, "")
+	ttl := fs.Duration("ttl", 0, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 1) {
+		return ExitError
+	}
+	if *ttl < 0 {
+		fmt.Fprintf(e.Stderr, "kiln apply: -ttl must be positive\n")
+		return ExitError
+	}
+	// Validate locally first: diagnostics with snippets, and no daemon
+	// started for a template with errors.
+	l := e.load(c.name, pos[0], &v, nil)
+	if l == nil {
+		return ExitError
+	}
+	e.writeDiags(l, l.diags, *noColor)
+	if l.diags.HasErrors() || l.stack == nil {
+		return ExitError
+	}
+	if !*auto && !*asJSON && !e.stdinTerminal() {
+		fmt.Fprintf(e.Stderr, "kiln apply: no terminal to confirm on; run with -auto-approve to apply without confirmation\n")
+		return ExitError
+	}
+	if *asJSON && !*auto {
+		fmt.Fprintf(e.Stderr, "kiln apply: -json needs -auto-approve (there is no prompt in JSON mode)\n")
+		return ExitError
+	}
+	r := e.connectAgent(c.name, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	stack := l.stack.Name
+	tmpl := apiTemplate(l)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	plan, diags, err := r.c.PlanDiagnostics(ctx, stack, api.PlanRequest{Template: tmpl})
+	if err != nil {
+		if len(diags) > 0 {
+			e.writeAPIDiags(diags)
+			return ExitError
+		}
+		return e.apiErr(c.name, err)
+	}
+	if !*asJSON {
+		fmt.Fprint(e.Stdout, plan.Text)
+	}
+	if !plan.HasChanges && *ttl == 0 {
+		outs, _ := r.c.Outputs(ctx, stack, false)
+		if *asJSON {
+			return e.printJSON(opJSON{Stack: stack, Kind: "apply", Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
+		}
+		fmt.Fprintln(e.Stdout, "\nNo changes: the stack matches the template.")
+		e.printOutputs(outs)
+		return ExitOK
+	}
+	if !*auto && !e.confirm(fmt.Sprintf("Apply these changes to stack %s?", stack)) {
+		fmt.Fprintln(e.Stdout, "Apply cancelled.")
+		return ExitError
+	}
+	req := api.ApplyRequest{PlanID: plan.PlanID}
+	if *ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	ref, err := r.c.Apply(ctx, stack, req)
+	if client.IsNotFound(err) {
+		// The daemon no longer holds the plan (or its bundle): apply the
+		// template, which the leader plans again.
+		req.PlanID, req.Template = "", &tmpl
+		ref, err = r.c.Apply(ctx, stack, req)
+	}
+	if err != nil {
+		return e.apiErr(c.name, err)
+	}
+	if ref.NoChanges || ref.OperationID == "" {
+		outs, _ := r.c.Outputs(ctx, stack, false)
+		if *asJSON {
+			return e.printJSON(opJSON{Stack: stack, Kind: "apply", Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
+		}
+		fmt.Fprintln(e.Stdout, "\nNo changes.")
+		e.printOutputs(outs)
+		return ExitOK
+	}
+	return e.followOp(ctx, r, c.name, stack, "apply", ref.OperationID, *detach, *asJSON)
+}
+
+// followOp follows an accepted operation to its end (or detaches) and
+// prints the summary and outputs, or the JSON document.
+func (e *Env) followOp(ctx context.Context, r *remote, cmd, stack, kind, id string, detach, asJSON bool) int {
+	if detach && r.embedded() {
+		fmt.Fprintf(e.Stderr, "kiln %s: -detach ignored: the embedded server stops with this process, so it waits for the operation\n", cmd)
+		detach = false
+	}
+	if detach {
+		if asJSON {
+			return e.printJSON(opJSON{Stack: stack, OperationID: id, Kind: kind, Status: "running", Actions: []api.ActionStatus{}, Outputs: map[string]api.OutputValue{}, Detached: true})
+		}
+		fmt.Fprintf(e.Stdout, "%s\n", id)
+		fmt.Fprintf(e.Stderr, "Operation %s accepted. Follow it with `kiln events %s -follow` or `kiln status %s`.\n", id, stack, stack)
+		return ExitOK
+	}
+	if !asJSON {
+		fmt.Fprintf(e.Stdout, "\nOperation %s:\n", id)
+	}
+	op, err := e.follow(ctx, r, id, asJSON)
+	if err != nil && errors.Is(err, context.Canceled) {
+		if !r.embedded() {
+			fmt.Fprintf(e.Stderr, "\nDetached; operation %s goes on. Follow it with `kiln events %s -follow` or `kiln status %s`.\n", id, stack, stack)
+			return ExitError
+		}
+		// Embedded: nobody is left to finish it. Cancel, and wait for the
+		// running actions to end so the store is consistent.
+		fmt.Fprintf(e.Stderr, "\nInterrupted: cancelling operation %s (actions already running finish)...\n", id)
+		bg, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if _, cerr := r.c.CancelOperation(bg, id); cerr != nil {
+			fmt.Fprintf(e.Stderr, "kiln %s: cancel: %v\n", cmd, cerr)
+		}
+		op, err = e.follow(bg, r, id, asJSON)
+		if err != nil {
+			return e.apiErr(cmd, err)
+		}
+		fmt.Fprintf(e.Stderr, "Cancelled. Run `kiln %s` again to finish.\n", cmd)
+	} else if err != nil {
+		return e.apiErr(cmd, err)
+	}
+	outs := map[string]api.OutputValue{}
+	if kind == "apply" {
+		if o, err := r.c.Outputs(context.Background(), stack, false); err == nil {
+			outs = o
+		}
+	}
+	if asJSON {
+		code := e.printJSON(opJSON{Stack: stack, OperationID: id, Kind: kind, Status: op.Status, Error: op.Error, Actions: nonNilActions(op.Actions), Outputs: outs})
+		if !opSucceeded(op.Status) {
+			return ExitError
+		}
+		return code
+	}
+	fmt.Fprintf(e.Stdout, "\n%s\n", summary(op))
+	if opSucceeded(op.Status) {
+		e.printOutputs(outs)
+		return ExitOK
+	}
+	return ExitError
+}
+
+func apiTemplate(l *loaded) api.Template {
+	t := api.Template{Bundle: api.Bundle(l.tmpl.Bundle), Files: l.tmpl.Files, Dir: l.tmpl.Dir, Env: l.opts.Env}
+	for _, kv := range l.opts.Vars {
+		t.Vars = append(t.Vars, api.Var{Name: kv.Name, Value: kv.Value})
+	}
+	for _, f := range l.opts.VarFiles {
+		t.VarFiles = append(t.VarFiles, api.VarFile{Name: f.Name, Content: f.Bytes})
+	}
+	return t
+}
+
+// writeAPIDiags prints diagnostics the daemon returned.
+func (e *Env) writeAPIDiags(diags []api.Diagnostic) {
+	for _, d := range diags {
+		loc := ""
+		if d.File != "" {
+			loc = fmt.Sprintf("%s:%d:%d: ", d.File, d.Line, d.Column)
+		}
+		fmt.Fprintf(e.Stderr, "%s%s: %s\n", loc, d.Severity, d.Summary)
+		if d.Detail != "" {
+			fmt.Fprintf(e.Stderr, "  %s\n", d.Detail)
+		}
+	}
+}
+
+func nonNilOutputs(m map[string]api.OutputValue) map[string]api.OutputValue {
+	if m == nil {
+		return map[string]api.OutputValue{}
+	}
+	return m
+}
+
+func nonNilActions(a []api.ActionStatus) []api.ActionStatus {
+	if a == nil {
+		return []api.ActionStatus{}
+	}
+	return a
+}

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+var destroyCommand = &command{
+	name:     "destroy",
+	synopsis: "Destroy every resource of a stack",
+	usage: `Usage: kiln destroy [options] NAME
+
+  Delete every resource of stack NAME, in reverse dependency order, and
+  follow the operation as kiln apply does.
+
+Options:
+  -auto-approve      Destroy without asking. Without a terminal to ask on,
+                     destroy refuses unless this is given.
+  -detach            Print the operation id at once and exit (not in the
+                     embedded default).
+  -json              Print one JSON document at the end (as kiln apply).
+` + serversUsage,
+	run: runDestroy,
+}
+
+func runDestroy(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	auto := fs.Bool("auto-approve", false, "")
+	detach := fs.Bool("detach", false, "")
+	asJSON := fs.Bool("json", false, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 1) {
+		return ExitError
+	}
+	stack := pos[0]
+	if !*auto && (*asJSON || !e.stdinTerminal()) {
+		fmt.Fprintf(e.Stderr, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation\n")
+		return ExitError
+	}
+	r := e.connectAgent(c.name, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	st, err := r.c.Stack(ctx, stack)
+	if err != nil {
+		return e.apiErr(c.name, err)
+	}
+	if !*auto {
+		fmt.Fprintf(e.Stdout, "Stack %s has %d resources; all of them will be deleted.\n", stack, len(st.Resources))
+		if !e.confirm(fmt.Sprintf("Destroy stack %s?", stack)) {
+			fmt.Fprintln(e.Stdout, "Destroy cancelled.")
+			return ExitError
+		}
+	}
+	ref, err := r.c.Destroy(ctx, stack)
+	if err != nil {
+		return e.apiErr(c.name, err)
+	}
+	if ref.NoChanges || ref.OperationID == "" {
+		if *asJSON {
+			return e.printJSON(opJSON{Stack: stack, Kind: "destroy", Status: "no_changes", Actions: nonNilActions(nil), Outputs: nonNilOutputs(nil)})
+		}
+		fmt.Fprintln(e.Stdout, "Nothing to destroy.")
+		return ExitOK
+	}
+	return e.followOp(ctx, r, c.name, stack, "destroy", ref.OperationID, *detach, *asJSON)
+}

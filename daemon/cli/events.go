@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+)
+
+var eventsCommand = &command{
+	name:     "events",
+	synopsis: "Show what happened to a stack",
+	usage: `Usage: kiln events [options] NAME
+
+  Print the events of stack NAME, oldest first: time, level, node, the
+  resource and the message. The daemon keeps a bounded number per stack.
+
+Options:
+  -follow            Keep waiting for new events (a blocking query) until
+                     Ctrl-C.
+  -json              One JSON object per event per line (the API's Event).
+` + serversUsage,
+	run: runEvents,
+}
+
+func runEvents(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	followF := fs.Bool("follow", false, "")
+	asJSON := fs.Bool("json", false, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 1) {
+		return ExitError
+	}
+	r := e.connect(c.name, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	enc := json.NewEncoder(e.Stdout)
+	var index uint64
+	for {
+		wait := time.Duration(0)
+		if *followF && index > 0 {
+			wait = 30 * time.Second
+		}
+		resp, err := r.c.Events(ctx, pos[0], index, wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ExitOK
+			}
+			return e.apiErr(c.name, err)
+		}
+		for _, ev := range resp.Events {
+			if *asJSON {
+				enc.Encode(ev)
+			} else {
+				e.eventLine(ev)
+			}
+		}
+		if !*followF {
+			return ExitOK
+		}
+		if resp.Index > index {
+			index = resp.Index
+		} else if index == 0 {
+			index = 1
+		}
+	}
+}
+
+func (e *Env) eventLine(ev api.Event) {
+	about := ""
+	if ev.Address != "" {
+		about = ev.Address + ": "
+	}
+	node := ""
+	if ev.Node != "" {
+		node = " [" + ev.Node + "]"
+	}
+	fmt.Fprintf(e.Stdout, "%s %-5s%s %s%s\n", ev.Time.Local().Format("2006-01-02 15:04:05"), ev.Level, node, about, ev.Message)
+}

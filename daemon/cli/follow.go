@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+)
+
+// opFinal reports whether an operation status is final.
+func opFinal(status string) bool {
+	switch strings.ToLower(status) {
+	case "done", "complete", "failed", "cancelled":
+		return true
+	}
+	return false
+}
+
+// opSucceeded reports whether a final operation succeeded.
+func opSucceeded(status string) bool {
+	s := strings.ToLower(status)
+	return s == "done" || s == "complete"
+}
+
+// follow waits for an operation to finish with blocking queries, printing
+// one line per action each time its state changes (unless quiet). It
+// returns the last operation seen; err is ctx's error when ctx ended first.
+func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api.Operation, error) {
+	seen := map[string]string{}
+	var (
+		index uint64
+		last  api.Operation
+		fails int
+	)
+	for {
+		op, idx, err := r.c.Operation(ctx, id, index, 30*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return last, ctx.Err()
+			}
+			fails++
+			if fails > 5 {
+				return last, err
+			}
+			select {
+			case <-ctx.Done():
+				return last, ctx.Err()
+			case <-time.After(time.Duration(fails) * 200 * time.Millisecond):
+			}
+			continue
+		}
+		fails = 0
+		last = op
+		if !quiet {
+			for _, a := range op.Actions {
+				if seen[a.Address] == a.Status {
+					continue
+				}
+				seen[a.Address] = a.Status
+				if a.Status == "pending" {
+					continue
+				}
+				e.actionLine(a)
+			}
+		}
+		if opFinal(op.Status) {
+			return op, nil
+		}
+		if idx > index {
+			index = idx
+		} else if index == 0 {
+			index = 1
+		}
+	}
+}
+
+func (e *Env) actionLine(a api.ActionStatus) {
+	elapsed := ""
+	switch {
+	case !a.Started.IsZero() && !a.Finished.IsZero():
+		elapsed = " after " + roundDur(a.Finished.Sub(a.Started))
+	case !a.Started.IsZero():
+		elapsed = " (" + roundDur(time.Since(a.Started)) + " so far)"
+	}
+	where := ""
+	if a.Agent != "" {
+		where = " on " + a.Agent
+	}
+	line := fmt.Sprintf("  %-28s %-8s %s%s%s", a.Address, a.Action, a.Status, where, elapsed)
+	if a.Error != "" {
+		line += ": " + a.Error
+	}
+	fmt.Fprintln(e.Stdout, line)
+}
+
+func roundDur(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+// opCounts counts the actions of op by status.
+func opCounts(op api.Operation) map[string]int {
+	m := map[string]int{}
+	for _, a := range op.Actions {
+		m[a.Status]++
+	}
+	return m
+}
+
+// summary is the one line that closes a followed operation.
+func summary(op api.Operation) string {
+	c := opCounts(op)
+	verb := "Apply"
+	if op.Kind == "destroy" {
+		verb = "Destroy"
+	}
+	state := "complete"
+	switch {
+	case opSucceeded(op.Status):
+	case strings.EqualFold(op.Status, "cancelled"):
+		state = "cancelled"
+	default:
+		state = "failed"
+	}
+	s := fmt.Sprintf("%s %s: %d done, %d failed, %d skipped", verb, state, c["done"], c["failed"], c["skipped"])
+	if c["cancelled"] > 0 {
+		s += fmt.Sprintf(", %d cancelled", c["cancelled"])
+	}
+	if !op.Started.IsZero() && !op.Finished.IsZero() {
+		s += " in " + roundDur(op.Finished.Sub(op.Started))
+	}
+	s += "."
+	if op.Error != "" {
+		s += "\nError: " + op.Error
+	}
+	return s
+}
+
+// opJSON is the document `kiln apply -json` and `kiln destroy -json` print.
+type opJSON struct {
+	Stack       string                     `json:"stack"`
+	OperationID string                     `json:"operation_id"`
+	Kind        string                     `json:"kind"`
+	Status      string                     `json:"status"` // done | failed | cancelled | running (detached) | no_changes
+	Error       string                     `json:"error,omitempty"`
+	Actions     []api.ActionStatus         `json:"actions"`
+	Outputs     map[string]api.OutputValue `json:"outputs"`
+	Detached    bool                       `json:"detached,omitempty"`
+}

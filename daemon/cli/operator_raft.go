@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+)
+
+var operatorRaftCommand = &command{
+	name: "operator raft",
+	usage: `Usage: kiln operator raft list-peers [-json]
+       kiln operator raft remove-peer ID
+
+  list-peers   The raft servers: id, raft and HTTP address, which one is
+               the leader, voter or not.
+  remove-peer  Remove server ID from the configuration (a server that is
+               gone for good; a server that stops gracefully removes itself).
+
+Options:
+  -json              Print a JSON array of the API's Peer.
+` + serversUsage,
+}
+
+func runOperatorRaft(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	asJSON := fs.Bool("json", false, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) == 0 {
+		fmt.Fprintf(e.Stderr, "kiln operator raft: want list-peers or remove-peer\n\n%s", c.usage)
+		return ExitError
+	}
+	sub, rest := pos[0], pos[1:]
+	want := map[string]int{"list-peers": 0, "remove-peer": 1}
+	n, known := want[sub]
+	if !known {
+		fmt.Fprintf(e.Stderr, "kiln operator raft: unknown subcommand %q\n\n%s", sub, c.usage)
+		return ExitError
+	}
+	if !e.wantArgs(c, rest, n) {
+		return ExitError
+	}
+	cmd := "operator raft " + sub
+	r := e.connect(cmd, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	ctx := context.Background()
+	if sub == "remove-peer" {
+		if err := r.c.RemovePeer(ctx, rest[0]); err != nil {
+			return e.apiErr(cmd, err)
+		}
+		fmt.Fprintf(e.Stdout, "Removed peer %s.\n", rest[0])
+		return ExitOK
+	}
+	peers, err := r.c.Peers(ctx)
+	if err != nil {
+		return e.apiErr(cmd, err)
+	}
+	if peers == nil {
+		peers = []api.Peer{}
+	}
+	if *asJSON {
+		return e.printJSON(peers)
+	}
+	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER")
+	for _, p := range peers {
+		state := "follower"
+		if p.Leader {
+			state = "leader"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\n", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
+	}
+	tw.Flush()
+	return ExitOK
+}

@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+)
+
+var outputCommand = &command{
+	name:     "output",
+	synopsis: "Show a stack's outputs",
+	usage: `Usage: kiln output [options] NAME [OUTPUT]
+
+  Print the outputs of stack NAME as "name = value" lines, or the value of
+  one OUTPUT alone (a string raw, anything else as JSON), ready for a
+  script.
+
+Options:
+  -json              Print {"name": value, ...} (or the one value) as JSON.
+  -sensitive         Show sensitive values (member or admin token).
+` + serversUsage,
+	run: runOutput,
+}
+
+func runOutput(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	asJSON := fs.Bool("json", false, "")
+	sensitive := fs.Bool("sensitive", false, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) == 0 || len(pos) > 2 {
+		e.wantArgs(c, pos, 1)
+		return ExitError
+	}
+	r := e.connect(c.name, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	outs, err := r.c.Outputs(context.Background(), pos[0], *sensitive)
+	if err != nil {
+		return e.apiErr(c.name, err)
+	}
+	if len(pos) == 2 {
+		o, ok := outs[pos[1]]
+		if !ok {
+			fmt.Fprintf(e.Stderr, "kiln output: stack %s has no output %q\n", pos[0], pos[1])
+			return ExitError
+		}
+		if *asJSON {
+			return e.printJSON(o.Value)
+		}
+		fmt.Fprintln(e.Stdout, formatValue(o.Value))
+		return ExitOK
+	}
+	if *asJSON {
+		vals := map[string]any{}
+		for k, o := range outs {
+			vals[k] = o.Value
+		}
+		return e.printJSON(vals)
+	}
+	for _, k := range sortedKeys(outs) {
+		fmt.Fprintf(e.Stdout, "%s = %s\n", k, formatValue(outs[k].Value))
+	}
+	return ExitOK
+}

@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/agent"
+	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/daemon/server"
+)
+
+var serverCommand = &command{
+	name:     "server",
+	synopsis: "Run a kiln server (a raft voter serving the API)",
+	usage: `Usage: kiln server -data-dir DIR -raft-addr HOST:PORT [options]
+
+  Run a server: it holds the state in a raft log under DIR, serves the HTTP
+  API, and while it is the leader drives operations and places work on
+  agents. Start the first server with -bootstrap (it writes the management
+  token to DIR/management.token, mode 0600), the others with -join and
+  KILN_TOKEN set to an admin or the management token. SIGINT or SIGTERM
+  stops the server; it leaves the cluster first (unless it is the last).
+
+Options:
+  -data-dir DIR         Data directory (required).
+  -http-addr HOST:PORT  API address (default 127.0.0.1:4646).
+  -raft-addr HOST:PORT  Raft address (required).
+  -bootstrap            Make a new one-server cluster at the first start.
+  -join HOST:PORT       The HTTP address of a member to join through.
+  -agent                Also run an agent in this process (the executors of
+                        this host), with its data in DIR/agent.
+  -parallelism N        Actions an operation runs at once (default 16).
+  -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
+  -log-level LEVEL      debug, info, warn or error (default info).
+`,
+	run: runServer,
+}
+
+func runServer(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	dataDir := fs.String("data-dir", "", "")
+	httpAddr := fs.String("http-addr", "127.0.0.1:4646", "")
+	raftAddr := fs.String("raft-addr", "", "")
+	bootstrap := fs.Bool("bootstrap", false, "")
+	join := fs.String("join", "", "")
+	withAgent := fs.Bool("agent", false, "")
+	parallelism := fs.Int("parallelism", 16, "")
+	leave := fs.Bool("leave-on-shutdown", true, "")
+	logLevel := fs.String("log-level", "info", "")
+	// Test-only: the in-memory driver for the -agent (never a default).
+	driver := fs.String("agent-driver", "", "")
+	memDelay := fs.Duration("memory-delay", 0, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 0) {
+		return ExitError
+	}
+	if *dataDir == "" || *raftAddr == "" {
+		fmt.Fprintf(e.Stderr, "kiln server: -data-dir and -raft-addr are required\n\n%s", c.usage)
+		return ExitError
+	}
+	if *bootstrap && *join != "" {
+		fmt.Fprintf(e.Stderr, "kiln server: -bootstrap and -join exclude each other\n")
+		return ExitError
+	}
+	dir := e.abs(*dataDir)
+	log, err := e.logger(*logLevel)
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
+		return ExitError
+	}
+	var drivers agent.Drivers
+	if *withAgent {
+		drivers, err = agentDrivers(filepath.Join(dir, "agent"), *driver, *memDelay)
+		if err != nil {
+			fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
+			return ExitError
+		}
+	}
+	srv, err := server.New(server.Config{
+		DataDir: dir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr, Bootstrap: *bootstrap,
+		Join: *join, JoinToken: e.getenv(envToken), Parallelism: *parallelism,
+		LeaveOnShutdown: *leave, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
+		return ExitError
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Start(ctx); err != nil {
+		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
+		return ExitError
+	}
+	log.Info("kiln server running", "http", srv.Addr(), "raft", *raftAddr, "node", srv.NodeID())
+	agentDone := make(chan error, 1)
+	if *withAgent {
+		tok := srv.ManagementToken()
+		if tok == "" {
+			tok = e.getenv(envToken)
+		}
+		cl, err := client.New(client.Config{Addr: srv.Addr(), Token: tok})
+		if err == nil {
+			var a *agent.Agent
+			a, err = agent.New(agent.Config{DataDir: filepath.Join(dir, "agent"), Client: cl, Drivers: drivers, Logger: log.With("role", "agent")})
+			if err == nil {
+				go func() { agentDone <- a.Run(ctx) }()
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(e.Stderr, "kiln server: agent: %v\n", err)
+			srv.Shutdown(context.Background())
+			return ExitError
+		}
+	} else {
+		agentDone <- nil
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	if err := <-agentDone; err != nil {
+		log.Error("agent", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		fmt.Fprintf(e.Stderr, "kiln server: shutdown: %v\n", err)
+		return ExitError
+	}
+	return ExitOK
+}
+
+// abs resolves p against the working directory.
+func (e *Env) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(e.Dir, p)
+}
+
+// logger is a text logger on stderr at the given level.
+func (e *Env) logger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(e.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// agentDrivers returns the real drivers, or the memory driver when asked
+// for explicitly (tests).
+func agentDrivers(dir, driver string, delay time.Duration) (agent.Drivers, error) {
+	switch driver {
+	case "", "real":
+		return agent.RealDrivers(dir)
+	case "memory":
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		return agent.NewMemory(dir, delay).Drivers(), nil
+	}
+	return nil, fmt.Errorf("unknown driver %q", driver)
+}

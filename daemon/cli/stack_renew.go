@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+var stackCommand = &command{
+	name:     "stack",
+	synopsis: "Manage one stack (renew)",
+	usage: `Usage: kiln stack renew [options] NAME -ttl DURATION
+
+  renew    Set the TTL of stack NAME to DURATION from now (like 1h): the
+           leader destroys the stack when it expires.
+
+Options:
+  -ttl DURATION      The new TTL (required).
+  -json              Print the stack (the API's StackDetail) as JSON.
+` + serversUsage,
+	run: runStack,
+}
+
+func runStack(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	ttl := fs.Duration("ttl", 0, "")
+	asJSON := fs.Bool("json", false, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) == 0 || pos[0] != "renew" {
+		fmt.Fprintf(e.Stderr, "kiln stack: want a subcommand: renew\n\n%s", c.usage)
+		return ExitError
+	}
+	if !e.wantArgs(c, pos[1:], 1) {
+		return ExitError
+	}
+	if *ttl <= 0 {
+		fmt.Fprintf(e.Stderr, "kiln stack renew: -ttl DURATION is required (like -ttl 1h)\n")
+		return ExitError
+	}
+	r := e.connect("stack renew", &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	st, err := r.c.Renew(context.Background(), pos[1], *ttl)
+	if err != nil {
+		return e.apiErr("stack renew", err)
+	}
+	if *asJSON {
+		return e.printJSON(st)
+	}
+	fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))
+	return ExitOK
+}

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+)
+
+var statusCommand = &command{
+	name:     "status",
+	synopsis: "Show a stack's status and the state of its resources",
+	usage: `Usage: kiln status [options] NAME
+
+  Show the status of stack NAME (COMPLETE, IN_PROGRESS, FAILED, ...), why,
+  its operation in progress if any, and the state of every resource.
+  Exits 1 when the stack is FAILED.
+
+Options:
+  -json              Print the stack as one JSON document (the API's
+                     StackDetail, see docs/cli.md).
+` + serversUsage,
+	run: runStatus,
+}
+
+func runStatus(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	asJSON := fs.Bool("json", false, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 1) {
+		return ExitError
+	}
+	r := e.connect(c.name, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	st, err := r.c.Stack(context.Background(), pos[0])
+	if err != nil {
+		return e.apiErr(c.name, err)
+	}
+	failed := st.Status == "FAILED"
+	if *asJSON {
+		if st.Resources == nil {
+			st.Resources = []api.ResourceInfo{}
+		}
+		if code := e.printJSON(st); code != ExitOK || !failed {
+			return code
+		}
+		return ExitError
+	}
+	fmt.Fprintf(e.Stdout, "Stack:     %s (project %s)\n", st.Name, st.Project)
+	fmt.Fprintf(e.Stdout, "Status:    %s\n", st.Status)
+	if st.StatusReason != "" {
+		fmt.Fprintf(e.Stdout, "Reason:    %s\n", st.StatusReason)
+	}
+	if st.ActiveOperation != "" {
+		fmt.Fprintf(e.Stdout, "Operation: %s (in progress)\n", st.ActiveOperation)
+	}
+	if !st.Expires.IsZero() {
+		fmt.Fprintf(e.Stdout, "Expires:   %s (in %s)\n", st.Expires.Format(time.RFC3339), roundDur(time.Until(st.Expires)))
+	}
+	fmt.Fprintf(e.Stdout, "Updated:   %s\n", st.Updated.Format(time.RFC3339))
+	if len(st.Resources) > 0 {
+		fmt.Fprintln(e.Stdout, "\nResources:")
+		tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ADDRESS\tSTATUS\tNODE\tPHYSICAL NAME\tERROR")
+		for _, res := range st.Resources {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", res.Address, res.Status, dash(res.Node), dash(res.PhysicalName), res.Error)
+		}
+		tw.Flush()
+	}
+	e.printOutputs(st.Outputs)
+	if failed {
+		return ExitError
+	}
+	return ExitOK
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,241 @@
+// Package embedded runs kiln's single-node default: a server and an agent
+// in the CLI's own process, with their data in ./.kiln/, on loopback ports
+// only, talking to each other with the management token. It is what `kiln
+// apply` uses when no KILN_ADDR is set: nothing to set up, and the state
+// stays in the directory where the user works.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/agent"
+	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/daemon/server"
+)
+
+// Files in the embedded directory.
+const (
+	LockFile     = "lock"
+	RaftPortFile = "raft-port"
+	ServerDir    = "server"
+	AgentDir     = "agent"
+	// AgentID is the embedded agent's id.
+	AgentID = "local"
+)
+
+// DriverMemory selects the in-memory driver (tests only).
+const DriverMemory = "memory"
+
+// Config configures an embedded node.
+type Config struct {
+	// Dir is the data directory (./.kiln), made on first use.
+	Dir string
+	// Driver is "" for the real executors or DriverMemory for the
+	// in-memory driver (tests only).
+	Driver string
+	// MemoryDelay slows every memory-driver action (tests only).
+	MemoryDelay time.Duration
+	// NoAgent starts the server alone, for verbs that only read.
+	NoAgent bool
+	Logger  *slog.Logger
+}
+
+// Node is a running embedded server and agent.
+type Node struct {
+	Server *server.Server
+	Agent  *agent.Agent
+	Client *client.Client
+	// Memory is the memory driver set when Driver is DriverMemory.
+	Memory *agent.Memory
+
+	lock      *os.File
+	cancel    context.CancelFunc
+	agentDone chan error
+}
+
+// LockedError says another process holds the directory.
+type LockedError struct {
+	Dir string
+	PID int
+}
+
+func (e *LockedError) Error() string {
+	if e.PID > 0 {
+		return fmt.Sprintf("another kiln is using %s (pid %d)", e.Dir, e.PID)
+	}
+	return fmt.Sprintf("another kiln is using %s", e.Dir)
+}
+
+// Start locks cfg.Dir, starts the server (bootstrapped, single node) and the
+// agent, and waits until the server is ready.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{lock: lock}
+	ok := false
+	defer func() {
+		if !ok {
+			n.unlock()
+		}
+	}()
+	var drivers agent.Drivers
+	agentDir := filepath.Join(cfg.Dir, AgentDir)
+	if err := os.MkdirAll(agentDir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	switch {
+	case cfg.NoAgent:
+	case cfg.Driver == DriverMemory:
+		n.Memory = agent.NewMemory(agentDir, cfg.MemoryDelay)
+		drivers = n.Memory.Drivers()
+	case cfg.Driver == "":
+		drivers, err = agent.RealDrivers(agentDir)
+		if err != nil {
+			return nil, fmt.Errorf("embedded agent: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("embedded: unknown driver %q", cfg.Driver)
+	}
+	raftAddr, err := raftAddr(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{
+		DataDir:   filepath.Join(cfg.Dir, ServerDir),
+		HTTPAddr:  "127.0.0.1:0",
+		RaftAddr:  raftAddr,
+		NodeID:    "local",
+		Bootstrap: true,
+		Logger:    cfg.Logger.With("role", "server"),
+		// One node: elect at once.
+		HeartbeatTimeout:   200 * time.Millisecond,
+		ElectionTimeout:    200 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, err
+	}
+	n.Server = srv
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = srv.WaitReady(rctx)
+	rcancel()
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return nil, err
+	}
+	n.Client, err = client.New(client.Config{Addr: srv.Addr(), Token: srv.ManagementToken()})
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return nil, err
+	}
+	if cfg.NoAgent {
+		ok = true
+		return n, nil
+	}
+	n.Agent, err = agent.New(agent.Config{
+		ID: AgentID, DataDir: agentDir, Client: n.Client, Drivers: drivers,
+		HeartbeatInterval: time.Second, Wait: 10 * time.Second, Address: "embedded",
+		Logger: cfg.Logger.With("role", "agent"),
+	})
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return nil, err
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.agentDone = make(chan error, 1)
+	go func() { n.agentDone <- n.Agent.Run(actx) }()
+	ok = true
+	return n, nil
+}
+
+// Close stops the agent and the server and releases the directory.
+func (n *Node) Close() error {
+	if n.cancel != nil {
+		n.cancel()
+		<-n.agentDone
+	}
+	var err error
+	if n.Server != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = n.Server.Shutdown(ctx)
+		cancel()
+	}
+	n.unlock()
+	return err
+}
+
+func (n *Node) unlock() {
+	if n.lock != nil {
+		syscall.Flock(int(n.lock.Fd()), syscall.LOCK_UN)
+		n.lock.Close()
+		n.lock = nil
+	}
+}
+
+// lockDir takes an exclusive flock on dir/lock and writes the pid in it.
+func lockDir(dir string) (*os.File, error) {
+	p := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		data, _ := os.ReadFile(p)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, &LockedError{Dir: dir, PID: pid}
+		}
+		return nil, fmt.Errorf("embedded: lock %s: %w", p, err)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// raftAddr returns the loopback raft address of the node: the port used
+// before when it is free (raft keeps the address in its configuration), a
+// new ephemeral one otherwise.
+func raftAddr(dir string) (string, error) {
+	p := filepath.Join(dir, RaftPortFile)
+	if data, err := os.ReadFile(p); err == nil {
+		addr := "127.0.0.1:" + strings.TrimSpace(string(data))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr, nil
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("embedded: raft port: %w", err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	if err := os.WriteFile(p, []byte(port+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("embedded: %w", err)
+	}
+	return addr, nil
+}
