@@ -40,15 +40,4 @@ type Drivers map[string]Driver
 // plugged into the agent.
 var ErrRealDriversNotWired = errors.New("real drivers not wired yet: the executors (image, network, volume, server, port_forward) are not plugged into the agent; run a test agent with -driver=memory")
 
-// RealDrivers returns the drivers of the real executors (libvirt, bridges,
-// iptables, dnsmasq, the image cache), keeping their state under dataDir.
-//
-// TODO(executors): wire executors/image, executors/network,
-// executors/volume, executors/server and executors/portforward here, each
-// behind an adapter from engine.Action to its own Create/Read/Update/Delete,
-// and return them keyed by kind. Until then this refuses, so that nothing
-// runs on a driver that is not real.
-func RealDrivers(dataDir string) (Drivers, error) {
-	_ = dataDir
-	return nil, ErrRealDriversNotWired
-}
+// RealDrivers (real.go) returns the drivers of the real executors.

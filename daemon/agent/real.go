@@ -50,11 +50,11 @@ type Real struct {
 	locks map[string]*sync.Mutex
 }
 
-// realDrivers returns the drivers of the real executors (libvirt, bridges,
+// RealDrivers returns the drivers of the real executors (libvirt, bridges,
 // iptables, dnsmasq, the image cache), keeping their state under dataDir.
 // It first checks that libvirtd answers and that the tools the network
 // executors run are installed, and says how to fix it when not.
-func realDrivers(dataDir string) (Drivers, error) {
+func RealDrivers(dataDir string) (Drivers, error) {
 	r, err := OpenReal(dataDir)
 	if err != nil {
 		return nil, err

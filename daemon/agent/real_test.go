@@ -571,3 +571,83 @@ func TestUnknownAttributeNamed(t *testing.T) {
 		t.Fatal("an unknown target was taken")
 	}
 }
+
+// TestRealReplaceGenerations runs the two halves of a create_before_destroy
+// replace: the create of a new generation makes a second instance beside
+// the first, and the delete by the old id removes only the old one.
+func TestRealReplaceGenerations(t *testing.T) {
+	ctx := context.Background()
+	r := openRealForTest(t)
+	d := r.Drivers()
+	const stack = "genstack"
+	// The port forward needs a route to its target.
+	route := create(engine.Action{Stack: stack, Address: "network.route", Kind: "network", Attrs: map[string]any{"cidr": "10.80.0.0/24", "dhcp": false}})
+	if _, err := d["network"].Create(ctx, route); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []engine.Action{
+		{Stack: stack, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(8 << 20), "format": "qcow2"}},
+		{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.79.0.0/24", "dhcp": false}},
+		{Stack: stack, Address: "port_forward.p", Kind: "port_forward", Attrs: map[string]any{"host_port": int64(7070), "target": "10.80.0.10", "target_port": int64(70)}},
+	} {
+		old := create(a)
+		o1, err := d[a.Kind].Create(ctx, old)
+		if err != nil {
+			t.Fatalf("create %s: %v", a.Address, err)
+		}
+		oldID := o1.Attrs["id"].(string)
+		// The create half of a replace: a new generation, ID = the old id.
+		nw := create(a)
+		nw.Generation, nw.ID = "op-2", oldID
+		if _, exists, err := d[a.Kind].Read(ctx, nw); err != nil || exists {
+			t.Fatalf("%s: read of the new generation before its create: %v, %v", a.Address, exists, err)
+		}
+		o2, err := d[a.Kind].Create(ctx, nw)
+		if err != nil {
+			t.Fatalf("create %s generation 2: %v", a.Address, err)
+		}
+		newID := o2.Attrs["id"].(string)
+		if newID == oldID || o2.PhysicalName == o1.PhysicalName {
+			t.Fatalf("%s: the new generation has the old id %q", a.Address, newID)
+		}
+		if o, exists, err := d[a.Kind].Read(ctx, nw); err != nil || !exists || o.Attrs["id"] != newID {
+			t.Fatalf("%s: read of the new generation: %v %v %v", a.Address, o.Attrs, exists, err)
+		}
+		// The delete half: by the old id.
+		del := a
+		del.Op, del.ID = engine.OpDelete, oldID
+		if err := d[a.Kind].Delete(ctx, del); err != nil {
+			t.Fatalf("delete old %s: %v", a.Address, err)
+		}
+		if _, exists, err := d[a.Kind].Read(ctx, del); err != nil || exists {
+			t.Fatalf("%s: the old instance is still there: %v, %v", a.Address, exists, err)
+		}
+		up := a
+		up.Op, up.ID = engine.OpUpdate, newID
+		if _, exists, err := d[a.Kind].Read(ctx, up); err != nil || !exists {
+			t.Fatalf("%s: deleting the old instance took the new one: %v, %v", a.Address, exists, err)
+		}
+		del.ID = newID
+		if err := d[a.Kind].Delete(ctx, del); err != nil {
+			t.Fatalf("delete new %s: %v", a.Address, err)
+		}
+	}
+	route.Op = engine.OpDelete
+	if err := d["network"].Delete(ctx, route); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, r, stack)
+}
+
+func TestRealDriversSayHowToFixLibvirtd(t *testing.T) {
+	t.Setenv(LibvirtURIEnv, "qemu:///system?socket=/nonexistent/libvirt-sock")
+	_, err := RealDrivers(t.TempDir())
+	if err == nil {
+		t.Fatal("RealDrivers succeeded without a reachable libvirtd")
+	}
+	for _, want := range []string{"libvirtd is not reachable at qemu:///system?socket=/nonexistent/libvirt-sock", "apt-get install libvirt-daemon-system qemu-system-x86", "libvirtd -d; virtlogd -d"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
