@@ -210,6 +210,15 @@ func TestTrioSurvivesLeaderKillMidApply(t *testing.T) {
 		c.startNode(i)
 	}
 	waitFor(t, 60*time.Second, "a leader after the restart", func() bool { return c.leader() >= 0 })
+	// A restarted cluster elects a leader before its state machine has
+	// replayed the log: until then the servers do not know the token yet
+	// and answer 401. Wait (bounded) for the first authenticated read.
+	elected := time.Now()
+	waitFor(t, 30*time.Second, "the state to be replayed", func() bool {
+		_, err := c.client().Stack(context.Background(), "web")
+		return err == nil
+	})
+	t.Logf("state readable %v after the election", time.Since(elected).Round(time.Millisecond))
 	checkState("after restarting all three")
 	peers, err := c.client().Peers(context.Background())
 	if err != nil || len(peers) != 3 {
