@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -65,6 +67,11 @@ type Store struct {
 	closers   []io.Closer
 
 	leaderCh chan bool
+
+	// startIndex is the last log index on disk when the store opened; ready
+	// becomes true once the FSM has caught up with it (see Ready).
+	startIndex uint64
+	ready      atomic.Bool
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -215,9 +222,35 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	s.raft = r
+	s.startIndex = r.LastIndex()
 	go s.forwardLeadership(notify)
 	ok = true
 	return s, nil
+}
+
+// Ready reports whether the state has caught up with what this node had on
+// disk when it opened. hashicorp/raft applies the log only once entries are
+// known committed, so right after a restart the state is empty until a
+// leader is elected; answering from it then would refuse valid tokens. A
+// node is ready when its applied index reaches the last index it had on
+// disk, or the commit index it has learned from a leader (a tail of
+// uncommitted entries may be dropped). Once ready, it stays ready.
+func (s *Store) Ready() bool {
+	if s.ready.Load() {
+		return true
+	}
+	applied := s.raft.AppliedIndex()
+	ok := applied >= s.startIndex
+	if !ok {
+		if _, id := s.raft.LeaderWithID(); id != "" {
+			commit, err := strconv.ParseUint(s.raft.Stats()["commit_index"], 10, 64)
+			ok = err == nil && commit > 0 && applied >= commit
+		}
+	}
+	if ok {
+		s.ready.Store(true)
+	}
+	return ok
 }
 
 // forwardLeadership keeps the latest leadership change in leaderCh, so raft

@@ -127,6 +127,36 @@ func TestStalePlan(t *testing.T) {
 	}
 }
 
+// TestApplyPlanID: a plan made first can be applied by its id alone; the
+// stack then records the planned template, so planning it again shows no
+// changes.
+func TestApplyPlanID(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
+	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	tpl := bundle(map[string]string{"main.hcl": smallTemplate})
+
+	var plan api.PlanResponse
+	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *tpl}, http.StatusOK, &plan)
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{PlanID: plan.PlanID}, http.StatusAccepted, &ref)
+	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("operation: %+v", op)
+	}
+	var again api.PlanResponse
+	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *tpl}, http.StatusOK, &again)
+	if again.HasChanges {
+		t.Fatalf("plan after apply by id has changes:\n%s", again.Text)
+	}
+}
+
 // TestTTL: the leader destroys a stack whose TTL is over; a renewed one stays.
 func TestTTL(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())

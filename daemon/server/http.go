@@ -183,6 +183,11 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 	if !ok || strings.TrimSpace(secret) == "" {
 		return caller{}, errf(http.StatusUnauthorized, "missing token: send Authorization: Bearer <token> (KILN_TOKEN)")
 	}
+	if !s.store.Ready() {
+		// Right after a restart the state is replayed only once a leader
+		// confirms the log; until then a valid token would look unknown.
+		return caller{}, errf(http.StatusServiceUnavailable, "starting: this server is still catching up with the raft log; retry shortly")
+	}
 	tok, ok := s.store.State().TokenBySecret(strings.TrimSpace(secret))
 	if !ok {
 		return caller{}, errf(http.StatusUnauthorized, "unknown or revoked token")

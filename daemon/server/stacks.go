@@ -170,8 +170,25 @@ func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, resp)
 }
 
-// putPlan stores the plan blob (so that any later leader can find it by id).
+// putBundle stores the template bundle blob of a plan, once.
+func (s *Server) putBundle(r *http.Request, p *plannedOp) error {
+	if p.bundle == nil {
+		return nil
+	}
+	hash := raftstore.HashBlob(p.bundle)
+	if s.store.State().HasBlob(hash) {
+		return nil
+	}
+	return s.apply(r.Context(), &raftstore.PutBlob{Hash: hash, Data: p.bundle})
+}
+
+// putPlan stores the plan blob (so that any later leader can find it by id)
+// and the bundle it refers to, so that an apply of the plan id can record the
+// stack's template.
 func (s *Server) putPlan(r *http.Request, p *plannedOp) (string, error) {
+	if err := s.putBundle(r, p); err != nil {
+		return "", err
+	}
 	data, err := json.Marshal(p.stored)
 	if err != nil {
 		return "", err
@@ -232,7 +249,7 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		if err := s.apply(r.Context(), &raftstore.PutBlob{Hash: raftstore.HashBlob(p.bundle), Data: p.bundle}); err != nil {
+		if err := s.putBundle(r, p); err != nil {
 			return err
 		}
 	default:
