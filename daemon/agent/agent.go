@@ -195,9 +195,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(hbDone)
 		a.heartbeats(ctx)
 	}()
+	hostDone := make(chan struct{})
+	go func() {
+		defer close(hostDone)
+		a.hostWork(ctx)
+	}()
 	a.work(ctx)
 	a.wg.Wait()
 	<-hbDone
+	<-hostDone
 	return nil
 }
 
@@ -372,6 +378,8 @@ func (a *Agent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 		return rep
 	}
 	act.Node = a.id
+	ctx, flushEvents := a.withEvents(ctx, it)
+	defer flushEvents()
 	log := a.log.With("op", it.OperationID, "address", it.Address, "action", it.Op)
 	var obj Object
 	switch it.Op {

@@ -39,7 +39,8 @@ type Memory struct {
 	// call.
 	CallsFile string
 
-	mu sync.Mutex
+	mu     sync.Mutex
+	stacks map[string]string // object id -> stack, for Orphans
 }
 
 // NewMemory returns a memory driver set that writes its counts under
@@ -129,6 +130,7 @@ func (k memKind) Create(ctx context.Context, a engine.Action) (Object, error) {
 		return Object{}, err
 	}
 	o, err := k.m.D.Create(ctx, a.Kind, a.Address, a.Generation, a.Attrs)
+	k.m.rememberStack(o.ID, a.Stack)
 	return Object{PhysicalName: o.ID, Attrs: o.Values()}, err
 }
 

@@ -33,7 +33,7 @@ func (k realImage) Create(ctx context.Context, a engine.Action) (Object, error) 
 	if err != nil {
 		return Object{}, err
 	}
-	img, err := k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, nil)
+	img, err := k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
 	}

@@ -285,7 +285,7 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		if !ok || src == "" || dep["id"] != sum {
 			return s, res, fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
 		}
-		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, nil)
+		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
 	}
 	if err != nil {
 		return s, res, fmt.Errorf("%s: image: %w", a.Address, err)

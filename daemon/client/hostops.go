@@ -1,0 +1,56 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+)
+
+// Host operations between an agent and the leader (see daemon/agent's
+// hostops.go): the blocking query for host work, the answers, and the
+// progress events of long actions.
+
+// HostWork waits up to wait for host work (image list, prune, gc, console)
+// for an agent past index. The servers forward it to the leader, which
+// alone holds these requests.
+func (c *Client) HostWork(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.WorkResponse, error) {
+	ctx, cancel := blockCtx(ctx, wait)
+	defer cancel()
+	var out api.WorkResponse
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/hostwork" + blockingQuery(index, wait), out: &out, useNumber: true})
+	return out, err
+}
+
+// HostReport sends an agent's answer to a host work item.
+func (c *Client) HostReport(ctx context.Context, agentID string, rep api.ActionReport) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/agents/" + esc(agentID) + "/hostresults", body: rep})
+	return err
+}
+
+// AgentEvent adds an event from an agent to the stack of an operation (the
+// progress of an image download).
+func (c *Client) AgentEvent(ctx context.Context, agentID string, ev api.Event) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/agents/" + esc(agentID) + "/events", body: ev})
+	return err
+}
+
+// ConsoleChunk is a piece of a console log: GET .../console?offset=N
+// answers it as JSON.
+type ConsoleChunk struct {
+	Text string `json:"text"`
+	// Next is the offset to ask from next time; Size the log's size.
+	Next int64 `json:"next"`
+	Size int64 `json:"size"`
+}
+
+// ConsoleFrom returns the serial console log of a server from offset (at
+// most 256 KiB; the last 256 KiB when offset < 0), for following it.
+func (c *Client) ConsoleFrom(ctx context.Context, stack, address string, offset int64) (ConsoleChunk, error) {
+	var out ConsoleChunk
+	p := "/v1/stacks/" + esc(stack) + "/resources/" + esc(address) + "/console?offset=" + strconv.FormatInt(offset, 10)
+	_, err := c.do(ctx, request{method: http.MethodGet, path: p, out: &out})
+	return out, err
+}
