@@ -58,6 +58,7 @@ func cloneChange(c planner.Change) planner.Change {
 	c.After = cloneAttrs(c.After)
 	c.Changed = slices.Clone(c.Changed)
 	c.ReplaceBecause = slices.Clone(c.ReplaceBecause)
+	c.ReplaceAttrs = slices.Clone(c.ReplaceAttrs)
 	c.DependsOn = slices.Clone(c.DependsOn)
 	c.Sensitive = maps.Clone(c.Sensitive)
 	return c
