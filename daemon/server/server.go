@@ -94,6 +94,7 @@ type Server struct {
 	mux     *http.ServeMux
 
 	mgmtToken string
+	host      hostBroker // host questions to the agents (hostops.go)
 
 	leaderDone chan struct{}
 	stop       chan struct{}

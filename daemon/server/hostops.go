@@ -1,0 +1,572 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/raftstore"
+	"github.com/kiln-dev/kiln/spec"
+)
+
+// Host operations: `kiln image list`, `kiln image prune`, `kiln gc` and
+// `kiln console` ask the agents about their hosts. These are questions
+// answered once, some with answers too big for the Raft log (a console
+// log), so they do not go through it: the leader keeps them in memory
+// (hostBroker), an agent fetches them with a blocking query that any server
+// forwards to the leader (GET /v1/agents/{id}/hostwork) and answers with
+// POST /v1/agents/{id}/hostresults, and the HTTP request that waits for
+// the answer replies to its client. The protocol of the items (ops,
+// parameters, answers) is described in daemon/agent's hostops.go. A lost
+// leadership loses the questions in flight; the client asks again.
+
+// Host ops (as daemon/agent names them).
+const (
+	hostKind    = "host"
+	hostImages  = "images"
+	hostPrune   = "prune"
+	hostGC      = "gc"
+	hostConsole = "console"
+)
+
+// How long the leader waits for an agent's answer.
+const (
+	hostWaitRead   = 30 * time.Second // images, gc listing, console
+	hostWaitChange = 5 * time.Minute  // prune, gc -force
+)
+
+// hostBroker holds the host questions of this leader until their agents
+// answer. Its zero value is ready.
+type hostBroker struct {
+	mu      sync.Mutex
+	seq     uint64
+	pending map[string][]hostItem // agent -> items not answered
+	waiters map[string]chan api.ActionReport
+	changed chan struct{} // closed and replaced when an item is added
+}
+
+type hostItem struct {
+	seq  uint64
+	item api.WorkItem
+}
+
+func (b *hostBroker) initLocked() {
+	if b.pending == nil {
+		b.pending = map[string][]hostItem{}
+		b.waiters = map[string]chan api.ActionReport{}
+		b.changed = make(chan struct{})
+	}
+}
+
+// put queues an item for an agent and returns the channel its answer
+// comes on. Sequence numbers start from the clock so that they go on
+// growing across leaders (an agent's index from the last leader is then
+// behind; the agent also starts over when the index goes back).
+func (b *hostBroker) put(agent string, it api.WorkItem) chan api.ActionReport {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.initLocked()
+	b.seq = max(b.seq+1, uint64(time.Now().UnixNano()))
+	b.pending[agent] = append(b.pending[agent], hostItem{seq: b.seq, item: it})
+	ch := make(chan api.ActionReport, 1)
+	b.waiters[it.WorkID] = ch
+	close(b.changed)
+	b.changed = make(chan struct{})
+	return ch
+}
+
+// drop forgets an item (answered or given up on).
+func (b *hostBroker) drop(agent, workID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.initLocked()
+	delete(b.waiters, workID)
+	l := b.pending[agent]
+	for i, h := range l {
+		if h.item.WorkID == workID {
+			b.pending[agent] = append(l[:i:i], l[i+1:]...)
+			break
+		}
+	}
+	if len(b.pending[agent]) == 0 {
+		delete(b.pending, agent)
+	}
+}
+
+// after returns an agent's items newer than index, the current sequence
+// and a channel closed when something is added.
+func (b *hostBroker) after(agent string, index uint64) ([]api.WorkItem, uint64, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.initLocked()
+	var out []api.WorkItem
+	for _, h := range b.pending[agent] {
+		if h.seq > index {
+			out = append(out, h.item)
+		}
+	}
+	return out, b.seq, b.changed
+}
+
+// answer hands an agent's answer to the request waiting for it.
+func (b *hostBroker) answer(agent string, rep api.ActionReport) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.initLocked()
+	ch, ok := b.waiters[rep.WorkID]
+	if !ok {
+		return false
+	}
+	owned := false
+	for _, h := range b.pending[agent] {
+		owned = owned || h.item.WorkID == rep.WorkID
+	}
+	if !owned {
+		return false
+	}
+	select {
+	case ch <- rep:
+	default:
+	}
+	return true
+}
+
+// askHost asks one agent a host question and waits (at most wait) for the
+// answer, whose attributes it returns decoded. An answer that is not OK is
+// an error with the agent's message; so is an agent that goes down.
+func (s *Server) askHost(ctx context.Context, agent, op string, params map[string]any, wait time.Duration) (map[string]any, error) {
+	enc, err := api.EncodeValues(params)
+	if err != nil {
+		return nil, err
+	}
+	it := api.WorkItem{Kind: hostKind, Op: op, Attrs: enc, Attempt: 1, WorkID: "h-" + randomHex(8)}
+	if a, ok := params["address"].(string); ok {
+		it.Address = a
+	}
+	ch := s.host.put(agent, it)
+	defer s.host.drop(agent, it.WorkID)
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case rep := <-ch:
+			attrs, derr := api.DecodeValues(rep.Attrs)
+			if derr != nil {
+				return nil, fmt.Errorf("agent %s: answer to %s: %w", agent, op, derr)
+			}
+			if !rep.OK {
+				return attrs, fmt.Errorf("agent %s: %s", agent, rep.Error)
+			}
+			return attrs, nil
+		case <-tick.C:
+			if ag, ok := s.store.State().Agent(agent); !ok || ag.Status != raftstore.AgentUp {
+				return nil, fmt.Errorf("agent %s went down before answering %s", agent, op)
+			}
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, errf(http.StatusGatewayTimeout, "agent %s did not answer %s within %s", agent, op, wait)
+			}
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// askAll asks every agent that is up, in parallel, and returns the answers
+// by agent. Any failure fails the whole (the message names the agents).
+func (s *Server) askAll(ctx context.Context, op string, params map[string]any, wait time.Duration) (map[string]map[string]any, error) {
+	var agents []string
+	for _, a := range s.store.State().Agents() {
+		if a.Status == raftstore.AgentUp {
+			agents = append(agents, a.ID)
+		}
+	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		out  = map[string]map[string]any{}
+		errs []error
+	)
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			attrs, err := s.askHost(ctx, a, op, params, wait)
+			mu.Lock()
+			defer mu.Unlock()
+			out[a] = attrs
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+		if len(errs) == 1 {
+			var he *httpError
+			if errors.As(errs[0], &he) {
+				return out, he
+			}
+		}
+		return out, errf(http.StatusBadGateway, "%v", errors.Join(errs...))
+	}
+	return out, nil
+}
+
+// leaderOnly forwards a request to the leader when this server is not it:
+// only the leader holds the host questions.
+func (s *Server) leaderOnly(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if !s.store.IsLeader() {
+			return s.forward(w, r)
+		}
+		return h(w, r)
+	}
+}
+
+// handleHostWork answers an agent's blocking query for host work.
+func (s *Server) handleHostWork(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	index, wait, err := waitParams(r)
+	if err != nil {
+		return err
+	}
+	if _, ok := s.store.State().Agent(id); !ok {
+		return errf(http.StatusNotFound, "agent %s is not registered", id)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	for {
+		items, seq, changed := s.host.after(id, index)
+		if len(items) > 0 || wait <= 0 {
+			return writeJSON(w, http.StatusOK, api.WorkResponse{Items: append([]api.WorkItem{}, items...), Index: seq})
+		}
+		if seq < index {
+			// The agent's index comes from another leader: start it over.
+			return writeJSON(w, http.StatusOK, api.WorkResponse{Items: []api.WorkItem{}, Index: seq})
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return writeJSON(w, http.StatusOK, api.WorkResponse{Items: []api.WorkItem{}, Index: seq})
+		}
+	}
+}
+
+// handleHostResults takes an agent's answer to a host question.
+func (s *Server) handleHostResults(w http.ResponseWriter, r *http.Request) error {
+	var rep api.ActionReport
+	if err := decode(r, &rep, false); err != nil {
+		return err
+	}
+	if rep.WorkID == "" {
+		return &httpError{code: http.StatusBadRequest, field: "work_id", msg: "work_id is required"}
+	}
+	if !s.host.answer(r.PathValue("id"), rep) {
+		return errf(http.StatusNotFound, "host work %s of agent %s is not awaited (answered already, or given up on)", rep.WorkID, r.PathValue("id"))
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleAgentEvents appends an agent's event (the progress of an image
+// download) to the stack of the operation it names.
+func (s *Server) handleAgentEvents(w http.ResponseWriter, r *http.Request) error {
+	var ev api.Event
+	if err := decode(r, &ev, false); err != nil {
+		return err
+	}
+	switch {
+	case ev.Operation == "":
+		return &httpError{code: http.StatusBadRequest, field: "operation", msg: "operation is required"}
+	case strings.TrimSpace(ev.Message) == "":
+		return &httpError{code: http.StatusBadRequest, field: "message", msg: "message is required"}
+	}
+	op, ok := s.store.State().Operation(ev.Operation)
+	if !ok {
+		return errf(http.StatusNotFound, "operation %s not found", ev.Operation)
+	}
+	if ev.Stack != "" && ev.Stack != op.Stack {
+		return &httpError{code: http.StatusBadRequest, field: "stack", msg: fmt.Sprintf("operation %s is of stack %s, not %s", op.ID, op.Stack, ev.Stack)}
+	}
+	lvl := raftstore.Level(ev.Level)
+	switch lvl {
+	case raftstore.LevelInfo, raftstore.LevelWarn, raftstore.LevelError:
+	case "":
+		lvl = raftstore.LevelInfo
+	default:
+		return &httpError{code: http.StatusBadRequest, field: "level", msg: fmt.Sprintf("level %q is not info, warn or error", ev.Level)}
+	}
+	err := s.apply(r.Context(), &raftstore.AppendEvents{Project: op.Project, Stack: op.Stack, Events: []raftstore.Event{{
+		Time: time.Now().UTC(), Node: r.PathValue("id"), Level: lvl, Message: ev.Message, Operation: op.ID, Address: ev.Address,
+	}}})
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// imagesInUse returns the images every stack uses (image resources' ids and
+// sha256, servers' image attribute), by image with the stacks
+// ("project/stack") using it. It fails when an unfinished operation is
+// about to fetch an image whose sha256 is not known yet: a prune then could
+// remove what that operation has just fetched.
+func (s *Server) imagesInUse() (map[string][]string, error) {
+	st := s.store.State()
+	use := map[string][]string{}
+	add := func(sum any, who string) {
+		v, ok := sum.(string)
+		if !ok || v == "" || spec.IsUnknown(sum) {
+			return
+		}
+		for _, x := range use[v] {
+			if x == who {
+				return
+			}
+		}
+		use[v] = append(use[v], who)
+	}
+	for _, stk := range st.Stacks("") {
+		who := stk.Project + "/" + stk.Name
+		for _, r := range st.Resources(stk.Project, stk.Name) {
+			imageRefs(r.State.Kind, mergeAttrs(r.State.Attrs, r.State.Computed), func(v any) { add(v, who) })
+		}
+	}
+	for _, op := range st.UnfinishedOperations() {
+		who := op.Project + "/" + op.Stack
+		for _, ch := range op.Plan.Changes {
+			if ch.Action == planner.Delete || ch.Action == planner.NoOp {
+				continue
+			}
+			if ch.Kind == "image" {
+				if sum, ok := ch.After["sha256"].(string); !ok || sum == "" {
+					return nil, errf(http.StatusConflict, "%s of stack %s is being applied and its image %s has no sha256: prune when the operation %s is finished", op.Kind, op.Stack, ch.Address, op.ID)
+				}
+			}
+			imageRefs(ch.Kind, ch.After, func(v any) { add(v, who) })
+		}
+	}
+	for _, l := range use {
+		sort.Strings(l)
+	}
+	return use, nil
+}
+
+func imageRefs(kind string, attrs map[string]any, add func(any)) {
+	switch kind {
+	case "image":
+		add(attrs["id"])
+		add(attrs["sha256"])
+	case "server":
+		add(attrs["image"])
+	}
+}
+
+// imageInfos reads the images of an agent's answer.
+func imageInfos(agent string, v any, use map[string][]string, project string) []api.ImageInfo {
+	l, _ := v.([]any)
+	out := []api.ImageInfo{}
+	for _, e := range l {
+		m, _ := e.(map[string]any)
+		i := api.ImageInfo{Agent: agent}
+		i.SHA256, _ = m["sha256"].(string)
+		i.Format, _ = m["format"].(string)
+		i.Size, _ = m["size"].(int64)
+		for _, who := range use[i.SHA256] {
+			// A project's token sees its own stacks' names only.
+			p, name, _ := strings.Cut(who, "/")
+			if project == "" {
+				i.Stacks = append(i.Stacks, who)
+			} else if p == project {
+				i.Stacks = append(i.Stacks, name)
+			}
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+func sortImages(l []api.ImageInfo) {
+	sort.Slice(l, func(i, j int) bool {
+		if l[i].Agent != l[j].Agent {
+			return l[i].Agent < l[j].Agent
+		}
+		return l[i].SHA256 < l[j].SHA256
+	})
+}
+
+// handleImages answers `kiln image list`: every up agent's cache.
+func (s *Server) handleImages(w http.ResponseWriter, r *http.Request) error {
+	use, err := s.imagesInUse()
+	if err != nil {
+		use = map[string][]string{} // listing does not need certainty
+	}
+	answers, err := s.askAll(r.Context(), hostImages, map[string]any{}, hostWaitRead)
+	if err != nil {
+		return err
+	}
+	c := callerOf(r)
+	out := []api.ImageInfo{}
+	for agent, a := range answers {
+		out = append(out, imageInfos(agent, a["images"], use, c.token.Project)...)
+	}
+	sortImages(out)
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// handlePruneImages answers `kiln image prune`: every up agent removes the
+// cached images no stack uses; the answer lists what was removed.
+func (s *Server) handlePruneImages(w http.ResponseWriter, r *http.Request) error {
+	use, err := s.imagesInUse()
+	if err != nil {
+		return err
+	}
+	inUse := make([]any, 0, len(use))
+	for sum := range use {
+		inUse = append(inUse, sum)
+	}
+	sort.Slice(inUse, func(i, j int) bool { return inUse[i].(string) < inUse[j].(string) })
+	answers, err := s.askAll(r.Context(), hostPrune, map[string]any{"in_use": inUse}, hostWaitChange)
+	out := []api.ImageInfo{}
+	for agent, a := range answers {
+		out = append(out, imageInfos(agent, a["removed"], nil, "")...)
+	}
+	sortImages(out)
+	if err != nil {
+		if len(out) > 0 {
+			return fmt.Errorf("%w (removed before the error: %d images)", err, len(out))
+		}
+		return err
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// handleGC answers `kiln gc`: every up agent lists the objects tagged by
+// kiln that no stack owns and, with ?force=true, removes them. A stack
+// with an unfinished operation owns everything of its name (what it is
+// making is not recorded yet).
+func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) error {
+	force := false
+	if v := r.URL.Query().Get("force"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return &httpError{code: http.StatusBadRequest, field: "force", msg: fmt.Sprintf("force %q is not true or false", v)}
+		}
+		force = b
+	}
+	st := s.store.State()
+	owned := map[string]any{}
+	for _, stk := range st.Stacks("") {
+		l, _ := owned[stk.Name].([]any)
+		for _, res := range st.Resources(stk.Project, stk.Name) {
+			l = append(l, res.State.Address)
+		}
+		owned[stk.Name] = l
+	}
+	for k, v := range owned {
+		if v == nil {
+			owned[k] = []any{}
+		}
+	}
+	busy := []any{}
+	for _, op := range st.UnfinishedOperations() {
+		busy = append(busy, op.Stack)
+	}
+	wait := hostWaitRead
+	if force {
+		wait = hostWaitChange
+	}
+	answers, err := s.askAll(r.Context(), hostGC, map[string]any{"owned": owned, "busy": busy, "force": force}, wait)
+	rep := api.GCReport{Orphans: []api.Orphan{}, Removed: force}
+	for agent, a := range answers {
+		l, _ := a["orphans"].([]any)
+		for _, e := range l {
+			m, _ := e.(map[string]any)
+			o := api.Orphan{Agent: agent}
+			o.Kind, _ = m["kind"].(string)
+			o.Name, _ = m["name"].(string)
+			o.Owner, _ = m["owner"].(string)
+			rep.Orphans = append(rep.Orphans, o)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(rep.Orphans, func(i, j int) bool {
+		a, b := rep.Orphans[i], rep.Orphans[j]
+		if a.Agent != b.Agent {
+			return a.Agent < b.Agent
+		}
+		if a.Owner != b.Owner {
+			return a.Owner < b.Owner
+		}
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.Name < b.Name
+	})
+	return writeJSON(w, http.StatusOK, rep)
+}
+
+// handleConsole answers `kiln console STACK ADDRESS`: the serial console
+// log of a server, asked of the agent that owns it. Without ?offset it is
+// the log's last 256 KiB as text; with ?offset=N it is JSON
+// {"text", "next", "size"} from byte N, for following.
+func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) error {
+	stk, err := s.stackOf(r)
+	if err != nil {
+		return err
+	}
+	address := r.PathValue("address")
+	res, ok := s.store.State().Resource(stk.Project, stk.Name, address)
+	if !ok {
+		return errf(http.StatusNotFound, "stack %s has no resource %s", stk.Name, address)
+	}
+	if res.State.Kind != "server" {
+		return errf(http.StatusBadRequest, "%s is a %s: only a server has a console", address, res.State.Kind)
+	}
+	if res.Node == "" || res.PhysicalName == "" {
+		return errf(http.StatusNotFound, "%s has no domain on any agent yet", address)
+	}
+	if ag, ok := s.store.State().Agent(res.Node); !ok || ag.Status != raftstore.AgentUp {
+		return errf(http.StatusServiceUnavailable, "%s lives on agent %s, which is down", address, res.Node)
+	}
+	params := map[string]any{"stack": stk.Name, "name": res.PhysicalName, "address": address, "offset": int64(-1)}
+	asJSON := false
+	if v := r.URL.Query().Get("offset"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return &httpError{code: http.StatusBadRequest, field: "offset", msg: fmt.Sprintf("offset %q is not a number", v)}
+		}
+		params["offset"], asJSON = n, true
+	}
+	a, err := s.askHost(r.Context(), res.Node, hostConsole, params, hostWaitRead)
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			return he
+		}
+		return errf(http.StatusBadGateway, "%v", err)
+	}
+	text, _ := a["text"].(string)
+	next, _ := a["next"].(int64)
+	size, _ := a["size"].(int64)
+	if asJSON {
+		return writeJSON(w, http.StatusOK, map[string]any{"text": text, "next": next, "size": size})
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write([]byte(text))
+	return err
+}

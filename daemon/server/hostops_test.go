@@ -1,0 +1,241 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/agent"
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/raftstore"
+)
+
+// hostTemplate is a stack of an image, a network and a server whose names
+// end in suffix (the memory driver keys objects by address alone).
+func hostTemplate(suffix, sum string) *api.Template {
+	return bundle(map[string]string{"main.hcl": strings.NewReplacer("SUFFIX", suffix, "SUM", sum).Replace(`
+image "base_SUFFIX" {
+  source = "/srv/images/base.qcow2"
+  sha256 = "SUM"
+}
+
+network "lan_SUFFIX" {
+  cidr = "10.41.0.0/24"
+}
+
+server "web_SUFFIX" {
+  image  = image.base_SUFFIX.id
+  cpus   = 1
+  memory = "128MiB"
+  network "lan_SUFFIX" {
+    address = "10.41.0.10"
+  }
+}
+`)})
+}
+
+// startMemAgent runs the daemon's own agent loop (daemon/agent) on the
+// memory driver set against s.
+func startMemAgent(t *testing.T, s *Server, id string) *agent.Memory {
+	t.Helper()
+	mem := agent.NewMemory("", 0)
+	ag, err := agent.New(agent.Config{
+		ID: id, DataDir: t.TempDir(), Servers: []string{s.Addr()}, Token: s.ManagementToken(),
+		Drivers: mem.Drivers(), HeartbeatInterval: 100 * time.Millisecond, Wait: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ag.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return mem
+}
+
+// TestHostOps: image list, image prune, gc and console through the API,
+// answered by an agent on the memory drivers, with the roles of each.
+func TestHostOps(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mem := startMemAgent(t, s, "agent-1")
+	mgmt := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	tok := func(project, role string) client {
+		var tc api.TokenCreated
+		mgmt.must("POST", "/v1/tokens", api.TokenRequest{Project: project, Role: role}, http.StatusCreated, &tc)
+		return client{t: t, addr: s.Addr(), token: tc.Secret}
+	}
+	reader, member, admin := tok("default", "reader"), tok("default", "member"), tok("default", "admin")
+
+	// Two stacks on two images; the second stack goes away, leaving its
+	// image unused.
+	sumA, sumB := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	apply := func(stack, sum string) {
+		t.Helper()
+		var ref api.OperationRef
+		member.must("POST", "/v1/stacks/"+stack+"/apply", api.ApplyRequest{Template: hostTemplate(stack, sum)}, http.StatusAccepted, &ref)
+		if op := member.waitOp(ref.OperationID); op.Status != "complete" {
+			t.Fatalf("apply %s: %s %s %+v", stack, op.Status, op.Error, op.Actions)
+		}
+	}
+	apply("web", sumA)
+	apply("old", sumB)
+	var detail api.StackDetail
+	member.must("GET", "/v1/stacks/web", nil, http.StatusOK, &detail)
+	imageID := ""
+	for _, r := range detail.Resources {
+		if r.Address == "image.base_web" {
+			imageID, _ = r.Attrs["id"].(string)
+		}
+	}
+	if imageID == "" {
+		t.Fatalf("image.base has no id: %+v", detail.Resources)
+	}
+
+	// image list: a reader may; both images listed, with the stack using each.
+	var imgs []api.ImageInfo
+	reader.must("GET", "/v1/images", nil, http.StatusOK, &imgs)
+	if len(imgs) != 2 {
+		t.Fatalf("images = %+v, want 2", imgs)
+	}
+	users := map[string][]string{}
+	for _, i := range imgs {
+		if i.Agent != "agent-1" || i.Format != "qcow2" || i.Size <= 0 {
+			t.Errorf("image %+v: want agent-1, qcow2, a size", i)
+		}
+		users[i.SHA256] = i.Stacks
+	}
+	if got := users[imageID]; len(got) != 1 || got[0] != "web" {
+		t.Errorf("stacks of the image of web = %v, want [web]", got)
+	}
+
+	// Forget stack "old" without destroying it (its objects stay behind):
+	// its image is unused and its network and server are orphans.
+	var oldDetail api.StackDetail
+	member.must("GET", "/v1/stacks/old", nil, http.StatusOK, &oldDetail)
+	for _, r := range oldDetail.Resources {
+		if err := s.apply(ctx, &raftstore.DeleteResource{Project: "default", Stack: "old", Address: r.Address}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// prune: member 403, admin removes the unused image only.
+	if code, out := member.do("POST", "/v1/images/prune", nil); code != http.StatusForbidden {
+		t.Errorf("prune by a member: %d %s, want 403", code, out)
+	}
+	var removed []api.ImageInfo
+	admin.must("POST", "/v1/images/prune", nil, http.StatusOK, &removed)
+	if len(removed) != 1 || removed[0].SHA256 == imageID || removed[0].Agent != "agent-1" {
+		t.Errorf("prune removed %+v, want the image of old only", removed)
+	}
+	reader.must("GET", "/v1/images", nil, http.StatusOK, &imgs)
+	if len(imgs) != 1 || imgs[0].SHA256 != imageID {
+		t.Errorf("images after prune = %+v, want only %s", imgs, imageID)
+	}
+
+	// gc: reader and member 403; admin lists the orphans of "old" (its
+	// network and server; the image went with prune), -force removes them.
+	for _, c := range []client{reader, member} {
+		if code, out := c.do("GET", "/v1/gc", nil); code != http.StatusForbidden {
+			t.Errorf("gc by a non-admin: %d %s, want 403", code, out)
+		}
+	}
+	var rep api.GCReport
+	admin.must("GET", "/v1/gc", nil, http.StatusOK, &rep)
+	if rep.Removed || len(rep.Orphans) != 2 {
+		t.Fatalf("gc = %+v, want the 2 orphans of stack old, not removed", rep)
+	}
+	for _, o := range rep.Orphans {
+		if stack, _, _ := executors.ParseOwner(o.Owner); stack != "old" || o.Agent != "agent-1" {
+			t.Errorf("orphan %+v: want one of stack old on agent-1", o)
+		}
+	}
+	admin.must("GET", "/v1/gc?force=true", nil, http.StatusOK, &rep)
+	if !rep.Removed || len(rep.Orphans) != 2 {
+		t.Errorf("gc -force = %+v, want 2 removed", rep)
+	}
+	admin.must("GET", "/v1/gc", nil, http.StatusOK, &rep)
+	if len(rep.Orphans) != 0 {
+		t.Errorf("gc after -force = %+v, want nothing", rep.Orphans)
+	}
+	if n := len(mem.D.Objects()); n != 3 {
+		t.Errorf("objects left = %d, want the 3 of stack web", n)
+	}
+	if code, out := admin.do("GET", "/v1/gc?force=maybe", nil); code != http.StatusBadRequest {
+		t.Errorf("gc?force=maybe: %d %s, want 400", code, out)
+	}
+
+	// console: a reader may; text by default, JSON from an offset.
+	code, out := reader.do("GET", "/v1/stacks/web/resources/server.web_web/console", nil)
+	if code != http.StatusOK || !strings.Contains(string(out), "console of server.web_web") {
+		t.Errorf("console: %d %q", code, out)
+	}
+	var chunk struct {
+		Text string `json:"text"`
+		Next int64  `json:"next"`
+		Size int64  `json:"size"`
+	}
+	reader.must("GET", "/v1/stacks/web/resources/server.web_web/console?offset=0", nil, http.StatusOK, &chunk)
+	if chunk.Next != chunk.Size || chunk.Size != int64(len(out)) || chunk.Text != string(out) {
+		t.Errorf("console from 0 = %+v, want the whole text %q", chunk, out)
+	}
+	for path, want := range map[string]int{
+		"/v1/stacks/web/resources/network.lan_web/console":         http.StatusBadRequest,
+		"/v1/stacks/web/resources/server.nope/console":             http.StatusNotFound,
+		"/v1/stacks/nope/resources/server.web_web/console":         http.StatusNotFound,
+		"/v1/stacks/web/resources/server.web_web/console?offset=x": http.StatusBadRequest,
+	} {
+		if code, out := reader.do("GET", path, nil); code != want {
+			t.Errorf("GET %s: %d %s, want %d", path, code, out, want)
+		}
+	}
+	// Another project's stack does not exist for its tokens.
+	if code, _ := tok("p2", "admin").do("GET", "/v1/stacks/web/resources/server.web_web/console", nil); code != http.StatusNotFound {
+		t.Errorf("console across projects: %d, want 404", code)
+	}
+}
+
+// TestImageProgressEvents: an agent's event lands in the stack's events;
+// an event of an unknown operation is 404.
+func TestImageProgressEvents(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startMemAgent(t, s, "agent-1")
+	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: hostTemplate("web", strings.Repeat("c", 64))}, http.StatusAccepted, &ref)
+	c.waitOp(ref.OperationID)
+	c.must("POST", "/v1/agents/agent-1/events", api.Event{Operation: ref.OperationID, Stack: "web", Address: "image.base", Message: "image.base: fetched 40% (12.0 MiB of 30.0 MiB)"}, http.StatusNoContent, nil)
+	var evs api.EventsResponse
+	c.must("GET", "/v1/stacks/web/events", nil, http.StatusOK, &evs)
+	found := false
+	for _, e := range evs.Events {
+		if e.Message == "image.base: fetched 40% (12.0 MiB of 30.0 MiB)" && e.Node == "agent-1" && e.Address == "image.base" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("progress event not in the stack's events: %+v", evs.Events)
+	}
+	if code, out := c.do("POST", "/v1/agents/agent-1/events", api.Event{Operation: "op-nope", Message: "x"}); code != http.StatusNotFound {
+		t.Errorf("event of an unknown operation: %d %s", code, out)
+	}
+	if code, out := c.do("POST", "/v1/agents/agent-1/events", api.Event{Operation: ref.OperationID}); code != http.StatusBadRequest {
+		t.Errorf("event without a message: %d %s", code, out)
+	}
+}
