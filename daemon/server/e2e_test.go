@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/executors/memdriver"
 )
 
@@ -194,5 +195,48 @@ func TestTTL(t *testing.T) {
 	c.must("GET", "/v1/stacks/kept", nil, http.StatusOK, &kept)
 	if kept.Status != "COMPLETE" || len(kept.Resources) != 1 {
 		t.Errorf("renewed stack: %s with %d resources", kept.Status, len(kept.Resources))
+	}
+}
+
+// TestCreateMovesOffDownAgent: the scheduler places a new stack on an agent
+// that then misses its heartbeats before doing anything; the leader marks it
+// down, withdraws its work and places the create on another agent.
+func TestCreateMovesOffDownAgent(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	cfg.AgentHeartbeat = scheduler.Heartbeat{Interval: 200 * time.Millisecond, Missed: 5}
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	// The silent agent is roomier, so the scheduler prefers it.
+	c.must("POST", "/v1/agents", api.AgentRegister{ID: "a-silent", Address: "test",
+		Capacity: api.Capacity{CPUs: 1024, MemoryBytes: 1 << 50, DiskBytes: 1 << 50}}, http.StatusOK, nil)
+	d := memdriver.New()
+	startAgent(t, "b-live", s.ManagementToken(), d, s.Addr())
+
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
+	op := c.waitOp(ref.OperationID)
+	if op.Status != "complete" {
+		t.Fatalf("operation %s: %s", op.Status, op.Error)
+	}
+	for _, a := range op.Actions {
+		if a.Agent != "b-live" {
+			t.Errorf("%s ran on %q, want b-live", a.Address, a.Agent)
+		}
+	}
+	if n := d.Calls("network", "network.lan", "create"); n != 1 {
+		t.Errorf("network.lan created %d times on the live agent, want 1", n)
+	}
+	var agents []api.AgentInfo
+	c.must("GET", "/v1/agents", nil, http.StatusOK, &agents)
+	for _, a := range agents {
+		if a.ID == "a-silent" && a.Status != "down" {
+			t.Errorf("a-silent is %s, want down", a.Status)
+		}
 	}
 }

@@ -31,6 +31,10 @@ type opRun struct {
 	agent    string            // the agent the stack is placed on
 	physical map[string]string // address -> physical name reported
 	desired  *spec.Stack       // loaded once, for lifecycle and outputs
+	// fresh is the template evaluated against the state at freshSerial
+	// (see freshDesired).
+	fresh       *spec.Stack
+	freshSerial uint64
 }
 
 var (
@@ -272,7 +276,13 @@ func (o *opRun) Run(ctx context.Context, a engine.Action) (engine.Result, error)
 	for attempt := 1; ; attempt++ {
 		rep, err := o.ask(a, node, string(a.Op), attempt)
 		if err != nil {
-			return engine.Result{Node: node}, err
+			if !errors.Is(err, errAgentDown) || !o.canMove(a, attempt) {
+				return engine.Result{Node: node}, err
+			}
+			// The agent went down before it reported: its work item is
+			// withdrawn (ask deleted it) and, while the stack has nothing
+			// on that agent yet, the create goes to another one.
+			rep = api.ActionReport{Error: err.Error()}
 		}
 		if rep.OK && !rep.Refused {
 			attrs, err := api.DecodeValues(rep.Attrs)
@@ -291,7 +301,7 @@ func (o *opRun) Run(ctx context.Context, a engine.Action) (engine.Result, error)
 			msg = "refused: " + msg
 		}
 		tried[node] = true
-		if a.Op != engine.OpCreate || attempt >= scheduler.MaxAttempts || len(o.s.store.State().Resources(o.op.Project, o.op.Stack)) > 0 {
+		if !o.canMove(a, attempt) {
 			return engine.Result{Node: node}, fmt.Errorf("%s on %s: %s", a.Op, node, msg)
 		}
 		o.s.log.Warn("create failed, trying another agent", "address", a.Address, "agent", node, "err", msg)
@@ -304,6 +314,14 @@ func (o *opRun) Run(ctx context.Context, a engine.Action) (engine.Result, error)
 		}
 		node = next
 	}
+}
+
+// canMove reports whether a create that failed on its agent may be tried on
+// another: only creates, at most scheduler.MaxAttempts in all, and only while
+// the stack has no resource anywhere (its resources live on one agent).
+func (o *opRun) canMove(a engine.Action, attempt int) bool {
+	return a.Op == engine.OpCreate && attempt < scheduler.MaxAttempts &&
+		len(o.s.store.State().Resources(o.op.Project, o.op.Stack)) == 0
 }
 
 // Read implements engine.Reader. A request an earlier leader put for the
@@ -358,9 +376,10 @@ func (o *opRun) Read(ctx context.Context, a engine.Action) (engine.Result, bool,
 // ask puts a work item for an agent and waits for its report.
 func (o *opRun) ask(a engine.Action, node, op string, attempt int) (api.ActionReport, error) {
 	attrs := a.Attrs
-	if a.Op != engine.OpDelete && op != "read" {
+	if a.Op != engine.OpDelete && op != "read" && spec.IsUnknown(attrs) {
 		// Values that depended on other resources are known now: take the
-		// configured attributes from the template evaluated again.
+		// configured attributes from the template evaluated again. Only
+		// actions that still hold unknown values need it.
 		if d := o.freshDesired(); d != nil {
 			if dr := d.Resource(a.Address); dr != nil {
 				attrs = dr.Attrs
@@ -405,16 +424,28 @@ func (o *opRun) ask(a engine.Action, node, op string, attempt int) (api.ActionRe
 	return rep, nil
 }
 
-// freshDesired evaluates the template with the state as it is now.
+// freshDesired evaluates the template with the state as it is now. The
+// result is kept until the stack's serial moves, so the actions that become
+// runnable together share one evaluation.
 func (o *opRun) freshDesired() *spec.Stack {
 	st, ok := o.s.store.State().Stack(o.op.Project, o.op.Stack)
 	if !ok {
 		return nil
 	}
+	o.mu.Lock()
+	if o.fresh != nil && o.freshSerial == st.Serial {
+		d := o.fresh
+		o.mu.Unlock()
+		return d
+	}
+	o.mu.Unlock()
 	d, err := o.s.loadStack(st)
 	if err != nil {
 		return nil
 	}
+	o.mu.Lock()
+	o.fresh, o.freshSerial = d, st.Serial
+	o.mu.Unlock()
 	return d
 }
 
