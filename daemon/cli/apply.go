@@ -94,6 +94,9 @@ func runApply(e *Env, c *command, args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if !e.finishUnfinished(ctx, r, c.name, stack) {
+		return ExitError
+	}
 	plan, diags, err := r.c.PlanDiagnostics(ctx, stack, api.PlanRequest{Template: tmpl})
 	if err != nil {
 		if len(diags) > 0 {

@@ -52,6 +52,9 @@ func runDestroy(e *Env, c *command, args []string) int {
 	defer r.close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if !e.finishUnfinished(ctx, r, c.name, stack) {
+		return ExitError
+	}
 	st, err := r.c.Stack(ctx, stack)
 	if err != nil {
 		return e.apiErr(c.name, err)
