@@ -1,0 +1,307 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"libvirt.org/go/libvirt"
+
+	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/internal/libvirttest"
+	"github.com/kiln-dev/kiln/internal/netnstest"
+	"github.com/kiln-dev/kiln/internal/testguest"
+)
+
+// TestMain runs the package inside a fresh network namespace with a private
+// libvirtd and virtlogd (internal/libvirttest): everything kiln makes here
+// (bridges, iptables rules, dnsmasq, domains) stays in that namespace.
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
+
+var (
+	buildOnce sync.Once
+	kilnBin   string
+	buildErr  error
+)
+
+// BinEnv names an environment variable with the path of a kiln binary to
+// test instead of building one from this tree.
+const BinEnv = "KILN_E2E_BIN"
+
+// kilnBinary builds the kiln binary once per test binary.
+func kilnBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if p := os.Getenv(BinEnv); p != "" {
+			kilnBin, buildErr = filepath.Abs(p)
+			return
+		}
+		dir, err := os.MkdirTemp("", "kiln-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		kilnBin = filepath.Join(dir, "kiln")
+		gobin := "go"
+		if _, err := exec.LookPath(gobin); err != nil {
+			gobin = "/usr/local/go/bin/go"
+		}
+		out, err := exec.Command(gobin, "build", "-o", kilnBin, "github.com/kiln-dev/kiln").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build kiln: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return kilnBin
+}
+
+// guestImage returns the test guest's path and sha256.
+func guestImage(t testing.TB) (path, sum string) {
+	t.Helper()
+	path, err := testguest.ImagePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return path, hex.EncodeToString(h.Sum(nil))
+}
+
+// workdir is a directory kiln runs in: its embedded default keeps its
+// state in ./.kiln there.
+type workdir struct {
+	t   testing.TB
+	dir string
+	uri string
+}
+
+func newWorkdir(t testing.TB) *workdir {
+	t.Helper()
+	netnstest.Guard(t)
+	kilnBinary(t)
+	return &workdir{t: t, dir: t.TempDir(), uri: libvirttest.Shared(t).URI}
+}
+
+// write writes the template main.hcl.
+func (w *workdir) write(tmpl string) {
+	w.t.Helper()
+	if err := os.WriteFile(filepath.Join(w.dir, "main.hcl"), []byte(tmpl), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// command returns a kiln command in the work directory, with the embedded
+// default (no KILN_ADDR) and the real drivers on the private libvirtd.
+func (w *workdir) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(kilnBin, args...)
+	cmd.Dir = w.dir
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "KILN_ADDR=") || strings.HasPrefix(kv, "KILN_EMBEDDED_") || strings.HasPrefix(kv, "KILN_TOKEN=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	cmd.Env = append(env, "KILN_LIBVIRT_URI="+w.uri)
+	return cmd
+}
+
+// run runs kiln and returns its exit code, stdout and stderr. It fails the
+// test when kiln cannot be started or does not end within ten minutes.
+func (w *workdir) run(args ...string) (int, string, string) {
+	w.t.Helper()
+	cmd := w.command(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		w.t.Fatalf("start kiln %v: %v", args, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		w.t.Fatalf("kiln %v did not end within 10 minutes\nstdout:\n%s\nstderr:\n%s", args, &stdout, &stderr)
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// must runs kiln and fails the test unless it exits 0.
+func (w *workdir) must(args ...string) string {
+	w.t.Helper()
+	code, out, errOut := w.run(args...)
+	if code != 0 {
+		w.t.Fatalf("kiln %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// hostObjects is what exists on the host (inside the test namespace).
+type hostObjects struct {
+	domains []string // names of every libvirt domain
+	running int      // of which running
+	volumes []string // volumes of the kiln-volumes pool
+	bridges []string // kiln bridges
+	rules   []string // iptables rules (nat and filter) with the stack's owner comment
+	dnsmasq int      // dnsmasq processes in this namespace
+}
+
+func (h hostObjects) String() string {
+	return fmt.Sprintf("domains %v (%d running), volumes %v, bridges %v, %d rules, %d dnsmasq",
+		h.domains, h.running, h.volumes, h.bridges, len(h.rules), h.dnsmasq)
+}
+
+func connect(t testing.TB) *libvirt.Connect {
+	t.Helper()
+	conn, err := libvirttest.Shared(t).Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// observe lists the host's objects of the stack.
+func observe(t testing.TB, stack string) hostObjects {
+	t.Helper()
+	var h hostObjects
+	conn := connect(t)
+	defer conn.Close()
+	doms, err := conn.ListAllDomains(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range doms {
+		name, _ := d.GetName()
+		h.domains = append(h.domains, name)
+		if active, _ := d.IsActive(); active {
+			h.running++
+		}
+		d.Free()
+	}
+	if pool, err := conn.LookupStoragePoolByName(volume.PoolName); err == nil {
+		pool.Refresh(0)
+		vols, err := pool.ListAllStorageVolumes(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vols {
+			name, _ := v.GetName()
+			h.volumes = append(h.volumes, name)
+			v.Free()
+		}
+		pool.Free()
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, network.BridgePrefix) {
+			h.bridges = append(h.bridges, l.Attrs().Name)
+		}
+	}
+	slices.Sort(h.domains)
+	slices.Sort(h.volumes)
+	slices.Sort(h.bridges)
+	h.rules = stackRules(t, stack)
+	h.dnsmasq = len(dnsmasqPids(t))
+	return h
+}
+
+// stackRules lists the iptables rules tagged with one of the stack's owners.
+func stackRules(t testing.TB, stack string) []string {
+	t.Helper()
+	var out []string
+	for _, table := range []string{"nat", "filter"} {
+		b, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables -t %s -S: %v: %s", table, err, b)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "kiln:"+stack+"/") {
+				out = append(out, table+": "+l)
+			}
+		}
+	}
+	return out
+}
+
+// dnsmasqPids lists the live dnsmasq processes of this network namespace.
+func dnsmasqPids(t testing.TB) []int {
+	t.Helper()
+	self, _ := os.Readlink("/proc/thread-self/ns/net")
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if strings.TrimSpace(string(comm)) == "dnsmasq" && ns == self && !strings.Contains(string(stat), ") Z") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// duplicates returns the entries of l that occur more than once.
+func duplicates(l []string) []string {
+	seen := map[string]int{}
+	var out []string
+	for _, s := range l {
+		seen[s]++
+		if seen[s] == 2 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond every interval until it holds or limit passes.
+func waitFor(ctx context.Context, limit, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(interval):
+		}
+	}
+}
