@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+var consoleCommand = &command{
+	name:     "console",
+	synopsis: "Show the serial console log of a server",
+	usage: `Usage: kiln console [options] STACK ADDRESS
+
+  Print the serial console log of server ADDRESS (server.web[0]) of stack
+  STACK, as the agent that runs it has it: its last 256 KiB.
+
+Options:
+  -follow            Keep printing what the server writes, until Ctrl-C.
+  -interval D        How often -follow asks for more (default 1s).
+` + serversUsage,
+	run: runConsole,
+}
+
+func runConsole(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	follow := fs.Bool("follow", false, "")
+	interval := fs.Duration("interval", time.Second, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 2) {
+		return ExitError
+	}
+	if *interval <= 0 {
+		fmt.Fprintf(e.Stderr, "kiln console: -interval must be positive\n")
+		return ExitError
+	}
+	stack, address := pos[0], pos[1]
+	r := e.connectAgent(c.name, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if !e.waitEmbeddedAgent(ctx, r, c.name) {
+		return ExitError
+	}
+	chunk, err := r.c.ConsoleFrom(ctx, stack, address, -1)
+	if err != nil {
+		return e.apiErr(c.name, err)
+	}
+	fmt.Fprint(e.Stdout, chunk.Text)
+	if !*follow {
+		return ExitOK
+	}
+	next := chunk.Next
+	t := time.NewTicker(*interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ExitOK
+		case <-t.C:
+		}
+		chunk, err := r.c.ConsoleFrom(ctx, stack, address, next)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ExitOK
+			}
+			return e.apiErr(c.name, err)
+		}
+		if chunk.Next < next {
+			fmt.Fprintln(e.Stdout, "\n[console log truncated: the server was re-created]")
+		}
+		fmt.Fprint(e.Stdout, chunk.Text)
+		next = chunk.Next
+	}
+}

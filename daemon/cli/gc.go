@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+)
+
+var gcCommand = &command{
+	name:     "gc",
+	synopsis: "List (and with -force remove) objects of kiln that no stack owns",
+	usage: `Usage: kiln gc [-force] [-json]
+
+  Ask every agent that is up for the objects on its host that kiln tagged
+  (domains, volumes, bridges, iptables rules in kiln's chains, dnsmasq
+  directories, the agent's own records) and that no stack owns: left
+  behind by a stack forgotten without a destroy, or by a crash. A stack
+  with an operation in progress owns everything of its name. Without
+  -force nothing is removed. Needs an admin token.
+
+Options:
+  -force             Remove what is listed.
+  -json              Print the API's GCReport: {"orphans": [...], "removed"}.
+` + serversUsage,
+	run: runGC,
+}
+
+func runGC(e *Env, c *command, args []string) int {
+	fs := newFlagSet(c.name)
+	var sf serverFlags
+	sf.register(fs)
+	force := fs.Bool("force", false, "")
+	asJSON := fs.Bool("json", false, "")
+	pos, code, ok := e.parseArgs(c, fs, args)
+	if !ok {
+		return code
+	}
+	if !e.wantArgs(c, pos, 0) {
+		return ExitError
+	}
+	r := e.connectAgent(c.name, &sf)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	ctx := context.Background()
+	if !e.waitEmbeddedAgent(ctx, r, c.name) {
+		return ExitError
+	}
+	rep, err := r.c.GC(ctx, *force)
+	if err != nil {
+		return e.apiErr(c.name, err)
+	}
+	if *asJSON {
+		if rep.Orphans == nil {
+			rep.Orphans = []api.Orphan{}
+		}
+		return e.printJSON(rep)
+	}
+	if len(rep.Orphans) == 0 {
+		fmt.Fprintln(e.Stdout, "Nothing to collect: every object of kiln belongs to a stack.")
+		return ExitOK
+	}
+	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AGENT\tKIND\tNAME\tOWNER")
+	for _, o := range rep.Orphans {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.Agent, o.Kind, o.Name, o.Owner)
+	}
+	tw.Flush()
+	if rep.Removed {
+		fmt.Fprintf(e.Stdout, "Removed %d objects.\n", len(rep.Orphans))
+	} else {
+		fmt.Fprintf(e.Stdout, "%d objects no stack owns; run kiln gc -force to remove them.\n", len(rep.Orphans))
+	}
+	return ExitOK
+}
