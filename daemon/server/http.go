@@ -349,7 +349,3 @@ func (s *Server) block(ctx context.Context, wait time.Duration, cond func() bool
 		}
 	}
 }
-
-func (s *Server) notImplemented(w http.ResponseWriter, r *http.Request) error {
-	return errf(http.StatusNotImplemented, "%s is not implemented by this server yet", r.URL.Path)
-}
