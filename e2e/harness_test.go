@@ -30,7 +30,24 @@ import (
 // TestMain runs the package inside a fresh network namespace with a private
 // libvirtd and virtlogd (internal/libvirttest): everything kiln makes here
 // (bridges, iptables rules, dnsmasq, domains) stays in that namespace.
-func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := libvirttest.Main(m)
+	if sharedDir != "" {
+		os.RemoveAll(sharedDir)
+	}
+	os.Exit(code)
+}
+
+// sharedDir is the one work directory of this test binary. One, not one
+// per test: the embedded agent defines the host's libvirt pools
+// (kiln-images, kiln-volumes) under the ./.kiln of the first kiln that
+// runs, and they would point into a removed directory if that were a
+// test's t.TempDir.
+var (
+	sharedOnce sync.Once
+	sharedDir  string
+	sharedErr  error
+)
 
 var (
 	buildOnce sync.Once
@@ -102,7 +119,11 @@ func newWorkdir(t testing.TB) *workdir {
 	t.Helper()
 	netnstest.Guard(t)
 	kilnBinary(t)
-	return &workdir{t: t, dir: t.TempDir(), uri: libvirttest.Shared(t).URI}
+	sharedOnce.Do(func() { sharedDir, sharedErr = os.MkdirTemp("", "kiln-e2e-") })
+	if sharedErr != nil {
+		t.Fatal(sharedErr)
+	}
+	return &workdir{t: t, dir: sharedDir, uri: libvirttest.Shared(t).URI}
 }
 
 // write writes the template main.hcl.

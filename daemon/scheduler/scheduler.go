@@ -24,6 +24,12 @@ import (
 // MaxAttempts is how many candidates a create is tried on before it fails.
 const MaxAttempts = 3
 
+// CPUAllocationRatio is how many guest vCPUs one host CPU counts for, as
+// nova's default cpu_allocation_ratio: vCPUs are time-shared, so a 2-core
+// host can run more than two one-vCPU guests. Memory and disk are not
+// overcommitted.
+const CPUAllocationRatio = 16
+
 // Resources are amounts of capacity.
 type Resources struct {
 	CPUs   int64
@@ -165,7 +171,7 @@ func filter(req Request, a Agent) string {
 		}
 	}
 	count := func(n int64) string { return fmt.Sprint(n) }
-	check("cpus", req.CPUs, a.Capacity.CPUs, a.Used.CPUs, count)
+	check("cpus", req.CPUs, a.Capacity.CPUs*CPUAllocationRatio, a.Used.CPUs, count)
 	check("memory", req.Memory, a.Capacity.Memory, a.Used.Memory, bytes)
 	check("disk", req.Disk, a.Capacity.Disk, a.Used.Disk, bytes)
 	return strings.Join(short, ", ")

@@ -56,9 +56,10 @@ func TestPlace(t *testing.T) {
 			want:   "a2,a1",
 		},
 		{
-			name:   "filters agents without room",
-			req:    small,
-			agents: []Agent{agent("a1", 2, 16, 1, 0), agent("a2", 8, 3, 0, 2), agent("a3", 8, 16, 0, 0)},
+			name: "filters agents without room",
+			req:  small,
+			// a1's 2 CPUs are full at CPUAllocationRatio (32 vCPUs used).
+			agents: []Agent{agent("a1", 2, 16, 2*CPUAllocationRatio-1, 0), agent("a2", 8, 3, 0, 2), agent("a3", 8, 16, 0, 0)},
 			want:   "a3",
 		},
 		{
@@ -94,7 +95,7 @@ func TestPlace(t *testing.T) {
 		{
 			name:   "no valid host lists every reason",
 			req:    small,
-			agents: []Agent{down, agent("a1", 1, 16, 0, 0), agent("a2", 8, 16, 8, 15)},
+			agents: []Agent{down, agent("a1", 1, 16, CPUAllocationRatio-1, 0), agent("a2", 8, 16, 8*CPUAllocationRatio, 15)},
 			wantErr: []string{
 				`no valid host was found for stack "web"`,
 				"agent a0: down",
