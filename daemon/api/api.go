@@ -20,7 +20,7 @@
 //	POST   /v1/stacks/{stack}/renew    RenewRequest StackDetail
 //	GET    /v1/stacks/{stack}/outputs              map[string]OutputValue
 //	GET    /v1/stacks/{stack}/events?index=N&wait=30s  EventsResponse (blocking query)
-//	GET    /v1/stacks/{stack}/resources/{address}/console  text (serial console log)
+//	GET    /v1/stacks/{stack}/resources/{address}/console  text (last 256 KiB of the serial console; ?offset=N answers JSON for following)
 //	GET    /v1/operations/{id}?index=N&wait=30s    Operation (blocking query)
 //	POST   /v1/operations/{id}/cancel              Operation
 //	GET    /v1/tokens                              []TokenInfo (admin)
@@ -31,9 +31,12 @@
 //	POST   /v1/agents/{id}/heartbeat   AgentHeartbeat 204
 //	GET    /v1/agents/{id}/work?index=N&wait=30s   WorkResponse (blocking query; any server answers)
 //	POST   /v1/agents/{id}/results     ActionReport 204
+//	GET    /v1/agents/{id}/hostwork?wait=30s       WorkResponse (kind "host": images | prune | gc | console; held by the leader, not in raft)
+//	POST   /v1/agents/{id}/hostresults ActionReport 204
+//	POST   /v1/agents/{id}/events      Event    204 (progress, e.g. image downloads)
 //	GET    /v1/images                              []ImageInfo (per agent)
-//	POST   /v1/images/prune                        202 OperationRef-like summary
-//	GET    /v1/gc?force=false                      GCReport
+//	POST   /v1/images/prune                        200 []ImageInfo removed (admin; 409 while an image without sha256 is being fetched)
+//	GET    /v1/gc?force=false                      GCReport (admin)
 //	GET    /v1/operator/raft/peers                 []Peer (admin)
 //	POST   /v1/operator/raft/peers     JoinRequest 204 (admin; used by `kiln server -join`)
 //	DELETE /v1/operator/raft/peers/{id}            204 (admin)
