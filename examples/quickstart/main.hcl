@@ -3,8 +3,11 @@
 #   kiln validate examples/quickstart
 #   kiln plan examples/quickstart
 #
-# `make test-image` builds the tiny guest this uses; `make demo` puts it in
-# place. Point image_path at any other qcow2 with -var image_path=/path.
+#   kiln apply examples/quickstart -var image_path=$PWD/build/images/kiln-test-guest.qcow2
+#
+# `make test-image` builds the tiny guest this uses; `make demo` applies it
+# in a private network namespace (scripts/demo.sh). Point image_path at any
+# other qcow2 with -var image_path=/path.
 
 param "image_path" {
   type        = string
