@@ -118,6 +118,19 @@ func TestNewDeletesNamespaceAndItsProcesses(t *testing.T) {
 		}
 		go func() { _ = cmd.Wait() }()
 		pid = cmd.Process.Pid
+		// Until `ip netns exec` has entered the namespace and become
+		// sleep, `ip netns pids` cannot see it: wait for that (bounded),
+		// or the cleanup may run before it is there to be killed.
+		for i := 0; ; i++ {
+			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			if strings.TrimSpace(string(comm)) == "sleep" {
+				break
+			}
+			if i == 250 {
+				t.Fatalf("process %d did not become sleep in %s: comm %q", pid, name, comm)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		if _, err := os.Stat(filepath.Join("/run/netns", name)); err != nil {
 			t.Fatalf("namespace %s missing: %v", name, err)
 		}
