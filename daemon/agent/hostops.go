@@ -150,6 +150,9 @@ func (a *Agent) takeHost(ctx context.Context, it api.WorkItem) {
 // runHost answers one host item.
 func (a *Agent) runHost(ctx context.Context, it api.WorkItem) api.ActionReport {
 	rep := api.ActionReport{Op: it.Op, Address: it.Address, WorkID: it.WorkID}
+	if it.Op == HostRefresh {
+		return a.answerRefresh(ctx, it, rep)
+	}
 	h, ok := hostOpsOf(a.cfg.Drivers)
 	if !ok {
 		rep.Refused = true
@@ -270,4 +273,24 @@ func orphansValue(os []api.Orphan) []any {
 		out = append(out, map[string]any{"kind": o.Kind, "name": o.Name, "owner": o.Owner})
 	}
 	return out
+}
+
+// answerRefresh answers a refresh item (see refresh).
+func (a *Agent) answerRefresh(ctx context.Context, it api.WorkItem, rep api.ActionReport) api.ActionReport {
+	p, err := api.DecodeValues(it.Attrs)
+	if err != nil {
+		rep.Error = fmt.Sprintf("decode refresh request: %v", err)
+		return rep
+	}
+	out, err := a.refresh(ctx, p)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	if rep.Attrs, err = api.EncodeValues(out); err != nil {
+		rep.Error = fmt.Sprintf("encode refresh answer: %v", err)
+		return rep
+	}
+	rep.OK = true
+	return rep
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors/memdriver"
 )
@@ -17,6 +18,11 @@ import (
 // (in its data directory) after every action, for tests that run the agent
 // as a separate process.
 const MemoryCallsFile = "memdriver-calls.json"
+
+// MemoryObjectsFile holds the memory driver's objects, so that they outlive
+// the process as a host's objects do (the embedded CLI starts a new agent
+// for every command, and a plan reads what exists).
+const MemoryObjectsFile = "memdriver-objects.json"
 
 // MemoryCall is one line of MemoryCallsFile.
 type MemoryCall struct {
@@ -38,6 +44,9 @@ type Memory struct {
 	// CallsFile, when set, is rewritten with the call counts after every
 	// call.
 	CallsFile string
+	// ObjectsFile, when set, is where the objects are kept (see
+	// MemoryObjectsFile).
+	ObjectsFile string
 
 	mu     sync.Mutex
 	stacks map[string]string // object id -> stack, for Orphans
@@ -49,6 +58,8 @@ func NewMemory(dataDir string, delay time.Duration) *Memory {
 	m := &Memory{D: memdriver.New(), Delay: delay}
 	if dataDir != "" {
 		m.CallsFile = filepath.Join(dataDir, MemoryCallsFile)
+		m.ObjectsFile = filepath.Join(dataDir, MemoryObjectsFile)
+		m.load()
 	}
 	return m
 }
@@ -98,14 +109,87 @@ func (m *Memory) written() {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	data, err := json.MarshalIndent(m.Calls(), "", "  ")
+	if data, err := json.MarshalIndent(m.Calls(), "", "  "); err == nil {
+		writeFileAtomic(m.CallsFile, data)
+	}
+	if m.ObjectsFile != "" {
+		if data, err := m.saveObjects(); err == nil {
+			writeFileAtomic(m.ObjectsFile, data)
+		}
+	}
+}
+
+func writeFileAtomic(path string, data []byte) {
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		_ = os.Rename(tmp, path)
+	}
+}
+
+// savedObject is one memdriver object on disk, its values in the tagged
+// encoding so that numbers keep their types.
+type savedObject struct {
+	memdriver.Object
+	Attrs    map[string]any `json:"Attrs"`
+	Computed map[string]any `json:"Computed"`
+	Stack    string         `json:"Stack,omitempty"`
+}
+
+type savedObjects struct {
+	Objects []savedObject
+	Current []memdriver.Current
+}
+
+// saveObjects encodes the driver's objects; m.mu is held.
+func (m *Memory) saveObjects() ([]byte, error) {
+	s := m.D.Save()
+	out := savedObjects{Current: s.Current}
+	for _, o := range s.Objects {
+		attrs, err := api.EncodeValues(o.Attrs)
+		if err != nil {
+			return nil, err
+		}
+		comp, err := api.EncodeValues(o.Computed)
+		if err != nil {
+			return nil, err
+		}
+		out.Objects = append(out.Objects, savedObject{Object: o, Attrs: attrs, Computed: comp, Stack: m.stacks[o.ID]})
+	}
+	return json.MarshalIndent(out, "", "  ")
+}
+
+// load restores the objects a previous process saved; a missing or
+// unreadable file leaves the driver empty.
+func (m *Memory) load() {
+	data, err := os.ReadFile(m.ObjectsFile)
 	if err != nil {
 		return
 	}
-	tmp := m.CallsFile + ".tmp"
-	if os.WriteFile(tmp, data, 0o644) == nil {
-		_ = os.Rename(tmp, m.CallsFile)
+	var in savedObjects
+	if json.Unmarshal(data, &in) != nil {
+		return
 	}
+	s := memdriver.Saved{Current: in.Current}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, so := range in.Objects {
+		o := so.Object
+		var err error
+		if o.Attrs, err = api.DecodeValues(so.Attrs); err != nil {
+			return
+		}
+		if o.Computed, err = api.DecodeValues(so.Computed); err != nil {
+			return
+		}
+		s.Objects = append(s.Objects, o)
+		if so.Stack != "" {
+			if m.stacks == nil {
+				m.stacks = map[string]string{}
+			}
+			m.stacks[o.ID] = so.Stack
+		}
+	}
+	m.D.Load(s)
 }
 
 func (m *Memory) delay(ctx context.Context) error {

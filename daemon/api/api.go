@@ -421,3 +421,9 @@ func DecodeValues(m map[string]any) (map[string]any, error) {
 	}
 	return r.Attrs, nil
 }
+
+// HostRefresh is the host work op that reads the actual state of a stack's
+// resources for a plan: Attrs {"stack", "resources": [{"address", "kind",
+// "id", "attrs"}]}; the answer's Attrs {"resources": [{"address", "exists",
+// "attrs"}]}.
+const HostRefresh = "refresh"

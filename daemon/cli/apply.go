@@ -105,6 +105,7 @@ func runApply(e *Env, c *command, args []string) int {
 		}
 		return e.apiErr(c.name, err)
 	}
+	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
 	if !*asJSON {
 		fmt.Fprint(e.Stdout, plan.Text)
 	}

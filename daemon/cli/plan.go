@@ -103,6 +103,7 @@ func (e *Env) planRemote(c *command, l *loaded, sf *serverFlags, asJSON, detaile
 		}
 		return e.apiErr(c.name, err)
 	}
+	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
 	if asJSON {
 		if code := e.printJSON(resp.Plan); code != ExitOK {
 			return code

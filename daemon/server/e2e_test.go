@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -239,4 +240,100 @@ func TestCreateMovesOffDownAgent(t *testing.T) {
 			t.Errorf("a-silent is %s, want down", a.Status)
 		}
 	}
+}
+
+// TestPlanShowsDrift: a plan reads the actual state through the agents. A
+// volume deleted and a server's memory changed behind kiln's back show as a
+// create and an update; applying repairs both, and the next plan is empty.
+func TestPlanShowsDrift(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d := memdriver.New()
+	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	tpl := bundle(map[string]string{"main.hcl": `
+network "lan" {
+  cidr = "10.60.0.0/24"
+}
+
+volume "data" {
+  count = 2
+  size  = "1GiB"
+}
+
+server "web" {
+  image  = "img-1"
+  memory = "256MiB"
+  network "lan" { address = "10.60.0.10" }
+}
+`})
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: tpl}, http.StatusAccepted, &ref)
+	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("apply: %s %s", op.Status, op.Error)
+	}
+
+	// Behind kiln's back.
+	if err := d.Delete(ctx, "volume", "volume.data[1]", ""); err != nil {
+		t.Fatal(err)
+	}
+	web, ok, err := d.Read(ctx, "server", "server.web")
+	if err != nil || !ok {
+		t.Fatalf("read server.web: %v %v", ok, err)
+	}
+	web.Attrs["memory"] = int64(512 << 20)
+	if _, err := d.Update(ctx, "server", "server.web", web.Attrs); err != nil {
+		t.Fatal(err)
+	}
+
+	var plan api.PlanResponse
+	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *tpl}, http.StatusOK, &plan)
+	actions := planActions(t, plan)
+	want := map[string]string{"volume.data[1]": "create", "server.web": "update", "network.lan": "no-op", "volume.data[0]": "no-op"}
+	for addr, act := range want {
+		if actions[addr] != act {
+			t.Errorf("%s: %q, want %q\n%s", addr, actions[addr], act, plan.Text)
+		}
+	}
+
+	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: tpl}, http.StatusAccepted, &ref)
+	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("repair: %s %s", op.Status, op.Error)
+	}
+	if _, ok, _ := d.Read(ctx, "volume", "volume.data[1]"); !ok {
+		t.Error("volume.data[1] was not made again")
+	}
+	if web, _, _ := d.Read(ctx, "server", "server.web"); web.Attrs["memory"] != int64(256<<20) {
+		t.Errorf("server.web memory = %v after repair", web.Attrs["memory"])
+	}
+	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *tpl}, http.StatusOK, &plan)
+	if plan.HasChanges {
+		t.Fatalf("plan after repair has changes:\n%s", plan.Text)
+	}
+}
+
+// planActions maps each address of a plan to its action.
+func planActions(t *testing.T, p api.PlanResponse) map[string]string {
+	t.Helper()
+	raw, _ := json.Marshal(p.Plan)
+	var doc struct {
+		Changes []struct {
+			Address string `json:"address"`
+			Action  string `json:"action"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, ch := range doc.Changes {
+		out[ch.Address] = ch.Action
+	}
+	return out
 }

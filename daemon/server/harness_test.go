@@ -156,9 +156,10 @@ func startAgent(t *testing.T, id, token string, d *memdriver.Driver, servers ...
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &testAgent{t: t, id: id, token: token, driver: d, servers: servers, seen: map[string]bool{}, cancel: cancel}
 	a.post(ctx, "/v1/agents", api.AgentRegister{ID: id, Address: "test", Capacity: api.Capacity{CPUs: 64, MemoryBytes: 1 << 40, DiskBytes: 1 << 44}})
-	a.wg.Add(2)
+	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.heartbeat(ctx) }()
 	go func() { defer a.wg.Done(); a.loop(ctx) }()
+	go func() { defer a.wg.Done(); a.hostLoop(ctx) }()
 	t.Cleanup(a.stop)
 	return a
 }
@@ -233,6 +234,73 @@ func (a *testAgent) loop(ctx context.Context) {
 			}(it)
 		}
 	}
+}
+
+// hostLoop answers the leader's refresh questions (the only host work a
+// plan asks) from memdriver.
+func (a *testAgent) hostLoop(ctx context.Context) {
+	var index uint64
+	for i := 0; ctx.Err() == nil; i++ {
+		srv := a.servers[i%len(a.servers)]
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/v1/agents/%s/hostwork?index=%d&wait=1s", srv, a.id, index), nil)
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		var wr api.WorkResponse
+		err = json.NewDecoder(resp.Body).Decode(&wr)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		i--
+		index = wr.Index
+		for _, it := range wr.Items {
+			if it.Op != api.HostRefresh {
+				continue
+			}
+			a.post(ctx, "/v1/agents/"+a.id+"/hostresults", a.refresh(ctx, it))
+		}
+	}
+}
+
+func (a *testAgent) refresh(ctx context.Context, it api.WorkItem) api.ActionReport {
+	rep := api.ActionReport{Op: it.Op, WorkID: it.WorkID}
+	p, err := api.DecodeValues(it.Attrs)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep
+	}
+	var out []any
+	list, _ := p["resources"].([]any)
+	for _, v := range list {
+		m, _ := v.(map[string]any)
+		addr, _ := m["address"].(string)
+		kind, _ := m["kind"].(string)
+		id, _ := m["id"].(string)
+		var obj memdriver.Object
+		var exists bool
+		if id != "" {
+			obj, exists, err = a.driver.ReadID(ctx, kind, addr, id)
+		} else {
+			obj, exists, err = a.driver.Read(ctx, kind, addr)
+		}
+		if err != nil {
+			rep.Error = err.Error()
+			return rep
+		}
+		r := map[string]any{"address": addr, "exists": exists}
+		if exists {
+			r["attrs"] = obj.Values()
+		}
+		out = append(out, r)
+	}
+	rep.Attrs, err = api.EncodeValues(map[string]any{"resources": out})
+	rep.OK = err == nil
+	return rep
 }
 
 func (a *testAgent) run(ctx context.Context, it api.WorkItem) api.ActionReport {

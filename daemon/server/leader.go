@@ -229,7 +229,7 @@ func (s *Server) reap(ctx context.Context, st raftstore.Stack) error {
 	if !ok || cur.Expires.IsZero() || cur.Expires.After(time.Now()) || cur.ActiveOperation != "" {
 		return nil
 	}
-	p, err := s.makePlan(st.Project, st.Name, nil, true)
+	p, err := s.makePlan(ctx, st.Project, st.Name, nil, true)
 	if err != nil {
 		return err
 	}

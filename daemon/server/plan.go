@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,13 +116,22 @@ type plannedOp struct {
 	result *planner.Result
 	id     string
 	bundle []byte // the bundle blob to put first (apply with a template)
+	// warnings say what the plan could not take into account (an agent
+	// that did not answer the refresh).
+	warnings []api.Diagnostic
 }
 
 // makePlan plans a template (or, with destroy, the deletion of everything)
 // against the stack's actual state.
-func (s *Server) makePlan(project, stack string, t *api.Template, destroy bool) (*plannedOp, error) {
+func (s *Server) makePlan(ctx context.Context, project, stack string, t *api.Template, destroy bool) (*plannedOp, error) {
 	actual := s.store.State().PlannerState(project, stack)
-	p := &plannedOp{stored: storedPlan{Project: project, Stack: stack, Serial: actual.Serial, Kind: raftstore.OpApply}}
+	var warnings []api.Diagnostic
+	if !destroy {
+		// Plan against what is really there (a delete of something gone
+		// succeeds, so a destroy needs no refresh).
+		actual, warnings = s.refresh(ctx, project, stack, actual)
+	}
+	p := &plannedOp{stored: storedPlan{Project: project, Stack: stack, Serial: actual.Serial, Kind: raftstore.OpApply}, warnings: warnings}
 	var desired *spec.Stack
 	if destroy {
 		p.stored.Kind = raftstore.OpDestroy
@@ -186,7 +196,7 @@ func planResponse(id string, p *plannedOp) (api.PlanResponse, error) {
 	}
 	return api.PlanResponse{
 		PlanID: id, Stack: p.stored.Stack, Serial: p.stored.Serial, HasChanges: p.result.HasChanges(),
-		Plan: json.RawMessage(js.Bytes()), Text: txt.String(),
+		Plan: json.RawMessage(js.Bytes()), Text: txt.String(), Diagnostics: p.warnings,
 	}, nil
 }
 

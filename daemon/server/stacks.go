@@ -155,7 +155,7 @@ func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) error {
 	if !spec.ValidName(stack) {
 		return errf(http.StatusBadRequest, "stack name %q is not valid", stack)
 	}
-	p, err := s.makePlan(c.project, stack, &req.Template, req.Destroy)
+	p, err := s.makePlan(r.Context(), c.project, stack, &req.Template, req.Destroy)
 	if err != nil {
 		return err
 	}
@@ -245,7 +245,7 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) error {
 			return errf(http.StatusConflict, "stale plan: the stack state changed since it was planned (serial %d, now %d); plan again", p.stored.Serial, cur.Serial)
 		}
 	case req.Template != nil:
-		p, err = s.makePlan(c.project, stack, req.Template, false)
+		p, err = s.makePlan(r.Context(), c.project, stack, req.Template, false)
 		if err != nil {
 			return err
 		}
@@ -326,7 +326,7 @@ func (s *Server) startDestroy(r *http.Request, project, stack string, forget boo
 	if st.ActiveOperation != "" {
 		return api.OperationRef{}, 0, errf(http.StatusConflict, "stack %s has an unfinished operation %s; wait for it or cancel it", stack, st.ActiveOperation)
 	}
-	p, err := s.makePlan(project, stack, nil, true)
+	p, err := s.makePlan(r.Context(), project, stack, nil, true)
 	if err != nil {
 		return api.OperationRef{}, 0, err
 	}

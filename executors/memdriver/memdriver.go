@@ -423,3 +423,51 @@ func compute(kind, id string, attrs map[string]any) map[string]any {
 	}
 	return c
 }
+
+// Saved is what Save returns and Load takes: every object and which
+// instance is the newest at each address.
+type Saved struct {
+	Objects []Object
+	Current []Current
+}
+
+// Current names the newest instance of one address.
+type Current struct {
+	Kind, Address, ID string
+}
+
+// Save returns a copy of every object the driver holds (call counts, faults
+// and gates are not part of it).
+func (d *Driver) Save() Saved {
+	s := Saved{Objects: d.Objects()}
+	d.mu.Lock()
+	for k, id := range d.current {
+		s.Current = append(s.Current, Current{Kind: k.kind, Address: k.address, ID: id})
+	}
+	d.mu.Unlock()
+	sort.Slice(s.Current, func(i, j int) bool {
+		if s.Current[i].Kind != s.Current[j].Kind {
+			return s.Current[i].Kind < s.Current[j].Kind
+		}
+		return s.Current[i].Address < s.Current[j].Address
+	})
+	return s
+}
+
+// Load replaces the objects with saved ones, as if the driver had made them
+// (a test driver that must outlive its process, like a host's objects do).
+func (d *Driver) Load(s Saved) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.objects = map[string]*Object{}
+	d.current = map[addrKey]string{}
+	for _, o := range s.Objects {
+		o := o.clone()
+		d.objects[o.ID] = &o
+	}
+	for _, c := range s.Current {
+		if _, ok := d.objects[c.ID]; ok {
+			d.current[addrKey{c.Kind, c.Address}] = c.ID
+		}
+	}
+}
