@@ -76,7 +76,10 @@ ip netns exec "$ns" ip link set lo up
 
 # The inner script runs in the namespace, in a mount namespace of its own.
 # shellcheck disable=SC2016
-ip netns exec "$ns" unshare -m env KILN="$kiln" ROOT="$root" IMAGE="$image" WORK="$work" bash -euo pipefail -c '
+# The storage pools (image cache, disks) go to the work directory too, so
+# the demo leaves nothing on the host (a real install keeps them in
+# /var/lib/kiln/storage).
+ip netns exec "$ns" unshare -m env KILN="$kiln" ROOT="$root" IMAGE="$image" WORK="$work" KILN_STORAGE_DIR="$work/storage" bash -euo pipefail -c '
 say() { printf "\n\033[1m== %s\033[0m\n" "$*"; }
 
 # Mounts below must never reach the host: make the tree a slave first.

@@ -55,7 +55,29 @@ type Real struct {
 // It first checks that libvirtd answers and that the tools the network
 // executors run are installed, and says how to fix it when not.
 func RealDrivers(dataDir string) (Drivers, error) {
-	r, err := OpenReal(dataDir)
+	return RealDriversIn(dataDir, StorageDir(dataDir))
+}
+
+// StorageDirEnv names the directory that holds the libvirt storage pools
+// kiln-images and kiln-volumes (the image cache, overlays, seeds, volumes).
+const StorageDirEnv = "KILN_STORAGE_DIR"
+
+// HostStorageDir is where the embedded default keeps the storage pools: the
+// pools are host-wide libvirt objects shared by every stack on the host, so
+// they must not live in one project's ./.kiln.
+const HostStorageDir = "/var/lib/kiln/storage"
+
+// StorageDir is $KILN_STORAGE_DIR, or def when it is not set.
+func StorageDir(def string) string {
+	if d := os.Getenv(StorageDirEnv); d != "" {
+		return d
+	}
+	return def
+}
+
+// RealDriversIn is RealDrivers with the storage pools in storageDir.
+func RealDriversIn(dataDir, storageDir string) (Drivers, error) {
+	r, err := OpenReal(dataDir, storageDir)
 	if err != nil {
 		return nil, err
 	}
@@ -63,10 +85,11 @@ func RealDrivers(dataDir string) (Drivers, error) {
 }
 
 // OpenReal connects to libvirtd (KILN_LIBVIRT_URI, default qemu:///system)
-// and sets up the executors. Close releases the connection.
-func OpenReal(dataDir string) (*Real, error) {
-	if dataDir == "" {
-		return nil, errors.New("real drivers: no data directory")
+// and sets up the executors, with their own state under dataDir and the
+// storage pools under storageDir. Close releases the connection.
+func OpenReal(dataDir, storageDir string) (*Real, error) {
+	if dataDir == "" || storageDir == "" {
+		return nil, errors.New("real drivers: no data or storage directory")
 	}
 	uri := os.Getenv(LibvirtURIEnv)
 	if uri == "" {
@@ -103,10 +126,10 @@ func OpenReal(dataDir string) (*Real, error) {
 		r.Close()
 		return nil, fmt.Errorf("real drivers: %w", err)
 	}
-	if r.images, err = image.New(conn, dataDir); err != nil {
+	if r.images, err = image.New(conn, storageDir); err != nil {
 		return fail(err)
 	}
-	if r.vols, err = volume.New(conn, dataDir); err != nil {
+	if r.vols, err = volume.New(conn, storageDir); err != nil {
 		return fail(err)
 	}
 	if r.srv, err = server.New(conn, r.vols, dataDir); err != nil {

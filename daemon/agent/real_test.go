@@ -48,7 +48,7 @@ func openRealForTest(t *testing.T) *Real {
 	netnstest.Guard(t)
 	d := libvirttest.Shared(t)
 	t.Setenv(LibvirtURIEnv, d.URI)
-	r, err := OpenReal(realDataDir)
+	r, err := OpenReal(realDataDir, StorageDir(realDataDir))
 	if err != nil {
 		t.Fatal(err)
 	}

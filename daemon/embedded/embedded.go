@@ -107,7 +107,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Memory = agent.NewMemory(agentDir, cfg.MemoryDelay)
 		drivers = n.Memory.Drivers()
 	case cfg.Driver == "":
-		drivers, err = agent.RealDrivers(agentDir)
+		drivers, err = agent.RealDriversIn(agentDir, agent.StorageDir(agent.HostStorageDir))
 		if err != nil {
 			return nil, fmt.Errorf("embedded agent: %w", err)
 		}

@@ -45,6 +45,14 @@ func EnsurePool(conn *libvirt.Connect, name, path string) (*libvirt.StoragePool,
 		return nil, fmt.Errorf("storage pool %s: %w", name, err)
 	}
 	if !active {
+		// A pool whose directory was removed does not start: make it again
+		// (the pool is adopted wherever it lies, see above).
+		if dir, err := PoolPath(pool); err == nil {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				pool.Free()
+				return nil, fmt.Errorf("storage pool %s: %w", name, err)
+			}
+		}
 		if err := pool.Create(0); err != nil {
 			if active, _ := pool.IsActive(); !active {
 				pool.Free()

@@ -33,6 +33,19 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	shared = d
+	// The storage pools of the drivers under test (and of kiln processes
+	// the tests start) go to a directory of this run only, never to the
+	// host-wide default another run could share.
+	if os.Getenv("KILN_STORAGE_DIR") == "" {
+		dir, err := os.MkdirTemp("", "kiln-storage-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			d.Stop()
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		os.Setenv("KILN_STORAGE_DIR", dir)
+	}
 	code := netnstest.Run(m)
 	if err := d.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "libvirttest: stop: %v\n", err)
