@@ -29,10 +29,12 @@ build:
 # the test guest (make test-image).
 TESTFLAGS ?= -p 2 -timeout 30m
 
-test:
+# test installs what is missing and builds the test guest first (both do
+# nothing when already done), so `make test` alone works on a fresh machine.
+test: deps test-image
 	$(GO) test $(TESTFLAGS) -count=1 ./...
 
-e2e:
+e2e: deps test-image
 	$(GO) test $(TESTFLAGS) -count=1 -v ./e2e/
 
 lint:
