@@ -404,6 +404,17 @@ func TestSingleNodeOnDiskRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Shutdown()
+	// Ready never says yes before the state holds what was on disk: the
+	// entries after the snapshot are applied only once committed again.
+	eventually(t, "ready after restart", func() bool {
+		if !s.Ready() {
+			return false
+		}
+		if got := snapshotJSON(t, s.State()); !bytes.Equal(got, want) {
+			t.Fatalf("ready, but the state is not replayed yet:\ngot  %s\nwant %s", got, want)
+		}
+		return true
+	})
 	eventually(t, "leadership after restart", s.IsLeader)
 	if err := s.Barrier(ctx(t)); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,8 +67,9 @@ type Store struct {
 
 	leaderCh chan bool
 
-	// startIndex is the last log index on disk when the store opened; ready
-	// becomes true once the FSM has caught up with it (see Ready).
+	// startIndex is the index of the last entry on disk, when the store
+	// opened, that the FSM applies (a command or a configuration); ready
+	// becomes true once the FSM has applied it (see Ready).
 	startIndex uint64
 	ready      atomic.Bool
 
@@ -222,7 +222,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	s.raft = r
-	s.startIndex = r.LastIndex()
+	s.startIndex = lastFSMEntry(logs)
 	go s.forwardLeadership(notify)
 	ok = true
 	return s, nil
@@ -231,26 +231,46 @@ func Open(cfg Config) (*Store, error) {
 // Ready reports whether the state has caught up with what this node had on
 // disk when it opened. hashicorp/raft applies the log only once entries are
 // known committed, so right after a restart the state is empty until a
-// leader is elected; answering from it then would refuse valid tokens. A
-// node is ready when its applied index reaches the last index it had on
-// disk, or the commit index it has learned from a leader (a tail of
-// uncommitted entries may be dropped). Once ready, it stays ready.
+// leader is elected; answering from it then would refuse valid tokens. The
+// FSM's own index is the measure (raft's AppliedIndex moves when entries are
+// handed to the FSM, before they are applied). If the last entry on disk was
+// an uncommitted one that the new leader drops, the node is ready after the
+// next committed write. Once ready, it stays ready.
+//
+// The daemon answers 503 instead of serving from a state that is not ready.
 func (s *Store) Ready() bool {
 	if s.ready.Load() {
 		return true
 	}
-	applied := s.raft.AppliedIndex()
-	ok := applied >= s.startIndex
-	if !ok {
-		if _, id := s.raft.LeaderWithID(); id != "" {
-			commit, err := strconv.ParseUint(s.raft.Stats()["commit_index"], 10, 64)
-			ok = err == nil && commit > 0 && applied >= commit
+	// A node with nothing on disk (a new one, not yet joined) is not ready
+	// until it has applied something either.
+	if s.fsm.State().Index() < max(s.startIndex, 1) {
+		return false
+	}
+	s.ready.Store(true)
+	return true
+}
+
+// lastFSMEntry returns the index of the newest entry in the log that the
+// FSM applies (commands and configurations; no-ops never reach it), looking
+// back at most 4096 entries; 0 when there is none (a fresh node, or one
+// whose state comes whole from its snapshot).
+func lastFSMEntry(logs raft.LogStore) uint64 {
+	first, err1 := logs.FirstIndex()
+	last, err2 := logs.LastIndex()
+	if err1 != nil || err2 != nil || last == 0 {
+		return 0
+	}
+	for i := last; i >= first && i > 0 && last-i < 4096; i-- {
+		var l raft.Log
+		if logs.GetLog(i, &l) != nil {
+			continue
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
 		}
 	}
-	if ok {
-		s.ready.Store(true)
-	}
-	return ok
+	return 0
 }
 
 // forwardLeadership keeps the latest leadership change in leaderCh, so raft
