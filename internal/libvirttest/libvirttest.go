@@ -175,8 +175,12 @@ func daemonCmd(name string, args ...string) *exec.Cmd {
 	if err == nil {
 		cmd.Stdout, cmd.Stderr = out, out
 	}
-	// Its own process group: a Ctrl-C on the test does not race Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// Its own process group: a Ctrl-C on the test does not race Stop. No
+	// Pdeathsig: it fires when the OS thread that forked the daemon exits,
+	// and netnstest's NS.Do throws threads away (a daemon killed in the
+	// middle of a test). If the test binary dies, netnstest.Run kills what
+	// is left in the namespace and deletes it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
 }
 
