@@ -166,6 +166,24 @@ func (k realVolume) Update(ctx context.Context, a engine.Action) (Object, error)
 	if err != nil {
 		return Object{}, err
 	}
+	// A volume a running guest has attached is held open by qemu: grow it
+	// through the guest's domain. Anything else (shrink, format) goes the
+	// volume driver's way, which refuses what cannot be done in place.
+	if cur, err := k.r.vols.Read(ctx, a.Stack, phys); err == nil && s.Size > cur.Size {
+		if f, _ := a.Attrs["format"].(string); f == "" || f == cur.Format {
+			grown, err := k.r.srv.GrowDisk(ctx, cur.Path, s.Size)
+			if err != nil {
+				return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+			}
+			if grown {
+				v, err := k.r.vols.Reload(cur.Name)
+				if err != nil {
+					return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+				}
+				return volumeObject(a, v), nil
+			}
+		}
+	}
 	v, err := k.r.vols.Update(ctx, s)
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %w", a.Address, err)

@@ -234,7 +234,6 @@ func TestRealStackEndToEnd(t *testing.T) {
 		t.Fatalf("read after a memory update (attrs still say 192MiB): %v, %v", obj.Attrs, err)
 	}
 
-	// The domain removed behind kiln's back: Read says it is gone.
 	conn, err := libvirttest.Shared(t).Connect()
 	if err != nil {
 		t.Fatal(err)
@@ -244,6 +243,25 @@ func TestRealStackEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// Growing the data volume the running guest has attached goes through
+	// the guest's domain (qemu holds the image): libvirt's view of the
+	// guest's vdb and the volume's Read both show the new size.
+	grow := vol
+	grow.Op = engine.OpUpdate
+	grow.ID, _ = results["volume.data"]["id"].(string)
+	grow.Attrs = map[string]any{"size": int64(96 << 20), "format": "qcow2"}
+	if obj, err := d["volume"].Update(ctx, grow); err != nil || obj.Attrs["size"] != int64(96<<20) {
+		t.Fatalf("grow the attached volume: %v, %v", obj.Attrs, err)
+	}
+	if info, err := dom.GetBlockInfo("vdb", 0); err != nil || info.Capacity != 96<<20 {
+		t.Fatalf("guest's vdb after the grow: %+v, %v", info, err)
+	}
+	if obj, ok, err := d["volume"].Read(ctx, grow); err != nil || !ok || obj.Attrs["size"] != int64(96<<20) {
+		t.Fatalf("read after the grow: %v %v %v", obj.Attrs, ok, err)
+	}
+
+	// The domain removed behind kiln's back: Read says it is gone.
 	if err := dom.Destroy(); err != nil {
 		t.Fatal(err)
 	}

@@ -750,3 +750,47 @@ func (d *Driver) Delete(ctx context.Context, stack, address string) error {
 	}
 	return nil
 }
+
+// GrowDisk grows a volume file that a running kiln domain has attached,
+// through that domain (virDomainBlockResize): qemu holds the image open, so
+// it is the one to resize it, and the guest sees the new size at once. It
+// reports false, and does nothing, when no running kiln domain has the file.
+func (d *Driver) GrowDisk(ctx context.Context, path string, size int64) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	doms, err := d.conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
+	if err != nil {
+		return false, fmt.Errorf("grow %s: list servers: %w", path, err)
+	}
+	defer func() {
+		for i := range doms {
+			doms[i].Free()
+		}
+	}()
+	for i := range doms {
+		dom := &doms[i]
+		if _, ok := owner(dom, libvirt.DOMAIN_AFFECT_CURRENT); !ok {
+			continue
+		}
+		doc, err := dom.GetXMLDesc(0)
+		if err != nil {
+			continue
+		}
+		var x libvirtxml.Domain
+		if x.Unmarshal(doc) != nil || x.Devices == nil {
+			continue
+		}
+		for _, disk := range x.Devices.Disks {
+			if diskPath(disk) != path || disk.Target == nil {
+				continue
+			}
+			if err := dom.BlockResize(disk.Target.Dev, uint64(size), libvirt.DOMAIN_BLOCK_RESIZE_BYTES); err != nil {
+				name, _ := dom.GetName()
+				return true, fmt.Errorf("grow %s attached to %s as %s: %w", path, name, disk.Target.Dev, err)
+			}
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -388,3 +388,11 @@ func (d *Driver) List(ctx context.Context) ([]Volume, error) {
 	}
 	return out, nil
 }
+
+// Reload rescans the pool and returns the volume as it is now (after
+// something other than libvirt's volume API changed it, such as a running
+// guest's block resize).
+func (d *Driver) Reload(name string) (Volume, error) {
+	d.refresh()
+	return d.Lookup(name)
+}
