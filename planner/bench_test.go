@@ -176,7 +176,7 @@ func BenchmarkPlan(b *testing.B) {
 			bundle := spec.Bundle{"main.hcl": genTemplate(n)}
 			opts := spec.Options{Stack: "bench"}
 			if _, diags := spec.Load(bundle, opts); diags.HasErrors() {
-				b.Skipf("spec.Load: %s", diags.Error())
+				b.Fatalf("spec.Load: %s", diags.Error())
 			}
 			run := func() any {
 				st, diags := spec.Load(bundle, opts)

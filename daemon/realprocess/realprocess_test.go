@@ -46,9 +46,6 @@ output "addresses" {
 `
 
 func TestTrioSurvivesLeaderKillMidApply(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds kiln and runs four processes")
-	}
 	c := newCluster(t)
 	defer c.dumpLogs()
 

@@ -14,9 +14,6 @@ import (
 // follower is forwarded; the leader is shut down while an action is held in
 // the agent; the new leader resumes and every action runs exactly once.
 func TestClusterFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster test")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := testConfig(t, t.TempDir())
