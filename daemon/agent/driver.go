@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 
 	"github.com/kiln-dev/kiln/daemon/engine"
 )
@@ -35,9 +34,5 @@ type ImageLister interface {
 
 // Drivers maps a resource kind ("server", "network", ...) to its driver.
 type Drivers map[string]Driver
-
-// ErrRealDriversNotWired is returned by RealDrivers until the executors are
-// plugged into the agent.
-var ErrRealDriversNotWired = errors.New("real drivers not wired yet: the executors (image, network, volume, server, port_forward) are not plugged into the agent; run a test agent with -driver=memory")
 
 // RealDrivers (real.go) returns the drivers of the real executors.
