@@ -104,16 +104,8 @@ func TestEndToEnd(t *testing.T) {
 
 // TestStalePlan: a plan made before the stack changed is refused.
 func TestStalePlan(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, c := single(t, nil)
 	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
-	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
 
 	var plan api.PlanResponse
 	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &plan)
@@ -133,16 +125,8 @@ func TestStalePlan(t *testing.T) {
 // stack then records the planned template, so planning it again shows no
 // changes.
 func TestApplyPlanID(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, c := single(t, nil)
 	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
-	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
 	tpl := bundle(map[string]string{"main.hcl": smallTemplate})
 
 	var plan api.PlanResponse
@@ -161,17 +145,9 @@ func TestApplyPlanID(t *testing.T) {
 
 // TestTTL: the leader destroys a stack whose TTL is over; a renewed one stays.
 func TestTTL(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, c := single(t, nil)
 	d := memdriver.New()
 	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
-	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
 	tpl := bundle(map[string]string{"main.hcl": `volume "v" { size = "1GiB" }`})
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/short/apply", api.ApplyRequest{Template: tpl, TTL: "1s"}, http.StatusAccepted, &ref)
@@ -203,16 +179,9 @@ func TestTTL(t *testing.T) {
 // that then misses its heartbeats before doing anything; the leader marks it
 // down, withdraws its work and places the create on another agent.
 func TestCreateMovesOffDownAgent(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	cfg.AgentHeartbeat = scheduler.Heartbeat{Interval: 200 * time.Millisecond, Missed: 5}
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	s, c := single(t, func(cfg *Config) {
+		cfg.AgentHeartbeat = scheduler.Heartbeat{Interval: 200 * time.Millisecond, Missed: 5}
+	})
 	// The silent agent is roomier, so the scheduler prefers it.
 	c.must("POST", "/v1/agents", api.AgentRegister{ID: "a-silent", Address: "test",
 		Capacity: api.Capacity{CPUs: 1024, MemoryBytes: 1 << 50, DiskBytes: 1 << 50}}, http.StatusOK, nil)
@@ -246,17 +215,9 @@ func TestCreateMovesOffDownAgent(t *testing.T) {
 // volume deleted and a server's memory changed behind kiln's back show as a
 // create and an update; applying repairs both, and the next plan is empty.
 func TestPlanShowsDrift(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, c := single(t, nil)
 	d := memdriver.New()
 	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
-	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
 	tpl := bundle(map[string]string{"main.hcl": `
 network "lan" {
   cidr = "10.60.0.0/24"
@@ -280,6 +241,7 @@ server "web" {
 	}
 
 	// Behind kiln's back.
+	ctx := context.Background()
 	if err := d.Delete(ctx, "volume", "volume.data[1]", ""); err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,25 @@ func testConfig(t *testing.T, dir string) Config {
 	}
 }
 
+// single starts a bootstrapped one-node server (change, when not nil, edits
+// its config first), waits until it serves, and returns it with a client
+// holding the management token.
+func single(t *testing.T, change func(*Config)) (*Server, client) {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	if change != nil {
+		change(&cfg)
+	}
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s, client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+}
+
 func startServer(t *testing.T, cfg Config) *Server {
 	t.Helper()
 	s, err := New(cfg)
@@ -199,10 +218,41 @@ func (a *testAgent) heartbeat(ctx context.Context) {
 }
 
 func (a *testAgent) loop(ctx context.Context) {
+	a.poll(ctx, "work", func(it api.WorkItem) {
+		a.mu.Lock()
+		seen := a.seen[it.WorkID]
+		a.seen[it.WorkID] = true
+		a.mu.Unlock()
+		if seen {
+			return
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			rep := a.run(ctx, it)
+			a.post(context.WithoutCancel(ctx), "/v1/agents/"+a.id+"/results", rep)
+		}()
+	})
+}
+
+// hostLoop answers the leader's refresh questions (the only host work a
+// plan asks) from memdriver.
+func (a *testAgent) hostLoop(ctx context.Context) {
+	a.poll(ctx, "hostwork", func(it api.WorkItem) {
+		if it.Op == api.HostRefresh {
+			a.post(ctx, "/v1/agents/"+a.id+"/hostresults", a.refresh(ctx, it))
+		}
+	})
+}
+
+// poll follows one of the agent's blocking work routes ("work" or
+// "hostwork") on the servers in turn, staying on one that answers, and
+// hands every item to handle.
+func (a *testAgent) poll(ctx context.Context, route string, handle func(api.WorkItem)) {
 	var index uint64
 	for i := 0; ctx.Err() == nil; i++ {
 		srv := a.servers[i%len(a.servers)]
-		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/v1/agents/%s/work?index=%d&wait=1s", srv, a.id, index), nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/v1/agents/%s/%s?index=%d&wait=1s", srv, a.id, route, index), nil)
 		req.Header.Set("Authorization", "Bearer "+a.token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -219,50 +269,7 @@ func (a *testAgent) loop(ctx context.Context) {
 		i-- // stay on a server that answers
 		index = wr.Index
 		for _, it := range wr.Items {
-			a.mu.Lock()
-			seen := a.seen[it.WorkID]
-			a.seen[it.WorkID] = true
-			a.mu.Unlock()
-			if seen {
-				continue
-			}
-			a.wg.Add(1)
-			go func(it api.WorkItem) {
-				defer a.wg.Done()
-				rep := a.run(ctx, it)
-				a.post(context.WithoutCancel(ctx), "/v1/agents/"+a.id+"/results", rep)
-			}(it)
-		}
-	}
-}
-
-// hostLoop answers the leader's refresh questions (the only host work a
-// plan asks) from memdriver.
-func (a *testAgent) hostLoop(ctx context.Context) {
-	var index uint64
-	for i := 0; ctx.Err() == nil; i++ {
-		srv := a.servers[i%len(a.servers)]
-		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/v1/agents/%s/hostwork?index=%d&wait=1s", srv, a.id, index), nil)
-		req.Header.Set("Authorization", "Bearer "+a.token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		var wr api.WorkResponse
-		err = json.NewDecoder(resp.Body).Decode(&wr)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		i--
-		index = wr.Index
-		for _, it := range wr.Items {
-			if it.Op != api.HostRefresh {
-				continue
-			}
-			a.post(ctx, "/v1/agents/"+a.id+"/hostresults", a.refresh(ctx, it))
+			handle(it)
 		}
 	}
 }
