@@ -109,7 +109,15 @@ func (e *Env) dial(cmd string, s *serverFlags, withAgent bool) *remote {
 		fmt.Fprintf(e.Stderr, "kiln %s: embedded server in ./%s: %v\n", cmd, embeddedDir, err)
 		return nil
 	}
-	return &remote{c: n.Client, node: n}
+	r := &remote{c: n.Client, node: n}
+	// A new embedded leader may find the previous run's agent down (its
+	// last heartbeat is old) before this run's agent has registered: wait
+	// for it, so that no action is placed on an agent still marked down.
+	if withAgent && !e.waitEmbeddedAgent(context.Background(), r, cmd) {
+		r.close()
+		return nil
+	}
+	return r
 }
 
 // apiErr prints an error from the daemon in one line.

@@ -49,9 +49,6 @@ func runConsole(e *Env, c *command, args []string) int {
 	defer r.close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if !e.waitEmbeddedAgent(ctx, r, c.name) {
-		return ExitError
-	}
 	chunk, err := r.c.ConsoleFrom(ctx, stack, address, -1)
 	if err != nil {
 		return e.apiErr(c.name, err)

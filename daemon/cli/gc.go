@@ -46,9 +46,6 @@ func runGC(e *Env, c *command, args []string) int {
 	}
 	defer r.close()
 	ctx := context.Background()
-	if !e.waitEmbeddedAgent(ctx, r, c.name) {
-		return ExitError
-	}
 	rep, err := r.c.GC(ctx, *force)
 	if err != nil {
 		return e.apiErr(c.name, err)

@@ -69,9 +69,6 @@ func runImage(e *Env, c *command, args []string) int {
 	}
 	defer r.close()
 	ctx := context.Background()
-	if !e.waitEmbeddedAgent(ctx, r, cmd) {
-		return ExitError
-	}
 	list, err := r.c.Images(ctx)
 	if err != nil {
 		return e.apiErr(cmd, err)
@@ -160,8 +157,8 @@ func shortSum(s string) string {
 }
 
 // waitEmbeddedAgent waits (10 s at most) for the embedded default's agent
-// to be registered and up, so that verbs that ask the agents (image, gc,
-// console) are not answered before it is there.
+// to be registered and up, so that verbs that run actions or ask the agents
+// (apply, destroy, image, gc, console) find it there.
 func (e *Env) waitEmbeddedAgent(ctx context.Context, r *remote, cmd string) bool {
 	if !r.embedded() || r.node.Agent == nil {
 		return true

@@ -299,3 +299,44 @@ func planActions(t *testing.T, p api.PlanResponse) map[string]string {
 	}
 	return out
 }
+
+// TestApplyWaitsForItsAgent: the agent a stack lives on is marked down and
+// comes back (a restart) while an apply waits for it; the apply completes
+// on it instead of failing at once.
+func TestApplyWaitsForItsAgent(t *testing.T) {
+	s, c := single(t, func(cfg *Config) {
+		cfg.AgentHeartbeat = scheduler.Heartbeat{Interval: 100 * time.Millisecond, Missed: 5}
+	})
+	d := memdriver.New()
+	a := startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
+	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("first apply: %s %s", op.Status, op.Error)
+	}
+
+	a.stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var agents []api.AgentInfo
+		c.must("GET", "/v1/agents", nil, http.StatusOK, &agents)
+		if len(agents) == 1 && agents[0].Status == "down" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent-1 not marked down: %+v", agents)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	more := bundle(map[string]string{"main.hcl": smallTemplate + "\nvolume \"extra\" {\n  size = \"1GiB\"\n}\n"})
+	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: more}, http.StatusAccepted, &ref)
+	time.Sleep(200 * time.Millisecond) // the apply is waiting for agent-1 now
+	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("apply while agent-1 was coming back: %s %s", op.Status, op.Error)
+	}
+	if n := d.Calls("volume", "volume.extra", "create"); n != 1 {
+		t.Errorf("volume.extra created %d times, want 1", n)
+	}
+}

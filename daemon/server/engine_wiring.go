@@ -248,8 +248,7 @@ func (o *opRun) place(ctx context.Context, address string, exclude map[string]bo
 // (it must be up), otherwise the scheduler's choice.
 func (o *opRun) Assign(ctx context.Context, a engine.Action) (string, error) {
 	if p := o.pinned(); p != "" {
-		ag, ok := o.s.store.State().Agent(p)
-		if !ok || ag.Status != raftstore.AgentUp {
+		if !o.waitUp(ctx, p) {
 			return "", fmt.Errorf("the stack lives on agent %s, which is down", p)
 		}
 		if err := o.record(ctx, &raftstore.AssignAction{Operation: o.op.ID, Address: a.Address, Agent: p, Time: time.Now().UTC()}); err != nil {
@@ -258,6 +257,25 @@ func (o *opRun) Assign(ctx context.Context, a engine.Action) (string, error) {
 		return p, nil
 	}
 	return o.place(ctx, a.Address, nil)
+}
+
+// waitUp reports whether an agent is up, waiting for it at most two
+// heartbeat windows: an agent that restarts (or the embedded default's,
+// which a new process registers again) comes back within one.
+func (o *opRun) waitUp(ctx context.Context, agent string) bool {
+	hb := o.s.cfg.AgentHeartbeat
+	ctx, cancel := context.WithTimeout(ctx, 2*hb.Interval*time.Duration(max(hb.Missed, 1)))
+	defer cancel()
+	st := o.s.store.State()
+	for {
+		idx := st.Index()
+		if ag, ok := st.Agent(agent); ok && ag.Status == raftstore.AgentUp {
+			return true
+		}
+		if _, err := st.Wait(ctx, idx); err != nil {
+			return false
+		}
+	}
 }
 
 // Run implements engine.Runner: put a work item for the action's agent and
