@@ -316,6 +316,23 @@ func (a *Agent) work(ctx context.Context) {
 // is answered with its report again.
 func (a *Agent) take(ctx context.Context, it api.WorkItem) {
 	k := itemKey{it.WorkID, it.OperationID, it.Address, it.Op, it.Attempt}
+	a.once(k, func() (api.ActionReport, bool) {
+		select {
+		case a.sem <- struct{}{}:
+		case <-ctx.Done():
+			return api.ActionReport{}, false
+		}
+		rep := a.run(ctx, it)
+		<-a.sem
+		// Interrupted: nothing is reported, the next leader reads it back.
+		return rep, ctx.Err() == nil || rep.OK
+	}, func(rep api.ActionReport) { a.report(ctx, rep) })
+}
+
+// once runs the item with key k unless it is running already, and answers
+// a repeat of a finished one with its remembered report. produce makes the
+// report (false: neither remember nor send it); send delivers it.
+func (a *Agent) once(k itemKey, produce func() (api.ActionReport, bool), send func(api.ActionReport)) {
 	a.mu.Lock()
 	if a.busy[k] {
 		a.mu.Unlock()
@@ -333,19 +350,13 @@ func (a *Agent) take(ctx context.Context, it api.WorkItem) {
 			a.mu.Unlock()
 		}()
 		if !done {
-			select {
-			case a.sem <- struct{}{}:
-			case <-ctx.Done():
+			var ok bool
+			if rep, ok = produce(); !ok {
 				return
-			}
-			rep = a.run(ctx, it)
-			<-a.sem
-			if ctx.Err() != nil && !rep.OK {
-				return // interrupted: the next leader reads it back
 			}
 			a.remember(k, rep)
 		}
-		a.report(ctx, rep)
+		send(rep)
 	}()
 }
 

@@ -114,26 +114,7 @@ func (a *Agent) hostWork(ctx context.Context) {
 // it runs) and sends its answer.
 func (a *Agent) takeHost(ctx context.Context, it api.WorkItem) {
 	k := itemKey{work: it.WorkID, op: it.Op}
-	a.mu.Lock()
-	if a.busy[k] {
-		a.mu.Unlock()
-		return
-	}
-	rep, done := a.done[k]
-	a.busy[k] = true
-	a.mu.Unlock()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer func() {
-			a.mu.Lock()
-			delete(a.busy, k)
-			a.mu.Unlock()
-		}()
-		if !done {
-			rep = a.runHost(ctx, it)
-			a.remember(k, rep)
-		}
+	a.once(k, func() (api.ActionReport, bool) { return a.runHost(ctx, it), true }, func(rep api.ActionReport) {
 		for i := 0; i < 10 && ctx.Err() == nil; i++ {
 			err := a.c.HostReport(ctx, a.id, rep)
 			code := client.StatusCode(err)
@@ -144,7 +125,7 @@ func (a *Agent) takeHost(ctx context.Context, it api.WorkItem) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // runHost answers one host item.
