@@ -105,14 +105,18 @@ func base() []Command {
 
 func withOpStarted() []Command { return append(base(), startOp("op1", 0)) }
 
+// fsmCase applies cmd after setup: a refusal must match wantErr and change
+// nothing; a success must bump the index, then pass check.
+type fsmCase struct {
+	name    string
+	setup   []Command
+	cmd     Command
+	wantErr error
+	check   func(t *testing.T, s *State)
+}
+
 func TestFSMCommands(t *testing.T) {
-	tests := []struct {
-		name    string
-		setup   []Command
-		cmd     Command
-		wantErr error
-		check   func(t *testing.T, s *State)
-	}{
+	runFSMCases(t, []fsmCase{
 		{
 			name: "put blob",
 			cmd:  &PutBlob{Hash: bundleHash, Data: bundle},
@@ -597,7 +601,11 @@ func TestFSMCommands(t *testing.T) {
 				}
 			},
 		},
-	}
+	})
+}
+
+func runFSMCases(t *testing.T, tests []fsmCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)

@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"testing"
 )
@@ -15,13 +14,7 @@ func work(id string) *PutWork {
 // TestWorkCommands covers the commands that carry work between the leader
 // and agents, and the server address table, through the FSM alone.
 func TestWorkCommands(t *testing.T) {
-	tests := []struct {
-		name    string
-		setup   []Command
-		cmd     Command
-		wantErr error
-		check   func(t *testing.T, s *State)
-	}{
+	runFSMCases(t, []fsmCase{
 		{
 			name: "set server",
 			cmd:  &SetServer{ID: "n1", RaftAddr: "127.0.0.1:7001", HTTPAddr: "127.0.0.1:8001"},
@@ -104,30 +97,7 @@ func TestWorkCommands(t *testing.T) {
 				}
 			},
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
-			h.must(tt.setup...)
-			before := snapshotJSON(t, h.state())
-			err := h.apply(tt.cmd)
-			if tt.wantErr != nil {
-				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tt.wantErr)
-				}
-				if after := snapshotJSON(t, h.state()); !bytes.Equal(before, after) {
-					t.Errorf("refused command changed the state:\nbefore %s\nafter  %s", before, after)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("err = %v", err)
-			}
-			if tt.check != nil {
-				tt.check(t, h.state())
-			}
-		})
-	}
+	})
 }
 
 // TestWorkSurvivesSnapshot: work items and servers are part of the snapshot.
