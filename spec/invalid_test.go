@@ -18,12 +18,13 @@ var update = flag.Bool("update", false, "rewrite the expected diagnostics of tes
 
 // An invalid case is testdata/invalid/NAME.hcl with NAME.want beside it. Each
 // line of NAME.want is either a directive ("stack: NAME", "var: NAME=VALUE")
-// or an expected error "FILE:LINE: SUBSTRING" (FILE:0 for an error that has no
-// place in a file). Every error must be expected and every expectation met.
+// or an expected error "FILE:LINE: SUBSTRING" or "FILE:LINE:COLUMN: SUBSTRING"
+// (FILE:0 for an error that has no place in a file). Every error must be
+// expected and every expectation met.
 type wantDiag struct {
-	file string
-	line int
-	text string
+	file      string
+	line, col int // col 0: any column
+	text      string
 }
 
 type invalidCase struct {
@@ -55,11 +56,16 @@ func readInvalidCase(t testing.TB, name string) invalidCase {
 		default:
 			loc, text, ok := strings.Cut(line, ": ")
 			file, ln, ok2 := strings.Cut(loc, ":")
+			ln, col, hasCol := strings.Cut(ln, ":")
 			n, err := strconv.Atoi(ln)
+			w := wantDiag{file: file, line: n, text: text}
+			if hasCol && err == nil {
+				w.col, err = strconv.Atoi(col)
+			}
 			if !ok || !ok2 || err != nil {
 				t.Fatalf("%s.want: bad line %q", name, line)
 			}
-			c.wants = append(c.wants, wantDiag{file: file, line: n, text: text})
+			c.wants = append(c.wants, w)
 		}
 	}
 	return c
@@ -73,11 +79,11 @@ func invalidBundle(t testing.TB, name string) Bundle {
 	return Bundle{name + ".hcl": src}
 }
 
-func diagLoc(d *hcl.Diagnostic) (string, int) {
+func diagLoc(d *hcl.Diagnostic) (file string, line, col int) {
 	if d.Subject == nil {
-		return "-", 0
+		return "-", 0, 0
 	}
-	return filepath.Base(d.Subject.Filename), d.Subject.Start.Line
+	return filepath.Base(d.Subject.Filename), d.Subject.Start.Line, d.Subject.Start.Column
 }
 
 func invalidNames(t testing.TB) []string {
@@ -116,21 +122,21 @@ func TestInvalidTemplates(t *testing.T) {
 				if d.Severity != hcl.DiagError {
 					continue
 				}
-				file, line := diagLoc(d)
+				file, line, col := diagLoc(d)
 				text := d.Summary + "; " + d.Detail
 				found := false
 				for i, w := range c.wants {
-					if w.file == file && w.line == line && strings.Contains(text, w.text) {
+					if w.file == file && w.line == line && (w.col == 0 || w.col == col) && strings.Contains(text, w.text) {
 						used[i], found = true, true
 					}
 				}
 				if !found {
-					t.Errorf("unexpected error %s:%d: %s", file, line, text)
+					t.Errorf("unexpected error %s:%d:%d: %s", file, line, col, text)
 				}
 			}
 			for i, w := range c.wants {
 				if !used[i] {
-					t.Errorf("missing error %s:%d: %s", w.file, w.line, w.text)
+					t.Errorf("missing error %s:%d:%d: %s", w.file, w.line, w.col, w.text)
 				}
 			}
 			// every error points at a line with the snippet available
@@ -151,8 +157,8 @@ func writeWant(t *testing.T, c invalidCase, diags hcl.Diagnostics) {
 		fmt.Fprintf(&b, "var: %s=%s\n", v.Name, v.Value)
 	}
 	for _, d := range diags {
-		file, line := diagLoc(d)
-		fmt.Fprintf(&b, "%s:%d: %s\n", file, line, d.Summary+"; "+d.Detail)
+		file, line, col := diagLoc(d)
+		fmt.Fprintf(&b, "%s:%d:%d: %s\n", file, line, col, d.Summary+"; "+d.Detail)
 	}
 	if err := os.WriteFile(filepath.Join("testdata/invalid", c.name+".want"), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
