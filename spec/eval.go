@@ -383,7 +383,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 	obj := make(map[string]cty.Value, len(ks.Attrs))
 	vals := map[string]cty.Value{} // known, converted values of set attributes
 	for _, as := range ks.Attrs {
-		if as.Computed || as.Name == "networks" {
+		if as.Computed || nestedBlockAttr(n.kind, as.Name) {
 			continue
 		}
 		ty := schemaType(as.Type)
@@ -418,6 +418,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 	}
 	if n.kind == KindServer {
 		obj["networks"] = l.evalServerNets(n, in, ctx, st, res, dep)
+		obj["ready"] = l.evalServerReady(n, ctx, st, res, dep)
 	}
 	if n.kind == KindPortForward {
 		l.checkPort(in.addr, r, vals)

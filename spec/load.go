@@ -158,6 +158,7 @@ type resDecl struct {
 	count     *hcl.Attribute
 	forEach   *hcl.Attribute
 	nets      []*netBlock
+	ready     *readyBlock
 	lifecycle Lifecycle
 }
 
@@ -220,6 +221,13 @@ var lifecycleSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 
 var serverNetSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "address"}}}
 
+// nestedBlockAttr reports whether an attribute of the schema is written in a
+// template as nested blocks (a server's network and ready blocks) rather than
+// as an attribute.
+func nestedBlockAttr(kind, name string) bool {
+	return kind == KindServer && (name == "networks" || name == "ready")
+}
+
 var resourceSchemas = func() map[string]*hcl.BodySchema {
 	out := map[string]*hcl.BodySchema{}
 	for kind, ks := range Schemas {
@@ -228,13 +236,15 @@ var resourceSchemas = func() map[string]*hcl.BodySchema {
 			Blocks:     []hcl.BlockHeaderSchema{{Type: "lifecycle"}},
 		}
 		for _, a := range ks.Attrs {
-			if kind == KindServer && a.Name == "networks" {
+			if nestedBlockAttr(kind, a.Name) {
 				continue
 			}
 			s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: a.Name, Required: a.Required && !a.Computed})
 		}
 		if kind == KindServer {
-			s.Blocks = append(s.Blocks, hcl.BlockHeaderSchema{Type: "network", LabelNames: []string{"name"}})
+			s.Blocks = append(s.Blocks,
+				hcl.BlockHeaderSchema{Type: "network", LabelNames: []string{"name"}},
+				hcl.BlockHeaderSchema{Type: "ready"})
 		}
 		out[kind] = s
 	}
@@ -473,6 +483,12 @@ func (l *loader) parseResource(blk *hcl.Block) *node {
 				n.exprs = append(n.exprs, nb.address.Expr)
 			}
 			r.nets = append(r.nets, nb)
+		case "ready":
+			if r.ready != nil {
+				l.errorf(&b.DefRange, "Duplicate ready block", "This server already has a ready block at %s; a server has at most one.", shortRange(r.ready.rng))
+				continue
+			}
+			r.ready = l.parseReady(n, b)
 		}
 	}
 	return n

@@ -204,6 +204,112 @@ server "w" {
 	}
 }
 
+func TestServerReady(t *testing.T) {
+	cases := []struct {
+		name  string
+		ready string // the body of the ready block; "" for no block
+		want  any    // Attrs["ready"] of server.web[1]; nil for no key
+	}{
+		{"none", "", nil},
+		{"tcp", "tcp_port = 22", map[string]any{"tcp_port": int64(22), "timeout": int64(300)}},
+		{"http default path", "http_port = 80", map[string]any{"http_port": int64(80), "http_path": "/", "timeout": int64(300)}},
+		{"http", `http_port = 8080
+    http_path = "/healthz?full=1"
+    timeout   = "1h30m"`, map[string]any{"http_port": int64(8080), "http_path": "/healthz?full=1", "timeout": int64(5400)}},
+		{"console", `console = "^login: "
+    timeout = "90s"`, map[string]any{"console": "^login: ", "timeout": int64(90)}},
+		{"signal", "signal = true", map[string]any{"signal": true, "timeout": int64(300)}},
+		{"bounds", `signal = true
+    timeout = "24h"`, map[string]any{"signal": true, "timeout": int64(86400)}},
+		{"count.index and params", `tcp_port = param.port + count.index
+    timeout  = "${param.minutes + count.index}m"`, map[string]any{"tcp_port": int64(2223), "timeout": int64(180)}},
+		{"null is not set", `tcp_port  = 22
+    http_port = null
+    timeout   = null`, map[string]any{"tcp_port": int64(22), "timeout": int64(300)}},
+		{"unknown values are not checked", `http_port = volume.v.id
+    http_path = volume.v.id
+    timeout   = volume.v.id`, map[string]any{"http_port": Unknown{}, "http_path": Unknown{}, "timeout": Unknown{}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			block := ""
+			if c.ready != "" {
+				block = "  ready {\n    " + c.ready + "\n  }\n"
+			}
+			src := image + `
+param "port" { default = 2222 }
+param "minutes" { default = 2 }
+volume "v" { size = "1GiB" }
+server "web" {
+  count = 2
+  image = image.base.id
+` + block + "}\n"
+			st := mustLoad(t, Bundle{"main.hcl": []byte(src)}, Options{})
+			got, ok := res(t, st, "server.web[1]").Attrs["ready"]
+			if c.want == nil {
+				if ok {
+					t.Fatalf(`Attrs["ready"] = %#v, want no key`, got)
+				}
+				return
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf(`Attrs["ready"] = %#v, want %#v`, got, c.want)
+			}
+		})
+	}
+
+	// a reference sees the normalised value, and lifecycle may ignore it
+	st := mustLoad(t, Bundle{"main.hcl": []byte(image + `
+server "web" {
+  image    = image.base.id
+  cpu_mode = "host-passthrough"
+  ready {
+    http_port = 80
+  }
+  lifecycle {
+    ignore_changes = [ready, cpu_mode]
+  }
+}
+server "plain" {
+  image = image.base.id
+}
+output "path" { value = server.web.ready.http_path }
+output "none" { value = server.plain.ready }
+`)}, Options{})
+	web, plain := res(t, st, "server.web"), res(t, st, "server.plain")
+	if got := st.Outputs["path"].Value; got != "/" {
+		t.Errorf("server.web.ready.http_path = %#v", got)
+	}
+	if got := st.Outputs["none"].Value; got != nil {
+		t.Errorf("server.plain.ready = %#v, want null", got)
+	}
+	if !reflect.DeepEqual(web.Lifecycle.IgnoreChanges, []string{"cpu_mode", "ready"}) {
+		t.Errorf("ignore_changes %v", web.Lifecycle.IgnoreChanges)
+	}
+	if web.Attrs["cpu_mode"] != "host-passthrough" {
+		t.Errorf("cpu_mode %#v", web.Attrs["cpu_mode"])
+	}
+	// a server without them has neither key: existing stacks plan no change
+	for _, k := range []string{"ready", "cpu_mode"} {
+		if v, ok := plain.Attrs[k]; ok {
+			t.Errorf("server.plain has %s = %#v", k, v)
+		}
+	}
+	// a value derived from a computed attribute is recorded in AttrRefs
+	st = mustLoad(t, Bundle{"main.hcl": []byte(image + `
+volume "v" { size = "1GiB" }
+server "web" {
+  image = image.base.id
+  ready {
+    console = volume.v.id
+  }
+}
+`)}, Options{})
+	if got := res(t, st, "server.web").AttrRefs["ready"]; !reflect.DeepEqual(got, []string{"volume.v.id"}) {
+		t.Errorf(`AttrRefs["ready"] = %v`, got)
+	}
+}
+
 func TestSensitive(t *testing.T) {
 	b := Bundle{"main.hcl": []byte(image + `
 param "password" {

@@ -29,10 +29,16 @@ var Schemas = map[string]*KindSchema{
 	KindServer: {Kind: KindServer, Attrs: []AttrSchema{
 		{Name: "image", Type: "string", Required: true, ForceNew: true},
 		{Name: "cpus", Type: "number", Default: int64(1)},
+		// cpu_mode has no default: absent means the hypervisor's default. The
+		// agent refuses a mode its accelerator cannot give at apply time.
+		{Name: "cpu_mode", Type: "string"},
 		{Name: "memory", Type: "size", Default: int64(512 << 20)},
 		{Name: "disk", Type: "size", ForceNew: true},
 		// networks holds the nested `network "NAME" { address = ... }` blocks.
 		{Name: "networks", Type: "list(object)", ForceNew: true},
+		// ready holds the nested `ready { ... }` block (see ready.go). A change
+		// only checks readiness again, so it is an update.
+		{Name: "ready", Type: "object"},
 		{Name: "volumes", Type: "list(string)"},
 		{Name: "user_data", Type: "string", ForceNew: true},
 		{Name: "ssh_keys", Type: "list(string)", ForceNew: true},

@@ -143,6 +143,15 @@ type Resource struct {
 	// Attrs are the configured (non-computed) attributes that were set, with
 	// defaults applied. Sizes are int64 bytes. server "network" blocks appear as
 	// Attrs["networks"]: []any of map[string]any{"name": "lan", "address": "10.0.0.10"}.
+	// A server's "ready" block appears as Attrs["ready"]: a map[string]any of
+	// its one check and its timeout in seconds, normalised:
+	//
+	//	{"tcp_port": int64, "timeout": int64}
+	//	{"http_port": int64, "http_path": string, "timeout": int64} (http_path defaults to "/")
+	//	{"console": string (an RE2 regexp), "timeout": int64}
+	//	{"signal": true, "timeout": int64}
+	//
+	// timeout defaults to 300. Without a ready block there is no "ready" key.
 	Attrs map[string]any
 	// Sensitive names the attributes whose value derives from a sensitive param.
 	Sensitive map[string]bool
@@ -183,7 +192,9 @@ func (s *Stack) Resource(addr string) *Resource {
 // AttrSchema describes one attribute of a resource kind.
 type AttrSchema struct {
 	Name string
-	// Type is one of "string", "number", "bool", "size", "list(string)", "map(string)", "list(object)".
+	// Type is one of "string", "number", "bool", "size", "list(string)",
+	// "map(string)", "list(object)" (server networks) or "object" (a server's
+	// ready block, a map[string]any).
 	Type     string
 	Required bool
 	// Computed attributes are set by kiln, never by the template.

@@ -124,6 +124,12 @@ func (l *loader) checkAttr(n *node, addr, name string, v cty.Value, a *hcl.Attri
 		}
 	case "server.cpus":
 		whole(1, 1024, "cpus")
+	case "server.cpu_mode":
+		switch s := str(); s {
+		case "host-passthrough", "host-model", "default":
+		default:
+			l.errorf(subj, "Invalid cpu_mode", "cpu_mode must be \"host-passthrough\", \"host-model\" or \"default\", not %q.", s)
+		}
 	case "server.memory":
 		if f := v.AsBigFloat(); f.Cmp(bigInt(minMemory)) < 0 {
 			i, _ := f.Int64()

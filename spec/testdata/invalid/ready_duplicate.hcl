@@ -1,0 +1,13 @@
+image "base" {
+  source = "/var/lib/images/base.qcow2"
+}
+
+server "web" {
+  image = image.base.id
+  ready {
+    tcp_port = 22
+  }
+  ready {
+    signal = true
+  }
+}

@@ -1,0 +1,10 @@
+image "base" {
+  source = "/var/lib/images/base.qcow2"
+}
+
+server "web" {
+  image = image.base.id
+  ready {
+    timeout = "1m"
+  }
+}
