@@ -25,6 +25,10 @@ type fixture struct {
 	lifecycle map[string]spec.Lifecycle
 	// sensitiveUserData marks server user_data sensitive (from a sensitive param).
 	sensitiveUserData bool
+	// ready and cpuMode set Attrs["ready"] and Attrs["cpu_mode"] of
+	// server.web[i]; a server not listed has neither, as spec.Load gives it.
+	ready   map[int]map[string]any
+	cpuMode map[int]string
 }
 
 func baseFixture() fixture {
@@ -85,17 +89,24 @@ func (f fixture) build(prior spec.Prior) *spec.Stack {
 		if f.sensitiveUserData {
 			sens = map[string]bool{"user_data": true}
 		}
+		attrs := map[string]any{
+			"image":     ref(prior, "image.base", "id"),
+			"cpus":      int64(1),
+			"memory":    f.memory,
+			"disk":      int64(4 << 30),
+			"networks":  []any{map[string]any{"name": "lan", "address": ip}},
+			"volumes":   []any{ref(prior, vol, "id")},
+			"user_data": f.userData,
+		}
+		if r, ok := f.ready[i]; ok {
+			attrs["ready"] = merge(r, nil)
+		}
+		if m, ok := f.cpuMode[i]; ok {
+			attrs["cpu_mode"] = m
+		}
 		add(&spec.Resource{
 			Address: srv, Kind: spec.KindServer, Name: "web", Key: i,
-			Attrs: map[string]any{
-				"image":     ref(prior, "image.base", "id"),
-				"cpus":      int64(1),
-				"memory":    f.memory,
-				"disk":      int64(4 << 30),
-				"networks":  []any{map[string]any{"name": "lan", "address": ip}},
-				"volumes":   []any{ref(prior, vol, "id")},
-				"user_data": f.userData,
-			},
+			Attrs:     attrs,
 			Sensitive: sens,
 			Computed: map[string]any{
 				"id":        ref(prior, srv, "id"),

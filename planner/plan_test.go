@@ -47,6 +47,13 @@ func planCases() []planCase {
 		return func() *spec.Stack { return f.desired(st()) }
 	}
 	baseState := applied(base)
+	// readyState has server.web[0] checked on port 22, server.web[1] on its console.
+	readyState := applied(with(func(f *fixture) {
+		f.ready = map[int]map[string]any{
+			0: {"tcp_port": int64(22), "timeout": int64(300)},
+			1: {"console": "^web login: ", "timeout": int64(600)},
+		}
+	}))
 
 	return []planCase{
 		{
@@ -304,6 +311,45 @@ func planCases() []planCase {
 			wantDeps: map[string][]string{"volume.old": {"server.web[0]"}},
 		},
 		{
+			name: "ready_add",
+			// a ready block only changes when the server is called ready:
+			// adding one updates the server in place
+			desired: desiredAgainst(with(func(f *fixture) {
+				f.ready = map[int]map[string]any{
+					0: {"signal": true, "timeout": int64(300)},
+					1: {"http_port": int64(80), "http_path": "/", "timeout": int64(5400)},
+				}
+			}), baseState),
+			actual: baseState,
+			want:   map[string]Action{"server.web[0]": Update, "server.web[1]": Update, "port_forward.http": NoOp},
+		},
+		{
+			name: "ready_change",
+			desired: desiredAgainst(with(func(f *fixture) {
+				f.ready = map[int]map[string]any{0: {"http_port": int64(8080), "http_path": "/healthz", "timeout": int64(90)}}
+			}), readyState),
+			actual: readyState,
+			want:   map[string]Action{"server.web[0]": Update, "server.web[1]": Update, "port_forward.http": NoOp},
+		},
+		{
+			name: "ready_ignored",
+			desired: desiredAgainst(with(func(f *fixture) {
+				f.ready = map[int]map[string]any{0: {"signal": true, "timeout": int64(60)}}
+				f.lifecycle = map[string]spec.Lifecycle{
+					"server.web[0]": {IgnoreChanges: []string{"ready"}},
+					"server.web[1]": {IgnoreChanges: []string{"ready"}},
+				}
+			}), readyState),
+			actual: readyState,
+			want:   map[string]Action{"server.web[0]": NoOp, "server.web[1]": NoOp},
+		},
+		{
+			name:    "cpu_mode",
+			desired: desiredAgainst(with(func(f *fixture) { f.cpuMode = map[int]string{0: "host-passthrough"} }), baseState),
+			actual:  baseState,
+			want:    map[string]Action{"server.web[0]": Update, "server.web[1]": NoOp},
+		},
+		{
 			name: "cycle",
 			desired: func() *spec.Stack {
 				s := base.build(nil)
@@ -525,6 +571,24 @@ func TestFormatSize(t *testing.T) {
 	} {
 		if got := FormatSize(tc.in); got != tc.want {
 			t.Errorf("FormatSize(%d) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestFormatReady(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want string
+	}{
+		{map[string]any{"tcp_port": int64(22), "timeout": int64(300)}, `{ tcp_port = 22, timeout = "5m" }`},
+		{map[string]any{"signal": true, "timeout": int64(90)}, `{ signal = true, timeout = "1m30s" }`},
+		{map[string]any{"signal": true, "timeout": int64(86400)}, `{ signal = true, timeout = "24h" }`},
+		{map[string]any{"signal": true, "timeout": int64(3601)}, `{ signal = true, timeout = "1h1s" }`},
+		{map[string]any{"signal": true, "timeout": spec.Unknown{}}, `{ signal = true, timeout = (known after apply) }`},
+		{spec.Unknown{}, "(known after apply)"},
+	} {
+		if got := formatReady(tc.in); got != tc.want {
+			t.Errorf("formatReady(%v) = %s, want %s", tc.in, got, tc.want)
 		}
 	}
 }

@@ -218,7 +218,48 @@ func (p *textPrinter) value(c *Change, k string, v any) string {
 	if c.Sensitive[k] {
 		return "(sensitive)"
 	}
+	if c.Kind == spec.KindServer && k == "ready" {
+		return formatReady(v)
+	}
 	return formatValue(v, isSizeAttr(c.Kind, k))
+}
+
+// formatReady renders a server's ready block with its timeout, a number of
+// seconds in the plan, spelled as in a template: { tcp_port = 22, timeout = "5m" }.
+func formatReady(v any) string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return formatValue(v, false)
+	}
+	secs, ok := m["timeout"].(int64)
+	if !ok || secs < 0 {
+		return formatValue(v, false)
+	}
+	out := make(map[string]any, len(m))
+	for k, e := range m {
+		out[k] = e
+	}
+	out["timeout"] = formatSeconds(secs)
+	return formatValue(out, false)
+}
+
+// formatSeconds renders a duration as a template spells it: 90 -> "1m30s",
+// 5400 -> "1h30m", 0 -> "0s".
+func formatSeconds(n int64) string {
+	if n == 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		secs int64
+		unit string
+	}{{3600, "h"}, {60, "m"}, {1, "s"}} {
+		if n >= u.secs {
+			b.WriteString(strconv.FormatInt(n/u.secs, 10) + u.unit)
+			n %= u.secs
+		}
+	}
+	return b.String()
 }
 
 func isSizeAttr(kind, attr string) bool {
