@@ -322,7 +322,7 @@ func (c *ActionFinished) apply(tx *txn) (any, error) {
 		return nil, err
 	}
 
-	a.Status, a.Error, a.Finished = c.Status, c.Error, c.Time
+	a.Status, a.Error, a.Finished, a.ReadySeconds = c.Status, c.Error, c.Time, c.ReadySeconds
 	for _, s := range skip {
 		s.Status, s.Error, s.Finished = ActionSkipped, c.SkipReason, c.Time
 	}

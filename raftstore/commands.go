@@ -336,7 +336,9 @@ type ActionFinished struct {
 	Skip           []string  `json:",omitempty"`
 	SkipReason     string    `json:",omitempty"`
 	Events         []Event   `json:",omitempty"`
-	Time           time.Time
+	// ReadySeconds: a server's guest was ready after that long.
+	ReadySeconds float64 `json:",omitempty"`
+	Time         time.Time
 }
 
 // FinishOperation ends an operation and sets the stack's status from it:

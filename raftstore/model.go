@@ -126,8 +126,12 @@ type Resource struct {
 	Status       ResourceStatus
 	Error        string
 	// Node is the agent that owns the resource.
-	Node    string
-	Updated time.Time
+	Node string
+	// ReadyAt is when a server's guest passed its readiness check (the
+	// create or update that made it), ReadySeconds how long it took.
+	ReadyAt      time.Time `json:",omitzero"`
+	ReadySeconds float64   `json:",omitempty"`
+	Updated      time.Time
 	Index   uint64
 }
 
@@ -185,6 +189,8 @@ type ActionState struct {
 	Assigned time.Time
 	Started  time.Time
 	Finished time.Time
+	// ReadySeconds is how long a server's guest took to be ready.
+	ReadySeconds float64 `json:",omitempty"`
 }
 
 // Operation is an apply or destroy of one stack.

@@ -414,6 +414,7 @@ func (a *Agent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 	}
 	rep.OK = true
 	rep.PhysicalName = obj.PhysicalName
+	rep.ReadySeconds = obj.ReadyAfter.Seconds()
 	if obj.Attrs != nil {
 		enc, err := api.EncodeValues(obj.Attrs)
 		if err != nil {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/kiln-dev/kiln/daemon/engine"
 )
@@ -12,6 +13,9 @@ type Object struct {
 	PhysicalName string
 	// Attrs are the configured and computed attributes.
 	Attrs map[string]any
+	// ReadyAfter is, for a server created or updated, how long its guest
+	// took to pass its readiness check.
+	ReadyAfter time.Duration
 }
 
 // Driver runs the actions of one resource kind on this host. Every method

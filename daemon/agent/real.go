@@ -1,19 +1,25 @@
 package agent
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"libvirt.org/go/libvirt"
 
 	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/portforward"
@@ -43,6 +49,12 @@ type Real struct {
 	net     *network.Driver
 	pf      *portforward.Driver
 	reg     *registry
+	signals *server.Signals
+	log     *slog.Logger
+
+	// accelWant is what the operator asked for (auto, kvm or tcg); the
+	// accelerator in use and why are the server driver's (srv.Accel).
+	accelWant string
 
 	// locks serializes the changes of one network's host list (by network
 	// id), so parallel server creates on one network do not lose entries.
@@ -53,9 +65,30 @@ type Real struct {
 // RealDrivers returns the drivers of the real executors (libvirt, bridges,
 // iptables, dnsmasq, the image cache), keeping their state under dataDir.
 // It first checks that libvirtd answers and that the tools the network
-// executors run are installed, and says how to fix it when not.
-func RealDrivers(dataDir string) (Drivers, error) {
-	return RealDriversIn(dataDir, StorageDir(dataDir))
+// executors run are installed, and says how to fix it when not; then it
+// decides the accelerator (RealOptions.Accel) by a probe.
+func RealDrivers(dataDir string, o RealOptions) (Drivers, error) {
+	return RealDriversIn(dataDir, StorageDir(dataDir), o)
+}
+
+// AccelEnv names the environment variable of the embedded default's
+// accelerator choice: auto (the default), kvm or tcg.
+const AccelEnv = "KILN_ACCEL"
+
+// RealOptions are the settings of the real executors.
+type RealOptions struct {
+	// Accel is auto (""), kvm or tcg: auto uses KVM only when a probe
+	// guest runs under it here (executors/accel); kvm makes a host where
+	// it does not an error at start.
+	Accel string
+	// SignalPort is the port of the servers' ready URLs
+	// (server.DefaultSignalPort when 0).
+	SignalPort int
+	// AccelCache, when set, is a file that keeps the probe's answer until
+	// the host reboots or its libvirt or QEMU version changes (the
+	// embedded default, whose agent starts with every kiln command).
+	AccelCache string
+	Logger     *slog.Logger
 }
 
 // StorageDirEnv names the directory that holds the libvirt storage pools
@@ -76,8 +109,8 @@ func StorageDir(def string) string {
 }
 
 // RealDriversIn is RealDrivers with the storage pools in storageDir.
-func RealDriversIn(dataDir, storageDir string) (Drivers, error) {
-	r, err := OpenReal(dataDir, storageDir)
+func RealDriversIn(dataDir, storageDir string, o RealOptions) (Drivers, error) {
+	r, err := OpenReal(dataDir, storageDir, o)
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +119,19 @@ func RealDriversIn(dataDir, storageDir string) (Drivers, error) {
 
 // OpenReal connects to libvirtd (KILN_LIBVIRT_URI, default qemu:///system)
 // and sets up the executors, with their own state under dataDir and the
-// storage pools under storageDir. Close releases the connection.
-func OpenReal(dataDir, storageDir string) (*Real, error) {
+// storage pools under storageDir, and decides the accelerator. Close
+// releases the connection.
+func OpenReal(dataDir, storageDir string, o RealOptions) (*Real, error) {
 	if dataDir == "" || storageDir == "" {
 		return nil, errors.New("real drivers: no data or storage directory")
+	}
+	switch o.Accel {
+	case "", "auto", "kvm", "tcg":
+	default:
+		return nil, fmt.Errorf("accelerator %q: want auto, kvm or tcg", o.Accel)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	uri := os.Getenv(LibvirtURIEnv)
 	if uri == "" {
@@ -121,7 +163,10 @@ func OpenReal(dataDir, storageDir string) (*Real, error) {
 		conn.Close()
 		return nil, fmt.Errorf("real drivers: data directory: %w", err)
 	}
-	r := &Real{DataDir: dataDir, conn: conn, locks: map[string]*sync.Mutex{}}
+	r := &Real{DataDir: dataDir, conn: conn, locks: map[string]*sync.Mutex{}, log: o.Logger, accelWant: o.Accel}
+	if r.accelWant == "" {
+		r.accelWant = "auto"
+	}
 	fail := func(err error) (*Real, error) {
 		r.Close()
 		return nil, fmt.Errorf("real drivers: %w", err)
@@ -133,6 +178,25 @@ func OpenReal(dataDir, storageDir string) (*Real, error) {
 		return fail(err)
 	}
 	if r.srv, err = server.New(conn, r.vols, dataDir); err != nil {
+		return fail(err)
+	}
+	// The accelerator: decided once per start by a probe guest, kept for
+	// the agent's lifetime (a guest that dies of a KVM internal error
+	// later still turns an auto agent to TCG: kvmFailed).
+	probeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	choice, err := chooseAccel(probeCtx, conn, r.accelWant, filepath.Join(dataDir, "accel"), o.AccelCache)
+	cancel()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.srv.SetAccel(choice.DomainType, choice.Reason)
+	if choice.Accel == "kvm" {
+		o.Logger.Info("accelerator: kvm", "reason", choice.Reason, "probe", choice.Probe.Round(time.Millisecond))
+	} else {
+		o.Logger.Warn("accelerator: tcg, guests run without KVM", "reason", choice.Reason, "probe", choice.Probe.Round(time.Millisecond))
+	}
+	if r.signals, err = server.OpenSignals(dataDir, o.SignalPort, o.Logger.With("subsystem", "ready-signals")); err != nil {
 		return fail(err)
 	}
 	ipt, err := network.NewIPTables()
@@ -147,8 +211,82 @@ func OpenReal(dataDir, storageDir string) (*Real, error) {
 	return r, nil
 }
 
+// accelCached is the file behind RealOptions.AccelCache.
+type accelCached struct {
+	Key    string
+	Result accel.Result
+	Time   time.Time
+}
+
+// chooseAccel is accel.Choose, through the cache file when one is given.
+func chooseAccel(ctx context.Context, conn *libvirt.Connect, want, dir, cache string) (accel.Result, error) {
+	if cache == "" || want == "tcg" {
+		return accel.Choose(ctx, conn, want, dir)
+	}
+	key := accelCacheKey(conn, want)
+	var c accelCached
+	if data, err := os.ReadFile(cache); err == nil && json.Unmarshal(data, &c) == nil && c.Key == key && c.Result.Accel != "" {
+		c.Result.Reason += " (probed " + c.Time.Format(time.RFC3339) + "; kept until the host reboots or libvirt or QEMU changes)"
+		c.Result.Probe = 0
+		return c.Result, nil
+	}
+	res, err := accel.Choose(ctx, conn, want, dir)
+	if err != nil {
+		return res, err
+	}
+	if data, err := json.Marshal(accelCached{Key: key, Result: res, Time: time.Now().UTC()}); err == nil {
+		_ = writeFile(cache, data)
+	}
+	return res, nil
+}
+
+// accelCacheKey changes when the host reboots (its boot id), libvirt or
+// QEMU is upgraded, or the choice asked for changes.
+func accelCacheKey(conn *libvirt.Connect, want string) string {
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	lib, _ := conn.GetLibVersion()
+	hv, _ := conn.GetVersion()
+	return fmt.Sprintf("%s/%d/%d/%s", strings.TrimSpace(string(boot)), lib, hv, want)
+}
+
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Accel is the accelerator new guests run under, kvm or tcg, and why.
+func (r *Real) Accel() (accel, reason string) {
+	t, why := r.srv.Accel()
+	if t == "kvm" {
+		return "kvm", why
+	}
+	return "tcg", why
+}
+
+// kvmFailed turns an auto agent to TCG after a guest died of a KVM
+// internal error, and reports whether the create should be tried again
+// (once) under TCG.
+func (r *Real) kvmFailed(cause error) bool {
+	if r.accelWant != "auto" {
+		return false
+	}
+	t, _ := r.srv.Accel()
+	if t != "kvm" {
+		return false
+	}
+	r.srv.SetAccel("qemu", "KVM passed the probe at start but a guest then died of a KVM internal error; guests run under TCG from now on")
+	r.log.Warn("accelerator: a guest died of a KVM internal error; KVM marked unusable, guests run under TCG from now on", "err", cause)
+	return true
+}
+
 // Close frees the libvirt handles.
 func (r *Real) Close() error {
+	if r.signals != nil {
+		r.signals.Close()
+	}
 	if r.images != nil {
 		r.images.Close()
 	}

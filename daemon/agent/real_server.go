@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors"
@@ -88,6 +89,8 @@ type nicInfo struct {
 	name string // network name
 	nic  server.NIC
 	ip   string
+	// leases is the lease file of the network's dnsmasq ("" without DHCP).
+	leases string
 }
 
 // attach registers the server's NIC on network b as a fixed DHCP host
@@ -143,12 +146,17 @@ func (r *Real) attach(ctx context.Context, a engine.Action, phys string, b netBl
 		Address: netip.PrefixFrom(ip, gw.Bits()).String(),
 		Gateway: gw.Addr().String(),
 		MAC:     mac,
+		DHCP:    rec.DHCP,
 	}
 	if len(rec.DNS) > 0 {
 		// dnsmasq serves DNS on the gateway when the network has resolvers.
 		nic.DNS = []string{gw.Addr().String()}
 	}
-	return nicInfo{name: b.name, nic: nic, ip: ip.String()}, nil
+	info := nicInfo{name: b.name, nic: nic, ip: ip.String()}
+	if rec.DHCP {
+		info.leases = r.net.LeaseFile(rec.netSpec())
+	}
+	return info, nil
 }
 
 // pickAddress is the address of the NIC with mac on a network: the one the
@@ -314,6 +322,9 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 	if s.SSHKeys, err = attrStrings(a, "ssh_keys"); err != nil {
 		return s, res, err
 	}
+	if s.CPUMode, err = attrString(a, "cpu_mode", false); err != nil {
+		return s, res, err
+	}
 	ids, err := k.volumeIDs(a)
 	if err != nil {
 		return s, res, err
@@ -341,7 +352,88 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		s.NICs = append(s.NICs, n.nic)
 	}
 	res.nics = nics
+	if s.Ready, err = k.ready(a, phys, nics); err != nil {
+		return s, res, err
+	}
+	if len(nics) > 0 && k.r.signals != nil {
+		s.ReadyURL = k.r.signals.URL(nics[0].nic.Gateway, server.Name(a.Stack, phys))
+	}
+	s.Progress = serverProgress(ctx, a.Address)
 	return s, res, nil
+}
+
+// ready turns the server's ready attribute (spec's normalised map) into
+// the driver's check; with no ready block, the guest's DHCP lease on its
+// first DHCP network, or the domain running for a few seconds.
+func (k realServer) ready(a engine.Action, phys string, nics []nicInfo) (server.Ready, error) {
+	v, ok := a.Attrs["ready"]
+	if !ok || v == nil {
+		for _, n := range nics {
+			if n.leases != "" {
+				return server.Ready{Kind: server.CheckLease, LeaseFile: n.leases, MAC: n.nic.MAC}, nil
+			}
+		}
+		return server.Ready{Kind: server.CheckRunning}, nil
+	}
+	if spec.IsUnknown(v) {
+		return server.Ready{}, unknownErr(a, "ready")
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return server.Ready{}, fmt.Errorf("%s: attribute \"ready\" is a %T, want a ready block", a.Address, v)
+	}
+	var r server.Ready
+	if t, ok := asInt64(m["timeout"]); ok && t > 0 {
+		r.Timeout = time.Duration(t) * time.Second
+	}
+	first := ""
+	if len(nics) > 0 {
+		first = nics[0].ip
+	}
+	switch {
+	case m["tcp_port"] != nil:
+		p, _ := asInt64(m["tcp_port"])
+		r.Kind, r.Port, r.Address = server.CheckTCP, int(p), first
+	case m["http_port"] != nil:
+		p, _ := asInt64(m["http_port"])
+		r.Kind, r.Port, r.Address = server.CheckHTTP, int(p), first
+		r.Path, _ = m["http_path"].(string)
+	case m["console"] != nil:
+		r.Kind, _ = server.CheckConsole, 0
+		r.Console, _ = m["console"].(string)
+	case m["signal"] == true:
+		if len(nics) == 0 || k.r.signals == nil {
+			return r, fmt.Errorf("%s: ready signal: the server needs a network to reach its ready URL", a.Address)
+		}
+		name := server.Name(a.Stack, phys)
+		r.Kind = server.CheckSignal
+		r.Signalled = func() time.Time { return k.r.signals.Signalled(name) }
+	default:
+		return r, fmt.Errorf("%s: the ready block has no check (tcp_port, http_port, console or signal)", a.Address)
+	}
+	return r, nil
+}
+
+func asInt64(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case float64:
+		return int64(n), n == float64(int64(n))
+	}
+	return 0, false
+}
+
+// serverProgress sends the driver's "booting" and "ready after" lines as
+// events of the action's stack.
+func serverProgress(ctx context.Context, address string) server.Progress {
+	emit, _ := ctx.Value(progressKey{}).(func(string))
+	if emit == nil {
+		return nil
+	}
+	return func(msg string) { emit(address + ": " + msg) }
 }
 
 // imageID is the server's image attribute, or the id of its only image
@@ -394,7 +486,7 @@ func serverObject(a engine.Action, s server.Server, res resolved) Object {
 	if len(s.MACs) > 0 {
 		c["mac"] = s.MACs[0]
 	}
-	return Object{PhysicalName: s.Name, Attrs: withComputed(a, c)}
+	return Object{PhysicalName: s.Name, Attrs: withComputed(a, c), ReadyAfter: s.ReadyAfter}
 }
 
 func (k realServer) Create(ctx context.Context, a engine.Action) (Object, error) {
@@ -409,11 +501,33 @@ func (k realServer) Create(ctx context.Context, a engine.Action) (Object, error)
 	if err != nil {
 		return Object{}, err
 	}
+	if err := k.listen(s); err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+	}
 	got, err := k.r.srv.Create(ctx, s)
+	if errors.Is(err, server.ErrKVMInternal) && k.r.kvmFailed(err) {
+		// -accel auto: KVM cannot run this guest after all. The agent now
+		// runs guests under TCG; make this one again, once.
+		if derr := k.r.srv.Delete(ctx, a.Stack, phys); derr != nil {
+			return Object{}, fmt.Errorf("%s: %w (and removing it to retry under TCG: %v)", a.Address, err, derr)
+		}
+		if s.Progress != nil {
+			s.Progress("KVM cannot run this guest (KVM internal error); retrying once under TCG")
+		}
+		got, err = k.r.srv.Create(ctx, s)
+	}
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
 	}
 	return serverObject(a, got, res), nil
+}
+
+// listen starts the ready URL listener a signal check needs.
+func (k realServer) listen(s server.Spec) error {
+	if s.Ready.Kind != server.CheckSignal || len(s.NICs) == 0 {
+		return nil
+	}
+	return k.r.signals.Listen(s.NICs[0].Gateway)
 }
 
 func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error) {
@@ -424,6 +538,9 @@ func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error)
 	s, res, err := k.spec(ctx, a, phys)
 	if err != nil {
 		return Object{}, err
+	}
+	if err := k.listen(s); err != nil {
+		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
 	}
 	got, err := k.r.srv.Update(ctx, s)
 	if err != nil {
@@ -443,6 +560,9 @@ func (k realServer) Delete(ctx context.Context, a engine.Action) error {
 	}
 	if err := k.r.detach(ctx, name); err != nil {
 		return err
+	}
+	if k.r.signals != nil {
+		k.r.signals.Forget(name)
 	}
 	return k.r.reg.del("server", name)
 }

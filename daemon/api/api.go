@@ -192,6 +192,11 @@ type ResourceInfo struct {
 	Node         string         `json:"node,omitempty"`
 	PhysicalName string         `json:"physical_name,omitempty"`
 	Attrs        map[string]any `json:"attributes,omitempty"` // sensitive values as "(sensitive)"
+	// ReadyAt and ReadySeconds: for a server, when its guest last passed its
+	// readiness check (by the create or update that made it so), and how
+	// long it took from the domain's start.
+	ReadyAt      *time.Time `json:"ready_at,omitempty"`
+	ReadySeconds float64    `json:"ready_seconds,omitempty"`
 }
 
 // OutputValue is one output; sensitive values are shown only with
@@ -224,6 +229,10 @@ type ActionStatus struct {
 	Agent    string    `json:"agent,omitempty"`
 	Started  time.Time `json:"started,omitempty"`
 	Finished time.Time `json:"finished,omitempty"`
+	// ReadySeconds is, for a server created or updated, how long its guest
+	// took to pass its readiness check; ReadyAt when it did.
+	ReadySeconds float64    `json:"ready_seconds,omitempty"`
+	ReadyAt      *time.Time `json:"ready_at,omitempty"`
 }
 
 // Event is one thing that happened to a stack.
@@ -344,6 +353,9 @@ type ActionReport struct {
 	PhysicalName string `json:"physical_name,omitempty"`
 	// WorkID is the WorkItem.WorkID this reports on (required).
 	WorkID string `json:"work_id,omitempty"`
+	// ReadySeconds is, for a server created or updated, how long its
+	// guest took to pass its readiness check.
+	ReadySeconds float64 `json:"ready_seconds,omitempty"`
 }
 
 // ImageInfo is one cached image on an agent.

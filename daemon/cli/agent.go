@@ -30,6 +30,10 @@ Options:
   -id ID                The agent's id (default: the one in DIR/agent-id,
                         made from the host name at the first start).
   -heartbeat DURATION   Heartbeat interval (default 5s).
+  -accel MODE           auto, kvm or tcg (default auto). auto runs guests
+                        under KVM only when a probe guest runs under it on
+                        this host, else under TCG, and logs why; kvm makes a
+                        host where KVM cannot run a guest an error at start.
   -log-level LEVEL      debug, info, warn or error (default info).
 `,
 	run: runAgent,
@@ -41,6 +45,7 @@ func runAgent(e *Env, c *command, args []string) int {
 	servers := fs.String("servers", "", "")
 	id := fs.String("id", "", "")
 	hb := fs.Duration("heartbeat", agent.DefaultHeartbeatInterval, "")
+	accelMode := fs.String("accel", "auto", "")
 	logLevel := fs.String("log-level", "info", "")
 	// Test-only: -driver=memory runs the in-memory driver, which writes its
 	// call counts to DIR/memdriver-calls.json; -memory-delay slows it.
@@ -66,7 +71,7 @@ func runAgent(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	dir := e.abs(*dataDir)
-	drivers, err := agentDrivers(dir, *driver, *memDelay)
+	drivers, err := agentDrivers(dir, *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/client"
 	"github.com/kiln-dev/kiln/daemon/embedded"
@@ -95,7 +96,7 @@ func (e *Env) dial(cmd string, s *serverFlags, withAgent bool) *remote {
 		}
 		return &remote{c: c}
 	}
-	cfg := embedded.Config{Dir: filepath.Join(e.Dir, embeddedDir), Driver: e.getenv(envEmbeddedDriver), NoAgent: !withAgent}
+	cfg := embedded.Config{Dir: filepath.Join(e.Dir, embeddedDir), Driver: e.getenv(envEmbeddedDriver), NoAgent: !withAgent, Accel: e.getenv(agent.AccelEnv)}
 	if d := e.getenv(envEmbeddedDelay); d != "" {
 		cfg.MemoryDelay, _ = time.ParseDuration(d)
 	}

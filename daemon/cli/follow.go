@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
@@ -29,6 +30,16 @@ func opSucceeded(status string) bool {
 // returns the last operation seen; err is ctx's error when ctx ended first.
 func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api.Operation, error) {
 	seen := map[string]string{}
+	var out sync.Mutex // action lines and progress lines share stdout
+	if !quiet {
+		pctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		defer func() { stop(); <-done }()
+		go func() {
+			defer close(done)
+			e.followProgress(pctx, r, id, &out)
+		}()
+	}
 	var (
 		index uint64
 		last  api.Operation
@@ -62,7 +73,9 @@ func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api
 				if a.Status == "pending" {
 					continue
 				}
+				out.Lock()
 				e.actionLine(a)
+				out.Unlock()
 			}
 		}
 		if opFinal(op.Status) {
@@ -73,6 +86,53 @@ func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api
 		} else if index == 0 {
 			index = 1
 		}
+	}
+}
+
+// followProgress prints the agents' progress lines of operation id (an
+// image download, a server booting and becoming ready) as they come, until
+// ctx ends.
+func (e *Env) followProgress(ctx context.Context, r *remote, id string, out *sync.Mutex) {
+	op, _, err := r.c.Operation(ctx, id, 0, 0)
+	if err != nil || op.Stack == "" {
+		return
+	}
+	// Start after the events already there.
+	first, err := r.c.Events(ctx, op.Stack, 0, 0)
+	if err != nil {
+		return
+	}
+	index := first.Index
+	for ctx.Err() == nil {
+		resp, err := r.c.Events(ctx, op.Stack, index, 30*time.Second)
+		if err != nil {
+			if !sleepCtx(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		for _, ev := range resp.Events {
+			if ev.Index <= index || ev.Operation != id || ev.Node == "" || ev.Address == "" || !strings.HasPrefix(ev.Message, ev.Address+": ") {
+				continue
+			}
+			out.Lock()
+			fmt.Fprintf(e.Stdout, "  %-28s %s\n", ev.Address, strings.TrimPrefix(ev.Message, ev.Address+": "))
+			out.Unlock()
+		}
+		if resp.Index > index {
+			index = resp.Index
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -89,6 +149,9 @@ func (e *Env) actionLine(a api.ActionStatus) {
 		where = " on " + a.Agent
 	}
 	line := fmt.Sprintf("  %-28s %-8s %s%s%s", a.Address, a.Action, a.Status, where, elapsed)
+	if a.ReadySeconds > 0 {
+		line += fmt.Sprintf(", ready after %.1fs", a.ReadySeconds)
+	}
 	if a.Error != "" {
 		line += ": " + a.Error
 	}

@@ -35,6 +35,8 @@ Options:
   -join HOST:PORT       The HTTP address of a member to join through.
   -agent                Also run an agent in this process (the executors of
                         this host), with its data in DIR/agent.
+  -accel MODE           With -agent: auto, kvm or tcg (default auto: KVM
+                        only when a probe guest runs under it here).
   -parallelism N        Actions an operation runs at once (default 16).
   -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
   -log-level LEVEL      debug, info, warn or error (default info).
@@ -50,6 +52,7 @@ func runServer(e *Env, c *command, args []string) int {
 	bootstrap := fs.Bool("bootstrap", false, "")
 	join := fs.String("join", "", "")
 	withAgent := fs.Bool("agent", false, "")
+	accelMode := fs.String("accel", "auto", "")
 	parallelism := fs.Int("parallelism", 16, "")
 	leave := fs.Bool("leave-on-shutdown", true, "")
 	logLevel := fs.String("log-level", "info", "")
@@ -79,7 +82,7 @@ func runServer(e *Env, c *command, args []string) int {
 	}
 	var drivers agent.Drivers
 	if *withAgent {
-		drivers, err = agentDrivers(filepath.Join(dir, "agent"), *driver, *memDelay)
+		drivers, err = agentDrivers(filepath.Join(dir, "agent"), *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log.With("role", "agent")})
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
 			return ExitError
@@ -156,10 +159,10 @@ func (e *Env) logger(level string) (*slog.Logger, error) {
 
 // agentDrivers returns the real drivers, or the memory driver when asked
 // for explicitly (tests).
-func agentDrivers(dir, driver string, delay time.Duration) (agent.Drivers, error) {
+func agentDrivers(dir, driver string, delay time.Duration, o agent.RealOptions) (agent.Drivers, error) {
 	switch driver {
 	case "", "real":
-		return agent.RealDrivers(dir)
+		return agent.RealDrivers(dir, o)
 	case "memory":
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err

@@ -71,9 +71,13 @@ func runStatus(e *Env, c *command, args []string) int {
 	if len(st.Resources) > 0 {
 		fmt.Fprintln(e.Stdout, "\nResources:")
 		tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ADDRESS\tSTATUS\tNODE\tPHYSICAL NAME\tERROR")
+		fmt.Fprintln(tw, "  ADDRESS\tSTATUS\tREADY\tNODE\tPHYSICAL NAME\tERROR")
 		for _, res := range st.Resources {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", res.Address, res.Status, dash(res.Node), dash(res.PhysicalName), res.Error)
+			ready := "-"
+			if res.ReadyAt != nil {
+				ready = fmt.Sprintf("%.1fs at %s", res.ReadySeconds, res.ReadyAt.Local().Format(time.TimeOnly))
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", res.Address, res.Status, ready, dash(res.Node), dash(res.PhysicalName), res.Error)
 		}
 		tw.Flush()
 	}

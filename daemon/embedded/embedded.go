@@ -47,6 +47,8 @@ type Config struct {
 	MemoryDelay time.Duration
 	// NoAgent starts the server alone, for verbs that only read.
 	NoAgent bool
+	// Accel is the agent's accelerator choice: auto (""), kvm or tcg.
+	Accel string
 	Logger  *slog.Logger
 }
 
@@ -107,7 +109,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Memory = agent.NewMemory(agentDir, cfg.MemoryDelay)
 		drivers = n.Memory.Drivers()
 	case cfg.Driver == "":
-		drivers, err = agent.RealDriversIn(agentDir, agent.StorageDir(agent.HostStorageDir))
+		drivers, err = agent.RealDriversIn(agentDir, agent.StorageDir(agent.HostStorageDir), agent.RealOptions{
+			Accel: cfg.Accel, Logger: cfg.Logger.With("role", "agent"),
+			// A kiln command starts this agent every time: keep the probe's
+			// answer until the host reboots or its QEMU or libvirt changes.
+			AccelCache: filepath.Join(agentDir, "accel.json"),
+		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded agent: %w", err)
 		}

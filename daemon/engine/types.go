@@ -89,6 +89,8 @@ type Result struct {
 	// Attrs are the resource's attributes (configured and computed) after the
 	// action; nil after a delete.
 	Attrs map[string]any
+	// Ready is, for a server, how long its guest took to be ready.
+	Ready time.Duration
 }
 
 // Recorder records progress; on the leader every call is a raft.Apply. An

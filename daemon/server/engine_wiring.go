@@ -72,8 +72,15 @@ func (o *opRun) ActionFinished(ctx context.Context, opID, address string, res en
 			cmd.Events = o.event(address+" deleted", raftstore.LevelInfo)
 		} else if ch != nil {
 			r := o.resource(*ch, res)
+			msg := fmt.Sprintf("%s %sd on %s", address, ch.Action, res.Node)
+			if res.Ready > 0 {
+				cmd.ReadySeconds = res.Ready.Seconds()
+				r.ReadyAt = cmd.Time
+				r.ReadySeconds = res.Ready.Seconds()
+				msg += fmt.Sprintf(", ready after %.1fs", res.Ready.Seconds())
+			}
 			cmd.Resource = &r
-			cmd.Events = o.event(fmt.Sprintf("%s %sd on %s", address, ch.Action, res.Node), raftstore.LevelInfo)
+			cmd.Events = o.event(msg, raftstore.LevelInfo)
 		}
 	case engine.StatusFailed:
 		cmd.Status = raftstore.ActionFailed
@@ -312,7 +319,7 @@ func (o *opRun) Run(ctx context.Context, a engine.Action) (engine.Result, error)
 				o.physical[a.Address] = rep.PhysicalName
 				o.mu.Unlock()
 			}
-			return engine.Result{Node: node, Attrs: attrs}, nil
+			return engine.Result{Node: node, Attrs: attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}, nil
 		}
 		msg := rep.Error
 		if rep.Refused {

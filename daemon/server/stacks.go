@@ -64,10 +64,15 @@ func (s *Server) handleStack(w http.ResponseWriter, r *http.Request) error {
 		for k, v := range res.State.Computed {
 			attrs[k] = wireValue(v, res.State.Sensitive[k])
 		}
-		d.Resources = append(d.Resources, api.ResourceInfo{
+		ri := api.ResourceInfo{
 			Address: res.State.Address, Kind: res.State.Kind, Status: string(res.Status), Error: res.Error,
-			Node: res.Node, PhysicalName: res.PhysicalName, Attrs: attrs,
-		})
+			Node: res.Node, PhysicalName: res.PhysicalName, Attrs: attrs, ReadySeconds: res.ReadySeconds,
+		}
+		if !res.ReadyAt.IsZero() {
+			t := res.ReadyAt
+			ri.ReadyAt = &t
+		}
+		d.Resources = append(d.Resources, ri)
 	}
 	w.Header().Set(api.IndexHeader, strconv.FormatUint(st.Index, 10))
 	return writeJSON(w, http.StatusOK, d)
@@ -425,10 +430,15 @@ func opView(o raftstore.Operation) api.Operation {
 		if a.Action == planner.NoOp {
 			continue
 		}
-		out.Actions = append(out.Actions, api.ActionStatus{
+		as := api.ActionStatus{
 			Address: a.Address, Action: a.Action.String(), Status: string(a.Status), Error: a.Error,
-			Agent: a.Agent, Started: a.Started, Finished: a.Finished,
-		})
+			Agent: a.Agent, Started: a.Started, Finished: a.Finished, ReadySeconds: a.ReadySeconds,
+		}
+		if a.ReadySeconds > 0 && !a.Finished.IsZero() {
+			t := a.Finished
+			as.ReadyAt = &t
+		}
+		out.Actions = append(out.Actions, as)
 	}
 	return out
 }

@@ -29,6 +29,9 @@ type Seed struct {
 	Address    string   // static address in CIDR form, e.g. 10.0.0.10/24; DHCP when empty
 	Gateway    string   // default route, optional
 	DNS        []string // name servers, optional
+	// ReadyURL is the server's ready URL (the signal readiness check): in
+	// meta-data as kiln_ready_url and as the file kiln-ready-url.
+	ReadyURL string
 }
 
 // Validate reports the first field that cloud-init could not use.
@@ -72,6 +75,9 @@ func (s Seed) Validate() error {
 			return fmt.Errorf("seed: name server %q is not an IP address", d)
 		}
 	}
+	if strings.ContainsAny(s.ReadyURL, "\n\r \t") {
+		return fmt.Errorf("seed: ready URL %q holds white space", s.ReadyURL)
+	}
 	for _, k := range s.SSHKeys {
 		if strings.ContainsAny(k, "\n\r") {
 			return fmt.Errorf("seed: ssh key holds a line break")
@@ -83,11 +89,15 @@ func (s Seed) Validate() error {
 // Files returns the seed's files by name: meta-data, user-data and
 // network-config. It does not validate; ISO does.
 func (s Seed) Files() map[string][]byte {
-	return map[string][]byte{
+	m := map[string][]byte{
 		"meta-data":      []byte(s.metaData()),
 		"user-data":      []byte(s.userData()),
 		"network-config": []byte(s.networkConfig()),
 	}
+	if s.ReadyURL != "" {
+		m["kiln-ready-url"] = []byte(s.ReadyURL + "\n")
+	}
+	return m
 }
 
 // ISO returns the seed as an ISO 9660 image (with Joliet names) labelled
@@ -127,6 +137,9 @@ func (s Seed) metaData() string {
 	fmt.Fprintf(&b, "instance-id: %s\n", q(s.instanceID()))
 	if s.Hostname != "" {
 		fmt.Fprintf(&b, "local-hostname: %s\n", q(s.Hostname))
+	}
+	if s.ReadyURL != "" {
+		fmt.Fprintf(&b, "kiln_ready_url: %s\n", q(s.ReadyURL))
 	}
 	if len(s.SSHKeys) > 0 {
 		b.WriteString("public-keys:\n")

@@ -137,6 +137,12 @@ func (d *Driver) Dir(spec Spec) string {
 	return filepath.Join(d.DataDir, "networks", executors.PhysicalName(spec.Stack, spec.Address, 64))
 }
 
+// LeaseFile is the network's dnsmasq lease file: a line
+// "EXPIRY MAC IP HOSTNAME CLIENT-ID" per lease given.
+func (d *Driver) LeaseFile(spec Spec) string {
+	return filepath.Join(d.Dir(spec), "dnsmasq.leases")
+}
+
 func (s Spec) owner() string { return executors.Owner(s.Stack, s.Address) }
 
 func (s Spec) prefix() (netip.Prefix, error) {

@@ -12,6 +12,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"libvirt.org/go/libvirt"
@@ -40,6 +42,10 @@ type NIC struct {
 	Gateway string   // optional
 	DNS     []string // optional
 	MAC     string   // optional; derived by MAC when empty
+	// DHCP: the network's dnsmasq hands Address out to this NIC's MAC, and
+	// the seed tells the guest to ask for it (so that the guest's lease
+	// shows it is up) instead of configuring it statically.
+	DHCP bool
 }
 
 // Spec is the desired state of one server resource.
@@ -58,6 +64,16 @@ type Spec struct {
 	Cmdline            string
 	UserData           string
 	SSHKeys            []string
+	// CPUMode is "host-passthrough" or "host-model" (KVM only), or ""
+	// ("default") for the hypervisor's default CPU model.
+	CPUMode string
+	// ReadyURL goes into the seed (see Signals).
+	ReadyURL string
+	// Ready is how Create and Update see that the guest is up; the zero
+	// value waits for the domain to run DefaultSettle without crashing.
+	Ready Ready
+	// Progress, when set, hears "booting" and "ready after" of the wait.
+	Progress Progress
 }
 
 // Server is what is really there.
@@ -73,6 +89,12 @@ type Server struct {
 	Volumes        []string // data volume paths (not the root disk nor the seed)
 	Overlay, Seed  string   // file paths
 	ConsoleLog     string
+	CPUMode        string // "" for the hypervisor's default
+	DomainType     string // kvm or qemu
+	// ReadyAfter is how long the guest took to pass its readiness check
+	// in the Create or Update that returned it (from the domain's start,
+	// or from the call for a domain that ran already).
+	ReadyAfter time.Duration
 }
 
 // Driver creates and removes servers on one libvirt connection.
@@ -80,8 +102,12 @@ type Driver struct {
 	conn    *libvirt.Connect
 	vols    *volume.Driver
 	dataDir string
-	// DomainType is kvm when /dev/kvm exists, else qemu.
-	DomainType string
+	// accel is the libvirt domain type of new domains, kvm or qemu (TCG),
+	// and why: New sets qemu; the agent sets kvm (SetAccel) when a probe
+	// showed that KVM runs a guest here (executors/accel).
+	accelMu     sync.RWMutex
+	domType     string
+	accelReason string
 	// ShutdownTimeout bounds the clean shutdown of a restart before the
 	// domain is destroyed.
 	ShutdownTimeout time.Duration
@@ -93,11 +119,22 @@ func New(conn *libvirt.Connect, vols *volume.Driver, dataDir string) (*Driver, e
 	if err := os.MkdirAll(filepath.Join(dataDir, "console"), 0o755); err != nil {
 		return nil, fmt.Errorf("server driver: %w", err)
 	}
-	typ := "qemu"
-	if _, err := os.Stat("/dev/kvm"); err == nil {
-		typ = "kvm"
-	}
-	return &Driver{conn: conn, vols: vols, dataDir: dataDir, DomainType: typ, ShutdownTimeout: 30 * time.Second}, nil
+	return &Driver{conn: conn, vols: vols, dataDir: dataDir, domType: "qemu", accelReason: "the default", ShutdownTimeout: 30 * time.Second}, nil
+}
+
+// SetAccel sets the domain type of the domains made from now on: "kvm" or
+// "qemu" (TCG), and why it was chosen.
+func (d *Driver) SetAccel(domainType, reason string) {
+	d.accelMu.Lock()
+	defer d.accelMu.Unlock()
+	d.domType, d.accelReason = domainType, reason
+}
+
+// Accel returns the domain type of new domains and why it was chosen.
+func (d *Driver) Accel() (domainType, reason string) {
+	d.accelMu.RLock()
+	defer d.accelMu.RUnlock()
+	return d.domType, d.accelReason
 }
 
 // Name is the domain name of a server resource.
@@ -128,9 +165,27 @@ type meta struct {
 	Stack   string   `xml:"stack"`
 	Address string   `xml:"address"`
 	Owner   string   `xml:"owner"`
+	// Spec is the hash of the spec the domain was defined from (specHash);
+	// "" for domains of older kiln versions.
+	Spec string `xml:"spec"`
 }
 
-func metadataXML(stack, address string) string {
+// specHash is what a create adopts by: a domain defined from another spec
+// (an earlier create that never finished, say a guest that never became
+// ready, since fixed in the template) is made anew rather than adopted.
+// The readiness check is not part of it: changing it re-checks, no more.
+func specHash(spec Spec) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q %q %q %q %d %d %d %q %q %q %q %q %q %q\n", spec.Stack, spec.Address, spec.Hostname,
+		spec.Image, spec.CPUs, spec.Memory, spec.Disk, spec.Kernel, spec.Initrd, spec.Cmdline,
+		spec.UserData, strings.Join(spec.SSHKeys, "\x00"), normCPUMode(spec.CPUMode), spec.ReadyURL)
+	for _, n := range spec.NICs {
+		fmt.Fprintf(h, "nic %q %q %q %q %t\n", n.Network, n.Bridge, n.Address, nicMAC(spec, n), n.DHCP)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func metadataXML(stack, address, hash string) string {
 	esc := func(v string) string {
 		var b strings.Builder
 		xml.EscapeText(&b, []byte(v))
@@ -140,6 +195,7 @@ func metadataXML(stack, address string) string {
 		`<kiln:stack>` + esc(stack) + `</kiln:stack>` +
 		`<kiln:address>` + esc(address) + `</kiln:address>` +
 		`<kiln:owner>` + esc(executors.Owner(stack, address)) + `</kiln:owner>` +
+		`<kiln:spec>` + esc(hash) + `</kiln:spec>` +
 		`</kiln:server>`
 }
 
@@ -210,7 +266,10 @@ func (d *Driver) describe(dom *libvirt.Domain) (Server, error) {
 	if err := x.Unmarshal(doc); err != nil {
 		return Server{Name: name}, fmt.Errorf("server %s: %w", name, err)
 	}
-	s := Server{Name: name, Running: state == libvirt.DOMAIN_RUNNING, State: stateNames[state]}
+	s := Server{Name: name, Running: state == libvirt.DOMAIN_RUNNING, State: stateNames[state], DomainType: x.Type}
+	if x.CPU != nil && (x.CPU.Mode == "host-passthrough" || x.CPU.Mode == "host-model") {
+		s.CPUMode = x.CPU.Mode
+	}
 	if m, ok := owner(dom, libvirt.DOMAIN_AFFECT_CURRENT); ok {
 		s.Stack, s.Address = m.Stack, m.Address
 	}
@@ -281,18 +340,33 @@ func (d *Driver) List(ctx context.Context) ([]Server, error) {
 }
 
 // Create boots the server, or adopts the domain of that name (starting it
-// when it is shut off). It returns once the domain runs.
+// when it is shut off), and waits until the guest passes spec.Ready. A
+// guest that crashes, pauses on an error, shuts off or is not ready in time
+// fails with an error wrapping ErrNotReady (and ErrKVMInternal when KVM
+// could not run it); the domain is left as it is, for a re-run to adopt or
+// a delete to remove.
 func (d *Driver) Create(ctx context.Context, spec Spec) (Server, error) {
 	if err := ctx.Err(); err != nil {
 		return Server{}, err
 	}
-	if err := validate(spec); err != nil {
+	if err := d.validate(spec); err != nil {
 		return Server{}, err
 	}
 	name := Name(spec.Stack, spec.Address)
 	dom, err := d.lookup(spec.Stack, spec.Address)
 	if err != nil && !errors.Is(err, executors.ErrNotFound) {
 		return Server{}, err
+	}
+	if dom != nil {
+		if m, ok := owner(dom, libvirt.DOMAIN_AFFECT_CONFIG); ok && m.Spec != "" && m.Spec != specHash(spec) {
+			// Made by a create of another spec that never finished: make
+			// it anew from this one.
+			dom.Free()
+			dom = nil
+			if err := d.Delete(ctx, spec.Stack, spec.Address); err != nil {
+				return Server{}, fmt.Errorf("server %s: remove the domain of an unfinished create of another spec: %w", name, err)
+			}
+		}
 	}
 	if dom == nil {
 		overlay, err := d.ensureOverlay(spec)
@@ -314,11 +388,60 @@ func (d *Driver) Create(ctx context.Context, spec Spec) (Server, error) {
 		}
 	}
 	defer dom.Free()
+	return d.boot(ctx, dom, spec, false)
+}
+
+// boot starts the domain unless it runs (restarted: it was just stopped)
+// and waits for the guest to be ready.
+func (d *Driver) boot(ctx context.Context, dom *libvirt.Domain, spec Spec, restarted bool) (Server, error) {
+	name := Name(spec.Stack, spec.Address)
+	active, err := dom.IsActive()
+	if err != nil {
+		return Server{Name: name}, fmt.Errorf("server %s: %w", name, err)
+	}
+	b := d.beforeStart(spec.Stack, spec.Address, spec.Ready)
+	b.adopted = active && !restarted
 	if err := start(dom); err != nil {
 		s, _ := d.describe(dom)
 		return s, fmt.Errorf("start server %s: %w", name, err)
 	}
-	return d.describe(dom)
+	if spec.Progress != nil {
+		spec.Progress(fmt.Sprintf("booting under %s, waiting for %s", accelName(d.domainType(dom)), spec.Ready))
+	}
+	after, err := d.waitReady(ctx, dom, spec.Stack, spec.Address, spec.Ready, b)
+	s, derr := d.describe(dom)
+	s.ReadyAfter = after
+	if err != nil {
+		return s, err
+	}
+	if derr != nil {
+		return s, derr
+	}
+	if spec.Progress != nil {
+		spec.Progress(fmt.Sprintf("ready after %.1fs (%s)", after.Seconds(), spec.Ready.Kind))
+	}
+	return s, nil
+}
+
+func (d *Driver) domainType(dom *libvirt.Domain) string {
+	doc, err := dom.GetXMLDesc(libvirt.DOMAIN_XML_INACTIVE)
+	if err != nil {
+		t, _ := d.Accel()
+		return t
+	}
+	var x libvirtxml.Domain
+	if x.Unmarshal(doc) != nil {
+		t, _ := d.Accel()
+		return t
+	}
+	return x.Type
+}
+
+func accelName(domainType string) string {
+	if domainType == "kvm" {
+		return "KVM"
+	}
+	return "TCG"
 }
 
 func start(dom *libvirt.Domain) error {
@@ -334,7 +457,19 @@ func start(dom *libvirt.Domain) error {
 	return nil
 }
 
-func validate(spec Spec) error {
+func (d *Driver) validate(spec Spec) error {
+	switch spec.CPUMode {
+	case "", "default":
+	case "host-passthrough", "host-model":
+		if t, why := d.Accel(); t != "kvm" {
+			return fmt.Errorf("server %s: cpu_mode %q needs KVM, and this agent runs guests under TCG (%s); remove cpu_mode or use \"default\"", spec.Address, spec.CPUMode, why)
+		}
+	default:
+		return fmt.Errorf("server %s: cpu_mode %q: want host-passthrough, host-model or default", spec.Address, spec.CPUMode)
+	}
+	if err := spec.Ready.Validate(); err != nil {
+		return fmt.Errorf("server %s: %w", spec.Address, err)
+	}
 	switch {
 	case spec.Stack == "" || spec.Address == "":
 		return errors.New("server: stack and address are required")
@@ -402,10 +537,14 @@ func (d *Driver) writeSeed(spec Spec) (string, error) {
 		Hostname:   hostname(spec),
 		UserData:   spec.UserData,
 		SSHKeys:    spec.SSHKeys,
+		ReadyURL:   spec.ReadyURL,
 	}
 	if len(spec.NICs) > 0 {
 		n := spec.NICs[0]
-		seed.MAC, seed.Address, seed.Gateway, seed.DNS = nicMAC(spec, n), n.Address, n.Gateway, n.DNS
+		seed.MAC = nicMAC(spec, n)
+		if !n.DHCP {
+			seed.Address, seed.Gateway, seed.DNS = n.Address, n.Gateway, n.DNS
+		}
 	}
 	iso, err := seed.ISO()
 	if err != nil {
@@ -470,10 +609,11 @@ func dataDisk(path, dev string) libvirtxml.DomainDisk {
 
 func (d *Driver) domainXML(spec Spec, overlay, seed string) *libvirtxml.Domain {
 	port := uint(0)
+	domType, _ := d.Accel()
 	x := &libvirtxml.Domain{
-		Type:          d.DomainType,
+		Type:          domType,
 		Name:          Name(spec.Stack, spec.Address),
-		Metadata:      &libvirtxml.DomainMetadata{XML: metadataXML(spec.Stack, spec.Address)},
+		Metadata:      &libvirtxml.DomainMetadata{XML: metadataXML(spec.Stack, spec.Address, specHash(spec))},
 		Memory:        &libvirtxml.DomainMemory{Value: uint(spec.Memory >> 10), Unit: "KiB"},
 		CurrentMemory: &libvirtxml.DomainCurrentMemory{Value: uint(spec.Memory >> 10), Unit: "KiB"},
 		VCPU:          &libvirtxml.DomainVCPU{Value: uint(spec.CPUs)},
@@ -513,6 +653,7 @@ func (d *Driver) domainXML(spec Spec, overlay, seed string) *libvirtxml.Domain {
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		},
 	}
+	setCPUMode(x, spec.CPUMode)
 	for i, v := range spec.Volumes {
 		x.Devices.Disks = append(x.Devices.Disks, dataDisk(v, dataDev(i)))
 	}
@@ -526,6 +667,22 @@ func (d *Driver) domainXML(spec Spec, overlay, seed string) *libvirtxml.Domain {
 	return x
 }
 
+func setCPUMode(x *libvirtxml.Domain, mode string) {
+	switch mode {
+	case "host-passthrough", "host-model":
+		x.CPU = &libvirtxml.DomainCPU{Mode: mode}
+	default:
+		x.CPU = nil
+	}
+}
+
+func normCPUMode(m string) string {
+	if m == "default" {
+		return ""
+	}
+	return m
+}
+
 // Update brings a server to spec. A change of cpus or memory redefines the
 // domain and restarts it (clean shutdown bounded by ShutdownTimeout, then
 // destroy); a change of the volume list hot-plugs and unplugs disks of a
@@ -535,7 +692,7 @@ func (d *Driver) Update(ctx context.Context, spec Spec) (Server, error) {
 	if err := ctx.Err(); err != nil {
 		return Server{}, err
 	}
-	if err := validate(spec); err != nil {
+	if err := d.validate(spec); err != nil {
 		return Server{}, err
 	}
 	dom, err := d.lookup(spec.Stack, spec.Address)
@@ -548,7 +705,7 @@ func (d *Driver) Update(ctx context.Context, spec Spec) (Server, error) {
 		return cur, err
 	}
 	name := cur.Name
-	if cur.CPUs != spec.CPUs || cur.Memory != spec.Memory {
+	if cur.CPUs != spec.CPUs || cur.Memory != spec.Memory || cur.CPUMode != normCPUMode(spec.CPUMode) {
 		doc, err := dom.GetXMLDesc(libvirt.DOMAIN_XML_INACTIVE)
 		if err != nil {
 			return cur, fmt.Errorf("update server %s: %w", name, err)
@@ -560,6 +717,8 @@ func (d *Driver) Update(ctx context.Context, spec Spec) (Server, error) {
 		x.VCPU = &libvirtxml.DomainVCPU{Value: uint(spec.CPUs)}
 		x.Memory = &libvirtxml.DomainMemory{Value: uint(spec.Memory >> 10), Unit: "KiB"}
 		x.CurrentMemory = &libvirtxml.DomainCurrentMemory{Value: uint(spec.Memory >> 10), Unit: "KiB"}
+		setCPUMode(&x, spec.CPUMode)
+		x.Metadata = &libvirtxml.DomainMetadata{XML: metadataXML(spec.Stack, spec.Address, specHash(spec))}
 		var disks []libvirtxml.DomainDisk
 		for _, disk := range x.Devices.Disks {
 			if disk.Device == "cdrom" || (disk.Target != nil && disk.Target.Dev == "vda") {
@@ -584,21 +743,13 @@ func (d *Driver) Update(ctx context.Context, spec Spec) (Server, error) {
 				return cur, fmt.Errorf("update server %s: stop: %w", name, err)
 			}
 		}
-		if err := start(dom); err != nil {
-			s, _ := d.describe(dom)
-			return s, fmt.Errorf("update server %s: start: %w", name, err)
-		}
-		return d.describe(dom)
+		return d.boot(ctx, dom, spec, true)
 	}
 	if err := d.plug(dom, cur, spec.Volumes); err != nil {
 		s, _ := d.describe(dom)
 		return s, fmt.Errorf("update server %s: %w", name, err)
 	}
-	if err := start(dom); err != nil {
-		s, _ := d.describe(dom)
-		return s, fmt.Errorf("update server %s: start: %w", name, err)
-	}
-	return d.describe(dom)
+	return d.boot(ctx, dom, spec, false)
 }
 
 // plug detaches the data volumes that are no longer wanted and attaches the
