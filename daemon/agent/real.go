@@ -173,6 +173,24 @@ func (r *Real) Drivers() Drivers {
 	}
 }
 
+// accel says which accelerator the server driver gives its domains, and why.
+func (r *Real) accel() (accel, reason string) {
+	if r.srv.DomainType == "kvm" {
+		return AccelKVM, "/dev/kvm exists, so the server driver makes libvirt domains of type kvm."
+	}
+	return AccelTCG, "/dev/kvm does not exist, so the server driver makes libvirt domains of type qemu (TCG emulation)."
+}
+
+// Accel returns the accelerator the guests of the drivers d run with and
+// why: that of the real drivers, "" for drivers that run no guests.
+func Accel(d Drivers) (accel, reason string) {
+	r, err := realOf(d)
+	if err != nil {
+		return "", ""
+	}
+	return r.accel()
+}
+
 // realOf finds the Real behind a driver set made by RealDrivers.
 func realOf(d Drivers) (*Real, error) {
 	for _, k := range d {
