@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,6 +37,10 @@ Options:
   -join HOST:PORT       The HTTP address of a member to join through.
   -agent                Also run an agent in this process (the executors of
                         this host), with its data in DIR/agent.
+  -cpu-ratio N          With -agent: guest vCPUs one host CPU counts for
+                        (default 16, at most 1000).
+  -memory-ratio N       With -agent: bytes of guest memory one byte of host
+                        memory counts for (default 1, at most 100).
   -parallelism N        Actions an operation runs at once (default 16).
   -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
   -log-level LEVEL      debug, info, warn or error (default info).
@@ -50,6 +56,8 @@ func runServer(e *Env, c *command, args []string) int {
 	bootstrap := fs.Bool("bootstrap", false, "")
 	join := fs.String("join", "", "")
 	withAgent := fs.Bool("agent", false, "")
+	var ratios ratioFlags
+	ratios.register(fs)
 	parallelism := fs.Int("parallelism", 16, "")
 	leave := fs.Bool("leave-on-shutdown", true, "")
 	logLevel := fs.String("log-level", "info", "")
@@ -69,6 +77,25 @@ func runServer(e *Env, c *command, args []string) int {
 	}
 	if *bootstrap && *join != "" {
 		fmt.Fprintf(e.Stderr, "kiln server: -bootstrap and -join exclude each other\n")
+		return ExitError
+	}
+	if !*withAgent {
+		var agentOnly []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "cpu-ratio" || f.Name == "memory-ratio" {
+				agentOnly = append(agentOnly, "-"+f.Name)
+			}
+		})
+		if len(agentOnly) > 0 {
+			need := "needs"
+			if len(agentOnly) > 1 {
+				need = "need"
+			}
+			fmt.Fprintf(e.Stderr, "kiln server: %s %s -agent (the allocation ratios are the agent's)\n", strings.Join(agentOnly, " and "), need)
+			return ExitError
+		}
+	} else if err := ratios.check(); err != nil {
+		fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
 		return ExitError
 	}
 	dir := e.abs(*dataDir)
@@ -110,7 +137,8 @@ func runServer(e *Env, c *command, args []string) int {
 		cl, err := client.New(client.Config{Addr: srv.Addr(), Token: tok})
 		if err == nil {
 			var a *agent.Agent
-			a, err = agent.New(agent.Config{DataDir: filepath.Join(dir, "agent"), Client: cl, Drivers: drivers, Logger: log.With("role", "agent")})
+			a, err = agent.New(agent.Config{DataDir: filepath.Join(dir, "agent"), Client: cl, Drivers: drivers,
+				CPURatio: ratios.cpu, MemoryRatio: ratios.memory, Logger: log.With("role", "agent")})
 			if err == nil {
 				go func() { agentDone <- a.Run(ctx) }()
 			}
