@@ -94,8 +94,13 @@ func resource(addr string) *Resource {
 
 func agent(id string) *RegisterAgent {
 	return &RegisterAgent{ID: id, Address: "10.0.0.1:4647",
-		Capacity: Capacity{CPUs: 8, MemoryBytes: 16 << 30, DiskBytes: 100 << 30},
+		Capacity: capacity(),
 		Images:   []string{"sha256:aa"}, Time: t0}
+}
+
+func capacity() Capacity {
+	return Capacity{CPUs: 8, MemoryBytes: 16 << 30, DiskBytes: 100 << 30, CPURatio: 32, MemoryRatio: 1.5,
+		Accel: "kvm", AccelReason: "/dev/kvm opens and a probe guest ran under KVM."}
 }
 
 // base is the setup most cases start from: a blob, a stack, an agent.
@@ -559,8 +564,31 @@ func TestFSMCommands(t *testing.T) {
 			cmd:  agent("agent-1"),
 			check: func(t *testing.T, s *State) {
 				a, ok := s.Agent("agent-1")
-				if !ok || a.Status != AgentUp || a.Capacity.CPUs != 8 {
+				if !ok || a.Status != AgentUp || a.Capacity != capacity() {
 					t.Errorf("agent = %+v, %v", a, ok)
+				}
+			},
+		},
+		{
+			name: "register an agent that reports no ratios nor accelerator",
+			cmd:  &RegisterAgent{ID: "agent-1", Capacity: Capacity{CPUs: 2}, Time: t0},
+			check: func(t *testing.T, s *State) {
+				a, _ := s.Agent("agent-1")
+				if a.Capacity != (Capacity{CPUs: 2}) {
+					t.Errorf("capacity = %+v", a.Capacity)
+				}
+			},
+		},
+		{
+			name:  "register again replaces the ratios and the accelerator",
+			setup: []Command{agent("agent-1")},
+			cmd: &RegisterAgent{ID: "agent-1", Time: t0.Add(time.Minute),
+				Capacity: Capacity{CPUs: 8, CPURatio: 4, MemoryRatio: 1, Accel: "tcg", AccelReason: "/dev/kvm is missing."}},
+			check: func(t *testing.T, s *State) {
+				a, _ := s.Agent("agent-1")
+				want := Capacity{CPUs: 8, CPURatio: 4, MemoryRatio: 1, Accel: "tcg", AccelReason: "/dev/kvm is missing."}
+				if a.Capacity != want || !a.Registered.Equal(t0) {
+					t.Errorf("agent = %+v", a)
 				}
 			},
 		},
@@ -570,8 +598,21 @@ func TestFSMCommands(t *testing.T) {
 			cmd:   &AgentHeartbeat{ID: "agent-1", Images: []string{"sha256:bb"}, Time: t0.Add(time.Minute)},
 			check: func(t *testing.T, s *State) {
 				a, _ := s.Agent("agent-1")
-				if a.Status != AgentUp || !a.LastHeartbeat.Equal(t0.Add(time.Minute)) || a.Images[0] != "sha256:bb" || a.Capacity.CPUs != 8 {
+				if a.Status != AgentUp || !a.LastHeartbeat.Equal(t0.Add(time.Minute)) || a.Images[0] != "sha256:bb" || a.Capacity != capacity() {
 					t.Errorf("agent = %+v", a)
+				}
+			},
+		},
+		{
+			name:  "heartbeat with a capacity replaces the ratios and the accelerator",
+			setup: []Command{agent("agent-1")},
+			cmd: &AgentHeartbeat{ID: "agent-1", Time: t0.Add(time.Minute),
+				Capacity: &Capacity{CPUs: 8, MemoryBytes: 16 << 30, CPURatio: 2, MemoryRatio: 1.25, Accel: "tcg"}},
+			check: func(t *testing.T, s *State) {
+				a, _ := s.Agent("agent-1")
+				want := Capacity{CPUs: 8, MemoryBytes: 16 << 30, CPURatio: 2, MemoryRatio: 1.25, Accel: "tcg"}
+				if a.Capacity != want {
+					t.Errorf("capacity = %+v, want %+v", a.Capacity, want)
 				}
 			},
 		},
@@ -602,6 +643,39 @@ func TestFSMCommands(t *testing.T) {
 			},
 		},
 	})
+}
+
+// TestAgentEntriesBeforeRatios applies agent entries as they were written
+// before capacities carried allocation ratios and an accelerator: they
+// decode to zero values (the defaults, an unknown accelerator), and the
+// new fields are written under fixed keys.
+func TestAgentEntriesBeforeRatios(t *testing.T) {
+	h := newHarness(t)
+	for _, e := range []struct {
+		typ  MessageType
+		body string
+	}{
+		{CmdRegisterAgent, `{"ID":"agent-1","Address":"a","Capacity":{"CPUs":2,"MemoryBytes":1024,"DiskBytes":4096},"Images":null,"Time":"2025-03-01T12:00:00Z"}`},
+		{CmdAgentHeartbeat, `{"ID":"agent-1","Capacity":{"CPUs":4,"MemoryBytes":2048,"DiskBytes":4096},"Time":"2025-03-01T12:01:00Z"}`},
+	} {
+		h.idx++
+		if resp := h.f.Apply(&raft.Log{Index: h.idx, Type: raft.LogCommand, Data: append([]byte{byte(e.typ)}, e.body...)}); resp != nil {
+			t.Fatalf("type %d: %v", e.typ, resp)
+		}
+	}
+	a, _ := h.state().Agent("agent-1")
+	if want := (Capacity{CPUs: 4, MemoryBytes: 2048, DiskBytes: 4096}); a.Capacity != want {
+		t.Errorf("capacity = %+v, want %+v", a.Capacity, want)
+	}
+	data, err := Encode(agent("agent-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"CPURatio":32`, `"MemoryRatio":1.5`, `"Accel":"kvm"`, `"AccelReason":"/dev/kvm opens`} {
+		if !bytes.Contains(data, []byte(key)) {
+			t.Errorf("entry %s lacks %s", data[1:], key)
+		}
+	}
 }
 
 func runFSMCases(t *testing.T, tests []fsmCase) {

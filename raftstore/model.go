@@ -132,7 +132,7 @@ type Resource struct {
 	ReadyAt      time.Time `json:",omitzero"`
 	ReadySeconds float64   `json:",omitempty"`
 	Updated      time.Time
-	Index   uint64
+	Index        uint64
 }
 
 // OpKind is what an operation does.
@@ -259,11 +259,20 @@ type Event struct {
 	Address   string `json:",omitempty"`
 }
 
-// Capacity is what an agent's host offers.
+// Capacity is what an agent's host offers. The ratios and the accelerator
+// were added later: a record without them decodes to zero values, which
+// mean the scheduler's default ratios and an unknown accelerator.
 type Capacity struct {
 	CPUs        int
 	MemoryBytes int64
 	DiskBytes   int64
+	// CPURatio and MemoryRatio are the agent's allocation ratios (0: the
+	// defaults).
+	CPURatio    float64
+	MemoryRatio float64
+	// Accel is "kvm" or "tcg" ("" unknown); AccelReason says why.
+	Accel       string
+	AccelReason string `json:",omitempty"`
 }
 
 // AgentStatus says whether an agent is heartbeating.

@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/client"
 	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/daemon/scheduler"
 )
 
 // IDFile holds the agent's id in its data directory, so that it keeps it
@@ -57,7 +58,19 @@ type Config struct {
 	Parallelism int
 	// Address is how a human reaches this host (default: the hostname).
 	Address string
-	Logger  *slog.Logger
+	// CPURatio and MemoryRatio are the allocation ratios the agent reports
+	// with its capacity: how many guest vCPUs one host CPU counts for (0:
+	// scheduler.DefaultCPURatio, at most api.MaxCPURatio) and how many
+	// bytes of guest memory one byte of host memory counts for (0:
+	// scheduler.DefaultMemoryRatio, at most api.MaxMemoryRatio).
+	CPURatio    float64
+	MemoryRatio float64
+	// Accel is the accelerator the agent's guests run with, "kvm" or
+	// "tcg" ("" unknown), and AccelReason why, in one sentence; reported
+	// with the capacity. "" takes what the drivers say (see Accel).
+	Accel       string
+	AccelReason string
+	Logger      *slog.Logger
 }
 
 // Agent is one running agent.
@@ -107,6 +120,18 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Address == "" {
 		cfg.Address, _ = os.Hostname()
+	}
+	if cfg.Accel == "" {
+		cfg.Accel, cfg.AccelReason = Accel(cfg.Drivers)
+	}
+	if err := cfg.checkCapacity(); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if cfg.CPURatio == 0 {
+		cfg.CPURatio = scheduler.DefaultCPURatio
+	}
+	if cfg.MemoryRatio == 0 {
+		cfg.MemoryRatio = scheduler.DefaultMemoryRatio
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -211,7 +236,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // cannot fix (401, 403, 400) is returned at once.
 func (a *Agent) register(ctx context.Context) error {
 	for {
-		req := api.AgentRegister{ID: a.id, Address: a.cfg.Address, Capacity: Capacity(a.cfg.DataDir), Images: a.images(ctx)}
+		req := api.AgentRegister{ID: a.id, Address: a.cfg.Address, Capacity: Capacity(a.cfg), Images: a.images(ctx)}
 		_, err := a.c.RegisterAgent(ctx, req)
 		if err == nil {
 			a.log.Info("registered", "servers", strings.Join(a.c.Servers(), ","))
@@ -264,7 +289,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			}
 			continue
 		}
-		hb := api.AgentHeartbeat{Capacity: Capacity(a.cfg.DataDir), Images: a.images(ctx)}
+		hb := api.AgentHeartbeat{Capacity: Capacity(a.cfg), Images: a.images(ctx)}
 		err := a.c.Heartbeat(ctx, a.id, hb)
 		if client.IsNotFound(err) {
 			// The servers forgot this agent (a restored snapshot): register again.

@@ -3,15 +3,18 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/executors/server"
 )
 
 // fakeServer hands out a fixed list of work items (again and again until
@@ -22,6 +25,7 @@ type fakeServer struct {
 	reports    []api.ActionReport
 	registered []api.AgentRegister
 	heartbeats int
+	lastHB     api.AgentHeartbeat
 	reported   chan struct{}
 	// maxIndex is the highest index a work query asked with.
 	maxIndex uint64
@@ -38,6 +42,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(api.AgentInfo{ID: reg.ID})
 	case r.Method == "POST" && r.URL.Path == "/v1/agents/a1/heartbeat":
 		f.heartbeats++
+		_ = json.NewDecoder(r.Body).Decode(&f.lastHB)
 		w.WriteHeader(204)
 	case r.Method == "GET" && r.URL.Path == "/v1/agents/a1/work":
 		idx, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
@@ -150,6 +155,99 @@ func TestAgentRunsEachItemOnceAndReports(t *testing.T) {
 	}
 }
 
+// TestAgentReportsRatiosAndAccel: the configured ratios and accelerator
+// go with the measured capacity in the registration and every heartbeat;
+// ratios not set are reported as the scheduler's defaults.
+func TestAgentReportsRatiosAndAccel(t *testing.T) {
+	tests := []struct {
+		name     string
+		cpu, mem float64
+		want     [2]float64
+	}{
+		{"set", 32, 1.5, [2]float64{32, 1.5}},
+		{"not set", 0, 0, [2]float64{16, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeServer{}
+			srv := httptest.NewServer(f)
+			defer srv.Close()
+			c, _ := client.New(client.Config{Addr: srv.URL})
+			dir := t.TempDir()
+			a, err := New(Config{ID: "a1", DataDir: dir, Client: c, Drivers: NewMemory(dir, 0).Drivers(),
+				HeartbeatInterval: 10 * time.Millisecond, Wait: time.Second,
+				CPURatio: tt.cpu, MemoryRatio: tt.mem, Accel: AccelTCG, AccelReason: "/dev/kvm does not exist."})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- a.Run(ctx) }()
+			for {
+				f.mu.Lock()
+				n := f.heartbeats
+				f.mu.Unlock()
+				if n >= 2 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			for what, capa := range map[string]api.Capacity{"registration": f.registered[0].Capacity, "heartbeat": f.lastHB.Capacity} {
+				if capa.CPUs == 0 || capa.MemoryBytes == 0 || capa.CPURatio != tt.want[0] || capa.MemoryRatio != tt.want[1] ||
+					capa.Accel != AccelTCG || capa.AccelReason != "/dev/kvm does not exist." {
+					t.Errorf("%s capacity = %+v, want ratios %v and tcg", what, capa, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestAccelOfDrivers(t *testing.T) {
+	tests := []struct {
+		name      string
+		d         Drivers
+		want, why string
+	}{
+		{"kvm domains", realWithAccel("kvm", "the probe guest ran under KVM"), AccelKVM, "the probe guest ran"},
+		{"qemu domains", realWithAccel("qemu", "KVM cannot run a guest here"), AccelTCG, "KVM cannot"},
+		{"memory driver", NewMemory("", 0).Drivers(), "", ""},
+	}
+	for _, tt := range tests {
+		accel, why := Accel(tt.d)
+		if accel != tt.want || !strings.HasPrefix(why, tt.why) {
+			t.Errorf("%s: accel %q (%q), want %q (%q...)", tt.name, accel, why, tt.want, tt.why)
+		}
+	}
+}
+
+func TestAgentConfigChecked(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"cpu ratio over 1000", func(c *Config) { c.CPURatio = 1001 }, "agent: cpu ratio 1001: want a number above 0 and at most 1000"},
+		{"negative cpu ratio", func(c *Config) { c.CPURatio = -2 }, "agent: cpu ratio -2: want a number above 0 and at most 1000"},
+		{"memory ratio over 100", func(c *Config) { c.MemoryRatio = 150 }, "agent: memory ratio 150: want a number above 0 and at most 100"},
+		{"unknown accelerator", func(c *Config) { c.Accel = "hvf" }, `agent: accelerator "hvf": want kvm or tcg`},
+		{"at the bounds", func(c *Config) { c.CPURatio, c.MemoryRatio, c.Accel = 1000, 100, AccelKVM }, ""},
+	}
+	for _, tt := range tests {
+		cfg := Config{ID: "a1", DataDir: t.TempDir(), Servers: []string{"127.0.0.1:1"}, Drivers: NewMemory("", 0).Drivers()}
+		tt.edit(&cfg)
+		_, err := New(cfg)
+		if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
+			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
 func TestAgentKeepsItsID(t *testing.T) {
 	dir := t.TempDir()
 	mem := NewMemory("", 0)
@@ -164,4 +262,10 @@ func TestAgentKeepsItsID(t *testing.T) {
 	if a.ID() == "" || a.ID() != b.ID() {
 		t.Fatalf("ids %q and %q, want the same persisted id", a.ID(), b.ID())
 	}
+}
+
+func realWithAccel(domainType, why string) Drivers {
+	d := &server.Driver{}
+	d.SetAccel(domainType, why)
+	return (&Real{srv: d}).Drivers()
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -11,15 +12,46 @@ import (
 	"github.com/kiln-dev/kiln/daemon/api"
 )
 
-// Capacity measures this host: its CPUs, its total memory (/proc/meminfo)
-// and the free space of the file system holding dataDir.
-func Capacity(dataDir string) api.Capacity {
-	c := api.Capacity{CPUs: runtime.NumCPU(), MemoryBytes: memTotal()}
+// Capacity is what the agent reports of its host: the host measured (its
+// CPUs, its total memory from /proc/meminfo, the free space of the file
+// system holding cfg.DataDir) with cfg's allocation ratios and accelerator.
+func Capacity(cfg Config) api.Capacity {
+	c := api.Capacity{
+		CPUs: runtime.NumCPU(), MemoryBytes: memTotal(),
+		CPURatio: cfg.CPURatio, MemoryRatio: cfg.MemoryRatio,
+		Accel: cfg.Accel, AccelReason: cfg.AccelReason,
+	}
 	var st syscall.Statfs_t
-	if syscall.Statfs(dataDir, &st) == nil {
+	if syscall.Statfs(cfg.DataDir, &st) == nil {
 		c.DiskBytes = int64(st.Bavail) * int64(st.Bsize)
 	}
 	return c
+}
+
+// Accelerators an agent reports (Config.Accel).
+const (
+	AccelKVM = "kvm"
+	AccelTCG = "tcg"
+)
+
+// checkCapacity checks the ratios (when set) and the accelerator of cfg.
+func (cfg Config) checkCapacity() error {
+	if cfg.CPURatio != 0 {
+		if err := api.CheckRatio("cpu ratio", cfg.CPURatio, api.MaxCPURatio); err != nil {
+			return err
+		}
+	}
+	if cfg.MemoryRatio != 0 {
+		if err := api.CheckRatio("memory ratio", cfg.MemoryRatio, api.MaxMemoryRatio); err != nil {
+			return err
+		}
+	}
+	switch cfg.Accel {
+	case "", AccelKVM, AccelTCG:
+	default:
+		return fmt.Errorf("accelerator %q: want %s or %s", cfg.Accel, AccelKVM, AccelTCG)
+	}
+	return nil
 }
 
 func memTotal() int64 {

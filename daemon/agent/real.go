@@ -261,9 +261,9 @@ func writeFile(path string, data []byte) error {
 func (r *Real) Accel() (accel, reason string) {
 	t, why := r.srv.Accel()
 	if t == "kvm" {
-		return "kvm", why
+		return AccelKVM, why
 	}
-	return "tcg", why
+	return AccelTCG, why
 }
 
 // kvmFailed turns an auto agent to TCG after a guest died of a KVM
@@ -309,6 +309,16 @@ func (r *Real) Drivers() Drivers {
 		"server":       realServer{r},
 		"port_forward": realPortForward{r},
 	}
+}
+
+// Accel returns the accelerator the guests of the drivers d run with and
+// why: that of the real drivers, "" for drivers that run no guests.
+func Accel(d Drivers) (accel, reason string) {
+	r, err := realOf(d)
+	if err != nil {
+		return "", ""
+	}
+	return r.Accel()
 }
 
 // realOf finds the Real behind a driver set made by RealDrivers.

@@ -51,6 +51,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/kiln-dev/kiln/planner"
@@ -277,11 +278,53 @@ type TokenInfo struct {
 	Created time.Time `json:"created"`
 }
 
-// Capacity of an agent's host.
+// Capacity of an agent's host, and how the scheduler may fill it.
 type Capacity struct {
 	CPUs        int   `json:"cpus"`
 	MemoryBytes int64 `json:"memory_bytes"`
 	DiskBytes   int64 `json:"disk_bytes"`
+	// CPURatio is how many guest vCPUs one host CPU counts for, MemoryRatio
+	// how many bytes of guest memory one byte of host memory counts for;
+	// 0 (an agent that does not say) means the scheduler's defaults, 16
+	// and 1. Disk is never overcommitted.
+	CPURatio    float64 `json:"cpu_ratio"`
+	MemoryRatio float64 `json:"memory_ratio"`
+	// Accel is the accelerator the agent's guests run with: "kvm" or
+	// "tcg"; "" when unknown. AccelReason says why, in one sentence.
+	Accel       string `json:"accel"`
+	AccelReason string `json:"accel_reason,omitempty"`
+}
+
+// Bounds of the allocation ratios an agent may report.
+const (
+	MaxCPURatio    = 1000.0
+	MaxMemoryRatio = 100.0
+)
+
+// CheckRatio says why r is not an allocation ratio of at most max (above 0,
+// at most max), naming it what (a flag, a variable, a field); nil when it
+// is one.
+func CheckRatio(what string, r, max float64) error {
+	if r > 0 && r <= max {
+		return nil
+	}
+	return fmt.Errorf("%s %s: want a number above 0 and at most %s", what,
+		strconv.FormatFloat(r, 'g', -1, 64), strconv.FormatFloat(max, 'g', -1, 64))
+}
+
+// CheckRatios checks c's allocation ratios: each is 0 (not set: the
+// scheduler's default) or within CheckRatio's bounds. field names the
+// capacity in the error ("capacity" gives "capacity.cpu_ratio 0.5: ...").
+func (c Capacity) CheckRatios(field string) error {
+	if c.CPURatio != 0 {
+		if err := CheckRatio(field+".cpu_ratio", c.CPURatio, MaxCPURatio); err != nil {
+			return err
+		}
+	}
+	if c.MemoryRatio != 0 {
+		return CheckRatio(field+".memory_ratio", c.MemoryRatio, MaxMemoryRatio)
+	}
+	return nil
 }
 
 // AgentRegister registers (or re-registers) an agent.

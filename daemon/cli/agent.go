@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/kiln-dev/kiln/daemon/agent"
+	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/scheduler"
 )
 
 var agentCommand = &command{
@@ -34,9 +37,35 @@ Options:
                         under KVM only when a probe guest runs under it on
                         this host, else under TCG, and logs why; kvm makes a
                         host where KVM cannot run a guest an error at start.
-  -log-level LEVEL      debug, info, warn or error (default info).
+` + ratioUsage + `  -log-level LEVEL      debug, info, warn or error (default info).
 `,
 	run: runAgent,
+}
+
+// ratioUsage documents the allocation ratio flags of an agent.
+const ratioUsage = `  -cpu-ratio N          Guest vCPUs one host CPU counts for when the
+                        scheduler fills this host (default 16, at most 1000).
+  -memory-ratio N       Bytes of guest memory one byte of host memory counts
+                        for (default 1, at most 100). Disk is never
+                        overcommitted.
+`
+
+// ratioFlags are the allocation ratios an agent reports with its capacity.
+type ratioFlags struct {
+	cpu, memory float64
+}
+
+func (r *ratioFlags) register(fs *flag.FlagSet) {
+	fs.Float64Var(&r.cpu, "cpu-ratio", scheduler.DefaultCPURatio, "")
+	fs.Float64Var(&r.memory, "memory-ratio", scheduler.DefaultMemoryRatio, "")
+}
+
+// check says which flag is out of bounds.
+func (r ratioFlags) check() error {
+	if err := api.CheckRatio("-cpu-ratio", r.cpu, api.MaxCPURatio); err != nil {
+		return err
+	}
+	return api.CheckRatio("-memory-ratio", r.memory, api.MaxMemoryRatio)
 }
 
 func runAgent(e *Env, c *command, args []string) int {
@@ -46,6 +75,8 @@ func runAgent(e *Env, c *command, args []string) int {
 	id := fs.String("id", "", "")
 	hb := fs.Duration("heartbeat", agent.DefaultHeartbeatInterval, "")
 	accelMode := fs.String("accel", "auto", "")
+	var ratios ratioFlags
+	ratios.register(fs)
 	logLevel := fs.String("log-level", "info", "")
 	// Test-only: -driver=memory runs the in-memory driver, which writes its
 	// call counts to DIR/memdriver-calls.json; -memory-delay slows it.
@@ -65,6 +96,10 @@ func runAgent(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln agent: -data-dir and -servers (or KILN_ADDR) are required\n\n%s", c.usage)
 		return ExitError
 	}
+	if err := ratios.check(); err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
+		return ExitError
+	}
 	log, err := e.logger(*logLevel)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
@@ -78,7 +113,7 @@ func runAgent(e *Env, c *command, args []string) int {
 	}
 	a, err := agent.New(agent.Config{
 		ID: *id, DataDir: dir, Servers: strings.Split(*servers, ","), Token: e.getenv(envToken),
-		Drivers: drivers, HeartbeatInterval: *hb, Logger: log,
+		Drivers: drivers, HeartbeatInterval: *hb, CPURatio: ratios.cpu, MemoryRatio: ratios.memory, Logger: log,
 	})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)

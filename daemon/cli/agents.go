@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/planner"
 )
 
@@ -15,11 +16,14 @@ var agentsCommand = &command{
 	synopsis: "List the agents and their state",
 	usage: `Usage: kiln agents [options]
 
-  List the agents: id, address, up or down (and why), capacity, actions
+  List the agents: id, address, up or down (and why), the accelerator its
+  guests run with (kvm or tcg; - when unknown), capacity with the
+  allocation ratios the scheduler fills it by (2 cpus ×16: 32 vCPUs), actions
   assigned and not finished, last heartbeat.
 
 Options:
-  -json              Print a JSON array of the API's AgentInfo.
+  -json              Print a JSON array of the API's AgentInfo, each with
+                     "accel" and "accel_reason" also at the top level.
 ` + serversUsage,
 	run: runAgents,
 }
@@ -49,19 +53,54 @@ func runAgents(e *Env, c *command, args []string) int {
 		list = []api.AgentInfo{}
 	}
 	if *asJSON {
-		return e.printJSON(list)
+		out := make([]agentJSON, len(list))
+		for i, a := range list {
+			out[i] = agentJSON{AgentInfo: a, Accel: a.Capacity.Accel, AccelReason: a.Capacity.AccelReason}
+		}
+		return e.printJSON(out)
 	}
 	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tSTATUS\tCPUS\tMEMORY\tDISK\tACTIONS\tLAST HEARTBEAT")
+	fmt.Fprintln(tw, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tACTIONS\tLAST HEARTBEAT")
 	for _, a := range list {
 		st := a.Status
 		if a.StatusReason != "" {
 			st += " (" + a.StatusReason + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", a.ID, dash(a.Address), st, a.Capacity.CPUs,
-			planner.FormatSize(a.Capacity.MemoryBytes), planner.FormatSize(a.Capacity.DiskBytes), a.Actions,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
+			cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), a.Actions,
 			a.LastHeartbeat.Local().Format(time.DateTime))
 	}
 	tw.Flush()
 	return ExitOK
+}
+
+// agentJSON is one agent of `kiln agents -json`: the API's AgentInfo with
+// the accelerator also at the top level, where scripts look first.
+type agentJSON struct {
+	api.AgentInfo
+	Accel       string `json:"accel"`
+	AccelReason string `json:"accel_reason"`
+}
+
+// cpusCell is "2 cpus ×16": host CPUs and the ratio the scheduler counts
+// them by (its default for an agent that does not say).
+func cpusCell(c api.Capacity) string {
+	r := c.CPURatio
+	if r <= 0 {
+		r = scheduler.DefaultCPURatio
+	}
+	unit := "cpus"
+	if c.CPUs == 1 {
+		unit = "cpu"
+	}
+	return fmt.Sprintf("%d %s ×%s", c.CPUs, unit, scheduler.FormatRatio(r))
+}
+
+// memoryCell is "16 GiB ×1.5": host memory and its ratio.
+func memoryCell(c api.Capacity) string {
+	r := c.MemoryRatio
+	if r <= 0 {
+		r = scheduler.DefaultMemoryRatio
+	}
+	return fmt.Sprintf("%s ×%s", planner.FormatSize(c.MemoryBytes), scheduler.FormatRatio(r))
 }

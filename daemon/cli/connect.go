@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/client"
 	"github.com/kiln-dev/kiln/daemon/embedded"
+	"github.com/kiln-dev/kiln/daemon/scheduler"
 )
 
 // Environment variables of the client verbs.
@@ -26,7 +28,32 @@ const (
 	envEmbeddedDriver = "KILN_EMBEDDED_DRIVER"
 	// envEmbeddedDelay slows the embedded memory driver's actions (tests).
 	envEmbeddedDelay = "KILN_EMBEDDED_DELAY"
+	// envCPURatio and envMemoryRatio are the allocation ratios of the
+	// embedded agent (kiln agent's -cpu-ratio and -memory-ratio).
+	envCPURatio    = "KILN_CPU_RATIO"
+	envMemoryRatio = "KILN_MEMORY_RATIO"
 )
+
+// embeddedRatios returns the embedded agent's allocation ratios from
+// KILN_CPU_RATIO and KILN_MEMORY_RATIO, the defaults for those not set.
+func (e *Env) embeddedRatios() (cpu, memory float64, err error) {
+	get := func(name string, def, max float64) (float64, error) {
+		v := e.getenv(name)
+		if v == "" {
+			return def, nil
+		}
+		r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s %q: want a number above 0 and at most %s", name, v, scheduler.FormatRatio(max))
+		}
+		return r, api.CheckRatio(name, r, max)
+	}
+	if cpu, err = get(envCPURatio, scheduler.DefaultCPURatio, api.MaxCPURatio); err != nil {
+		return 0, 0, err
+	}
+	memory, err = get(envMemoryRatio, scheduler.DefaultMemoryRatio, api.MaxMemoryRatio)
+	return cpu, memory, err
+}
 
 // embeddedDir is the data directory of the embedded default, under the
 // working directory.
@@ -96,7 +123,13 @@ func (e *Env) dial(cmd string, s *serverFlags, withAgent bool) *remote {
 		}
 		return &remote{c: c}
 	}
-	cfg := embedded.Config{Dir: filepath.Join(e.Dir, embeddedDir), Driver: e.getenv(envEmbeddedDriver), NoAgent: !withAgent, Accel: e.getenv(agent.AccelEnv)}
+	cpuRatio, memRatio, err := e.embeddedRatios()
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
+		return nil
+	}
+	cfg := embedded.Config{Dir: filepath.Join(e.Dir, embeddedDir), Driver: e.getenv(envEmbeddedDriver), NoAgent: !withAgent,
+		CPURatio: cpuRatio, MemoryRatio: memRatio, Accel: e.getenv(agent.AccelEnv)}
 	if d := e.getenv(envEmbeddedDelay); d != "" {
 		cfg.MemoryDelay, _ = time.ParseDuration(d)
 	}

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +39,10 @@ Options:
                         this host), with its data in DIR/agent.
   -accel MODE           With -agent: auto, kvm or tcg (default auto: KVM
                         only when a probe guest runs under it here).
+  -cpu-ratio N          With -agent: guest vCPUs one host CPU counts for
+                        (default 16, at most 1000).
+  -memory-ratio N       With -agent: bytes of guest memory one byte of host
+                        memory counts for (default 1, at most 100).
   -parallelism N        Actions an operation runs at once (default 16).
   -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
   -log-level LEVEL      debug, info, warn or error (default info).
@@ -53,6 +59,8 @@ func runServer(e *Env, c *command, args []string) int {
 	join := fs.String("join", "", "")
 	withAgent := fs.Bool("agent", false, "")
 	accelMode := fs.String("accel", "auto", "")
+	var ratios ratioFlags
+	ratios.register(fs)
 	parallelism := fs.Int("parallelism", 16, "")
 	leave := fs.Bool("leave-on-shutdown", true, "")
 	logLevel := fs.String("log-level", "info", "")
@@ -72,6 +80,25 @@ func runServer(e *Env, c *command, args []string) int {
 	}
 	if *bootstrap && *join != "" {
 		fmt.Fprintf(e.Stderr, "kiln server: -bootstrap and -join exclude each other\n")
+		return ExitError
+	}
+	if !*withAgent {
+		var agentOnly []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "cpu-ratio" || f.Name == "memory-ratio" {
+				agentOnly = append(agentOnly, "-"+f.Name)
+			}
+		})
+		if len(agentOnly) > 0 {
+			need := "needs"
+			if len(agentOnly) > 1 {
+				need = "need"
+			}
+			fmt.Fprintf(e.Stderr, "kiln server: %s %s -agent (the allocation ratios are the agent's)\n", strings.Join(agentOnly, " and "), need)
+			return ExitError
+		}
+	} else if err := ratios.check(); err != nil {
+		fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
 		return ExitError
 	}
 	dir := e.abs(*dataDir)
@@ -113,7 +140,8 @@ func runServer(e *Env, c *command, args []string) int {
 		cl, err := client.New(client.Config{Addr: srv.Addr(), Token: tok})
 		if err == nil {
 			var a *agent.Agent
-			a, err = agent.New(agent.Config{DataDir: filepath.Join(dir, "agent"), Client: cl, Drivers: drivers, Logger: log.With("role", "agent")})
+			a, err = agent.New(agent.Config{DataDir: filepath.Join(dir, "agent"), Client: cl, Drivers: drivers,
+				CPURatio: ratios.cpu, MemoryRatio: ratios.memory, Logger: log.With("role", "agent")})
 			if err == nil {
 				go func() { agentDone <- a.Run(ctx) }()
 			}

@@ -49,7 +49,12 @@ type Config struct {
 	NoAgent bool
 	// Accel is the agent's accelerator choice: auto (""), kvm or tcg.
 	Accel string
-	Logger  *slog.Logger
+	// CPURatio and MemoryRatio are the agent's allocation ratios (see
+	// agent.Config; 0: the scheduler's defaults). The CLI takes them from
+	// KILN_CPU_RATIO and KILN_MEMORY_RATIO.
+	CPURatio    float64
+	MemoryRatio float64
+	Logger      *slog.Logger
 }
 
 // Node is a running embedded server and agent.
@@ -163,6 +168,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.Agent, err = agent.New(agent.Config{
 		ID: AgentID, DataDir: agentDir, Client: n.Client, Drivers: drivers,
 		HeartbeatInterval: time.Second, Wait: 10 * time.Second, Address: "embedded",
+		CPURatio: cfg.CPURatio, MemoryRatio: cfg.MemoryRatio,
 		Logger: cfg.Logger.With("role", "agent"),
 	})
 	if err != nil {

@@ -17,18 +17,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 // MaxAttempts is how many candidates a create is tried on before it fails.
 const MaxAttempts = 3
 
-// CPUAllocationRatio is how many guest vCPUs one host CPU counts for, as
-// nova's default cpu_allocation_ratio: vCPUs are time-shared, so a 2-core
-// host can run more than two one-vCPU guests. Memory and disk are not
-// overcommitted.
-const CPUAllocationRatio = 16
+// DefaultCPURatio is how many guest vCPUs one host CPU counts for when the
+// agent does not say (as nova's default cpu_allocation_ratio): vCPUs are
+// time-shared, so a 2-core host can run more than two one-vCPU guests.
+const DefaultCPURatio = 16.0
+
+// DefaultMemoryRatio is how many bytes of guest memory one byte of host
+// memory counts for when the agent does not say: memory is not
+// overcommitted. Disk never is.
+const DefaultMemoryRatio = 1.0
 
 // Resources are amounts of capacity.
 type Resources struct {
@@ -43,10 +49,16 @@ type Agent struct {
 	// Down is set for an agent that missed its heartbeats (see
 	// Heartbeat.Mark) or was marked down by an operator.
 	Down bool
-	// Capacity is what the host offers; Used what is already allocated to
-	// stacks placed on it.
+	// Capacity is what the host has (host CPUs, memory and disk); Used
+	// what is already allocated to stacks placed on it, in guest units.
 	Capacity Resources
 	Used     Resources
+	// CPURatio and MemoryRatio are the agent's allocation ratios: the host
+	// offers Capacity.CPUs × CPURatio guest vCPUs and Capacity.Memory ×
+	// MemoryRatio bytes of guest memory. 0 means DefaultCPURatio and
+	// DefaultMemoryRatio.
+	CPURatio    float64
+	MemoryRatio float64
 	// Images are the keys (sha256, or source when there is none) of the
 	// images in the agent's cache.
 	Images []string
@@ -161,29 +173,87 @@ func filter(req Request, a Agent) string {
 	if a.Down {
 		return "down"
 	}
+	offer := a.Offer()
 	var short []string
-	check := func(what string, need, capacity, used int64, format func(int64) string) {
+	check := func(need, offer, used int64, wanted func(free int64) string) {
 		if need <= 0 {
 			return
 		}
-		if free := capacity - used; need > free {
-			short = append(short, fmt.Sprintf("not enough %s (need %s, free %s)", what, format(need), format(max(free, 0))))
+		if free := offer - used; need > free {
+			short = append(short, wanted(max(free, 0)))
 		}
 	}
-	count := func(n int64) string { return fmt.Sprint(n) }
-	check("cpus", req.CPUs, a.Capacity.CPUs*CPUAllocationRatio, a.Used.CPUs, count)
-	check("memory", req.Memory, a.Capacity.Memory, a.Used.Memory, bytes)
-	check("disk", req.Disk, a.Capacity.Disk, a.Used.Disk, bytes)
+	check(req.CPUs, offer.CPUs, a.Used.CPUs, func(free int64) string {
+		return fmt.Sprintf("cpus: %d wanted, %d free of %d host %s × ratio %s",
+			req.CPUs, free, a.Capacity.CPUs, plural(a.Capacity.CPUs, "CPU"), FormatRatio(a.cpuRatio()))
+	})
+	check(req.Memory, offer.Memory, a.Used.Memory, func(free int64) string {
+		return fmt.Sprintf("memory: %s wanted, %s free of %s host memory × ratio %s",
+			bytes(req.Memory), bytes(free), bytes(a.Capacity.Memory), FormatRatio(a.memoryRatio()))
+	})
+	check(req.Disk, offer.Disk, a.Used.Disk, func(free int64) string {
+		return fmt.Sprintf("disk: %s wanted, %s free of %s host disk", bytes(req.Disk), bytes(free), bytes(a.Capacity.Disk))
+	})
 	return strings.Join(short, ", ")
 }
 
-// load is the fullest dimension of a after placing r, from 0 to 1.
+func (a Agent) cpuRatio() float64 {
+	if a.CPURatio > 0 {
+		return a.CPURatio
+	}
+	return DefaultCPURatio
+}
+
+func (a Agent) memoryRatio() float64 {
+	if a.MemoryRatio > 0 {
+		return a.MemoryRatio
+	}
+	return DefaultMemoryRatio
+}
+
+// Offer is what a can hold in guest units: its host CPUs and memory times
+// its allocation ratios (rounded down), its disk as it is.
+func (a Agent) Offer() Resources {
+	return Resources{
+		CPUs:   scale(a.Capacity.CPUs, a.cpuRatio()),
+		Memory: scale(a.Capacity.Memory, a.memoryRatio()),
+		Disk:   a.Capacity.Disk,
+	}
+}
+
+// scale is n × r rounded down, exact for r = 1 and capped at MaxInt64.
+func scale(n int64, r float64) int64 {
+	if r == 1 {
+		return n
+	}
+	v := math.Floor(float64(n) * r)
+	if v >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
+
+func plural(n int64, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// FormatRatio renders an allocation ratio without trailing zeros: 16, 1.5.
+func FormatRatio(r float64) string {
+	return strconv.FormatFloat(r, 'f', -1, 64)
+}
+
+// load is the fullest dimension of a after placing r, from 0 to 1, against
+// what a offers (so a host with a higher ratio is less loaded).
 func load(r Resources, a Agent) float64 {
+	offer := a.Offer()
 	l := 0.0
 	for _, d := range [][3]int64{
-		{r.CPUs, a.Used.CPUs, a.Capacity.CPUs},
-		{r.Memory, a.Used.Memory, a.Capacity.Memory},
-		{r.Disk, a.Used.Disk, a.Capacity.Disk},
+		{r.CPUs, a.Used.CPUs, offer.CPUs},
+		{r.Memory, a.Used.Memory, offer.Memory},
+		{r.Disk, a.Used.Disk, offer.Disk},
 	} {
 		if d[2] <= 0 {
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,12 @@ func agent(id string, cpus, memGiB, usedCPUs, usedMemGiB int64, images ...string
 		Used:     Resources{CPUs: usedCPUs, Memory: usedMemGiB * gib},
 		Images:   images,
 	}
+}
+
+// ratios sets an agent's allocation ratios.
+func ratios(a Agent, cpu, mem float64) Agent {
+	a.CPURatio, a.MemoryRatio = cpu, mem
+	return a
 }
 
 func ids(cs []Candidate) string {
@@ -58,8 +65,8 @@ func TestPlace(t *testing.T) {
 		{
 			name: "filters agents without room",
 			req:  small,
-			// a1's 2 CPUs are full at CPUAllocationRatio (32 vCPUs used).
-			agents: []Agent{agent("a1", 2, 16, 2*CPUAllocationRatio-1, 0), agent("a2", 8, 3, 0, 2), agent("a3", 8, 16, 0, 0)},
+			// a1's 2 CPUs are full at DefaultCPURatio (32 vCPUs used).
+			agents: []Agent{agent("a1", 2, 16, 2*DefaultCPURatio-1, 0), agent("a2", 8, 3, 0, 2), agent("a3", 8, 16, 0, 0)},
 			want:   "a3",
 		},
 		{
@@ -77,8 +84,56 @@ func TestPlace(t *testing.T) {
 		{
 			name:   "a much busier host loses despite the image",
 			req:    withImage,
-			agents: []Agent{agent("a1", 8, 16, 0, 0), agent("a2", 8, 16, 6, 2, "sha-debian")},
+			agents: []Agent{agent("a1", 8, 16, 0, 0), agent("a2", 8, 16, 6, 12, "sha-debian")},
 			want:   "a1,a2",
+		},
+		{
+			name:   "load counts cpus against the ratio",
+			req:    Request{Stack: "ci", Resources: Resources{CPUs: 20}},
+			agents: []Agent{agent("a1", 2, 16, 0, 0), ratios(agent("a2", 2, 16, 0, 0), 32, 0)},
+			want:   "a2,a1",
+		},
+		{
+			name:   "a 2-core agent with cpu ratio 32 takes 50 one-vCPU guests",
+			req:    Request{Stack: "ci", Resources: Resources{CPUs: 50, Memory: 50 * 64 << 20}},
+			agents: []Agent{ratios(agent("a1", 2, 16, 0, 0), 32, 0)},
+			want:   "a1",
+		},
+		{
+			name:    "a 2-core agent at the default cpu ratio refuses 50 one-vCPU guests",
+			req:     Request{Stack: "ci", Resources: Resources{CPUs: 50, Memory: 50 * 64 << 20}},
+			agents:  []Agent{agent("a1", 2, 16, 0, 0)},
+			wantErr: []string{"agent a1: cpus: 50 wanted, 32 free of 2 host CPUs × ratio 16"},
+		},
+		{
+			name:    "40 vCPUs on a 2-core agent at the default ratio",
+			req:     Request{Stack: "ci", Resources: Resources{CPUs: 40}},
+			agents:  []Agent{agent("a1", 2, 16, 0, 0)},
+			wantErr: []string{"agent a1: cpus: 40 wanted, 32 free of 2 host CPUs × ratio 16"},
+		},
+		{
+			name:   "memory ratio 1.5 admits 1.5 times the memory",
+			req:    Request{Stack: "big", Resources: Resources{CPUs: 1, Memory: 24 * gib}},
+			agents: []Agent{ratios(agent("a1", 8, 16, 0, 0), 0, 1.5)},
+			want:   "a1",
+		},
+		{
+			name:    "memory ratio 1.5 and no more",
+			req:     Request{Stack: "big", Resources: Resources{CPUs: 1, Memory: 25 * gib}},
+			agents:  []Agent{ratios(agent("a1", 8, 16, 0, 0), 0, 1.5)},
+			wantErr: []string{"agent a1: memory: 25 GiB wanted, 24 GiB free of 16 GiB host memory × ratio 1.5"},
+		},
+		{
+			name:    "memory is not overcommitted by default",
+			req:     Request{Stack: "big", Resources: Resources{CPUs: 1, Memory: 24 * gib}},
+			agents:  []Agent{agent("a1", 8, 16, 0, 4)},
+			wantErr: []string{"agent a1: memory: 24 GiB wanted, 12 GiB free of 16 GiB host memory × ratio 1"},
+		},
+		{
+			name:    "disk is never overcommitted",
+			req:     Request{Stack: "big", Resources: Resources{Disk: 101 * gib}},
+			agents:  []Agent{ratios(agent("a1", 8, 16, 0, 0), 1000, 100)},
+			wantErr: []string{"agent a1: disk: 101 GiB wanted, 100 GiB free of 100 GiB host disk"},
 		},
 		{
 			name:   "ties broken by id",
@@ -95,12 +150,12 @@ func TestPlace(t *testing.T) {
 		{
 			name:   "no valid host lists every reason",
 			req:    small,
-			agents: []Agent{down, agent("a1", 1, 16, CPUAllocationRatio-1, 0), agent("a2", 8, 16, 8*CPUAllocationRatio, 15)},
+			agents: []Agent{down, agent("a1", 1, 16, DefaultCPURatio-1, 0), agent("a2", 8, 16, 8*DefaultCPURatio, 15)},
 			wantErr: []string{
 				`no valid host was found for stack "web"`,
 				"agent a0: down",
-				"agent a1: not enough cpus (need 2, free 1)",
-				"agent a2: not enough cpus (need 2, free 0), not enough memory (need 2 GiB, free 1 GiB)",
+				"agent a1: cpus: 2 wanted, 1 free of 1 host CPU × ratio 16;",
+				"agent a2: cpus: 2 wanted, 0 free of 8 host CPUs × ratio 16, memory: 2 GiB wanted, 1 GiB free of 16 GiB host memory × ratio 1",
 			},
 		},
 		{
@@ -131,6 +186,24 @@ func TestPlace(t *testing.T) {
 				t.Errorf("order = %s, want %s (%+v)", ids(got), tt.want, got)
 			}
 		})
+	}
+}
+
+func TestOffer(t *testing.T) {
+	tests := []struct {
+		name string
+		a    Agent
+		want Resources
+	}{
+		{"defaults", agent("a", 2, 16, 0, 0), Resources{CPUs: 32, Memory: 16 * gib, Disk: 100 * gib}},
+		{"own ratios", ratios(agent("a", 2, 16, 0, 0), 32, 1.5), Resources{CPUs: 64, Memory: 24 * gib, Disk: 100 * gib}},
+		{"rounded down", ratios(agent("a", 3, 16, 0, 0), 1.5, 0), Resources{CPUs: 4, Memory: 16 * gib, Disk: 100 * gib}},
+		{"capped", ratios(Agent{Capacity: Resources{Memory: math.MaxInt64 / 2}}, 0, 100), Resources{CPUs: 0, Memory: math.MaxInt64}},
+	}
+	for _, tt := range tests {
+		if got := tt.a.Offer(); got != tt.want {
+			t.Errorf("%s: offer = %+v, want %+v", tt.name, got, tt.want)
+		}
 	}
 }
 

@@ -230,6 +230,7 @@ func (o *opRun) schedAgents(exclude map[string]bool) []scheduler.Agent {
 		out = append(out, scheduler.Agent{
 			ID: a.ID, Down: a.Status != raftstore.AgentUp, Images: a.Images,
 			Capacity: scheduler.Resources{CPUs: int64(a.Capacity.CPUs), Memory: a.Capacity.MemoryBytes, Disk: a.Capacity.DiskBytes},
+			CPURatio: a.Capacity.CPURatio, MemoryRatio: a.Capacity.MemoryRatio,
 		})
 	}
 	return out

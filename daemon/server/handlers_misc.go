@@ -91,7 +91,9 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) error
 func (s *Server) agentInfo(a raftstore.Agent) api.AgentInfo {
 	return api.AgentInfo{
 		ID: a.ID, Address: a.Address, Status: string(a.Status), StatusReason: a.StatusReason,
-		Capacity: api.Capacity{CPUs: a.Capacity.CPUs, MemoryBytes: a.Capacity.MemoryBytes, DiskBytes: a.Capacity.DiskBytes},
+		// api.Capacity and raftstore.Capacity have the same fields (the
+		// conversion stops compiling when one gains a field the other lacks).
+		Capacity: api.Capacity(a.Capacity),
 		Images:   a.Images, LastHeartbeat: a.LastHeartbeat,
 		Actions: len(s.store.State().PendingWork(a.ID)),
 	}
@@ -113,9 +115,12 @@ func (s *Server) handleRegisterAgent(w http.ResponseWriter, r *http.Request) err
 	if req.ID == "" {
 		return &httpError{code: http.StatusBadRequest, field: "id", msg: "id is required"}
 	}
+	if err := req.Capacity.CheckRatios("capacity"); err != nil {
+		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
+	}
 	err := s.apply(r.Context(), &raftstore.RegisterAgent{
 		ID: req.ID, Address: req.Address, Images: req.Images, Time: time.Now().UTC(),
-		Capacity: raftstore.Capacity{CPUs: req.Capacity.CPUs, MemoryBytes: req.Capacity.MemoryBytes, DiskBytes: req.Capacity.DiskBytes},
+		Capacity: raftstore.Capacity(req.Capacity),
 	})
 	if err != nil {
 		return err
@@ -129,7 +134,10 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req, true); err != nil {
 		return err
 	}
-	capa := raftstore.Capacity{CPUs: req.Capacity.CPUs, MemoryBytes: req.Capacity.MemoryBytes, DiskBytes: req.Capacity.DiskBytes}
+	if err := req.Capacity.CheckRatios("capacity"); err != nil {
+		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
+	}
+	capa := raftstore.Capacity(req.Capacity)
 	cmd := &raftstore.AgentHeartbeat{ID: r.PathValue("id"), Images: req.Images, Time: time.Now().UTC()}
 	if capa != (raftstore.Capacity{}) {
 		cmd.Capacity = &capa
