@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
@@ -48,7 +49,8 @@ func openRealForTest(t *testing.T) *Real {
 	netnstest.Guard(t)
 	d := libvirttest.Shared(t)
 	t.Setenv(LibvirtURIEnv, d.URI)
-	r, err := OpenReal(realDataDir, StorageDir(realDataDir))
+	// One probe for the whole test binary: the answer is kept in a file.
+	r, err := OpenReal(realDataDir, StorageDir(realDataDir), RealOptions{AccelCache: filepath.Join(realDataDir, "accel.json")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -659,7 +661,7 @@ func TestRealReplaceGenerations(t *testing.T) {
 
 func TestRealDriversSayHowToFixLibvirtd(t *testing.T) {
 	t.Setenv(LibvirtURIEnv, "qemu:///system?socket=/nonexistent/libvirt-sock")
-	_, err := RealDrivers(t.TempDir())
+	_, err := RealDrivers(t.TempDir(), RealOptions{})
 	if err == nil {
 		t.Fatal("RealDrivers succeeded without a reachable libvirtd")
 	}
@@ -667,5 +669,63 @@ func TestRealDriversSayHowToFixLibvirtd(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+}
+
+// TestAccelAtStart: the agent's accelerator is what a probe guest shows;
+// -accel kvm where KVM cannot run a guest is an error at start, naming
+// why, and -accel tcg runs guests under TCG without probing.
+func TestAccelAtStart(t *testing.T) {
+	netnstest.Guard(t)
+	d := libvirttest.Shared(t)
+	t.Setenv(LibvirtURIEnv, d.URI)
+	conn, err := d.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	probe, err := accel.RunProbe(context.Background(), conn, "kvm", t.TempDir(), 0)
+	kvmWorks := err == nil && probe.OK
+	t.Logf("kvm probe: ok=%v %s (%v)", probe.OK, probe.Reason, err)
+
+	dir := t.TempDir()
+	r, err := OpenReal(dir, StorageDir(dir), RealOptions{Accel: "kvm"})
+	switch {
+	case kvmWorks && err != nil:
+		t.Fatalf("-accel kvm where the probe passes: %v", err)
+	case kvmWorks:
+		if a, _ := r.Accel(); a != AccelKVM {
+			t.Errorf("-accel kvm runs %s", a)
+		}
+		r.Close()
+	case err == nil:
+		r.Close()
+		t.Fatalf("-accel kvm started although KVM cannot run a guest here (%s)", probe.Reason)
+	case !strings.Contains(err.Error(), "-accel kvm: KVM cannot run a guest on this host"):
+		t.Fatalf("-accel kvm error does not say why: %v", err)
+	default:
+		t.Logf("-accel kvm: %v", err)
+	}
+
+	r, err = OpenReal(dir, StorageDir(dir), RealOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, why := r.Accel()
+	r.Close()
+	if (a == AccelKVM) != kvmWorks || why == "" {
+		t.Fatalf("-accel auto: %s (%s); the kvm probe passed: %v", a, why, kvmWorks)
+	}
+	r, err = OpenReal(dir, StorageDir(dir), RealOptions{Accel: "tcg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, why = r.Accel()
+	r.Close()
+	if a != AccelTCG || !strings.Contains(why, "requested") {
+		t.Fatalf("-accel tcg: %s (%s)", a, why)
+	}
+	if _, err := OpenReal(dir, StorageDir(dir), RealOptions{Accel: "fast"}); err == nil || !strings.Contains(err.Error(), "want auto, kvm or tcg") {
+		t.Fatalf("-accel fast: %v", err)
 	}
 }

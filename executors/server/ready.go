@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"libvirt.org/go/libvirt"
+
+	"github.com/kiln-dev/kiln/executors/accel"
 )
 
 // A server is done when its guest is up, never because a call returned.
@@ -236,7 +238,7 @@ func (d *Driver) waitReady(ctx context.Context, dom *libvirt.Domain, stack, addr
 			if libvirt.DomainPausedReason(reason) == libvirt.DOMAIN_PAUSED_USER {
 				return fail("the domain was paused by a user", nil)
 			}
-			if d.kvmInternalError(name) {
+			if d.kvmInternalError(name) || kvmPaused(dom, state, reason) {
 				return fail("the guest stopped on a KVM internal error", ErrKVMInternal)
 			}
 			return fail("the guest paused on an error", nil)
@@ -458,6 +460,16 @@ func reasonName(state libvirt.DomainState, reason int) string {
 		return names[reason]
 	}
 	return strconv.Itoa(reason)
+}
+
+// kvmPaused asks QEMU whether a domain paused for no reason libvirt
+// knows stopped on an internal error (libvirt reports paused/unknown).
+func kvmPaused(dom *libvirt.Domain, state libvirt.DomainState, reason int) bool {
+	if !accel.MaybeKVMInternalError(state, reason) {
+		return false
+	}
+	ok, err := accel.KVMInternalError(dom)
+	return err == nil && ok
 }
 
 // QEMULogDir is where libvirtd's QEMU driver writes each domain's log.
