@@ -22,8 +22,9 @@ import (
 )
 
 // e2eTemplate is the stack of the end-to-end test: a NAT+DHCP network,
-// `servers` servers (the second with mem1 of memory), a data volume on the
-// first and a port forward from host port 8080 to the first one's port 80.
+// `servers` servers (the second with mem1 of memory) that are ready when
+// they answer HTTP, a data volume on the first and a port forward from host
+// port 8080 to the first one's port 80.
 func e2eTemplate(image, sum string, servers int, mem1 string) string {
 	return fmt.Sprintf(`
 image "guest" {
@@ -51,6 +52,11 @@ server "web" {
   network "lan" {
     address = cidrhost(network.lan.cidr, 10 + count.index)
   }
+
+  ready {
+    http_port = 80
+    timeout   = "4m"
+  }
 }
 
 port_forward "http" {
@@ -72,10 +78,11 @@ type opResult struct {
 	Status  string `json:"status"`
 	Error   string `json:"error"`
 	Actions []struct {
-		Address string `json:"address"`
-		Action  string `json:"action"`
-		Status  string `json:"status"`
-		Error   string `json:"error"`
+		Address      string  `json:"address"`
+		Action       string  `json:"action"`
+		Status       string  `json:"status"`
+		Error        string  `json:"error"`
+		ReadySeconds float64 `json:"ready_seconds"`
 	} `json:"actions"`
 	Outputs map[string]struct {
 		Value any `json:"value"`
@@ -138,7 +145,24 @@ func TestEndToEnd(t *testing.T) {
 
 	// 1. Two servers, a volume on the first, a port forward to it.
 	w.write(e2eTemplate(img, sum, 2, "128MiB"))
-	applyJSON(t, w, stack, "10.91.0.10", "10.91.0.11")
+	r := applyJSON(t, w, stack, "10.91.0.10", "10.91.0.11")
+
+	// The servers were ready when the apply returned: the first request
+	// through the port forward, from a client in a second namespace joined
+	// by a veth pair, answers (no polling), and sees the data volume.
+	client := netnstest.New(t)
+	netnstest.Veth(t, client, "ke2e0", "eth0", "192.168.252.1/30", "192.168.252.2/30")
+	body := httpOnce(t, client, "http://192.168.252.1:8080/")
+	if !strings.Contains(body, "hostname="+hostname(stack, "server.web[0]")) || !strings.Contains(body, "vdb") {
+		t.Fatalf("first answer through the port forward right after apply: %q; want guest 0's hostname and vdb", body)
+	}
+	t.Logf("guest 0 answered the first request through the port forward: %q", body)
+	for _, a := range r.Actions {
+		if strings.HasPrefix(a.Address, "server.") && a.ReadySeconds <= 0 {
+			t.Errorf("apply -json: %s has no ready_seconds: %+v", a.Address, a)
+		}
+	}
+	checkReadyInStatus(t, w, stack, 2)
 	first := observe(t, stack)
 	t.Logf("after the first apply: %s", first)
 	if !reflect.DeepEqual(first.domains, []string{web(0), web(1)}) || first.running != 2 ||
@@ -147,24 +171,21 @@ func TestEndToEnd(t *testing.T) {
 	}
 	bridge := first.bridges[0]
 
-	// A client in a second namespace, joined by a veth pair, reaches guest
-	// 0 through the port forward and sees its data volume.
-	client := netnstest.New(t)
-	netnstest.Veth(t, client, "ke2e0", "eth0", "192.168.252.1/30", "192.168.252.2/30")
-	body := httpThrough(t, w, client, "http://192.168.252.1:8080/", 3*time.Minute, web(0), func(b string) bool {
-		return strings.Contains(b, "hostname="+hostname(stack, "server.web[0]")) && strings.Contains(b, "vdb")
-	})
-	t.Logf("guest 0 answered through the port forward: %q", body)
-
-	// 2. A third server and more memory for the second: converges.
+	// 2. A third server and more memory for the second: converges, and the
+	// restarted second server is ready again when the apply returns.
 	w.write(e2eTemplate(img, sum, 3, "192MiB"))
-	r := applyJSON(t, w, stack, "10.91.0.10", "10.91.0.11", "10.91.0.12")
+	r = applyJSON(t, w, stack, "10.91.0.10", "10.91.0.11", "10.91.0.12")
 	acts := map[string]string{}
 	for _, a := range r.Actions {
 		acts[a.Address] = a.Action + "/" + a.Status
 	}
 	if acts["server.web[1]"] != "update/done" || acts["server.web[2]"] != "create/done" {
 		t.Fatalf("second apply ran %v; want server.web[1] updated and server.web[2] created", acts)
+	}
+	for _, i := range []int{1, 2} {
+		if b := httpOnce(t, nil, fmt.Sprintf("http://10.91.0.1%d/", i)); !strings.Contains(b, "hostname="+hostname(stack, fmt.Sprintf("server.web[%d]", i))) {
+			t.Fatalf("server.web[%d] right after the second apply answered %q", i, b)
+		}
 	}
 	planNoChanges(t, w, stack)
 	second := observe(t, stack)
@@ -286,6 +307,69 @@ func maxMemoryKiB(t *testing.T, domain string) uint64 {
 	return info.MaxMem
 }
 
+// httpOnce makes one GET of url (from inside ns when it is not nil) and
+// returns the body; any error fails the test.
+func httpOnce(t *testing.T, ns *netnstest.NS, url string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	var body string
+	get := func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		body = string(b)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		return err
+	}
+	var err error
+	if ns != nil {
+		err = ns.Do(get)
+	} else {
+		err = get()
+	}
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return body
+}
+
+// checkReadyInStatus checks that `kiln status -json` says when each of
+// the stack's n servers became ready.
+func checkReadyInStatus(t *testing.T, w *workdir, stack string, n int) {
+	t.Helper()
+	var st struct {
+		Resources []struct {
+			Address      string     `json:"address"`
+			Kind         string     `json:"kind"`
+			ReadyAt      *time.Time `json:"ready_at"`
+			ReadySeconds float64    `json:"ready_seconds"`
+		} `json:"resource_list"`
+	}
+	out := w.must("status", "-json", stack)
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status -json: %v\n%s", err, out)
+	}
+	ready := 0
+	for _, r := range st.Resources {
+		if r.Kind != "server" {
+			continue
+		}
+		if r.ReadyAt == nil || r.ReadyAt.IsZero() || r.ReadySeconds <= 0 {
+			t.Errorf("status -json: %s has no ready time: %+v", r.Address, r)
+			continue
+		}
+		ready++
+	}
+	if ready != n {
+		t.Fatalf("status -json: %d servers with a ready time, want %d\n%s", ready, n, out)
+	}
+}
+
 // httpThrough polls url from inside ns until the body satisfies ok.
 func httpThrough(t *testing.T, w *workdir, ns *netnstest.NS, url string, limit time.Duration, domain string, ok func(string) bool) string {
 	t.Helper()
@@ -316,4 +400,93 @@ func httpThrough(t *testing.T, w *workdir, ns *netnstest.NS, url string, limit t
 		t.Fatalf("%s did not answer as expected within %s; last: %q\nconsole of %s:\n%s", url, limit, last, domain, console)
 	}
 	return last
+}
+
+// notReadyTemplate is one server on a DHCP network whose readiness check
+// is check (a ready block's body).
+func notReadyTemplate(image, sum, check string) string {
+	return fmt.Sprintf(`
+image "guest" {
+  source = %q
+  sha256 = %q
+}
+
+network "lan" {
+  cidr = "10.92.0.0/24"
+  dhcp = true
+}
+
+server "web" {
+  image  = image.guest.id
+  memory = "128MiB"
+  network "lan" {}
+  ready {
+    %s
+  }
+}
+
+output "addresses" {
+  value = [server.web.address]
+}
+`, image, sum, check)
+}
+
+// TestNotReadyThenFixed: a server whose readiness never comes fails the
+// apply after its timeout (plus a bounded slack), with the check, the
+// domain's state and the console's last lines in the error, the JSON
+// and the events; fixing the template and applying again repairs it;
+// destroy leaves nothing.
+func TestNotReadyThenFixed(t *testing.T) {
+	const stack = "e2enotready"
+	w := newWorkdir(t)
+	img, sum := guestImage(t)
+	w.write(notReadyTemplate(img, sum, `tcp_port = 2222
+    timeout  = "20s"`))
+	start := time.Now()
+	code, out, errOut := w.run("apply", "-auto-approve", "-json", "-stack", stack, ".")
+	took := time.Since(start)
+	if code == 0 {
+		t.Fatalf("apply of a server that never becomes ready succeeded:\n%s", out)
+	}
+	r := parseResult(t, out)
+	var msg string
+	for _, a := range r.Actions {
+		if a.Address == "server.web" {
+			msg = a.Error
+		}
+	}
+	for _, want := range []string{"not ready within 20s", "tcp_port 2222", "domain running", "last lines of the console", "KILN-GUEST-READY"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the failed action's error lacks %q:\n%s\nstderr:\n%s", want, msg, errOut)
+		}
+	}
+	// The image is cached and the network made in seconds; the guest
+	// boots in about ten; then the 20s of the check.
+	if took > 20*time.Second+2*time.Minute {
+		t.Errorf("the apply failed only after %s (timeout 20s)", took)
+	}
+	t.Logf("apply failed after %s: %s", took.Round(time.Millisecond), msg)
+	events := w.must("events", stack)
+	if !strings.Contains(events, "server.web failed on") || !strings.Contains(events, "not ready within 20s") {
+		t.Errorf("kiln events does not tell why server.web failed:\n%s", events)
+	}
+
+	// Fixed: the re-run adopts the guest (the same domain, not a second
+	// one) and it is ready.
+	w.write(notReadyTemplate(img, sum, `http_port = 80`))
+	r = applyJSON(t, w, stack, "10.92.0.10")
+	if b := httpOnce(t, nil, "http://10.92.0.10/"); !strings.Contains(b, "hostname="+hostname(stack, "server.web")) {
+		t.Fatalf("right after the repairing apply the guest answered %q", b)
+	}
+	if got := observe(t, stack); !reflect.DeepEqual(got.domains, []string{server.Name(stack, "server.web")}) || got.running != 1 {
+		t.Fatalf("after the repair: %s; want one running domain, %s", got, server.Name(stack, "server.web"))
+	}
+
+	r = parseResult(t, w.must("destroy", "-auto-approve", "-json", stack))
+	if r.Status != "complete" {
+		t.Fatalf("destroy: %q (%s)", r.Status, r.Error)
+	}
+	if left := observe(t, stack); len(left.domains) != 0 || len(left.volumes) != 0 || len(left.bridges) != 0 || len(left.rules) != 0 || left.dnsmasq != 0 {
+		t.Errorf("left after destroy: %s", left)
+	}
 }

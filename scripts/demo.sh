@@ -129,18 +129,21 @@ say "kiln output quickstart"
 addr=$("$KILN" output quickstart address)
 
 say "the guest answers on http://$addr/"
+# kiln apply returned once the guest had taken its DHCP lease (the
+# readiness rule of a server without a ready block); its web server starts
+# a moment later.
 if command -v curl >/dev/null; then get() { curl -fsS -m 3 "$1"; }
 elif command -v wget >/dev/null; then get() { wget -q -T 3 -O - "$1"; }
-else get() { busybox wget -q -T 3 -O - "$1"; }
+else get() { timeout 3 busybox wget -q -O - "$1"; }
 fi
 body=""
-for i in $(seq 120); do
+for i in $(seq 10); do
 	if body=$(get "http://$addr/" 2>/dev/null) && [[ -n $body ]]; then break; fi
 	body=""
 	sleep 1
 done
 if [[ -z $body ]]; then
-	echo "the guest did not answer within 120 s; its console:"
+	echo "the guest did not answer within 10 s of being ready; its console:"
 	tail -30 "$WORK"/.kiln/agent/console/* 2>/dev/null || true
 	exit 1
 fi

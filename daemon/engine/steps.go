@@ -66,6 +66,12 @@ func Steps(opID, stack string, ch planner.Change) ([]Action, error) {
 func (e *Engine) apply(ctx context.Context, steps []Action, resume bool) (Result, error) {
 	var res Result
 	for _, st := range steps {
+		if resume && st.Op != OpDelete && st.Kind == spec.KindServer {
+			// A server that exists is not done: it is done when its guest
+			// is ready. Its create or update is idempotent (it adopts the
+			// domain) and waits for that, so run it again.
+			resume = false
+		}
 		if resume {
 			got, done, err := e.effectPresent(ctx, st)
 			if err != nil {
@@ -91,6 +97,7 @@ func (e *Engine) apply(ctx context.Context, steps []Action, resume bool) (Result
 		}
 		if st.Op != OpDelete {
 			res.Attrs = r.Attrs
+			res.Ready = r.Ready
 		}
 	}
 	return res, nil
