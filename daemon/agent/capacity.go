@@ -21,6 +21,11 @@ func Capacity(cfg Config) api.Capacity {
 		CPURatio: cfg.CPURatio, MemoryRatio: cfg.MemoryRatio,
 		Accel: cfg.Accel, AccelReason: cfg.AccelReason,
 	}
+	// The real drivers' accelerator can change while the agent runs (an
+	// auto agent turns to TCG when a guest dies of a KVM internal error).
+	if a, why := Accel(cfg.Drivers); a != "" {
+		c.Accel, c.AccelReason = a, why
+	}
 	var st syscall.Statfs_t
 	if syscall.Statfs(cfg.DataDir, &st) == nil {
 		c.DiskBytes = int64(st.Bavail) * int64(st.Bsize)

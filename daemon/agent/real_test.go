@@ -729,3 +729,54 @@ func TestAccelAtStart(t *testing.T) {
 		t.Fatalf("-accel fast: %v", err)
 	}
 }
+
+// TestRealKVMFallback: an auto agent whose guest dies of a KVM internal
+// error turns to TCG and makes the guest once more. The agent is forced
+// to believe KVM works; where it really does, the guest simply runs under
+// KVM.
+func TestRealKVMFallback(t *testing.T) {
+	r := openRealForTest(t)
+	r.accelWant = "auto"
+	r.srv.SetAccel("kvm", "forced by the test")
+	d := r.Drivers()
+	path, sum := testGuest(t)
+	const stack = "rtkvm"
+	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.78.0.0/24", "dhcp": true}})
+	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
+		"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
+		"networks": []any{map[string]any{"name": "lan"}},
+		"ready":    map[string]any{"console": "KILN-GUEST-READY", "timeout": int64(180)},
+	}})
+	results := map[string]map[string]any{}
+	results["image.guest"] = run(t, d["image"], &img, results).Attrs
+	results["network.lan"] = run(t, d["network"], &lan, results).Attrs
+	obj := run(t, d["server"], &srv, results)
+	t.Cleanup(func() {
+		del := srv
+		del.Op, del.ID = engine.OpDelete, server.Name(stack, "server.web")
+		d["server"].Delete(context.Background(), del)
+		lan.Op = engine.OpDelete
+		d["network"].Delete(context.Background(), lan)
+	})
+	if obj.ReadyAfter <= 0 {
+		t.Fatalf("server created without a ready time: %+v", obj)
+	}
+	s, err := r.srv.Read(context.Background(), stack, "server.web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accelNow, why := r.Accel()
+	t.Logf("guest runs as a %s domain; agent accelerator %s (%s)", s.DomainType, accelNow, why)
+	switch {
+	case accelNow == AccelTCG:
+		if s.DomainType != "qemu" || !strings.Contains(why, "KVM internal error") {
+			t.Fatalf("after the fallback: domain type %s, reason %q", s.DomainType, why)
+		}
+		if c := Capacity(Config{DataDir: r.DataDir, Drivers: d}); c.Accel != AccelTCG {
+			t.Fatalf("the agent still reports %q after the fallback", c.Accel)
+		}
+	case s.DomainType != "kvm":
+		t.Fatalf("accelerator %s but the guest is a %s domain", accelNow, s.DomainType)
+	}
+}

@@ -93,6 +93,11 @@ server "lb" {
     backends = [for i in range(param.web_count) : cidrhost(network.front.cidr, local.web_base + i)]
   })
 
+  ready {
+    http_port = 80
+    timeout   = "10m"
+  }
+
   depends_on = [server.web]
 }
 
@@ -119,6 +124,13 @@ server "web" {
     backends = []
   })
 
+  # Done when nginx answers (cloud-init installs it at first boot), so the
+  # load balancer is made only once its backends serve.
+  ready {
+    http_port = 80
+    timeout   = "10m"
+  }
+
   lifecycle {
     create_before_destroy = true
   }
@@ -143,6 +155,13 @@ server "db" {
     role     = "db"
     backends = []
   })
+
+  # Done when cloud-init has finished (PostgreSQL installed): it says so on
+  # the serial console.
+  ready {
+    console = "Cloud-init v\\. \\S+ finished"
+    timeout = "10m"
+  }
 
   lifecycle {
     ignore_changes = [user_data]

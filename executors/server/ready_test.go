@@ -257,3 +257,22 @@ func TestServerSignal(t *testing.T) {
 	}
 	t.Logf("b ready after %s", s.ReadyAfter.Round(time.Millisecond))
 }
+
+// TestCPUModeNeedsKVM: host-passthrough and host-model are refused on a
+// TCG driver with the reason, before anything is made; "default" is fine.
+func TestCPUModeNeedsKVM(t *testing.T) {
+	d := &server.Driver{}
+	d.SetAccel("qemu", "KVM cannot run a guest here: the probe guest paused")
+	spec := server.Spec{Stack: "s", Address: "server.x", Image: "/nonexistent.qcow2", ImageFormat: "qcow2", CPUs: 1, Memory: 64 << 20}
+	for _, mode := range []string{"host-passthrough", "host-model"} {
+		spec.CPUMode = mode
+		_, err := d.Create(context.Background(), spec)
+		if err == nil || !strings.Contains(err.Error(), `cpu_mode "`+mode+`" needs KVM`) || !strings.Contains(err.Error(), "the probe guest paused") {
+			t.Errorf("cpu_mode %s under TCG: %v", mode, err)
+		}
+	}
+	spec.CPUMode = "turbo"
+	if _, err := d.Create(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "want host-passthrough, host-model or default") {
+		t.Errorf("cpu_mode turbo: %v", err)
+	}
+}
