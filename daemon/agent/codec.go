@@ -43,5 +43,6 @@ func actionOf(it api.WorkItem) (engine.Action, error) {
 		ID:         it.ID,
 		Generation: it.Generation,
 		Deps:       deps,
+		AwaitReady: it.AwaitReady,
 	}, nil
 }

@@ -170,3 +170,12 @@ func (g *registry) list(kind string) ([]record, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
+
+// gateway is a network's gateway address ("" when its cidr is bad).
+func (rec record) gateway() string {
+	gw, err := gatewayOf(rec.CIDR)
+	if err != nil {
+		return ""
+	}
+	return gw.Addr().String()
+}

@@ -591,8 +591,28 @@ func (k realServer) Read(ctx context.Context, a engine.Action) (Object, bool, er
 		}
 		for _, h := range rec.Hosts {
 			if h.Server == s.Name {
-				nics = append(nics, nicInfo{name: b.name, ip: h.IP})
+				n := nicInfo{name: b.name, ip: h.IP, nic: server.NIC{MAC: h.MAC, Gateway: rec.gateway()}}
+				if rec.DHCP {
+					n.leases = k.r.net.LeaseFile(rec.netSpec())
+				}
+				nics = append(nics, n)
 			}
+		}
+	}
+	if a.AwaitReady {
+		// The read of a create or update an earlier leader left running:
+		// the server is done only once its guest is ready.
+		r, err := k.ready(a, phys, nics)
+		if err != nil {
+			return Object{}, false, err
+		}
+		if r.Kind == server.CheckSignal {
+			if err := k.r.signals.Listen(nics[0].nic.Gateway); err != nil {
+				return Object{}, false, fmt.Errorf("%s: %w", a.Address, err)
+			}
+		}
+		if s, err = k.r.srv.AwaitReady(ctx, a.Stack, phys, r, serverProgress(ctx, a.Address)); err != nil {
+			return Object{}, false, fmt.Errorf("%s: %w", a.Address, err)
 		}
 	}
 	obj := serverObject(a, s, resolved{nics: nics})

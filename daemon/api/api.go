@@ -369,6 +369,8 @@ type WorkItem struct {
 	Deps       map[string]map[string]any `json:"deps,omitempty"`
 	// Attempt counts from 1.
 	Attempt int `json:"attempt"`
+	// AwaitReady: a read of a server waits until its guest is ready.
+	AwaitReady bool `json:"await_ready,omitempty"`
 	// WorkID names this request; the agent's ActionReport carries it back.
 	WorkID string `json:"work_id,omitempty"`
 }

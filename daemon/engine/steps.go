@@ -66,12 +66,6 @@ func Steps(opID, stack string, ch planner.Change) ([]Action, error) {
 func (e *Engine) apply(ctx context.Context, steps []Action, resume bool) (Result, error) {
 	var res Result
 	for _, st := range steps {
-		if resume && st.Op != OpDelete && st.Kind == spec.KindServer {
-			// A server that exists is not done: it is done when its guest
-			// is ready. Its create or update is idempotent (it adopts the
-			// domain) and waits for that, so run it again.
-			resume = false
-		}
 		if resume {
 			got, done, err := e.effectPresent(ctx, st)
 			if err != nil {
@@ -83,6 +77,7 @@ func (e *Engine) apply(ctx context.Context, steps []Action, resume bool) (Result
 				}
 				if st.Op != OpDelete {
 					res.Attrs = got.Attrs
+					res.Ready = got.Ready
 				}
 				continue
 			}
@@ -107,6 +102,11 @@ func (e *Engine) apply(ctx context.Context, steps []Action, resume bool) (Result
 func (e *Engine) effectPresent(ctx context.Context, st Action) (Result, bool, error) {
 	if e.Reader == nil {
 		return Result{}, false, errors.New("resume needs a Reader")
+	}
+	if st.Kind == spec.KindServer && st.Op != OpDelete {
+		// A server that exists is not done: it is done when its guest is
+		// ready. Its read waits for that (and fails when it does not come).
+		st.AwaitReady = true
 	}
 	got, exists, err := e.Reader.Read(ctx, st)
 	if err != nil {

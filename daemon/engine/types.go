@@ -71,6 +71,10 @@ type Action struct {
 	// a create_before_destroy replace does not collide with the old one, and a
 	// repeated create of the same generation adopts what is there.
 	Generation string
+	// AwaitReady, on the read of a server's create or update that an
+	// earlier leader left running, asks the agent to wait until the guest
+	// is ready (a server that exists is not yet done).
+	AwaitReady bool
 	// Node is the agent the action is assigned to ("" when there is no
 	// Assigner); on resume, the node recorded when the action started.
 	Node string

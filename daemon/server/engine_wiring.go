@@ -377,7 +377,7 @@ func (o *opRun) Read(ctx context.Context, a engine.Action) (engine.Result, bool,
 				o.physical[a.Address] = rep.PhysicalName
 				o.mu.Unlock()
 			}
-			return engine.Result{Node: w.Agent, Attrs: attrs}, a.Op != engine.OpDelete, nil
+			return engine.Result{Node: w.Agent, Attrs: attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}, a.Op != engine.OpDelete, nil
 		}
 	}
 	rep, err := o.ask(a, node, "read", 1)
@@ -396,7 +396,7 @@ func (o *opRun) Read(ctx context.Context, a engine.Action) (engine.Result, bool,
 		o.physical[a.Address] = rep.PhysicalName
 		o.mu.Unlock()
 	}
-	return engine.Result{Node: node, Attrs: attrs}, rep.Exists, nil
+	return engine.Result{Node: node, Attrs: attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}, rep.Exists, nil
 }
 
 // ask puts a work item for an agent and waits for its report.
@@ -425,7 +425,7 @@ func (o *opRun) ask(a engine.Action, node, op string, attempt int) (api.ActionRe
 	wi := api.WorkItem{
 		OperationID: o.op.ID, Stack: o.op.Stack, Project: o.op.Project, Address: a.Address, Kind: a.Kind,
 		Op: op, Attrs: enc, ID: a.ID, Generation: a.Generation, Deps: deps, Attempt: attempt,
-		WorkID: "w-" + randomHex(8),
+		WorkID: "w-" + randomHex(8), AwaitReady: a.AwaitReady && op == "read",
 	}
 	payload, err := json.Marshal(wi)
 	if err != nil {

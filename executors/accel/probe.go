@@ -22,6 +22,10 @@ import (
 //go:embed probe.bin
 var payload []byte
 
+// Payload returns the probe's boot sector (a raw disk image), for a probe
+// run outside libvirt (plain qemu in test harnesses).
+func Payload() []byte { return append([]byte(nil), payload...) }
+
 // OKMarker is the line the probe guest writes to its serial console once it
 // has been through real, protected and long mode.
 const OKMarker = "KILN-PROBE-OK\n"

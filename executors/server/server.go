@@ -391,6 +391,21 @@ func (d *Driver) Create(ctx context.Context, spec Spec) (Server, error) {
 	return d.boot(ctx, dom, spec, false)
 }
 
+// AwaitReady waits until the guest of an existing server is ready (and
+// starts its domain when it is shut off), as a repeated Create would,
+// without changing its definition.
+func (d *Driver) AwaitReady(ctx context.Context, stack, address string, r Ready, progress Progress) (Server, error) {
+	if err := r.Validate(); err != nil {
+		return Server{}, fmt.Errorf("server %s: %w", address, err)
+	}
+	dom, err := d.lookup(stack, address)
+	if err != nil {
+		return Server{}, err
+	}
+	defer dom.Free()
+	return d.boot(ctx, dom, Spec{Stack: stack, Address: address, Ready: r, Progress: progress}, false)
+}
+
 // boot starts the domain unless it runs (restarted: it was just stopped)
 // and waits for the guest to be ready.
 func (d *Driver) boot(ctx context.Context, dom *libvirt.Domain, spec Spec, restarted bool) (Server, error) {

@@ -4,7 +4,7 @@
 // reads its NoCloud seed and answers HTTP on port 80 with its hostname and the
 // names in /sys/block.
 //
-// Boot runs the guest under plain qemu (KVM when /dev/kvm exists, TCG
+// Boot runs the guest under plain qemu (KVM when a probe guest runs under it, TCG
 // otherwise) with user-mode networking and port 80 forwarded to a loopback
 // port, for tests that need a real guest without libvirt.
 package testguest
@@ -22,8 +22,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kiln-dev/kiln/executors/accel"
 )
 
 // ImageRel is the image's path relative to the module root.
@@ -129,11 +132,7 @@ func Boot(ctx context.Context, opts Options) (*Guest, error) {
 	if mem == 0 {
 		mem = 256
 	}
-	accel := "tcg"
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		accel = "kvm"
-	}
+	accel := Accel(ctx)
 	log := filepath.Join(opts.Dir, "serial.log")
 	qmp := filepath.Join(opts.Dir, "qmp.sock")
 	args := []string{
@@ -273,4 +272,73 @@ func (g *Guest) Close() error {
 	_ = g.cmd.Process.Kill()
 	<-g.done
 	return nil
+}
+
+var (
+	accelOnce sync.Once
+	accelName string
+)
+
+// Accel is "kvm" when a probe guest (executors/accel's boot sector) runs to
+// its marker under plain `qemu -accel kvm` here, else "tcg": a /dev/kvm that
+// opens proves nothing (nested KVM stops real guests with a KVM internal
+// error). The answer is kept for the process.
+func Accel(ctx context.Context) string {
+	accelOnce.Do(func() { accelName = probeKVM(ctx) })
+	return accelName
+}
+
+func probeKVM(ctx context.Context) string {
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
+		return "tcg"
+	} else {
+		f.Close()
+	}
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return "tcg"
+	}
+	dir, err := os.MkdirTemp("", "kiln-kvm-probe-")
+	if err != nil {
+		return "tcg"
+	}
+	defer os.RemoveAll(dir)
+	disk, log := filepath.Join(dir, "probe.img"), filepath.Join(dir, "serial.log")
+	if os.WriteFile(disk, accel.Payload(), 0o644) != nil {
+		return "tcg"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemu, "-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
+		"-accel", "kvm", "-m", "16", "-serial", "file:"+log, "-drive", "file="+disk+",format=raw,if=ide")
+	errLog, err := os.Create(filepath.Join(dir, "stderr.log"))
+	if err != nil {
+		return "tcg"
+	}
+	defer errLog.Close()
+	cmd.Stderr = errLog
+	if err := cmd.Start(); err != nil {
+		return "tcg"
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer func() { cmd.Process.Kill(); <-done }()
+	for {
+		if out, _ := os.ReadFile(log); strings.Contains(string(out), accel.OKMarker) {
+			return "kvm"
+		}
+		if out, _ := os.ReadFile(errLog.Name()); strings.Contains(string(out), "KVM internal error") {
+			return "tcg"
+		}
+		select {
+		case <-done: // qemu stopped (a KVM internal error ends it)
+			if out, _ := os.ReadFile(log); strings.Contains(string(out), accel.OKMarker) {
+				return "kvm"
+			}
+			return "tcg"
+		case <-ctx.Done():
+			return "tcg"
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
