@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -368,38 +367,6 @@ func checkReadyInStatus(t *testing.T, w *workdir, stack string, n int) {
 	if ready != n {
 		t.Fatalf("status -json: %d servers with a ready time, want %d\n%s", ready, n, out)
 	}
-}
-
-// httpThrough polls url from inside ns until the body satisfies ok.
-func httpThrough(t *testing.T, w *workdir, ns *netnstest.NS, url string, limit time.Duration, domain string, ok func(string) bool) string {
-	t.Helper()
-	client := &http.Client{Timeout: 3 * time.Second}
-	var last string
-	found := waitFor(context.Background(), limit, time.Second, func() bool {
-		var body string
-		err := ns.Do(func() error {
-			resp, err := client.Get(url)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			body = string(b)
-			return err
-		})
-		client.CloseIdleConnections()
-		if err != nil {
-			last = err.Error()
-			return false
-		}
-		last = body
-		return ok(body)
-	})
-	if !found {
-		console, _ := os.ReadFile(filepath.Join(w.dir, ".kiln", "agent", "console", domain+".log"))
-		t.Fatalf("%s did not answer as expected within %s; last: %q\nconsole of %s:\n%s", url, limit, last, domain, console)
-	}
-	return last
 }
 
 // notReadyTemplate is one server on a DHCP network whose readiness check
