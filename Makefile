@@ -17,7 +17,7 @@ help:
 	@echo "make e2e         run only the end-to-end test through the CLI"
 	@echo "make lint        gofmt, go vet and the layering check"
 	@echo "make bench       run the benchmarks and print a short report (BENCH=pattern to choose)"
-	@echo "make bench-real  apply/destroy of 1, 5, 10 real guests vs the by-hand floor (slow)"
+	@echo "make bench-real  apply/destroy of 1, 5, 10, 50 real guests until ready vs the by-hand floor (slow)"
 	@echo "make demo        install what is missing, build, then apply examples/quickstart on a real guest in a private namespace and destroy it"
 	@echo "make test-image  build build/images/kiln-test-guest.qcow2"
 
