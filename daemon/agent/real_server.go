@@ -399,7 +399,7 @@ func (k realServer) ready(a engine.Action, phys string, nics []nicInfo) (server.
 		r.Kind, r.Port, r.Address = server.CheckHTTP, int(p), first
 		r.Path, _ = m["http_path"].(string)
 	case m["console"] != nil:
-		r.Kind, _ = server.CheckConsole, 0
+		r.Kind = server.CheckConsole
 		r.Console, _ = m["console"].(string)
 	case m["signal"] == true:
 		if len(nics) == 0 || k.r.signals == nil {
