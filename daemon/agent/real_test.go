@@ -780,3 +780,36 @@ func TestRealKVMFallback(t *testing.T) {
 		t.Fatalf("accelerator %s but the guest is a %s domain", accelNow, s.DomainType)
 	}
 }
+
+// TestRealSignalReady: a server with `ready { signal = true }` gets its
+// ready URL in its seed, the agent listens on the network's gateway, and
+// the guest's call makes it ready.
+func TestRealSignalReady(t *testing.T) {
+	r := openRealForTest(t)
+	d := r.Drivers()
+	path, sum := testGuest(t)
+	const stack = "rtsig"
+	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.79.0.0/24", "dhcp": true}})
+	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
+		"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
+		"networks": []any{map[string]any{"name": "lan"}},
+		"ready":    map[string]any{"signal": true, "timeout": int64(180)},
+	}})
+	results := map[string]map[string]any{}
+	results["image.guest"] = run(t, d["image"], &img, results).Attrs
+	results["network.lan"] = run(t, d["network"], &lan, results).Attrs
+	name := server.Name(stack, "server.web")
+	t.Cleanup(func() {
+		del := srv
+		del.Op, del.ID = engine.OpDelete, name
+		d["server"].Delete(context.Background(), del)
+		lan.Op = engine.OpDelete
+		d["network"].Delete(context.Background(), lan)
+	})
+	obj := run(t, d["server"], &srv, results)
+	if obj.ReadyAfter <= 0 || r.signals.Signalled(name).IsZero() {
+		t.Fatalf("server ready after %s; signalled at %v", obj.ReadyAfter, r.signals.Signalled(name))
+	}
+	t.Logf("ready after %s on the guest's call of its ready URL", obj.ReadyAfter.Round(time.Millisecond))
+}
