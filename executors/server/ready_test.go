@@ -113,7 +113,9 @@ func TestServerNeverReady(t *testing.T) {
 	f := setup(t)
 	bridge(t, "kbr2", "10.0.2.1/24")
 	spec := guestSpec(f, "s3", "server.web", "kbr2", "10.0.2.10", "10.0.2.1")
-	const timeout = 25 * time.Second
+	// Long enough for the guest to boot (and print its ready line) on a
+	// loaded CI host.
+	const timeout = 45 * time.Second
 	spec.Ready = server.Ready{Kind: server.CheckTCP, Address: "10.0.2.10", Port: 2222, Timeout: timeout}
 	t.Cleanup(func() { f.srv.Delete(context.Background(), spec.Stack, spec.Address) })
 	start := time.Now()
@@ -123,7 +125,7 @@ func TestServerNeverReady(t *testing.T) {
 		t.Fatalf("create = %v, want ErrNotReady", err)
 	}
 	msg := err.Error()
-	for _, want := range []string{"not ready within 25s", "tcp_port 2222", "domain running (reason: booted)", "last lines of the console", "KILN-GUEST-READY"} {
+	for _, want := range []string{"not ready within 45s", "tcp_port 2222", "domain running (reason: booted)", "last lines of the console", "KILN-GUEST-READY"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
 		}
