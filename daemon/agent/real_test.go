@@ -730,6 +730,33 @@ func TestAccelAtStart(t *testing.T) {
 	}
 }
 
+// oneServer makes an image, a DHCP network on cidr and one server whose
+// ready attribute is ready, through the agent's drivers, and removes the
+// server and network when the test ends. It returns the server's object.
+func oneServer(t *testing.T, r *Real, stack, cidr string, ready map[string]any) Object {
+	t.Helper()
+	d := r.Drivers()
+	path, sum := testGuest(t)
+	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": cidr, "dhcp": true}})
+	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
+		"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
+		"networks": []any{map[string]any{"name": "lan"}},
+		"ready":    ready,
+	}})
+	results := map[string]map[string]any{}
+	results["image.guest"] = run(t, d["image"], &img, results).Attrs
+	results["network.lan"] = run(t, d["network"], &lan, results).Attrs
+	t.Cleanup(func() {
+		del := srv
+		del.Op, del.ID = engine.OpDelete, server.Name(stack, "server.web")
+		d["server"].Delete(context.Background(), del)
+		lan.Op = engine.OpDelete
+		d["network"].Delete(context.Background(), lan)
+	})
+	return run(t, d["server"], &srv, results)
+}
+
 // TestRealKVMFallback: an auto agent whose guest dies of a KVM internal
 // error turns to TCG and makes the guest once more. The agent is forced
 // to believe KVM works; where it really does, the guest simply runs under
@@ -738,27 +765,8 @@ func TestRealKVMFallback(t *testing.T) {
 	r := openRealForTest(t)
 	r.accelWant = "auto"
 	r.srv.SetAccel("kvm", "forced by the test")
-	d := r.Drivers()
-	path, sum := testGuest(t)
 	const stack = "rtkvm"
-	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
-	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.78.0.0/24", "dhcp": true}})
-	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
-		"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
-		"networks": []any{map[string]any{"name": "lan"}},
-		"ready":    map[string]any{"console": "KILN-GUEST-READY", "timeout": int64(180)},
-	}})
-	results := map[string]map[string]any{}
-	results["image.guest"] = run(t, d["image"], &img, results).Attrs
-	results["network.lan"] = run(t, d["network"], &lan, results).Attrs
-	obj := run(t, d["server"], &srv, results)
-	t.Cleanup(func() {
-		del := srv
-		del.Op, del.ID = engine.OpDelete, server.Name(stack, "server.web")
-		d["server"].Delete(context.Background(), del)
-		lan.Op = engine.OpDelete
-		d["network"].Delete(context.Background(), lan)
-	})
+	obj := oneServer(t, r, stack, "10.78.0.0/24", map[string]any{"console": "KILN-GUEST-READY", "timeout": int64(180)})
 	if obj.ReadyAfter <= 0 {
 		t.Fatalf("server created without a ready time: %+v", obj)
 	}
@@ -773,7 +781,7 @@ func TestRealKVMFallback(t *testing.T) {
 		if s.DomainType != "qemu" || !strings.Contains(why, "KVM internal error") {
 			t.Fatalf("after the fallback: domain type %s, reason %q", s.DomainType, why)
 		}
-		if c := Capacity(Config{DataDir: r.DataDir, Drivers: d}); c.Accel != AccelTCG {
+		if c := Capacity(Config{DataDir: r.DataDir, Drivers: r.Drivers()}); c.Accel != AccelTCG {
 			t.Fatalf("the agent still reports %q after the fallback", c.Accel)
 		}
 	case s.DomainType != "kvm":
@@ -786,28 +794,9 @@ func TestRealKVMFallback(t *testing.T) {
 // the guest's call makes it ready.
 func TestRealSignalReady(t *testing.T) {
 	r := openRealForTest(t)
-	d := r.Drivers()
-	path, sum := testGuest(t)
 	const stack = "rtsig"
-	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
-	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.79.0.0/24", "dhcp": true}})
-	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
-		"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
-		"networks": []any{map[string]any{"name": "lan"}},
-		"ready":    map[string]any{"signal": true, "timeout": int64(180)},
-	}})
-	results := map[string]map[string]any{}
-	results["image.guest"] = run(t, d["image"], &img, results).Attrs
-	results["network.lan"] = run(t, d["network"], &lan, results).Attrs
+	obj := oneServer(t, r, stack, "10.79.0.0/24", map[string]any{"signal": true, "timeout": int64(180)})
 	name := server.Name(stack, "server.web")
-	t.Cleanup(func() {
-		del := srv
-		del.Op, del.ID = engine.OpDelete, name
-		d["server"].Delete(context.Background(), del)
-		lan.Op = engine.OpDelete
-		d["network"].Delete(context.Background(), lan)
-	})
-	obj := run(t, d["server"], &srv, results)
 	if obj.ReadyAfter <= 0 || r.signals.Signalled(name).IsZero() {
 		t.Fatalf("server ready after %s; signalled at %v", obj.ReadyAfter, r.signals.Signalled(name))
 	}
