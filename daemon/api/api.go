@@ -261,6 +261,14 @@ type TokenRequest struct {
 	Project string `json:"project"`
 	Role    string `json:"role"` // admin | member | reader
 	Name    string `json:"name,omitempty"`
+	// Global makes a project-less token (project must be empty): a global
+	// admin token administers the cluster. Only a global admin may ask.
+	Global bool `json:"global,omitempty"`
+	// Join makes a join token (no project, no role): it may only register
+	// agents. Only a global admin may ask.
+	Join bool `json:"join,omitempty"`
+	// TTL, a duration like "24h", makes the token expire; "" never.
+	TTL string `json:"ttl,omitempty"`
 }
 
 // TokenCreated carries the secret once; only its hash is stored.
@@ -276,6 +284,11 @@ type TokenInfo struct {
 	Role    string    `json:"role"`
 	Name    string    `json:"name,omitempty"`
 	Created time.Time `json:"created"`
+	// Kind is "agent" for an agent credential (of Agent), "join" for a
+	// join token, absent for an API token.
+	Kind    string    `json:"kind,omitempty"`
+	Agent   string    `json:"agent,omitempty"`
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // Capacity of an agent's host, and how the scheduler may fill it.
@@ -351,6 +364,11 @@ type AgentInfo struct {
 	Images        []string  `json:"images,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	Actions       int       `json:"actions"` // actions assigned and not finished
+	// Revoked: its credential was revoked; it gets no work.
+	Revoked bool `json:"revoked,omitempty"`
+	// Credential is the agent's new credential, in the answer to a
+	// registration with a global admin or join token only.
+	Credential string `json:"credential,omitempty"`
 }
 
 // WorkItem is one action assigned to an agent.
