@@ -328,3 +328,213 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	t.Logf("%d requests over %d routes", n, len(routes))
 }
+
+// TestJoinTokenFlow: a global admin makes a join token; with it an agent
+// registers and gets its credential once; the credential acts for its own
+// agent only; the join token cannot take over an agent that has a
+// credential, nor do anything but register; a project admin cannot make
+// join or global tokens.
+func TestJoinTokenFlow(t *testing.T) {
+	s, mgmt := single(t, nil)
+	p1admin := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "admin"}).Secret}
+	for _, req := range []api.TokenRequest{{Join: true}, {Global: true, Role: "admin"}} {
+		if code, out := p1admin.do("POST", "/v1/tokens", req); code != http.StatusForbidden {
+			t.Errorf("project admin makes %+v: %d %s, want 403", req, code, out)
+		}
+	}
+	jt := mkToken(t, mgmt, api.TokenRequest{Join: true, TTL: "1h", Name: "rack 3"})
+	if jt.Kind != "join" || jt.Project != "" || jt.Role != "" || jt.Expires.IsZero() {
+		t.Fatalf("join token: %+v", jt)
+	}
+	join := client{t: t, addr: s.Addr(), token: jt.Secret}
+	reg := api.AgentRegister{ID: "a1", Address: "rack3", Capacity: api.Capacity{CPUs: 4, MemoryBytes: 1 << 30, DiskBytes: 1 << 30}}
+	var info api.AgentInfo
+	join.must("POST", "/v1/agents", reg, http.StatusOK, &info)
+	if !strings.HasPrefix(info.Credential, "kiln_agent_") {
+		t.Fatalf("registration by join token returned no credential: %+v", info)
+	}
+	cred := client{t: t, addr: s.Addr(), token: info.Credential}
+
+	// The join token cannot take a1 over, nor do anything else.
+	if code, out := join.do("POST", "/v1/agents", reg); code != http.StatusConflict || !strings.Contains(string(out), "take it over") {
+		t.Errorf("join over a1: %d %s, want 409", code, out)
+	}
+	for _, r := range [][2]string{{"GET", "/v1/agents"}, {"GET", "/v1/stacks"}, {"POST", "/v1/agents/a1/heartbeat"}, {"GET", "/v1/tokens"}} {
+		if code, out := join.do(r[0], r[1], "{}"); code != http.StatusForbidden {
+			t.Errorf("join token %s %s: %d %s, want 403", r[0], r[1], code, out)
+		}
+	}
+	// The credential: its own routes yes, another agent's or anything else no.
+	cred.must("POST", "/v1/agents/a1/heartbeat", api.AgentHeartbeat{}, http.StatusNoContent, nil)
+	cred.must("GET", "/v1/agents/a1/work", nil, http.StatusOK, nil)
+	join.must("POST", "/v1/agents", api.AgentRegister{ID: "a2"}, http.StatusOK, nil)
+	for _, r := range [][2]string{{"POST", "/v1/agents/a2/heartbeat"}, {"GET", "/v1/agents/a2/work"}, {"GET", "/v1/agents"}, {"GET", "/v1/stacks"}, {"POST", "/v1/tokens"}, {"GET", "/v1/operator/snapshot"}} {
+		if code, out := cred.do(r[0], r[1], "{}"); code != http.StatusForbidden {
+			t.Errorf("a1's credential %s %s: %d %s, want 403", r[0], r[1], code, out)
+		}
+	}
+	if code, out := cred.do("POST", "/v1/agents", api.AgentRegister{ID: "a2"}); code != http.StatusForbidden {
+		t.Errorf("a1's credential registers a2: %d %s, want 403", code, out)
+	}
+	// It re-registers its own agent, without a new credential.
+	var again api.AgentInfo
+	cred.must("POST", "/v1/agents", reg, http.StatusOK, &again)
+	if again.Credential != "" {
+		t.Errorf("re-registration issued a credential")
+	}
+	var toks []api.TokenInfo
+	mgmt.must("GET", "/v1/tokens", nil, http.StatusOK, &toks)
+	agents := 0
+	for _, tk := range toks {
+		if tk.Kind == "agent" {
+			agents++
+		}
+	}
+	if agents != 2 {
+		t.Errorf("agent credentials listed: %d, want 2 (a1, a2): %+v", agents, toks)
+	}
+	// A project admin sees none of them.
+	p1admin.must("GET", "/v1/tokens", nil, http.StatusOK, &toks)
+	for _, tk := range toks {
+		if tk.Project != "p1" {
+			t.Errorf("p1 admin lists %+v", tk)
+		}
+	}
+}
+
+// TestAgentCredentialRevoke: a kiln agent registers with the management
+// token, keeps its credential (0600) and reuses it on restart even when
+// started with a bad token; `agents revoke` makes its credential 401, the
+// agent down and revoked, and its work goes elsewhere; restarted, it says
+// its credential was refused; a global admin registers it again.
+func TestAgentCredentialRevoke(t *testing.T) {
+	s, mgmt := single(t, nil)
+	dir := t.TempDir()
+	stop, _ := runAgent(t, "a1", dir, s.ManagementToken(), s.Addr())
+	cred := client{t: t, addr: s.Addr(), token: waitCredential(t, dir)}
+	cred.must("POST", "/v1/agents/a1/heartbeat", api.AgentHeartbeat{}, http.StatusNoContent, nil)
+	stop()
+
+	// Restart with a wrong configured token: the stored credential wins.
+	stop, done := runAgent(t, "a1", dir, "kiln_wrong", s.Addr())
+	c := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "member"}).Secret}
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
+	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("apply through the restarted agent: %s %s", op.Status, op.Error)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("agent stopped: %v", err)
+	default:
+	}
+
+	// Only a global admin revokes.
+	if code, out := c.do("POST", "/v1/agents/a1/revoke", nil); code != http.StatusForbidden {
+		t.Errorf("member revokes: %d %s, want 403", code, out)
+	}
+	var info api.AgentInfo
+	mgmt.must("POST", "/v1/agents/a1/revoke", nil, http.StatusOK, &info)
+	if !info.Revoked || info.Status != "down" {
+		t.Errorf("revoked agent: %+v", info)
+	}
+	if code, out := cred.do("POST", "/v1/agents/a1/heartbeat", api.AgentHeartbeat{}); code != http.StatusUnauthorized {
+		t.Errorf("revoked credential: %d %s, want 401", code, out)
+	}
+	// The management token cannot bring it up with a heartbeat either.
+	if code, out := mgmt.do("POST", "/v1/agents/a1/heartbeat", api.AgentHeartbeat{}); code != http.StatusConflict {
+		t.Errorf("heartbeat of a revoked agent: %d %s, want 409", code, out)
+	}
+	stop()
+	// It gets no work: the next apply runs on another agent.
+	runAgent(t, "a2", t.TempDir(), s.ManagementToken(), s.Addr())
+	c.must("POST", "/v1/stacks/web2/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
+	op := c.waitOp(ref.OperationID)
+	if op.Status != "complete" {
+		t.Fatalf("apply after the revoke: %s %s", op.Status, op.Error)
+	}
+	for _, a := range op.Actions {
+		if a.Agent != "a2" {
+			t.Errorf("action %s ran on %q, want a2", a.Address, a.Agent)
+		}
+	}
+
+	// Restarted, it fails with a clear message.
+	ag, err := agent.New(agent.Config{ID: "a1", DataDir: dir, Servers: []string{s.Addr()}, Token: s.ManagementToken(), Drivers: agent.NewMemory("", 0).Drivers()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ag.Run(ctx); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("restart with a revoked credential: %v", err)
+	}
+	// A join token cannot take a revoked agent back; a global admin can.
+	join := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Join: true}).Secret}
+	if code, out := join.do("POST", "/v1/agents", api.AgentRegister{ID: "a1"}); code != http.StatusConflict {
+		t.Errorf("join token re-registers a revoked agent: %d %s, want 409", code, out)
+	}
+	var back api.AgentInfo
+	mgmt.must("POST", "/v1/agents", api.AgentRegister{ID: "a1"}, http.StatusOK, &back)
+	if back.Revoked || back.Status != "up" || back.Credential == "" {
+		t.Errorf("admin registration: %+v", back)
+	}
+
+	// Revoking the credential as a token revokes the agent too.
+	var toks []api.TokenInfo
+	mgmt.must("GET", "/v1/tokens", nil, http.StatusOK, &toks)
+	for _, tk := range toks {
+		if tk.Kind == "agent" && tk.Agent == "a1" {
+			mgmt.must("DELETE", "/v1/tokens/"+tk.ID, nil, http.StatusNoContent, nil)
+		}
+	}
+	var list []api.AgentInfo
+	mgmt.must("GET", "/v1/agents", nil, http.StatusOK, &list)
+	if len(list) != 2 || list[0].ID != "a1" || !list[0].Revoked || list[0].Status != "down" {
+		t.Errorf("after the credential's revoke: %+v", list)
+	}
+}
+
+// TestTokenScopeAndTTL: a project admin administers its own project's
+// tokens only; a token with a TTL works until it expires, then gets 401
+// "token expired"; the list shows the expiry.
+func TestTokenScopeAndTTL(t *testing.T) {
+	s, mgmt := single(t, nil)
+	p1 := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "admin"}).Secret}
+	p2tok := mkToken(t, mgmt, api.TokenRequest{Project: "p2", Role: "reader"})
+	if code, out := p1.do("POST", "/v1/tokens", api.TokenRequest{Project: "p2", Role: "admin"}); code != http.StatusForbidden {
+		t.Errorf("p1 admin makes a p2 token: %d %s", code, out)
+	}
+	if code, out := p1.do("DELETE", "/v1/tokens/"+p2tok.ID, nil); code != http.StatusNotFound {
+		t.Errorf("p1 admin revokes a p2 token: %d %s, want 404", code, out)
+	}
+	(client{t: t, addr: s.Addr(), token: p2tok.Secret}).must("GET", "/v1/stacks", nil, http.StatusOK, nil)
+	for _, bad := range []string{"soon", "-1h", "0s"} {
+		if code, out := p1.do("POST", "/v1/tokens", api.TokenRequest{Project: "p1", Role: "reader", TTL: bad}); code != http.StatusBadRequest || !strings.Contains(string(out), `"ttl"`) {
+			t.Errorf("ttl %q: %d %s, want 400 naming ttl", bad, code, out)
+		}
+	}
+	long := mkToken(t, p1, api.TokenRequest{Project: "p1", Role: "reader", TTL: "24h"})
+	if d := time.Until(long.Expires); d < 23*time.Hour || d > 25*time.Hour {
+		t.Errorf("expires %v, want in 24h", long.Expires)
+	}
+	(client{t: t, addr: s.Addr(), token: long.Secret}).must("GET", "/v1/stacks", nil, http.StatusOK, nil)
+	short := mkToken(t, p1, api.TokenRequest{Project: "p1", Role: "reader", TTL: "1ms"})
+	time.Sleep(5 * time.Millisecond)
+	code, out := (client{t: t, addr: s.Addr(), token: short.Secret}).do("GET", "/v1/stacks", nil)
+	if code != http.StatusUnauthorized || !strings.Contains(string(out), "token expired") {
+		t.Errorf("expired token: %d %s, want 401 token expired", code, out)
+	}
+	var toks []api.TokenInfo
+	p1.must("GET", "/v1/tokens", nil, http.StatusOK, &toks)
+	found := false
+	for _, tk := range toks {
+		if tk.Project != "p1" {
+			t.Errorf("p1 admin lists %+v", tk)
+		}
+		found = found || (tk.ID == long.ID && tk.Expires.Equal(long.Expires))
+	}
+	if !found {
+		t.Errorf("token list lacks the expiry of %s: %+v", long.ID, toks)
+	}
+}
