@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -537,4 +538,99 @@ func TestTokenScopeAndTTL(t *testing.T) {
 	if !found {
 		t.Errorf("token list lacks the expiry of %s: %+v", long.ID, toks)
 	}
+}
+
+// TestJoinSafety: a join never rewrites a member's address nor takes
+// another's; the same join again is a no-op; a peer that does not answer on
+// its HTTP address (as the node it claims) and its raft address is refused
+// with nothing changed, and the cluster keeps its quorum.
+func TestJoinSafety(t *testing.T) {
+	servers, mgmtTok := startCluster(t)
+	// Sent to a follower: forwarded to the leader.
+	var follower *Server
+	for _, s := range servers {
+		if !s.IsLeader() {
+			follower = s
+		}
+	}
+	c := client{t: t, addr: follower.Addr(), token: mgmtTok}
+	peers := func() map[string]api.Peer {
+		var l []api.Peer
+		c.must("GET", "/v1/operator/raft/peers", nil, http.StatusOK, &l)
+		m := map[string]api.Peer{}
+		for _, p := range l {
+			p.Leader = false
+			m[p.ID] = p
+		}
+		return m
+	}
+	before := peers()
+	s2 := servers[1]
+	self := api.JoinRequest{ID: s2.NodeID(), RaftAddr: s2.store.Addr(), HTTPAddr: s2.Addr()}
+
+	// A listener that would take s2's forwarded requests, and one that
+	// answers health as a node whose raft address is dead.
+	fake := func(nodeID string) string {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/v1/health", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, api.Health{NodeID: nodeID})
+		})
+		srv := &http.Server{Handler: mux}
+		ln := listen(t)
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return ln.Addr().String()
+	}
+	rogueHTTP := fake(s2.NodeID())
+	halfHTTP := fake("half")
+	liveRaft := listen(t) // accepts TCP, is no raft
+	tests := []struct {
+		name string
+		req  api.JoinRequest
+		want int
+		msg  string
+	}{
+		{"same id, same addresses", self, http.StatusNoContent, ""},
+		{"same id, new HTTP address", api.JoinRequest{ID: self.ID, RaftAddr: self.RaftAddr, HTTPAddr: rogueHTTP}, http.StatusConflict, "node " + self.ID + " is already a member"},
+		{"same id, new raft address", api.JoinRequest{ID: self.ID, RaftAddr: liveRaft.Addr().String(), HTTPAddr: self.HTTPAddr}, http.StatusConflict, "cannot change a member's address"},
+		{"new id, a member's raft address", api.JoinRequest{ID: "rogue", RaftAddr: self.RaftAddr, HTTPAddr: rogueHTTP}, http.StatusConflict, "in use by node " + self.ID},
+		{"new id, a member's HTTP address", api.JoinRequest{ID: "rogue", RaftAddr: liveRaft.Addr().String(), HTTPAddr: self.HTTPAddr}, http.StatusConflict, "in use by node " + self.ID},
+		{"nothing answers", api.JoinRequest{ID: "ghost", RaftAddr: freePort(t), HTTPAddr: freePort(t)}, http.StatusServiceUnavailable, "does not answer"},
+		{"HTTP answers as another node", api.JoinRequest{ID: "liar", RaftAddr: liveRaft.Addr().String(), HTTPAddr: rogueHTTP}, http.StatusConflict, "answers as node"},
+		{"raft address dead", api.JoinRequest{ID: "half", RaftAddr: freePort(t), HTTPAddr: halfHTTP}, http.StatusServiceUnavailable, "raft address"},
+		{"no http_addr", api.JoinRequest{ID: "x", RaftAddr: freePort(t)}, http.StatusBadRequest, "http_addr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := c.do("POST", "/v1/operator/raft/peers", tt.req)
+			if code != tt.want || !strings.Contains(string(out), tt.msg) {
+				t.Fatalf("%d %s, want %d with %q", code, out, tt.want, tt.msg)
+			}
+		})
+	}
+	after := peers()
+	if len(after) != len(before) {
+		t.Fatalf("peers changed: %+v, was %+v", after, before)
+	}
+	for id, p := range before {
+		if after[id] != p {
+			t.Errorf("peer %s changed: %+v, was %+v", id, after[id], p)
+		}
+	}
+	if sv, _ := servers[0].store.State().Server(self.ID); sv.HTTPAddr != self.HTTPAddr {
+		t.Errorf("HTTP address of %s is %s, want %s", self.ID, sv.HTTPAddr, self.HTTPAddr)
+	}
+	// The quorum is intact: writes go through.
+	mkToken(t, c, api.TokenRequest{Project: "p1", Role: "reader"})
+}
+
+// listen opens a loopback listener that accepts and closes connections.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
