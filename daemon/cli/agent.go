@@ -23,8 +23,18 @@ var agentCommand = &command{
   capacity and cached images, waits for the actions assigned to it and runs
   them through the executors (libvirt, bridges, iptables, dnsmasq, the image
   cache), reporting each result. When the leader changes it talks to the
-  next server by itself. KILN_TOKEN must be an admin or the management
-  token. SIGINT or SIGTERM stops it after the actions in progress.
+  next server by itself. SIGINT or SIGTERM stops it after the actions in
+  progress.
+
+  At its first start KILN_TOKEN is a global admin token (the management
+  token) or a join token (kiln token create -join): the agent registers
+  with it and is issued a credential of its own, bound to its id, which it
+  keeps in DIR/agent-credential (mode 0600) and uses from then on, also
+  after a restart (a stored credential wins over KILN_TOKEN). The
+  credential can only fetch and report this agent's own work. Revoked
+  (kiln agents revoke ID), the agent gets 401; to take it back a global
+  admin removes DIR/agent-credential and starts it with a global admin
+  token.
 
 Options:
   -data-dir DIR         Data directory (required); the agent's id is kept

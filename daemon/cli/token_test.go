@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/daemon/api"
+)
+
+// TestTokenJoinTTLAndAgentRevoke: on the embedded default, `kiln token
+// create -join -ttl` makes a join token with an expiry that `token list`
+// shows; bad flag combinations are refused before any request;
+// `kiln agents revoke` of an unknown agent names it.
+func TestTokenJoinTTLAndAgentRevoke(t *testing.T) {
+	e, out, errb := embeddedEnv(t)
+	for _, args := range [][]string{
+		{"token", "create", "-join", "-project", "p1"},
+		{"token", "create", "-global", "-project", "p1", "-role", "admin"},
+		{"token", "create", "-project", "p1"},
+	} {
+		if code := run(t, e, out, errb, args...); code != ExitError || errb.Len() == 0 {
+			t.Errorf("%v: exit %d, stderr %q; want an error", args, code, errb)
+		}
+	}
+	if code := run(t, e, out, errb, "token", "create", "-join", "-ttl", "1h", "-json"); code != ExitOK {
+		t.Fatalf("create -join: %d %s", code, errb)
+	}
+	var tc api.TokenCreated
+	if err := json.Unmarshal(out.Bytes(), &tc); err != nil {
+		t.Fatal(err)
+	}
+	if tc.Kind != "join" || time.Until(tc.Expires) < 59*time.Minute || tc.Secret == "" {
+		t.Errorf("join token: %+v", tc)
+	}
+	if code := run(t, e, out, errb, "token", "list"); code != ExitOK {
+		t.Fatalf("list: %d %s", code, errb)
+	}
+	list := out.String()
+	if !strings.Contains(list, "EXPIRES") || !strings.Contains(list, tc.ID+"  ") || !strings.Contains(list, "join") ||
+		!strings.Contains(list, tc.Expires.Local().Format(time.DateTime)) {
+		t.Errorf("token list:\n%s", list)
+	}
+	if code := run(t, e, out, errb, "agents", "revoke", "nope"); code == ExitOK || !strings.Contains(errb.String(), "agent nope") {
+		t.Errorf("agents revoke nope: %d %s", code, errb)
+	}
+}
