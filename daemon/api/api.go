@@ -27,13 +27,18 @@
 //	POST   /v1/tokens                  TokenRequest TokenCreated (admin)
 //	DELETE /v1/tokens/{id}                         204 (admin)
 //	GET    /v1/agents                              []AgentInfo
-//	POST   /v1/agents                  AgentRegister AgentInfo (admin; agents use the management token or an admin token)
+//	POST   /v1/agents                  AgentRegister AgentInfo (global admin or join token: issues the agent's credential; an agent's credential: its own id)
 //	POST   /v1/agents/{id}/heartbeat   AgentHeartbeat 204
 //	GET    /v1/agents/{id}/work?index=N&wait=30s   WorkResponse (blocking query; any server answers)
 //	POST   /v1/agents/{id}/results     ActionReport 204
 //	GET    /v1/agents/{id}/hostwork?wait=30s       WorkResponse (kind "host": images | prune | gc | console; held by the leader, not in raft)
 //	POST   /v1/agents/{id}/hostresults ActionReport 204
 //	POST   /v1/agents/{id}/events      Event    204 (progress, e.g. image downloads)
+//	POST   /v1/agents/{id}/revoke                  AgentInfo (global admin: its credentials stop working)
+//
+// Who may call each route: docs/authorization.md (agent routes: the agent's
+// own credential or a global admin; operator, gc, image prune: a global
+// admin).
 //	GET    /v1/images                              []ImageInfo (per agent)
 //	POST   /v1/images/prune                        200 []ImageInfo removed (admin; 409 while an image without sha256 is being fetched)
 //	GET    /v1/gc?force=false                      GCReport (admin)
