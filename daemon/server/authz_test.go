@@ -448,7 +448,9 @@ func TestAgentCredentialRevoke(t *testing.T) {
 	}
 	stop()
 	// It gets no work: the next apply runs on another agent.
-	runAgent(t, "a2", t.TempDir(), s.ManagementToken(), s.Addr())
+	dir2 := t.TempDir()
+	runAgent(t, "a2", dir2, s.ManagementToken(), s.Addr())
+	waitCredential(t, dir2) // registered
 	c.must("POST", "/v1/stacks/web2/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
 	op := c.waitOp(ref.OperationID)
 	if op.Status != "complete" {

@@ -208,6 +208,11 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, kind routeKind, ru r
 	}
 	mux.HandleFunc(pattern, s.public(pattern, func(w http.ResponseWriter, r *http.Request) error {
 		c, err := s.authenticate(r)
+		if err == errUnknownToken && r.Header.Get(forwardedHeader) == "" && !s.store.IsLeader() {
+			// A token made a moment ago may not have reached this
+			// follower yet: the leader decides.
+			return s.forward(w, r)
+		}
 		if err != nil {
 			return err
 		}
@@ -246,6 +251,8 @@ func allowed(have, need raftstore.Role) bool {
 	return rank[have] >= rank[need]
 }
 
+var errUnknownToken = errf(http.StatusUnauthorized, "unknown or revoked token")
+
 func (s *Server) authenticate(r *http.Request) (caller, error) {
 	h := r.Header.Get("Authorization")
 	secret, ok := strings.CutPrefix(h, "Bearer ")
@@ -259,7 +266,7 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 	}
 	tok, ok := s.store.State().TokenBySecret(strings.TrimSpace(secret))
 	if !ok {
-		return caller{}, errf(http.StatusUnauthorized, "unknown or revoked token")
+		return caller{}, errUnknownToken
 	}
 	if tok.Expired(time.Now()) {
 		return caller{}, errf(http.StatusUnauthorized, "token expired (at %s)", tok.Expires.UTC().Format(time.RFC3339))
