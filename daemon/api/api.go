@@ -35,10 +35,6 @@
 //	POST   /v1/agents/{id}/hostresults ActionReport 204
 //	POST   /v1/agents/{id}/events      Event    204 (progress, e.g. image downloads)
 //	POST   /v1/agents/{id}/revoke                  AgentInfo (global admin: its credentials stop working)
-//
-// Who may call each route: docs/authorization.md (agent routes: the agent's
-// own credential or a global admin; operator, gc, image prune: a global
-// admin).
 //	GET    /v1/images                              []ImageInfo (per agent)
 //	POST   /v1/images/prune                        200 []ImageInfo removed (admin; 409 while an image without sha256 is being fetched)
 //	GET    /v1/gc?force=false                      GCReport (admin)
@@ -51,6 +47,10 @@
 // Writes sent to a follower are forwarded to the leader; reads are consistent
 // (the answering server first confirms leadership, or forwards) unless
 // ?stale=true.
+//
+// Who may call each route: docs/authorization.md (agent routes: the agent's
+// own credential or a global admin; operator, gc, image prune: a global
+// admin).
 package api
 
 import (
