@@ -2,11 +2,15 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/embedded"
 )
 
 // TestTokenJoinTTLAndAgentRevoke: on the embedded default, `kiln token
@@ -44,5 +48,23 @@ func TestTokenJoinTTLAndAgentRevoke(t *testing.T) {
 	}
 	if code := run(t, e, out, errb, "agents", "revoke", "nope"); code == ExitOK || !strings.Contains(errb.String(), "agent nope") {
 		t.Errorf("agents revoke nope: %d %s", code, errb)
+	}
+}
+
+// TestEmbeddedAgentHasItsCredential: the embedded default's agent runs with
+// a credential of its own (kept 0600 in its data directory, listed as
+// "agent embedded"), not with the management token.
+func TestEmbeddedAgentHasItsCredential(t *testing.T) {
+	e, out, errb := embeddedEnv(t)
+	if code := run(t, e, out, errb, "apply", "quickstart", "-auto-approve"); code != ExitOK {
+		t.Fatalf("apply: %d %s%s", code, out, errb)
+	}
+	p := filepath.Join(e.Dir, embeddedDir, embedded.AgentDir, agent.CredentialFile)
+	fi, err := os.Stat(p)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("credential file %s: %v %v", p, fi, err)
+	}
+	if code := run(t, e, out, errb, "token", "list"); code != ExitOK || !strings.Contains(out.String(), "agent "+embedded.AgentID) {
+		t.Errorf("token list (%d):\n%s%s", code, out, errb)
 	}
 }
