@@ -254,10 +254,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		a.heartbeats(ctx)
+		a.heartbeats(ctx, stop)
 	}()
 	hostDone := make(chan struct{})
 	go func() {
@@ -268,8 +270,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.wg.Wait()
 	<-hbDone
 	<-hostDone
+	if err := context.Cause(ctx); errors.Is(err, errCredentialRefused) {
+		return err
+	}
 	return nil
 }
+
+// errCredentialRefused stops an agent whose credential the servers refuse
+// (it was revoked): it can neither fetch nor report work any more.
+var errCredentialRefused = errors.New("agent: the servers refuse this agent's credential (revoked?)")
 
 // register registers until it succeeds or ctx ends; an error that retrying
 // cannot fix (401, 403, 400) is returned at once.
@@ -322,7 +331,7 @@ func (a *Agent) images(ctx context.Context) []string {
 	return out
 }
 
-func (a *Agent) heartbeats(ctx context.Context) {
+func (a *Agent) heartbeats(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -341,6 +350,11 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		if client.IsNotFound(err) {
 			// The servers forgot this agent (a restored snapshot): register again.
 			a.reregister()
+		} else if client.StatusCode(err) == http.StatusUnauthorized && a.credential.Load() {
+			err = fmt.Errorf("%w: %v; to register it again, a global admin removes %s and starts the agent with a global admin token", errCredentialRefused, err, filepath.Join(a.cfg.DataDir, CredentialFile))
+			a.log.Error("stopping", "err", err)
+			stop(err)
+			return
 		} else if err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat failed", "err", err)
 		}

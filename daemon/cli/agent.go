@@ -32,7 +32,7 @@ var agentCommand = &command{
   keeps in DIR/agent-credential (mode 0600) and uses from then on, also
   after a restart (a stored credential wins over KILN_TOKEN). The
   credential can only fetch and report this agent's own work. Revoked
-  (kiln agents revoke ID), the agent gets 401; to take it back a global
+  (kiln agents revoke ID), the agent gets 401 and stops; to take it back a global
   admin removes DIR/agent-credential and starts it with a global admin
   token.
 

@@ -95,8 +95,9 @@ func startCluster(t *testing.T) (servers []*Server, mgmt string) {
 }
 
 // runAgent runs a kiln agent on the memory drivers with its data in dir
-// until the test ends or stop is called.
-func runAgent(t *testing.T, id, dir, token string, servers ...string) (stop func(), done <-chan error) {
+// until the test ends or stop is called; done is closed when Run returned,
+// with runErr() its error.
+func runAgent(t *testing.T, id, dir, token string, servers ...string) (stop func(), done <-chan struct{}, runErr func() error) {
 	t.Helper()
 	mem := agent.NewMemory("", 0)
 	ag, err := agent.New(agent.Config{
@@ -107,18 +108,12 @@ func runAgent(t *testing.T, id, dir, token string, servers ...string) (stop func
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan error, 1)
-	go func() { ch <- ag.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-ch
-		}
-	}
+	ch := make(chan struct{})
+	var rerr error
+	go func() { defer close(ch); rerr = ag.Run(ctx) }()
+	stop = func() { cancel(); <-ch }
 	t.Cleanup(stop)
-	return stop, ch
+	return stop, ch, func() error { <-ch; return rerr }
 }
 
 // waitCredential waits until the agent stored its credential and returns it.
@@ -411,13 +406,13 @@ func TestJoinTokenFlow(t *testing.T) {
 func TestAgentCredentialRevoke(t *testing.T) {
 	s, mgmt := single(t, nil)
 	dir := t.TempDir()
-	stop, _ := runAgent(t, "a1", dir, s.ManagementToken(), s.Addr())
+	stop, _, _ := runAgent(t, "a1", dir, s.ManagementToken(), s.Addr())
 	cred := client{t: t, addr: s.Addr(), token: waitCredential(t, dir)}
 	cred.must("POST", "/v1/agents/a1/heartbeat", api.AgentHeartbeat{}, http.StatusNoContent, nil)
 	stop()
 
 	// Restart with a wrong configured token: the stored credential wins.
-	stop, done := runAgent(t, "a1", dir, "kiln_wrong", s.Addr())
+	_, done, runErr := runAgent(t, "a1", dir, "kiln_wrong", s.Addr())
 	c := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "member"}).Secret}
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
@@ -425,8 +420,8 @@ func TestAgentCredentialRevoke(t *testing.T) {
 		t.Fatalf("apply through the restarted agent: %s %s", op.Status, op.Error)
 	}
 	select {
-	case err := <-done:
-		t.Fatalf("agent stopped: %v", err)
+	case <-done:
+		t.Fatalf("agent stopped: %v", runErr())
 	default:
 	}
 
@@ -446,7 +441,15 @@ func TestAgentCredentialRevoke(t *testing.T) {
 	if code, out := mgmt.do("POST", "/v1/agents/a1/heartbeat", api.AgentHeartbeat{}); code != http.StatusConflict {
 		t.Errorf("heartbeat of a revoked agent: %d %s, want 409", code, out)
 	}
-	stop()
+	// The running agent stops: its credential is refused.
+	select {
+	case <-done:
+		if err := runErr(); err == nil || !strings.Contains(err.Error(), "refuse") {
+			t.Errorf("revoked agent stopped with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the revoked agent is still running")
+	}
 	// It gets no work: the next apply runs on another agent.
 	dir2 := t.TempDir()
 	runAgent(t, "a2", dir2, s.ManagementToken(), s.Addr())
