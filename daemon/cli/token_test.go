@@ -68,3 +68,13 @@ func TestEmbeddedAgentHasItsCredential(t *testing.T) {
 		t.Errorf("token list (%d):\n%s%s", code, out, errb)
 	}
 }
+
+// TestAgentNeedsAToken: without -token, KILN_TOKEN or a stored credential
+// `kiln agent` stops at once and says what to give it.
+func TestAgentNeedsAToken(t *testing.T) {
+	dir := t.TempDir()
+	r := kiln(t, &Env{Dir: dir}, "agent", "-data-dir", dir, "-servers", "127.0.0.1:1", "-driver", "memory")
+	if r.code != ExitError || !strings.Contains(r.stderr, "no token to register with") || !strings.Contains(r.stderr, "-join") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+}
