@@ -38,11 +38,18 @@ func TestTokenJoinTTLAndAgentRevoke(t *testing.T) {
 	if tc.Kind != "join" || time.Until(tc.Expires) < 59*time.Minute || tc.Secret == "" {
 		t.Errorf("join token: %+v", tc)
 	}
+	if code := run(t, e, out, errb, "token", "create", "-global", "-role", "reader", "-json"); code != ExitOK {
+		t.Fatalf("create -global: %d %s", code, errb)
+	}
+	var gt api.TokenCreated
+	if err := json.Unmarshal(out.Bytes(), &gt); err != nil || gt.Project != "" || gt.Role != "reader" || gt.Kind != "" || !gt.Expires.IsZero() {
+		t.Errorf("global token: %+v %v", gt, err)
+	}
 	if code := run(t, e, out, errb, "token", "list"); code != ExitOK {
 		t.Fatalf("list: %d %s", code, errb)
 	}
 	list := out.String()
-	if !strings.Contains(list, "EXPIRES") || !strings.Contains(list, tc.ID+"  ") || !strings.Contains(list, "join") ||
+	if !strings.Contains(list, "EXPIRES") || !strings.Contains(list, "never") || !strings.Contains(list, tc.ID+"  ") || !strings.Contains(list, "join") ||
 		!strings.Contains(list, tc.Expires.Local().Format(time.DateTime)) {
 		t.Errorf("token list:\n%s", list)
 	}
