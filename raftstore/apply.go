@@ -44,24 +44,50 @@ func (c *CreateToken) apply(tx *txn) (any, error) {
 	switch {
 	case c.ID == "":
 		return nil, invalid("token id is empty")
-	case !c.Role.Valid():
-		return nil, invalid("token role %q is not admin, member or reader", c.Role)
 	case len(c.SecretHash) != 64:
 		return nil, invalid("token secret hash is not a hex sha256")
 	}
-	if _, ok := tx.t.tokens[c.ID]; ok {
-		return nil, conflict("token %s exists", c.ID)
+	switch c.Kind {
+	case "":
+		if !c.Role.Valid() {
+			return nil, invalid("token role %q is not admin, member or reader", c.Role)
+		}
+		if c.Agent != "" {
+			return nil, invalid("an API token names no agent")
+		}
+	case TokenAgent, TokenJoin:
+		if c.Project != "" || c.Role != "" {
+			return nil, invalid("a %s token has no project and no role", c.Kind)
+		}
+		if (c.Kind == TokenAgent) != (c.Agent != "") {
+			return nil, invalid("an agent credential, and only one, names its agent")
+		}
+	default:
+		return nil, invalid("token kind %q is not agent or join", c.Kind)
 	}
-	if _, ok := tx.t.tokenByHash[c.SecretHash]; ok {
-		return nil, conflict("a token with this secret exists")
+	if err := tx.checkNewToken(c.ID, c.SecretHash); err != nil {
+		return nil, err
 	}
-	tx.ensureProject(c.Project, c.Time)
+	if c.Kind == "" {
+		tx.ensureProject(c.Project, c.Time)
+	}
 	tx.t.tokens[c.ID] = &Token{
 		ID: c.ID, Project: c.Project, Role: c.Role, SecretHash: c.SecretHash,
 		Description: c.Description, Created: c.Time, Index: tx.index,
+		Kind: c.Kind, Agent: c.Agent, Expires: c.Expires,
 	}
 	tx.t.tokenByHash[c.SecretHash] = c.ID
 	return nil, nil
+}
+
+func (tx *txn) checkNewToken(id, hash string) error {
+	if _, ok := tx.t.tokens[id]; ok {
+		return conflict("token %s exists", id)
+	}
+	if _, ok := tx.t.tokenByHash[hash]; ok {
+		return conflict("a token with this secret exists")
+	}
+	return nil
 }
 
 func (c *RevokeToken) apply(tx *txn) (any, error) {
@@ -71,6 +97,42 @@ func (c *RevokeToken) apply(tx *txn) (any, error) {
 	}
 	delete(tx.t.tokenByHash, t.SecretHash)
 	delete(tx.t.tokens, c.ID)
+	if t.Kind == TokenAgent {
+		if ag, ok := tx.t.agents[t.Agent]; ok {
+			tx.revokeAgent(ag, "credential "+t.ID+" revoked")
+		}
+	}
+	return nil, nil
+}
+
+// agentCredentials returns the ids of the credentials of an agent.
+func (tx *txn) agentCredentials(agent string) []string {
+	var out []string
+	for id, t := range tx.t.tokens {
+		if t.Kind == TokenAgent && t.Agent == agent {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// revokeAgent deletes an agent's credentials and marks it revoked and down.
+func (tx *txn) revokeAgent(ag *Agent, reason string) {
+	for _, id := range tx.agentCredentials(ag.ID) {
+		delete(tx.t.tokenByHash, tx.t.tokens[id].SecretHash)
+		delete(tx.t.tokens, id)
+	}
+	ag.Revoked = true
+	tx.markAgentDown(ag, "revoked: "+reason)
+}
+
+func (c *RevokeAgent) apply(tx *txn) (any, error) {
+	ag, ok := tx.t.agents[c.ID]
+	if !ok {
+		return nil, notFound("agent %s", c.ID)
+	}
+	tx.revokeAgent(ag, c.Reason)
 	return nil, nil
 }
 
@@ -474,9 +536,39 @@ func (c *RegisterAgent) apply(tx *txn) (any, error) {
 		return nil, invalid("agent id is empty")
 	}
 	ag, ok := tx.t.agents[c.ID]
+	switch {
+	case ok && c.ByJoin && ag.Revoked:
+		return nil, conflict("agent %s was revoked: a join token cannot register it again (a global admin can)", c.ID)
+	case ok && c.ByJoin && len(tx.agentCredentials(c.ID)) > 0:
+		return nil, conflict("agent %s is registered with a credential: a join token cannot take it over (revoke it first, or register with a global admin token)", c.ID)
+	case ok && ag.Revoked && c.CredentialID == "":
+		return nil, conflict("agent %s was revoked: register it again with a global admin token", c.ID)
+	case c.ByJoin && c.CredentialID == "":
+		return nil, invalid("a registration by join token issues a credential")
+	}
+	if c.CredentialID != "" {
+		if len(c.CredentialHash) != 64 {
+			return nil, invalid("credential secret hash is not a hex sha256")
+		}
+		if err := tx.checkNewToken(c.CredentialID, c.CredentialHash); err != nil {
+			return nil, err
+		}
+	}
 	if !ok {
 		ag = &Agent{ID: c.ID, Registered: c.Time}
 		tx.t.agents[c.ID] = ag
+	}
+	if c.CredentialID != "" {
+		for _, id := range tx.agentCredentials(c.ID) {
+			delete(tx.t.tokenByHash, tx.t.tokens[id].SecretHash)
+			delete(tx.t.tokens, id)
+		}
+		tx.t.tokens[c.CredentialID] = &Token{
+			ID: c.CredentialID, SecretHash: c.CredentialHash, Kind: TokenAgent, Agent: c.ID,
+			Description: "credential of agent " + c.ID, Created: c.Time, Index: tx.index,
+		}
+		tx.t.tokenByHash[c.CredentialHash] = c.CredentialID
+		ag.Revoked = false
 	}
 	ag.Address, ag.Capacity, ag.Images = c.Address, c.Capacity, c.Images
 	ag.Status, ag.StatusReason = AgentUp, ""
@@ -488,6 +580,9 @@ func (c *AgentHeartbeat) apply(tx *txn) (any, error) {
 	ag, ok := tx.t.agents[c.ID]
 	if !ok {
 		return nil, notFound("agent %s (register first)", c.ID)
+	}
+	if ag.Revoked {
+		return nil, conflict("agent %s was revoked: register it again with a global admin token", c.ID)
 	}
 	if c.Capacity != nil {
 		ag.Capacity = *c.Capacity
@@ -505,20 +600,26 @@ func (c *MarkAgentDown) apply(tx *txn) (any, error) {
 	if !ok {
 		return nil, notFound("agent %s", c.ID)
 	}
-	ag.Status, ag.StatusReason, ag.Index = AgentDown, c.Reason, tx.index
+	tx.markAgentDown(ag, c.Reason)
+	return nil, nil
+}
+
+// markAgentDown marks an agent down and unassigns the actions it had not
+// started.
+func (tx *txn) markAgentDown(ag *Agent, reason string) {
+	ag.Status, ag.StatusReason, ag.Index = AgentDown, reason, tx.index
 	for _, o := range tx.t.operations {
 		if o.Status.Final() {
 			continue
 		}
 		for i := range o.Actions {
 			a := &o.Actions[i]
-			if a.Agent == c.ID && a.Status == ActionPending {
+			if a.Agent == ag.ID && a.Status == ActionPending {
 				a.Agent, a.Assigned = "", time.Time{}
 				o.Index = tx.index
 			}
 		}
 	}
-	return nil, nil
 }
 
 func withOp(evs []Event, op string) []Event {

@@ -40,6 +40,7 @@ const (
 	CmdPutWork         MessageType = 22
 	CmdReportWork      MessageType = 23
 	CmdDeleteWork      MessageType = 24
+	CmdRevokeAgent     MessageType = 25
 	// Append new types here.
 )
 
@@ -79,6 +80,7 @@ var commandTypes = map[MessageType]func() Command{
 	CmdPutWork:         func() Command { return new(PutWork) },
 	CmdReportWork:      func() Command { return new(ReportWork) },
 	CmdDeleteWork:      func() Command { return new(DeleteWork) },
+	CmdRevokeAgent:     func() Command { return new(RevokeAgent) },
 }
 
 // Encode returns the log entry of a command: its type byte, then its JSON.
@@ -247,9 +249,15 @@ type CreateToken struct {
 	SecretHash  string // HashSecret(secret)
 	Description string
 	Time        time.Time
+	// Kind, Agent and Expires: see Token. An agent credential or a join
+	// token has no project and no role.
+	Kind    TokenKind `json:",omitempty"`
+	Agent   string    `json:",omitempty"`
+	Expires time.Time `json:",omitzero"`
 }
 
-// RevokeToken deletes a token.
+// RevokeToken deletes a token. Revoking an agent credential revokes its
+// agent (see RevokeAgent).
 type RevokeToken struct {
 	ID string
 }
@@ -391,6 +399,21 @@ type RegisterAgent struct {
 	Capacity Capacity
 	Images   []string
 	Time     time.Time
+	// CredentialID and CredentialHash, when set, record the agent's new
+	// credential; it replaces the agent's earlier ones.
+	CredentialID   string `json:",omitempty"`
+	CredentialHash string `json:",omitempty"`
+	// ByJoin: the registration comes with a join token, which may not take
+	// over an agent that has a credential or was revoked.
+	ByJoin bool `json:",omitempty"`
+}
+
+// RevokeAgent deletes an agent's credentials, marks it revoked and down
+// (its pending actions are unassigned). Revoking twice is no error.
+type RevokeAgent struct {
+	ID     string
+	Reason string
+	Time   time.Time
 }
 
 // AgentHeartbeat marks an agent up; Capacity and Images, when set, replace
@@ -430,3 +453,4 @@ func (*AppendEvents) Type() MessageType    { return CmdAppendEvents }
 func (*RegisterAgent) Type() MessageType   { return CmdRegisterAgent }
 func (*AgentHeartbeat) Type() MessageType  { return CmdAgentHeartbeat }
 func (*MarkAgentDown) Type() MessageType   { return CmdMarkAgentDown }
+func (*RevokeAgent) Type() MessageType     { return CmdRevokeAgent }

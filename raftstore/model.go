@@ -45,6 +45,27 @@ type Token struct {
 	Description string
 	Created     time.Time
 	Index       uint64
+	// Kind is "" for an API token (Project and Role say what it may do),
+	// TokenAgent for an agent credential (bound to Agent) or TokenJoin for
+	// a join token (it may only register agents).
+	Kind  TokenKind `json:",omitempty"`
+	Agent string    `json:",omitempty"`
+	// Expires, when set, is when the token stops working.
+	Expires time.Time `json:",omitzero"`
+}
+
+// TokenKind says what a token is for.
+type TokenKind string
+
+// Token kinds besides the API token ("").
+const (
+	TokenAgent TokenKind = "agent"
+	TokenJoin  TokenKind = "join"
+)
+
+// Expired reports whether the token has expired at now.
+func (t Token) Expired(now time.Time) bool {
+	return !t.Expires.IsZero() && !now.Before(t.Expires)
 }
 
 // HashSecret returns the hex sha256 of a token secret, the form stored in Token.
@@ -295,6 +316,9 @@ type Agent struct {
 	Registered    time.Time
 	LastHeartbeat time.Time
 	Index         uint64
+	// Revoked: its credentials were revoked; only a global admin's
+	// registration takes it back.
+	Revoked bool `json:",omitempty"`
 }
 
 // Assignment is an action assigned to an agent and not finished yet.

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
@@ -29,6 +30,11 @@ import (
 // IDFile holds the agent's id in its data directory, so that it keeps it
 // across restarts.
 const IDFile = "agent-id"
+
+// CredentialFile holds the agent's credential (mode 0600) in its data
+// directory: the token the servers issued it at its first registration. It
+// wins over the configured token on every later start.
+const CredentialFile = "agent-credential"
 
 // Defaults.
 const (
@@ -47,7 +53,9 @@ type Config struct {
 	// instead.
 	Servers []string
 	Client  *client.Client
-	// Token is the management token or an admin token.
+	// Token registers the agent the first time: a global admin token or a
+	// join token. The agent then keeps the credential it is issued in
+	// DataDir/agent-credential and uses it instead.
 	Token   string
 	Drivers Drivers
 	// HeartbeatInterval defaults to DefaultHeartbeatInterval.
@@ -75,15 +83,17 @@ type Config struct {
 
 // Agent is one running agent.
 type Agent struct {
-	cfg  Config
-	id   string
-	c    *client.Client
-	log  *slog.Logger
-	sem  chan struct{}
-	wg   sync.WaitGroup
-	reg  chan struct{} // signalled when the agent must register again
-	mu   sync.Mutex
-	busy map[itemKey]bool
+	cfg Config
+	id  string
+	cl  atomic.Pointer[client.Client]
+	// credential: the client sends the agent's own credential.
+	credential atomic.Bool
+	log        *slog.Logger
+	sem        chan struct{}
+	wg         sync.WaitGroup
+	reg        chan struct{} // signalled when the agent must register again
+	mu         sync.Mutex
+	busy       map[itemKey]bool
 	// done remembers the reports of the last items run, so an item the
 	// servers hand out again (a stale answer, a report not yet applied) is
 	// answered with the same report instead of running twice.
@@ -147,16 +157,45 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:  cfg,
 		id:   id,
-		c:    c,
 		log:  cfg.Logger.With("agent", id),
 		sem:  make(chan struct{}, cfg.Parallelism),
 		reg:  make(chan struct{}, 1),
 		busy: map[itemKey]bool{},
 		done: map[itemKey]api.ActionReport{},
-	}, nil
+	}
+	cred, err := os.ReadFile(filepath.Join(cfg.DataDir, CredentialFile))
+	switch {
+	case err == nil && strings.TrimSpace(string(cred)) != "":
+		c = c.WithToken(strings.TrimSpace(string(cred)))
+		a.credential.Store(true)
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("agent: read credential: %w", err)
+	}
+	a.cl.Store(c)
+	return a, nil
+}
+
+// c returns the client the agent talks to the servers with.
+func (a *Agent) c() *client.Client { return a.cl.Load() }
+
+// keepCredential stores the credential the servers issued and talks with it
+// from now on.
+func (a *Agent) keepCredential(cred string) error {
+	p := filepath.Join(a.cfg.DataDir, CredentialFile)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(cred+"\n"), 0o600); err != nil {
+		return fmt.Errorf("agent: write credential: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("agent: write credential: %w", err)
+	}
+	a.cl.Store(a.c().WithToken(cred))
+	a.credential.Store(true)
+	return nil
 }
 
 // ID returns the agent's id.
@@ -215,10 +254,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		a.heartbeats(ctx)
+		a.heartbeats(ctx, stop)
 	}()
 	hostDone := make(chan struct{})
 	go func() {
@@ -229,21 +270,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.wg.Wait()
 	<-hbDone
 	<-hostDone
+	if err := context.Cause(ctx); errors.Is(err, errCredentialRefused) {
+		return err
+	}
 	return nil
 }
+
+// errCredentialRefused stops an agent whose credential the servers refuse
+// (it was revoked): it can neither fetch nor report work any more.
+var errCredentialRefused = errors.New("agent: the servers refuse this agent's credential (revoked?)")
 
 // register registers until it succeeds or ctx ends; an error that retrying
 // cannot fix (401, 403, 400) is returned at once.
 func (a *Agent) register(ctx context.Context) error {
 	for {
 		req := api.AgentRegister{ID: a.id, Address: a.cfg.Address, Capacity: Capacity(a.cfg), Images: a.images(ctx)}
-		_, err := a.c.RegisterAgent(ctx, req)
+		info, err := a.c().RegisterAgent(ctx, req)
 		if err == nil {
-			a.log.Info("registered", "servers", strings.Join(a.c.Servers(), ","))
+			if info.Credential != "" {
+				if err := a.keepCredential(info.Credential); err != nil {
+					return err
+				}
+			}
+			a.log.Info("registered", "servers", strings.Join(a.c().Servers(), ","), "credential", a.credential.Load())
 			return nil
 		}
 		switch client.StatusCode(err) {
-		case http.StatusUnauthorized, http.StatusForbidden, http.StatusBadRequest:
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusBadRequest, http.StatusConflict:
+			if a.credential.Load() && client.StatusCode(err) == http.StatusUnauthorized {
+				return fmt.Errorf("agent: register: the agent's credential in %s was refused (revoked?): %w; to register it again, a global admin removes that file and starts the agent with a global admin token", filepath.Join(a.cfg.DataDir, CredentialFile), err)
+			}
 			return fmt.Errorf("agent: register: %w", err)
 		}
 		a.log.Warn("register failed; retrying", "err", err)
@@ -275,7 +331,7 @@ func (a *Agent) images(ctx context.Context) []string {
 	return out
 }
 
-func (a *Agent) heartbeats(ctx context.Context) {
+func (a *Agent) heartbeats(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -290,10 +346,15 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			continue
 		}
 		hb := api.AgentHeartbeat{Capacity: Capacity(a.cfg), Images: a.images(ctx)}
-		err := a.c.Heartbeat(ctx, a.id, hb)
+		err := a.c().Heartbeat(ctx, a.id, hb)
 		if client.IsNotFound(err) {
 			// The servers forgot this agent (a restored snapshot): register again.
 			a.reregister()
+		} else if client.StatusCode(err) == http.StatusUnauthorized && a.credential.Load() {
+			err = fmt.Errorf("%w: %v; to register it again, a global admin removes %s and starts the agent with a global admin token", errCredentialRefused, err, filepath.Join(a.cfg.DataDir, CredentialFile))
+			a.log.Error("stopping", "err", err)
+			stop(err)
+			return
 		} else if err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat failed", "err", err)
 		}
@@ -311,7 +372,7 @@ func (a *Agent) reregister() {
 func (a *Agent) work(ctx context.Context) {
 	var index uint64
 	for ctx.Err() == nil {
-		resp, err := a.c.Work(ctx, a.id, index, a.cfg.Wait)
+		resp, err := a.c().Work(ctx, a.id, index, a.cfg.Wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -457,7 +518,7 @@ func (a *Agent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 // or refused for good, or ctx ends.
 func (a *Agent) report(ctx context.Context, rep api.ActionReport) {
 	for i := 0; i < 60 && ctx.Err() == nil; i++ {
-		err := a.c.Report(ctx, a.id, rep)
+		err := a.c().Report(ctx, a.id, rep)
 		if err == nil {
 			return
 		}

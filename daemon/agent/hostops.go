@@ -85,7 +85,7 @@ func hostOpsOf(d Drivers) (HostOps, bool) {
 func (a *Agent) hostWork(ctx context.Context) {
 	var index uint64
 	for ctx.Err() == nil {
-		resp, err := a.c.HostWork(ctx, a.id, index, a.cfg.Wait)
+		resp, err := a.c().HostWork(ctx, a.id, index, a.cfg.Wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -116,7 +116,7 @@ func (a *Agent) takeHost(ctx context.Context, it api.WorkItem) {
 	k := itemKey{work: it.WorkID, op: it.Op}
 	a.once(k, func() (api.ActionReport, bool) { return a.runHost(ctx, it), true }, func(rep api.ActionReport) {
 		for i := 0; i < 10 && ctx.Err() == nil; i++ {
-			err := a.c.HostReport(ctx, a.id, rep)
+			err := a.c().HostReport(ctx, a.id, rep)
 			code := client.StatusCode(err)
 			if err == nil || (code >= 400 && code < 500) {
 				return // taken, or nobody waits for it any more

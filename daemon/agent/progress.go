@@ -33,7 +33,7 @@ func (a *Agent) withEvents(ctx context.Context, it api.WorkItem) (context.Contex
 		for msg := range ch {
 			ev := api.Event{Stack: it.Stack, Operation: it.OperationID, Address: it.Address, Level: "info", Message: msg}
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if err := a.c.AgentEvent(pctx, a.id, ev); err != nil {
+			if err := a.c().AgentEvent(pctx, a.id, ev); err != nil {
 				a.log.Warn("progress event", "address", it.Address, "err", err)
 			}
 			cancel()

@@ -27,13 +27,14 @@
 //	POST   /v1/tokens                  TokenRequest TokenCreated (admin)
 //	DELETE /v1/tokens/{id}                         204 (admin)
 //	GET    /v1/agents                              []AgentInfo
-//	POST   /v1/agents                  AgentRegister AgentInfo (admin; agents use the management token or an admin token)
+//	POST   /v1/agents                  AgentRegister AgentInfo (global admin or join token: issues the agent's credential; an agent's credential: its own id)
 //	POST   /v1/agents/{id}/heartbeat   AgentHeartbeat 204
 //	GET    /v1/agents/{id}/work?index=N&wait=30s   WorkResponse (blocking query; any server answers)
 //	POST   /v1/agents/{id}/results     ActionReport 204
 //	GET    /v1/agents/{id}/hostwork?wait=30s       WorkResponse (kind "host": images | prune | gc | console; held by the leader, not in raft)
 //	POST   /v1/agents/{id}/hostresults ActionReport 204
 //	POST   /v1/agents/{id}/events      Event    204 (progress, e.g. image downloads)
+//	POST   /v1/agents/{id}/revoke                  AgentInfo (global admin: its credentials stop working)
 //	GET    /v1/images                              []ImageInfo (per agent)
 //	POST   /v1/images/prune                        200 []ImageInfo removed (admin; 409 while an image without sha256 is being fetched)
 //	GET    /v1/gc?force=false                      GCReport (admin)
@@ -46,6 +47,10 @@
 // Writes sent to a follower are forwarded to the leader; reads are consistent
 // (the answering server first confirms leadership, or forwards) unless
 // ?stale=true.
+//
+// Who may call each route: docs/authorization.md (agent routes: the agent's
+// own credential or a global admin; operator, gc, image prune: a global
+// admin).
 package api
 
 import (
@@ -261,6 +266,14 @@ type TokenRequest struct {
 	Project string `json:"project"`
 	Role    string `json:"role"` // admin | member | reader
 	Name    string `json:"name,omitempty"`
+	// Global makes a project-less token (project must be empty): a global
+	// admin token administers the cluster. Only a global admin may ask.
+	Global bool `json:"global,omitempty"`
+	// Join makes a join token (no project, no role): it may only register
+	// agents. Only a global admin may ask.
+	Join bool `json:"join,omitempty"`
+	// TTL, a duration like "24h", makes the token expire; "" never.
+	TTL string `json:"ttl,omitempty"`
 }
 
 // TokenCreated carries the secret once; only its hash is stored.
@@ -276,6 +289,11 @@ type TokenInfo struct {
 	Role    string    `json:"role"`
 	Name    string    `json:"name,omitempty"`
 	Created time.Time `json:"created"`
+	// Kind is "agent" for an agent credential (of Agent), "join" for a
+	// join token, absent for an API token.
+	Kind    string    `json:"kind,omitempty"`
+	Agent   string    `json:"agent,omitempty"`
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // Capacity of an agent's host, and how the scheduler may fill it.
@@ -351,6 +369,11 @@ type AgentInfo struct {
 	Images        []string  `json:"images,omitempty"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	Actions       int       `json:"actions"` // actions assigned and not finished
+	// Revoked: its credential was revoked; it gets no work.
+	Revoked bool `json:"revoked,omitempty"`
+	// Credential is the agent's new credential, in the answer to a
+	// registration with a global admin or join token only.
+	Credential string `json:"credential,omitempty"`
 }
 
 // WorkItem is one action assigned to an agent.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -23,8 +24,18 @@ var agentCommand = &command{
   capacity and cached images, waits for the actions assigned to it and runs
   them through the executors (libvirt, bridges, iptables, dnsmasq, the image
   cache), reporting each result. When the leader changes it talks to the
-  next server by itself. KILN_TOKEN must be an admin or the management
-  token. SIGINT or SIGTERM stops it after the actions in progress.
+  next server by itself. SIGINT or SIGTERM stops it after the actions in
+  progress.
+
+  At its first start -token (or KILN_TOKEN) is a global admin token (the
+  management token) or a join token (kiln token create -join): the agent
+  registers with it and is issued a credential of its own, bound to its
+  id, which it keeps in DIR/agent-credential (mode 0600) and uses from then
+  on, also after a restart (a stored credential wins over -token and
+  KILN_TOKEN). The credential can only fetch and report this agent's own
+  work. Revoked (kiln agents revoke ID), the agent gets 401 and stops; to
+  take it back a global admin removes DIR/agent-credential and starts it
+  with a global admin token.
 
 Options:
   -data-dir DIR         Data directory (required); the agent's id is kept
@@ -32,6 +43,9 @@ Options:
   -servers A,B,C        The servers' HTTP addresses (default KILN_ADDR).
   -id ID                The agent's id (default: the one in DIR/agent-id,
                         made from the host name at the first start).
+  -token T              The token to register with the first time: a global
+                        admin or join token (default KILN_TOKEN). A stored
+                        DIR/agent-credential wins.
   -heartbeat DURATION   Heartbeat interval (default 5s).
   -accel MODE           auto, kvm or tcg (default auto). auto runs guests
                         under KVM only when a probe guest runs under it on
@@ -73,6 +87,7 @@ func runAgent(e *Env, c *command, args []string) int {
 	dataDir := fs.String("data-dir", "", "")
 	servers := fs.String("servers", "", "")
 	id := fs.String("id", "", "")
+	token := fs.String("token", "", "")
 	hb := fs.Duration("heartbeat", agent.DefaultHeartbeatInterval, "")
 	accelMode := fs.String("accel", "auto", "")
 	var ratios ratioFlags
@@ -106,13 +121,20 @@ func runAgent(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	dir := e.abs(*dataDir)
+	if *token == "" {
+		*token = e.getenv(envToken)
+	}
+	if _, err := os.Stat(filepath.Join(dir, agent.CredentialFile)); *token == "" && err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: no token to register with: set -token or KILN_TOKEN to a global admin or join token (kiln token create -join), or keep the credential in %s\n", filepath.Join(dir, agent.CredentialFile))
+		return ExitError
+	}
 	drivers, err := agentDrivers(dir, *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError
 	}
 	a, err := agent.New(agent.Config{
-		ID: *id, DataDir: dir, Servers: strings.Split(*servers, ","), Token: e.getenv(envToken),
+		ID: *id, DataDir: dir, Servers: strings.Split(*servers, ","), Token: *token,
 		Drivers: drivers, HeartbeatInterval: *hb, CPURatio: ratios.cpu, MemoryRatio: ratios.memory, Logger: log,
 	})
 	if err != nil {

@@ -15,11 +15,16 @@ var agentsCommand = &command{
 	name:     "agents",
 	synopsis: "List the agents and their state",
 	usage: `Usage: kiln agents [options]
+       kiln agents revoke ID
 
   List the agents: id, address, up or down (and why), the accelerator its
   guests run with (kvm or tcg; - when unknown), capacity with the
   allocation ratios the scheduler fills it by (2 cpus ×16: 32 vCPUs), actions
   assigned and not finished, last heartbeat.
+
+  revoke ID deletes the credentials of agent ID (global admin): it gets
+  401 and no more work, its pending actions go to other agents, and only a
+  global admin's registration takes it back (a join token cannot).
 
 Options:
   -json              Print a JSON array of the API's AgentInfo, each with
@@ -36,6 +41,25 @@ func runAgents(e *Env, c *command, args []string) int {
 	pos, code, ok := e.parseArgs(c, fs, args)
 	if !ok {
 		return code
+	}
+	if len(pos) > 0 && pos[0] == "revoke" {
+		if !e.wantArgs(c, pos[1:], 1) {
+			return ExitError
+		}
+		r := e.connect("agents revoke", &sf)
+		if r == nil {
+			return ExitError
+		}
+		defer r.close()
+		a, err := r.c.RevokeAgent(context.Background(), pos[1])
+		if err != nil {
+			return e.apiErr("agents revoke", err)
+		}
+		if *asJSON {
+			return e.printJSON(a)
+		}
+		fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
+		return ExitOK
 	}
 	if !e.wantArgs(c, pos, 0) {
 		return ExitError

@@ -12,19 +12,33 @@ import (
 var tokenCommand = &command{
 	name:     "token",
 	synopsis: "Create, list and revoke API tokens (admin)",
-	usage: `Usage: kiln token create -project P -role admin|member|reader [-name N]
+	usage: `Usage: kiln token create -project P -role admin|member|reader [-name N] [-ttl D]
+       kiln token create -global -role admin|member|reader [-name N] [-ttl D]
+       kiln token create -join [-name N] [-ttl D]
        kiln token list
        kiln token revoke ID
 
   create   Make a token for project P. A reader can plan and read, a member
-           can also apply and destroy in its project, an admin can do
-           everything. The secret is printed once; only its hash is kept.
-  list     List the tokens (without secrets).
-  revoke   Delete a token: it stops working at once.
+           can also apply and destroy in its project, an admin also
+           administers the project's tokens. The secret is printed once;
+           only its hash is kept. A project admin makes tokens of its own
+           project only. With -global (global admin only) the token has no
+           project: a global admin administers the cluster (see
+           docs/authorization.md). With -join (global admin only) it is a
+           join token: it can only register agents (kiln agent), each of
+           which is issued a credential of its own.
+  list     List the tokens you administer (without secrets), with their
+           kind (agent credentials, join tokens) and expiry.
+  revoke   Delete a token: it stops working at once. Revoking an agent's
+           credential revokes the agent (see kiln agents revoke).
 
 Options:
   -project P         Project of the new token.
   -role ROLE         admin, member or reader.
+  -global            A project-less token (global admin only).
+  -join              A join token for agents (global admin only).
+  -ttl D             The token expires after D (like 24h, 90m); an
+                     expired token gets 401 "token expired". Default: never.
   -name N            A label for the new token.
   -json              Print the API's TokenCreated / []TokenInfo as JSON.
 ` + serversUsage,
@@ -38,6 +52,9 @@ func runToken(e *Env, c *command, args []string) int {
 	project := fs.String("project", "", "")
 	role := fs.String("role", "", "")
 	name := fs.String("name", "", "")
+	global := fs.Bool("global", false, "")
+	join := fs.Bool("join", false, "")
+	ttl := fs.Duration("ttl", 0, "")
 	asJSON := fs.Bool("json", false, "")
 	pos, code, ok := e.parseArgs(c, fs, args)
 	if !ok {
@@ -54,9 +71,18 @@ func runToken(e *Env, c *command, args []string) int {
 		if !e.wantArgs(c, rest, 0) {
 			return ExitError
 		}
-		switch *role {
-		case "admin", "member", "reader":
-		default:
+		switch {
+		case *join && (*global || *project != "" || *role != ""):
+			fmt.Fprintf(e.Stderr, "kiln token create: -join takes no -global, -project or -role (a join token only registers agents)\n")
+			return ExitError
+		case *global && *project != "":
+			fmt.Fprintf(e.Stderr, "kiln token create: -global takes no -project (a global token has none)\n")
+			return ExitError
+		case *ttl < 0:
+			fmt.Fprintf(e.Stderr, "kiln token create: -ttl %s: want a positive duration like 24h\n", *ttl)
+			return ExitError
+		case *join:
+		case *role != "admin" && *role != "member" && *role != "reader":
 			fmt.Fprintf(e.Stderr, "kiln token create: -role must be admin, member or reader\n")
 			return ExitError
 		}
@@ -80,14 +106,18 @@ func runToken(e *Env, c *command, args []string) int {
 	ctx := context.Background()
 	switch sub {
 	case "create":
-		tok, err := r.c.CreateToken(ctx, api.TokenRequest{Project: *project, Role: *role, Name: *name})
+		req := api.TokenRequest{Project: *project, Role: *role, Name: *name, Global: *global, Join: *join}
+		if *ttl > 0 {
+			req.TTL = ttl.String()
+		}
+		tok, err := r.c.CreateToken(ctx, req)
 		if err != nil {
 			return e.apiErr(cmd, err)
 		}
 		if *asJSON {
 			return e.printJSON(tok)
 		}
-		fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tok.Role, tok.Secret)
+		fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
 	case "list":
 		list, err := r.c.Tokens(ctx)
 		if err != nil {
@@ -100,9 +130,9 @@ func runToken(e *Env, c *command, args []string) int {
 			return e.printJSON(list)
 		}
 		tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tPROJECT\tROLE\tNAME\tCREATED")
+		fmt.Fprintln(tw, "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES")
 		for _, t := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, dash(t.Project), t.Role, dash(t.Name), t.Created.Local().Format(time.DateTime))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
 		}
 		tw.Flush()
 	case "revoke":
@@ -112,4 +142,29 @@ func runToken(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stdout, "Token %s revoked.\n", rest[0])
 	}
 	return ExitOK
+}
+
+// tokenRole is the ROLE cell: the role of an API token, "join" for a join
+// token, "agent ID" for an agent's credential.
+func tokenRole(t api.TokenInfo) string {
+	switch t.Kind {
+	case "agent":
+		return "agent " + t.Agent
+	case "join":
+		return "join"
+	}
+	return t.Role
+}
+
+// expiryCell is when a token expires ("never", or the time, marked when
+// past).
+func expiryCell(t api.TokenInfo) string {
+	if t.Expires.IsZero() {
+		return "never"
+	}
+	s := t.Expires.Local().Format(time.DateTime)
+	if !time.Now().Before(t.Expires) {
+		s += " (expired)"
+	}
+	return s
 }

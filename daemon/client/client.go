@@ -140,6 +140,15 @@ func (c *Client) Servers() []string { return append([]string(nil), c.servers...)
 // Token returns the token the client sends.
 func (c *Client) Token() string { return c.token }
 
+// WithToken returns a client of the same servers and HTTP client that sends
+// another token.
+func (c *Client) WithToken(token string) *Client {
+	c.mu.Lock()
+	cur := c.current
+	c.mu.Unlock()
+	return &Client{servers: c.servers, token: token, hc: c.hc, rounds: c.rounds, pause: c.pause, current: cur}
+}
+
 // request is one call.
 type request struct {
 	method string

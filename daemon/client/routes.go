@@ -189,6 +189,14 @@ func (c *Client) Agents(ctx context.Context) ([]api.AgentInfo, error) {
 	return out, err
 }
 
+// RevokeAgent revokes an agent's credentials (global admin): it gets 401
+// and no work until a global admin registers it again.
+func (c *Client) RevokeAgent(ctx context.Context, id string) (api.AgentInfo, error) {
+	var out api.AgentInfo
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/agents/" + esc(id) + "/revoke", out: &out})
+	return out, err
+}
+
 // RegisterAgent registers (or re-registers) an agent.
 func (c *Client) RegisterAgent(ctx context.Context, req api.AgentRegister) (api.AgentInfo, error) {
 	var out api.AgentInfo

@@ -33,40 +33,65 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
 }
 
 func tokenInfo(t raftstore.Token) api.TokenInfo {
-	return api.TokenInfo{ID: t.ID, Project: t.Project, Role: string(t.Role), Name: t.Description, Created: t.Created}
+	return api.TokenInfo{ID: t.ID, Project: t.Project, Role: string(t.Role), Name: t.Description, Created: t.Created,
+		Kind: string(t.Kind), Agent: t.Agent, Expires: t.Expires}
 }
 
+// handleTokens lists the tokens a caller administers: a global admin all of
+// them, a project admin those of its project.
 func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) error {
 	c := callerOf(r)
-	project := c.token.Project // "" lists every token for a management token
+	project := c.token.Project // "" lists every token for a global admin
 	out := []api.TokenInfo{}
 	for _, t := range s.store.State().Tokens(project) {
+		if project != "" && (t.Project != project || t.Kind != "") {
+			continue
+		}
 		out = append(out, tokenInfo(t))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
 
+// handleCreateToken makes a token. A project admin makes tokens of its own
+// project only; global and join tokens need a global admin.
 func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
 	c := callerOf(r)
 	var req api.TokenRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	role := raftstore.Role(req.Role)
-	if !role.Valid() {
+	cmd := &raftstore.CreateToken{
+		ID: "tok-" + randomHex(8), Project: req.Project, Role: raftstore.Role(req.Role),
+		Description: req.Name, Time: time.Now().UTC(),
+	}
+	switch {
+	case req.Join && req.Global:
+		return &httpError{code: http.StatusBadRequest, field: "join", msg: "a token is either global or join, not both"}
+	case (req.Join || req.Global) && !c.globalAdmin():
+		return &httpError{code: http.StatusForbidden, field: "global", msg: fmt.Sprintf("only a global admin can make global or join tokens, not an admin of project %s", c.token.Project)}
+	case req.Join && (req.Project != "" || req.Role != ""):
+		return &httpError{code: http.StatusBadRequest, field: "project", msg: "a join token has no project and no role"}
+	case req.Global && req.Project != "":
+		return &httpError{code: http.StatusBadRequest, field: "project", msg: "a global token has no project"}
+	case !req.Join && !cmd.Role.Valid():
 		return &httpError{code: http.StatusBadRequest, field: "role", msg: fmt.Sprintf("role %q is not admin, member or reader", req.Role)}
-	}
-	if req.Project == "" {
-		return &httpError{code: http.StatusBadRequest, field: "project", msg: "project is required"}
-	}
-	if !c.global() && req.Project != c.token.Project {
+	case !req.Join && !req.Global && req.Project == "":
+		return &httpError{code: http.StatusBadRequest, field: "project", msg: "project is required (or global for a project-less token)"}
+	case !req.Join && !req.Global && !c.global() && req.Project != c.token.Project:
 		return &httpError{code: http.StatusForbidden, field: "project", msg: fmt.Sprintf("an admin of project %s cannot make tokens for project %s", c.token.Project, req.Project)}
 	}
-	secret := "kiln_" + randomHex(24)
-	cmd := &raftstore.CreateToken{
-		ID: "tok-" + randomHex(8), Project: req.Project, Role: role,
-		SecretHash: raftstore.HashSecret(secret), Description: req.Name, Time: time.Now().UTC(),
+	if req.Join {
+		cmd.Kind = raftstore.TokenJoin
 	}
+	if req.TTL != "" {
+		ttl, err := time.ParseDuration(req.TTL)
+		if err != nil || ttl <= 0 {
+			return &httpError{code: http.StatusBadRequest, field: "ttl", msg: fmt.Sprintf("ttl %q is not a positive duration like 24h", req.TTL)}
+		}
+		cmd.Expires = cmd.Time.Add(ttl)
+	}
+	secret := "kiln_" + randomHex(24)
+	cmd.SecretHash = raftstore.HashSecret(secret)
 	if err := s.apply(r.Context(), cmd); err != nil {
 		return err
 	}
@@ -74,11 +99,14 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 	return writeJSON(w, http.StatusCreated, api.TokenCreated{TokenInfo: tokenInfo(t), Secret: secret})
 }
 
+// handleRevokeToken deletes a token the caller administers (another
+// project's token is not found). Revoking an agent credential revokes its
+// agent.
 func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) error {
 	c := callerOf(r)
 	id := r.PathValue("id")
 	t, ok := s.store.State().Token(id)
-	if !ok || (!c.global() && t.Project != c.token.Project) {
+	if !ok || (!c.global() && (t.Project != c.token.Project || t.Kind != "")) {
 		return errf(http.StatusNotFound, "token %s not found", id)
 	}
 	if err := s.apply(r.Context(), &raftstore.RevokeToken{ID: id}); err != nil {
@@ -96,18 +124,31 @@ func (s *Server) agentInfo(a raftstore.Agent) api.AgentInfo {
 		Capacity: api.Capacity(a.Capacity),
 		Images:   a.Images, LastHeartbeat: a.LastHeartbeat,
 		Actions: len(s.store.State().PendingWork(a.ID)),
+		Revoked: a.Revoked,
 	}
 }
 
+// handleAgents lists the agents. A project token sees no cached image
+// names (they may name other projects' images).
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) error {
+	global := callerOf(r).global()
 	out := []api.AgentInfo{}
 	for _, a := range s.store.State().Agents() {
-		out = append(out, s.agentInfo(a))
+		ai := s.agentInfo(a)
+		if !global {
+			ai.Images = nil
+		}
+		out = append(out, ai)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
 
+// handleRegisterAgent registers an agent. With a global admin or a join
+// token it issues the agent's credential (returned once, replacing earlier
+// ones); a join token cannot take over an agent that has a credential. An
+// agent's credential re-registers its own agent only.
 func (s *Server) handleRegisterAgent(w http.ResponseWriter, r *http.Request) error {
+	c := callerOf(r)
 	var req api.AgentRegister
 	if err := decode(r, &req, false); err != nil {
 		return err
@@ -118,14 +159,39 @@ func (s *Server) handleRegisterAgent(w http.ResponseWriter, r *http.Request) err
 	if err := req.Capacity.CheckRatios("capacity"); err != nil {
 		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
 	}
-	err := s.apply(r.Context(), &raftstore.RegisterAgent{
+	cmd := &raftstore.RegisterAgent{
 		ID: req.ID, Address: req.Address, Images: req.Images, Time: time.Now().UTC(),
 		Capacity: raftstore.Capacity(req.Capacity),
-	})
-	if err != nil {
+	}
+	var secret string
+	switch c.token.Kind {
+	case raftstore.TokenAgent:
+		if req.ID != c.token.Agent {
+			return &httpError{code: http.StatusForbidden, field: "id", msg: fmt.Sprintf("the credential of agent %s cannot register agent %s", c.token.Agent, req.ID)}
+		}
+	default: // a global admin or a join token
+		cmd.ByJoin = c.token.Kind == raftstore.TokenJoin
+		secret = "kiln_agent_" + randomHex(24)
+		cmd.CredentialID, cmd.CredentialHash = "tok-"+randomHex(8), raftstore.HashSecret(secret)
+	}
+	if err := s.apply(r.Context(), cmd); err != nil {
 		return err
 	}
 	a, _ := s.store.State().Agent(req.ID)
+	ai := s.agentInfo(a)
+	ai.Credential = secret
+	return writeJSON(w, http.StatusOK, ai)
+}
+
+// handleRevokeAgent revokes an agent's credentials: it gets 401 and no work
+// until a global admin registers it again.
+func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	err := s.apply(r.Context(), &raftstore.RevokeAgent{ID: id, Reason: "by token " + callerOf(r).token.ID, Time: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	a, _ := s.store.State().Agent(id)
 	return writeJSON(w, http.StatusOK, s.agentInfo(a))
 }
 
@@ -228,6 +294,15 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
 		return &httpError{code: http.StatusBadRequest, field: "id", msg: "id is required"}
 	case req.RaftAddr == "":
 		return &httpError{code: http.StatusBadRequest, field: "raft_addr", msg: "raft_addr is required"}
+	case req.HTTPAddr == "":
+		return &httpError{code: http.StatusBadRequest, field: "http_addr", msg: "http_addr is required"}
+	}
+	member, err := s.checkJoin(r.Context(), req)
+	if err != nil || member {
+		if err == nil {
+			w.WriteHeader(http.StatusNoContent) // already a member at these addresses
+		}
+		return err
 	}
 	if err := s.apply(r.Context(), &raftstore.SetServer{ID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr}); err != nil {
 		return err

@@ -293,8 +293,8 @@ func (s *Server) handleAgentEvents(w http.ResponseWriter, r *http.Request) error
 		return &httpError{code: http.StatusBadRequest, field: "message", msg: "message is required"}
 	}
 	op, ok := s.store.State().Operation(ev.Operation)
-	if !ok {
-		return errf(http.StatusNotFound, "operation %s not found", ev.Operation)
+	if !ok || !hasActionOf(op, r.PathValue("id")) {
+		return errf(http.StatusNotFound, "operation %s not found (or has no action of agent %s)", ev.Operation, r.PathValue("id"))
 	}
 	if ev.Stack != "" && ev.Stack != op.Stack {
 		return &httpError{code: http.StatusBadRequest, field: "stack", msg: fmt.Sprintf("operation %s is of stack %s, not %s", op.ID, op.Stack, ev.Stack)}
@@ -569,4 +569,15 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	_, err = w.Write([]byte(text))
 	return err
+}
+
+// hasActionOf reports whether an operation has an action assigned to the
+// agent: an agent reports events on its own work only.
+func hasActionOf(op raftstore.Operation, agent string) bool {
+	for _, a := range op.Actions {
+		if a.Agent == agent {
+			return true
+		}
+	}
+	return false
 }

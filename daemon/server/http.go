@@ -47,7 +47,9 @@ type caller struct {
 
 func (c caller) admin() bool  { return c.token.Role == raftstore.RoleAdmin }
 func (c caller) member() bool { return c.admin() || c.token.Role == raftstore.RoleMember }
-func (c caller) global() bool { return c.token.Project == "" }
+
+// global: a project-less API token (not an agent credential or join token).
+func (c caller) global() bool { return c.token.Project == "" && c.token.Kind == "" }
 
 type ctxKey struct{}
 
@@ -70,9 +72,12 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	R := raftstore.RoleReader
-	M := raftstore.RoleMember
-	A := raftstore.RoleAdmin
+	R := rule{projectAccess, raftstore.RoleReader}
+	M := rule{projectAccess, raftstore.RoleMember}
+	A := rule{projectAccess, raftstore.RoleAdmin}
+	G := rule{access: globalAccess}
+	AG := rule{access: agentAccess}
+	J := rule{access: registerAccess}
 	mux.HandleFunc("GET /v1/health", s.public("GET /v1/health", s.handleHealth))
 	mux.Handle("GET /metrics", s.publicHandler("GET /metrics", s.metrics.handler()))
 
@@ -92,21 +97,22 @@ func (s *Server) routes() *http.ServeMux {
 	s.handle(mux, "POST /v1/tokens", writeRoute, A, s.handleCreateToken)
 	s.handle(mux, "DELETE /v1/tokens/{id}", writeRoute, A, s.handleRevokeToken)
 	s.handle(mux, "GET /v1/agents", readRoute, R, s.handleAgents)
-	s.handle(mux, "POST /v1/agents", writeRoute, A, s.handleRegisterAgent)
-	s.handle(mux, "POST /v1/agents/{id}/heartbeat", writeRoute, A, s.handleHeartbeat)
-	s.handle(mux, "GET /v1/agents/{id}/work", localRoute, A, s.handleWork)
-	s.handle(mux, "POST /v1/agents/{id}/results", writeRoute, A, s.handleResults)
-	s.handle(mux, "GET /v1/agents/{id}/hostwork", writeRoute, A, s.handleHostWork)
-	s.handle(mux, "POST /v1/agents/{id}/hostresults", writeRoute, A, s.handleHostResults)
-	s.handle(mux, "POST /v1/agents/{id}/events", writeRoute, A, s.handleAgentEvents)
+	s.handle(mux, "POST /v1/agents", writeRoute, J, s.handleRegisterAgent)
+	s.handle(mux, "POST /v1/agents/{id}/heartbeat", writeRoute, AG, s.handleHeartbeat)
+	s.handle(mux, "GET /v1/agents/{id}/work", localRoute, AG, s.handleWork)
+	s.handle(mux, "POST /v1/agents/{id}/results", writeRoute, AG, s.handleResults)
+	s.handle(mux, "GET /v1/agents/{id}/hostwork", writeRoute, AG, s.handleHostWork)
+	s.handle(mux, "POST /v1/agents/{id}/hostresults", writeRoute, AG, s.handleHostResults)
+	s.handle(mux, "POST /v1/agents/{id}/events", writeRoute, AG, s.handleAgentEvents)
+	s.handle(mux, "POST /v1/agents/{id}/revoke", writeRoute, G, s.handleRevokeAgent)
 	s.handle(mux, "GET /v1/images", readRoute, R, s.leaderOnly(s.handleImages))
-	s.handle(mux, "POST /v1/images/prune", writeRoute, A, s.handlePruneImages)
-	s.handle(mux, "GET /v1/gc", readRoute, A, s.leaderOnly(s.handleGC))
-	s.handle(mux, "GET /v1/operator/raft/peers", readRoute, A, s.handlePeers)
-	s.handle(mux, "POST /v1/operator/raft/peers", writeRoute, A, s.handleJoin)
-	s.handle(mux, "DELETE /v1/operator/raft/peers/{id}", writeRoute, A, s.handleRemovePeer)
-	s.handle(mux, "GET /v1/operator/snapshot", readRoute, A, s.handleSnapshotSave)
-	s.handle(mux, "PUT /v1/operator/snapshot", writeRoute, A, s.handleSnapshotRestore)
+	s.handle(mux, "POST /v1/images/prune", writeRoute, G, s.handlePruneImages)
+	s.handle(mux, "GET /v1/gc", readRoute, G, s.leaderOnly(s.handleGC))
+	s.handle(mux, "GET /v1/operator/raft/peers", readRoute, G, s.handlePeers)
+	s.handle(mux, "POST /v1/operator/raft/peers", writeRoute, G, s.handleJoin)
+	s.handle(mux, "DELETE /v1/operator/raft/peers/{id}", writeRoute, G, s.handleRemovePeer)
+	s.handle(mux, "GET /v1/operator/snapshot", readRoute, G, s.handleSnapshotSave)
+	s.handle(mux, "PUT /v1/operator/snapshot", writeRoute, G, s.handleSnapshotRestore)
 	mux.HandleFunc("/", s.public("unknown", func(w http.ResponseWriter, r *http.Request) error {
 		return errf(http.StatusNotFound, "no route %s %s", r.Method, r.URL.Path)
 	}))
@@ -136,17 +142,22 @@ func (s *Server) publicHandler(route string, h http.Handler) http.HandlerFunc {
 	}
 }
 
-func (s *Server) handle(mux *http.ServeMux, pattern string, kind routeKind, role raftstore.Role, h handlerFunc) {
+func (s *Server) handle(mux *http.ServeMux, pattern string, kind routeKind, ru rule, h handlerFunc) {
 	if !contains(routeList, pattern) {
 		routeList = append(routeList, pattern)
 	}
 	mux.HandleFunc(pattern, s.public(pattern, func(w http.ResponseWriter, r *http.Request) error {
 		c, err := s.authenticate(r)
+		if err == errUnknownToken && r.Header.Get(forwardedHeader) == "" && !s.store.IsLeader() {
+			// A token made a moment ago may not have reached this
+			// follower yet: the leader decides.
+			return s.forward(w, r)
+		}
 		if err != nil {
 			return err
 		}
-		if !allowed(c.token.Role, role) {
-			return errf(http.StatusForbidden, "a %s token cannot %s %s", c.token.Role, r.Method, r.URL.Path)
+		if err := c.check(ru, r); err != nil {
+			return err
 		}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, c))
 		stale := r.URL.Query().Get("stale") == "true"
@@ -180,6 +191,8 @@ func allowed(have, need raftstore.Role) bool {
 	return rank[have] >= rank[need]
 }
 
+var errUnknownToken = errf(http.StatusUnauthorized, "unknown or revoked token")
+
 func (s *Server) authenticate(r *http.Request) (caller, error) {
 	h := r.Header.Get("Authorization")
 	secret, ok := strings.CutPrefix(h, "Bearer ")
@@ -193,10 +206,13 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 	}
 	tok, ok := s.store.State().TokenBySecret(strings.TrimSpace(secret))
 	if !ok {
-		return caller{}, errf(http.StatusUnauthorized, "unknown or revoked token")
+		return caller{}, errUnknownToken
+	}
+	if tok.Expired(time.Now()) {
+		return caller{}, errf(http.StatusUnauthorized, "token expired (at %s)", tok.Expires.UTC().Format(time.RFC3339))
 	}
 	c := caller{token: tok, project: tok.Project}
-	if c.project == "" {
+	if c.global() {
 		c.project = r.URL.Query().Get("project")
 		if c.project == "" {
 			c.project = "default"
