@@ -40,7 +40,8 @@ const (
 	CmdPutWork         MessageType = 22
 	CmdReportWork      MessageType = 23
 	CmdDeleteWork      MessageType = 24
-	// Append new types here.
+	// Append new types here. 40 and 41 are CmdPutPlan and CmdExpirePlans
+	// (plans.go).
 )
 
 // IgnoreUnknownTypeFlag set on a type means an older FSM that does not know
@@ -225,6 +226,9 @@ const MaxBlobSize = 8 << 20
 type PutBlob struct {
 	Hash string // HashBlob(Data)
 	Data []byte
+	// Time is when the blob was put: an unreferenced blob is collected
+	// BlobGrace after it (plans.go). Zero: collectable at once.
+	Time time.Time `json:",omitzero"`
 }
 
 // DeleteBlob drops a blob that no stack refers to.

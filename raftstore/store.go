@@ -1,7 +1,7 @@
 package raftstore
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -317,9 +317,15 @@ func (s *Store) Raft() *raft.Raft { return s.raft }
 // outcome is unknown. It is safe for concurrent use:
 // concurrent proposals are batched into shared log appends.
 func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
+	if err := checkSize(c); err != nil {
+		return nil, err
+	}
 	data, err := Encode(c)
 	if err != nil {
 		return nil, err
+	}
+	if len(data) > MaxCommandSize {
+		return nil, errorf(ErrTooLarge, "command %d of %d bytes is over the limit of %d bytes", c.Type(), len(data), MaxCommandSize)
 	}
 	timeout := s.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
@@ -501,18 +507,45 @@ func (s *Store) SaveSnapshot(w io.Writer) error {
 }
 
 // RestoreSnapshot replaces the whole cluster's state with a backup written
-// by SaveSnapshot (on the leader; the followers follow).
+// by SaveSnapshot (on the leader; the followers follow). The backup is
+// streamed to a file in the data directory (mode 0600) and checked there,
+// so its size is bounded by the disk, not by memory: any snapshot that
+// SaveSnapshot wrote is accepted. A backup that does not parse, or whose
+// tables refer to records that are not there (see checkReferences), is
+// refused with an error wrapping ErrInvalid and the state is left as it is.
 func (s *Store) RestoreSnapshot(ctx context.Context, r io.Reader) error {
-	data, err := io.ReadAll(r)
+	dir := s.cfg.DataDir
+	if s.cfg.InMemory {
+		dir = ""
+	}
+	f, err := os.CreateTemp(dir, "restore-*.tmp")
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	n, err := io.Copy(f, r)
 	if err != nil {
 		return fmt.Errorf("restore: read: %w", err)
 	}
-	// Check it before raft consumes it: a bad file must not reach the FSM.
-	if _, err := readSnapshot(bytes.NewReader(data)); err != nil {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data))}
-	if err := s.raft.Restore(meta, bytes.NewReader(data), s.timeout(ctx)); err != nil {
+	// Check it before raft consumes it: a bad file must not reach the FSM.
+	t, err := readSnapshot(f)
+	if err != nil {
+		return fmt.Errorf("restore: %w: %v", ErrInvalid, err)
+	}
+	if err := checkReferences(t); err != nil {
+		return fmt.Errorf("restore: %w: %v", ErrInvalid, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: n}
+	if err := s.raft.Restore(meta, bufio.NewReaderSize(f, 1<<16), s.timeout(ctx)); err != nil {
 		return fmt.Errorf("restore: %w", s.raftErr(err))
 	}
 	return nil

@@ -81,6 +81,10 @@ type Config struct {
 	// TTLInterval is how often the leader looks for expired stacks
 	// (default 10s).
 	TTLInterval time.Duration
+	// PlanTTL is how long a stored plan stays appliable by id (default
+	// raftstore.DefaultPlanTTL); the leader then collects it and the blobs
+	// nothing refers to, at every TTLInterval.
+	PlanTTL time.Duration
 }
 
 // Server is one kiln server.
@@ -127,6 +131,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.TTLInterval <= 0 {
 		cfg.TTLInterval = 10 * time.Second
+	}
+	if cfg.PlanTTL <= 0 {
+		cfg.PlanTTL = raftstore.DefaultPlanTTL
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
