@@ -54,6 +54,11 @@ type Config struct {
 	Transport raft.Transport
 	// InMemory keeps the log, stable and snapshot stores in memory (tests).
 	InMemory bool
+	// Recover lets a node whose raft.db was lost start from its newest
+	// snapshot, accepting the loss of the writes made after it (`kiln
+	// server -recover`; see damage.go). Without it such a node refuses to
+	// start.
+	Recover bool
 }
 
 // Store is a kiln server's replicated state: raft plus the FSM.
@@ -146,19 +151,31 @@ func Open(cfg Config) (*Store, error) {
 		if cfg.DataDir == "" {
 			return nil, errors.New("raftstore: DataDir is required")
 		}
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		if err := os.MkdirAll(cfg.DataDir, DirMode); err != nil {
 			return nil, fmt.Errorf("raftstore: data dir: %w", err)
+		}
+		if err := TightenIn(cfg.DataDir, "raft.db", MarkerFile, "snapshots"); err != nil {
+			return nil, fmt.Errorf("raftstore: data dir permissions: %w", err)
+		}
+		dbPath := filepath.Join(cfg.DataDir, "raft.db")
+		if err := checkBoltFile(dbPath); err != nil {
+			return nil, fmt.Errorf("raftstore: %w", err)
 		}
 		// NoSync stays false: every append is fsynced before it is
 		// acknowledged. The freelist is rebuilt at open instead of written at
 		// every commit (as Consul does): less to write per append.
-		bolt, err := raftboltdb.New(raftboltdb.Options{
-			Path: filepath.Join(cfg.DataDir, "raft.db"),
-			BoltOptions: &bbolt.Options{
-				Timeout:        time.Second, // a second process on the same dir fails instead of hanging
-				NoFreelistSync: true,
-				FreelistType:   bbolt.FreelistMapType,
-			},
+		var bolt *raftboltdb.BoltStore
+		err := guard(func() error {
+			var err error
+			bolt, err = raftboltdb.New(raftboltdb.Options{
+				Path: dbPath,
+				BoltOptions: &bbolt.Options{
+					Timeout:        time.Second, // a second process on the same dir fails instead of hanging
+					NoFreelistSync: true,
+					FreelistType:   bbolt.FreelistMapType,
+				},
+			})
+			return err
 		})
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return nil, fmt.Errorf("raftstore: %w: %s", ErrDataDirLocked, cfg.DataDir)
@@ -177,7 +194,17 @@ func Open(cfg Config) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
 		}
-		snaps = fs
+		snapDir := filepath.Join(cfg.DataDir, "snapshots")
+		if err := Tighten(snapDir); err != nil {
+			return nil, fmt.Errorf("raftstore: snapshots permissions: %w", err)
+		}
+		snaps = &privateSnapshots{FileSnapshotStore: fs, dir: snapDir}
+		restored, err := checkState(cfg, bolt, bolt, snaps, s.fsm)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: %w", err)
+		}
+		// The newest snapshot is in the FSM already.
+		rc.NoSnapshotRestoreOnStart = restored
 	}
 
 	trans := cfg.Transport
@@ -224,6 +251,9 @@ func Open(cfg Config) (*Store, error) {
 	s.raft = r
 	s.startIndex = lastFSMEntry(logs)
 	go s.forwardLeadership(notify)
+	if !cfg.InMemory {
+		go s.markWhenStateful()
+	}
 	ok = true
 	return s, nil
 }
@@ -271,6 +301,27 @@ func lastFSMEntry(logs raft.LogStore) uint64 {
 		}
 	}
 	return 0
+}
+
+// markWhenStateful writes MarkerFile once this node holds raft state (at
+// once for a bootstrapped or restarted node, after the first entry or
+// snapshot for a node that joins).
+func (s *Store) markWhenStateful() {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s.raft.LastIndex() > 0 {
+			if err := writeMarker(s.cfg.DataDir, s.cfg.NodeID); err != nil {
+				s.log.Warn("write marker", "error", err)
+			}
+			return
+		}
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // forwardLeadership keeps the latest leadership change in leaderCh, so raft
