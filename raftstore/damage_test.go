@@ -3,8 +3,8 @@ package raftstore
 import (
 	"bytes"
 	"encoding/json"
-	"hash/crc64"
 	"errors"
+	"hash/crc64"
 	"os"
 	"path/filepath"
 	"strings"
