@@ -2,8 +2,11 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +109,44 @@ func TestSnapshotLargeRoundTripAndDanglingRefused(t *testing.T) {
 	}
 	if n := len(s.Store().State().Stacks("default")); n != 5 {
 		t.Fatalf("%d stacks after a refused restore, want 5", n)
+	}
+}
+
+// The data directory and its files are private, and an existing one made
+// with 0755/0644 is tightened at start.
+func TestServerDataDirPermissions(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown(ctx)
+	for _, p := range []string{"", NodeIDFile, ManagementTokenFile, "raft.db", "snapshots"} {
+		mode := os.FileMode(0o644)
+		if p == "" || p == "snapshots" {
+			mode = 0o755
+		}
+		if err := os.Chmod(filepath.Join(cfg.DataDir, p), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.RaftAddr = freePort(t)
+	s = startServer(t, cfg)
+	if err := s.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{
+		"": 0o700, NodeIDFile: 0o600, ManagementTokenFile: 0o600, "raft.db": 0o600, "snapshots": 0o700,
+	} {
+		got, err := filepathInfo(filepath.Join(cfg.DataDir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s: mode %o, want %o", filepath.Join(cfg.DataDir, p), got, want)
+		}
 	}
 }
