@@ -95,7 +95,14 @@ func Encode(c Command) ([]byte, error) {
 
 // Decode is the inverse of Encode. It returns (nil, nil) for an unknown type
 // that carries IgnoreUnknownTypeFlag.
-func Decode(data []byte) (Command, error) {
+func Decode(data []byte) (c Command, err error) {
+	// Bad bytes are an error, never a panic (a value codec that trips on
+	// them included).
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = nil, fmt.Errorf("decode command: %v", r)
+		}
+	}()
 	if len(data) == 0 {
 		return nil, fmt.Errorf("decode command: empty entry")
 	}
@@ -107,7 +114,7 @@ func Decode(data []byte) (Command, error) {
 		}
 		return nil, fmt.Errorf("decode command: unknown type %d", t)
 	}
-	c := mk()
+	c = mk()
 	if err := json.Unmarshal(data[1:], c); err != nil {
 		return nil, fmt.Errorf("decode command %d: %w", t, err)
 	}

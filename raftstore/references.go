@@ -120,3 +120,11 @@ func checkReferences(t *tables) error {
 	}
 	return fmt.Errorf("snapshot has %d dangling or inconsistent references: %s", total, msg)
 }
+
+// invalidSnapshot is a backup refused by RestoreSnapshot; it wraps
+// ErrInvalid.
+type invalidSnapshot struct{ err error }
+
+func (e *invalidSnapshot) Error() string        { return "restore: invalid snapshot: " + e.err.Error() }
+func (e *invalidSnapshot) Is(target error) bool { return target == ErrInvalid }
+func (e *invalidSnapshot) Unwrap() error        { return e.err }

@@ -144,7 +144,13 @@ func (d *snapshotData) tables() (*tables, error) {
 	return t, nil
 }
 
-func readSnapshot(r io.Reader) (*tables, error) {
+// readSnapshot decodes a snapshot. Bad bytes give an error, never a panic.
+func readSnapshot(r io.Reader) (t *tables, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t, err = nil, fmt.Errorf("read snapshot: %v", p)
+		}
+	}()
 	var d snapshotData
 	if err := json.NewDecoder(bufio.NewReader(r)).Decode(&d); err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)

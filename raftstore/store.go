@@ -587,10 +587,10 @@ func (s *Store) RestoreSnapshot(ctx context.Context, r io.Reader) error {
 	// Check it before raft consumes it: a bad file must not reach the FSM.
 	t, err := readSnapshot(f)
 	if err != nil {
-		return fmt.Errorf("restore: %w: %v", ErrInvalid, err)
+		return &invalidSnapshot{err}
 	}
 	if err := checkReferences(t); err != nil {
-		return fmt.Errorf("restore: %w: %v", ErrInvalid, err)
+		return &invalidSnapshot{err}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("restore: %w", err)
