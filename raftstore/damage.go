@@ -101,18 +101,32 @@ func walkBucket(b *bbolt.Bucket) error {
 	})
 }
 
-// checkLog reads every entry of the log and decodes its commands, and
-// returns the first and last index (0, 0 for an empty log).
-func checkLog(path string, logs raft.LogStore) (first, last uint64, err error) {
+// logRange returns the first and last index of the log (0, 0 when empty).
+func logRange(path string, logs raft.LogStore) (first, last uint64, err error) {
 	err = guard(func() error {
 		var err error
 		if first, err = logs.FirstIndex(); err != nil {
 			return err
 		}
-		if last, err = logs.LastIndex(); err != nil {
-			return err
-		}
-		for i := first; i <= last && last > 0; i++ {
+		last, err = logs.LastIndex()
+		return err
+	})
+	if err != nil {
+		return 0, 0, damaged(path, "cannot read the raft log: %v", err)
+	}
+	return first, last, nil
+}
+
+// checkLog reads the entries of the log from index from on (the ones the
+// FSM will apply: those up to the snapshot never reach it, and the walk of
+// checkBoltFile read their pages) and decodes their commands.
+func checkLog(path string, logs raft.LogStore, from uint64) error {
+	first, last, err := logRange(path, logs)
+	if err != nil {
+		return err
+	}
+	err = guard(func() error {
+		for i := max(first, from); i <= last && last > 0; i++ {
 			var l raft.Log
 			if err := logs.GetLog(i, &l); err != nil {
 				return fmt.Errorf("log entry %d of %d..%d: %v", i, first, last, err)
@@ -129,9 +143,9 @@ func checkLog(path string, logs raft.LogStore) (first, last uint64, err error) {
 		return nil
 	})
 	if err != nil {
-		return 0, 0, damaged(path, "the raft log is corrupted: %v", err)
+		return damaged(path, "the raft log is corrupted: %v", err)
 	}
-	return first, last, nil
+	return nil
 }
 
 // restoreNewestSnapshot checks the newest snapshot and restores it into the
@@ -190,7 +204,7 @@ func writeMarker(dir, nodeID string) error {
 // snapshot was restored (raft must then not restore it again).
 func checkState(cfg Config, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, fsm *FSM) (bool, error) {
 	dbPath := filepath.Join(cfg.DataDir, "raft.db")
-	first, last, err := checkLog(dbPath, logs)
+	first, last, err := logRange(dbPath, logs)
 	if err != nil {
 		return false, err
 	}
@@ -220,6 +234,9 @@ func checkState(cfg Config, logs raft.LogStore, stable raft.StableStore, snaps r
 	}
 	if had && last == 0 && term == 0 && cfg.Recover && snapIndex == 0 {
 		return false, damaged(dbPath, "-recover: the raft log is lost and there is no snapshot to recover from")
+	}
+	if err := checkLog(dbPath, logs, snapIndex+1); err != nil {
+		return false, err
 	}
 	// The log must continue the snapshot: no entry missing in between.
 	switch {

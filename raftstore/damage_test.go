@@ -2,6 +2,8 @@ package raftstore
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"encoding/json"
 	"errors"
 	"hash/crc64"
@@ -9,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // diskStore makes a one-node store on disk (real raft-boltdb, file
@@ -214,4 +219,64 @@ func fixSnapshotCRC(t *testing.T, dir string, data []byte) {
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The start checks read the whole log: their cost at open, for a log of
+// 5,000 entries (a stack apply's worth of commands each).
+func BenchmarkStartChecks(b *testing.B) {
+	cfg := fastConfig("solo")
+	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = b.TempDir(), freePort(b), true
+	s, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for !s.IsLeader() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx := context.Background()
+	for _, c := range base() {
+		if _, err := s.Apply(ctx, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 5000 {
+		c := startOp(fmt.Sprintf("op%d", i), 0)
+		if _, err := s.Apply(ctx, c); err != nil && !errors.Is(err, ErrConflict) {
+			b.Fatal(err)
+		}
+	}
+	s.Shutdown()
+	path := filepath.Join(cfg.DataDir, "raft.db")
+	b.Run("checks", func(b *testing.B) {
+		bolt, err := raftboltdb.New(raftboltdb.Options{Path: path})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bolt.Close()
+		for range b.N {
+			if err := checkBoltFile(path); err != nil {
+				b.Fatal(err)
+			}
+			bolt, err := raftboltdb.New(raftboltdb.Options{Path: path})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := checkLog(path, bolt, 0); err != nil {
+				b.Fatal(err)
+			}
+			bolt.Close()
+		}
+	})
+	b.Run("open", func(b *testing.B) {
+		for range b.N {
+			cfg.RaftAddr = freePort(b)
+			s, err := Open(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			s.Shutdown()
+			b.StartTimer()
+		}
+	})
 }

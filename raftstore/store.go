@@ -157,6 +157,12 @@ func Open(cfg Config) (*Store, error) {
 		if err := TightenIn(cfg.DataDir, "raft.db", MarkerFile, "snapshots"); err != nil {
 			return nil, fmt.Errorf("raftstore: data dir permissions: %w", err)
 		}
+		// A restore interrupted by a crash leaves its spooled file behind.
+		if old, _ := filepath.Glob(filepath.Join(cfg.DataDir, "restore-*.tmp")); len(old) > 0 {
+			for _, f := range old {
+				os.Remove(f)
+			}
+		}
 		dbPath := filepath.Join(cfg.DataDir, "raft.db")
 		if err := checkBoltFile(dbPath); err != nil {
 			return nil, fmt.Errorf("raftstore: %w", err)
