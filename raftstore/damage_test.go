@@ -3,9 +3,9 @@ package raftstore
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc64"
 	"os"
 	"path/filepath"
