@@ -24,6 +24,11 @@ const (
 	MaxPlansPerStack = 10
 	// MaxPlansPerProject bounds the unexpired plans of one project.
 	MaxPlansPerProject = 100
+	// MaxPlanBytesPerProject bounds the bytes the stored plans of one
+	// project hold (their plan blobs and the bundles no stack uses): beyond
+	// it the oldest plans go, so a reader planning large bundles costs the
+	// cluster at most this much.
+	MaxPlanBytesPerProject = 64 << 20
 	// DefaultPlanTTL is how long a plan stays appliable by id.
 	DefaultPlanTTL = time.Hour
 	// BlobGrace is how long an unreferenced blob is kept after it was put.
@@ -107,7 +112,64 @@ func (c *PutPlan) apply(tx *txn) (any, error) {
 	p.Expires, p.Index = c.Expires, tx.index
 	tx.capPlans(func(o *PlanRecord) bool { return o.Project == c.Project && o.Stack == c.Stack }, MaxPlansPerStack)
 	tx.capPlans(func(o *PlanRecord) bool { return o.Project == c.Project }, MaxPlansPerProject)
+	tx.capPlanBytes(c.Project, c.ID)
 	return nil, nil
+}
+
+// capPlanBytes drops the oldest plans of a project, but never keep, while
+// they hold more than MaxPlanBytesPerProject.
+func (tx *txn) capPlanBytes(project, keep string) {
+	stackBundles := map[string]bool{}
+	for _, st := range tx.t.stacks {
+		stackBundles[st.BundleHash] = true
+	}
+	var ps []*PlanRecord
+	var total int
+	counted := map[string]bool{}
+	for _, p := range tx.t.plans {
+		if p.Project != project {
+			continue
+		}
+		ps = append(ps, p)
+		for _, h := range []string{p.ID, p.BundleHash} {
+			if h != "" && !counted[h] && !stackBundles[h] {
+				counted[h] = true
+				total += len(tx.t.blobs[h])
+			}
+		}
+	}
+	if total <= MaxPlanBytesPerProject {
+		return
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].Index != ps[j].Index {
+			return ps[i].Index < ps[j].Index
+		}
+		return ps[i].ID < ps[j].ID
+	})
+	for _, p := range ps {
+		if total <= MaxPlanBytesPerProject {
+			return
+		}
+		if p.ID == keep {
+			continue
+		}
+		for _, h := range []string{p.ID, p.BundleHash} {
+			if h != "" && counted[h] && !tx.sharedWithOtherPlan(h, p.ID) {
+				total -= len(tx.t.blobs[h])
+			}
+		}
+		tx.dropPlan(p.ID)
+	}
+}
+
+func (tx *txn) sharedWithOtherPlan(hash, id string) bool {
+	for _, p := range tx.t.plans {
+		if p.ID != id && (p.ID == hash || p.BundleHash == hash) {
+			return true
+		}
+	}
+	return false
 }
 
 // capPlans drops the oldest plans matching keep beyond n.

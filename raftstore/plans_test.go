@@ -176,3 +176,28 @@ func BenchmarkSnapshotSizePlans(b *testing.B) {
 		b.ReportMetric(float64(after), "bytes-expired")
 	}
 }
+
+// The plans of one project hold at most MaxPlanBytesPerProject: a reader
+// planning large bundles evicts its own oldest plans.
+func TestPlanBytesPerProjectCapped(t *testing.T) {
+	h := newHarness(t)
+	h.must(base()...)
+	n := 2 * MaxPlanBytesPerProject / (4 << 20)
+	for i := range n {
+		b := bytes.Repeat([]byte{byte(i)}, 4<<20)
+		at := t0.Add(time.Duration(i) * time.Second)
+		h.must(&PutBlob{Hash: HashBlob(b), Data: b, Time: at}, putPlan("p", fmt.Sprintf("s%d", i), i, HashBlob(b), at))
+	}
+	// The bundles of evicted plans are unreferenced now; a GC past their
+	// grace takes them.
+	h.must(&ExpirePlans{Now: t0.Add(time.Duration(n)*time.Second + BlobGrace)})
+	_, size := h.state().BlobStats()
+	if size > MaxPlanBytesPerProject+int64(len(bundle)) {
+		t.Fatalf("%d bytes of blobs after %d plans of 4 MiB, want at most %d", size, n, MaxPlanBytesPerProject)
+	}
+	ps := h.state().Plans("p")
+	if len(ps) == 0 || ps[len(ps)-1].Stack != fmt.Sprintf("s%d", n-1) {
+		t.Fatalf("the newest plan was evicted: %+v", ps)
+	}
+	t.Logf("%d plans of 4 MiB kept, %d bytes of blobs", len(ps), size)
+}
