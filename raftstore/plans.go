@@ -172,7 +172,7 @@ func (tx *txn) sharedWithOtherPlan(hash, id string) bool {
 	return false
 }
 
-// capPlans drops the oldest plans matching keep beyond n.
+// capPlans keeps the n newest plans that match, dropping the older ones.
 func (tx *txn) capPlans(match func(*PlanRecord) bool, n int) {
 	var ps []*PlanRecord
 	for _, p := range tx.t.plans {

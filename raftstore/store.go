@@ -382,7 +382,7 @@ func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
 		return nil, err
 	}
 	if len(data) > MaxCommandSize {
-		return nil, errorf(ErrTooLarge, "command %d of %d bytes is over the limit of %d bytes", c.Type(), len(data), MaxCommandSize)
+		return nil, errorf(ErrTooLarge, "%T of %d bytes is over the limit of %d bytes for one log entry", c, len(data), MaxCommandSize)
 	}
 	timeout := s.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
