@@ -7,7 +7,7 @@ BIN     := bin/kiln
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/kiln-dev/kiln/daemon/cli.Version=$(VERSION)
 
-.PHONY: all help build test e2e lint bench bench-real demo test-image deps clean
+.PHONY: all help build test e2e lint bench bench-real fuzz demo test-image deps clean
 
 all: build
 
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e         run only the end-to-end test through the CLI"
 	@echo "make lint        gofmt, go vet and the layering check"
 	@echo "make bench       run the benchmarks and print a short report (BENCH=pattern to choose)"
+	@echo "make fuzz        run every fuzz target for FUZZTIME each (default 15s)"
 	@echo "make bench-real  apply/destroy of 1, 5, 10, 50 real guests until ready vs the by-hand floor (slow)"
 	@echo "make demo        install what is missing, build, then apply examples/quickstart on a real guest in a private namespace and destroy it"
 	@echo "make test-image  build build/images/kiln-test-guest.qcow2"
@@ -60,6 +61,21 @@ bench:
 bench-real: build
 	@mkdir -p build
 	$(GO) test -run '^$$' -bench ApplyDestroy -benchtime 1x -timeout 60m ./e2e/ | tee build/bench-real.txt
+
+# Every fuzz target of the repository, as package:Name, each run for
+# FUZZTIME. Append new targets to the list (one per line).
+FUZZTIME ?= 15s
+FUZZ_TARGETS := \
+	./spec:FuzzParse \
+	./raftstore:FuzzDecodeCommand \
+	./raftstore:FuzzReadSnapshot
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 deps:
 	scripts/install-deps.sh

@@ -11,14 +11,12 @@ import (
 
 func (c *PutBlob) apply(tx *txn) (any, error) {
 	if len(c.Data) > MaxBlobSize {
-		return nil, invalid("blob of %d bytes is over the limit of %d", len(c.Data), MaxBlobSize)
+		return nil, errorf(ErrTooLarge, "blob of %d bytes is over the limit of %d bytes", len(c.Data), MaxBlobSize)
 	}
 	if c.Hash == "" || HashBlob(c.Data) != c.Hash {
 		return nil, invalid("blob hash %q does not match its content", c.Hash)
 	}
-	if _, ok := tx.t.blobs[c.Hash]; !ok {
-		tx.t.blobs[c.Hash] = c.Data
-	}
+	tx.putBlob(c.Hash, c.Data, c.Time)
 	return nil, nil
 }
 
@@ -28,7 +26,12 @@ func (c *DeleteBlob) apply(tx *txn) (any, error) {
 			return nil, conflict("blob %s is the bundle of stack %s/%s", c.Hash, st.Project, st.Name)
 		}
 	}
-	delete(tx.t.blobs, c.Hash)
+	for _, p := range tx.t.plans {
+		if p.ID == c.Hash || p.BundleHash == c.Hash {
+			return nil, conflict("blob %s belongs to plan %s of stack %s/%s", c.Hash, p.ID, p.Project, p.Stack)
+		}
+	}
+	tx.deleteBlob(c.Hash)
 	return nil, nil
 }
 
@@ -200,16 +203,11 @@ func (c *DeleteStack) apply(tx *txn) (any, error) {
 			delete(tx.t.operations, id)
 		}
 	}
-	// The bundle goes too unless another stack shares it.
-	shared := false
-	for _, o := range tx.t.stacks {
-		if o.BundleHash == st.BundleHash {
-			shared = true
-			break
-		}
-	}
-	if !shared {
-		delete(tx.t.blobs, st.BundleHash)
+	// Its plans go, and the bundle too unless another stack or a plan
+	// shares it.
+	tx.dropStackPlans(c.Project, c.Name)
+	if !tx.blobInUse(st.BundleHash) {
+		tx.deleteBlob(st.BundleHash)
 	}
 	return nil, nil
 }

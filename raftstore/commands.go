@@ -41,6 +41,8 @@ const (
 	CmdReportWork      MessageType = 23
 	CmdDeleteWork      MessageType = 24
 	CmdRevokeAgent     MessageType = 25
+	CmdPutPlan         MessageType = 26 // plans.go
+	CmdExpirePlans     MessageType = 27 // plans.go
 	// Append new types here.
 )
 
@@ -96,7 +98,14 @@ func Encode(c Command) ([]byte, error) {
 
 // Decode is the inverse of Encode. It returns (nil, nil) for an unknown type
 // that carries IgnoreUnknownTypeFlag.
-func Decode(data []byte) (Command, error) {
+func Decode(data []byte) (c Command, err error) {
+	// Bad bytes are an error, never a panic (a value codec that trips on
+	// them included).
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = nil, fmt.Errorf("decode command: %v", r)
+		}
+	}()
 	if len(data) == 0 {
 		return nil, fmt.Errorf("decode command: empty entry")
 	}
@@ -108,7 +117,7 @@ func Decode(data []byte) (Command, error) {
 		}
 		return nil, fmt.Errorf("decode command: unknown type %d", t)
 	}
-	c := mk()
+	c = mk()
 	if err := json.Unmarshal(data[1:], c); err != nil {
 		return nil, fmt.Errorf("decode command %d: %w", t, err)
 	}
@@ -227,6 +236,9 @@ const MaxBlobSize = 8 << 20
 type PutBlob struct {
 	Hash string // HashBlob(Data)
 	Data []byte
+	// Time is when the blob was put: an unreferenced blob is collected
+	// BlobGrace after it (plans.go). Zero: collectable at once.
+	Time time.Time `json:",omitzero"`
 }
 
 // DeleteBlob drops a blob that no stack refers to.

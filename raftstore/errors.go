@@ -28,6 +28,8 @@ var (
 	ErrDataDirLocked = errors.New("data directory is in use by another process")
 	// ErrShutdown: the store is shut down.
 	ErrShutdown = errors.New("store is shut down")
+	// ErrTooLarge: a blob, a plan or a command is over its size limit.
+	ErrTooLarge = errors.New("too large")
 )
 
 func notFound(format string, args ...any) error {

@@ -142,7 +142,7 @@ func TestFSMCommands(t *testing.T) {
 				big := make([]byte, MaxBlobSize+1)
 				return &PutBlob{Hash: HashBlob(big), Data: big}
 			}(),
-			wantErr: ErrInvalid,
+			wantErr: ErrTooLarge,
 		},
 		{
 			name:    "delete a blob a stack uses",

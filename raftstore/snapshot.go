@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -30,11 +31,13 @@ type snapshotData struct {
 	Agents     []Agent
 	Servers    []ServerInfo `json:",omitempty"`
 	Work       []Work       `json:",omitempty"`
+	Plans      []PlanRecord `json:",omitempty"`
 }
 
 type snapshotBlob struct {
 	Hash string
 	Data []byte
+	Time time.Time `json:",omitzero"`
 }
 
 type snapshotEvents struct {
@@ -55,7 +58,7 @@ func (t *tables) export() *snapshotData {
 		d.Tokens = append(d.Tokens, *t.tokens[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(t.blobs)) {
-		d.Blobs = append(d.Blobs, snapshotBlob{Hash: k, Data: t.blobs[k]})
+		d.Blobs = append(d.Blobs, snapshotBlob{Hash: k, Data: t.blobs[k], Time: t.blobTimes[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(t.stacks)) {
 		d.Stacks = append(d.Stacks, t.stacks[k].clone())
@@ -84,6 +87,9 @@ func (t *tables) export() *snapshotData {
 	for _, k := range slices.Sorted(maps.Keys(t.work)) {
 		d.Work = append(d.Work, t.work[k].clone())
 	}
+	for _, k := range slices.Sorted(maps.Keys(t.plans)) {
+		d.Plans = append(d.Plans, *t.plans[k])
+	}
 	return d
 }
 
@@ -103,6 +109,9 @@ func (d *snapshotData) tables() (*tables, error) {
 	}
 	for _, b := range d.Blobs {
 		t.blobs[b.Hash] = b.Data
+		if !b.Time.IsZero() {
+			t.blobTimes[b.Hash] = b.Time
+		}
 	}
 	for _, st := range d.Stacks {
 		t.stacks[stackKey(st.Project, st.Name)] = &st
@@ -129,10 +138,19 @@ func (d *snapshotData) tables() (*tables, error) {
 	for _, w := range d.Work {
 		t.work[w.ID] = &w
 	}
+	for _, p := range d.Plans {
+		t.plans[p.ID] = &p
+	}
 	return t, nil
 }
 
-func readSnapshot(r io.Reader) (*tables, error) {
+// readSnapshot decodes a snapshot. Bad bytes give an error, never a panic.
+func readSnapshot(r io.Reader) (t *tables, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t, err = nil, fmt.Errorf("read snapshot: %v", p)
+		}
+	}()
 	var d snapshotData
 	if err := json.NewDecoder(bufio.NewReader(r)).Decode(&d); err != nil {
 		return nil, fmt.Errorf("read snapshot: %w", err)

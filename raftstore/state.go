@@ -41,6 +41,8 @@ type tables struct {
 	agents      map[string]*Agent
 	servers     map[string]*ServerInfo // raft id -> addresses
 	work        map[string]*Work       // work id -> work item
+	plans       map[string]*PlanRecord // plan id -> plan (plans.go)
+	blobTimes   map[string]time.Time   // blob hash -> when it was last put
 }
 
 type eventLog struct {
@@ -61,6 +63,8 @@ func newTables() *tables {
 		agents:      map[string]*Agent{},
 		servers:     map[string]*ServerInfo{},
 		work:        map[string]*Work{},
+		plans:       map[string]*PlanRecord{},
+		blobTimes:   map[string]time.Time{},
 	}
 }
 

@@ -1,7 +1,7 @@
 package raftstore
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +54,11 @@ type Config struct {
 	Transport raft.Transport
 	// InMemory keeps the log, stable and snapshot stores in memory (tests).
 	InMemory bool
+	// Recover lets a node whose raft.db was lost start from its newest
+	// snapshot, accepting the loss of the writes made after it (`kiln
+	// server -recover`; see damage.go). Without it such a node refuses to
+	// start.
+	Recover bool
 }
 
 // Store is a kiln server's replicated state: raft plus the FSM.
@@ -146,19 +151,37 @@ func Open(cfg Config) (*Store, error) {
 		if cfg.DataDir == "" {
 			return nil, errors.New("raftstore: DataDir is required")
 		}
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		if err := os.MkdirAll(cfg.DataDir, DirMode); err != nil {
 			return nil, fmt.Errorf("raftstore: data dir: %w", err)
+		}
+		if err := TightenIn(cfg.DataDir, "raft.db", MarkerFile, "snapshots"); err != nil {
+			return nil, fmt.Errorf("raftstore: data dir permissions: %w", err)
+		}
+		// A restore interrupted by a crash leaves its spooled file behind.
+		if old, _ := filepath.Glob(filepath.Join(cfg.DataDir, "restore-*.tmp")); len(old) > 0 {
+			for _, f := range old {
+				os.Remove(f)
+			}
+		}
+		dbPath := filepath.Join(cfg.DataDir, "raft.db")
+		if err := checkBoltFile(dbPath); err != nil {
+			return nil, fmt.Errorf("raftstore: %w", err)
 		}
 		// NoSync stays false: every append is fsynced before it is
 		// acknowledged. The freelist is rebuilt at open instead of written at
 		// every commit (as Consul does): less to write per append.
-		bolt, err := raftboltdb.New(raftboltdb.Options{
-			Path: filepath.Join(cfg.DataDir, "raft.db"),
-			BoltOptions: &bbolt.Options{
-				Timeout:        time.Second, // a second process on the same dir fails instead of hanging
-				NoFreelistSync: true,
-				FreelistType:   bbolt.FreelistMapType,
-			},
+		var bolt *raftboltdb.BoltStore
+		err := guard(func() error {
+			var err error
+			bolt, err = raftboltdb.New(raftboltdb.Options{
+				Path: dbPath,
+				BoltOptions: &bbolt.Options{
+					Timeout:        time.Second, // a second process on the same dir fails instead of hanging
+					NoFreelistSync: true,
+					FreelistType:   bbolt.FreelistMapType,
+				},
+			})
+			return err
 		})
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return nil, fmt.Errorf("raftstore: %w: %s", ErrDataDirLocked, cfg.DataDir)
@@ -177,7 +200,17 @@ func Open(cfg Config) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
 		}
-		snaps = fs
+		snapDir := filepath.Join(cfg.DataDir, "snapshots")
+		if err := Tighten(snapDir); err != nil {
+			return nil, fmt.Errorf("raftstore: snapshots permissions: %w", err)
+		}
+		snaps = &privateSnapshots{FileSnapshotStore: fs, dir: snapDir}
+		restored, err := checkState(cfg, bolt, bolt, snaps, s.fsm)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: %w", err)
+		}
+		// The newest snapshot is in the FSM already.
+		rc.NoSnapshotRestoreOnStart = restored
 	}
 
 	trans := cfg.Transport
@@ -224,6 +257,9 @@ func Open(cfg Config) (*Store, error) {
 	s.raft = r
 	s.startIndex = lastFSMEntry(logs)
 	go s.forwardLeadership(notify)
+	if !cfg.InMemory {
+		go s.markWhenStateful()
+	}
 	ok = true
 	return s, nil
 }
@@ -273,6 +309,27 @@ func lastFSMEntry(logs raft.LogStore) uint64 {
 	return 0
 }
 
+// markWhenStateful writes MarkerFile once this node holds raft state (at
+// once for a bootstrapped or restarted node, after the first entry or
+// snapshot for a node that joins).
+func (s *Store) markWhenStateful() {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s.raft.LastIndex() > 0 {
+			if err := writeMarker(s.cfg.DataDir, s.cfg.NodeID); err != nil {
+				s.log.Warn("write marker", "error", err)
+			}
+			return
+		}
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // forwardLeadership keeps the latest leadership change in leaderCh, so raft
 // is never blocked by a slow reader and the reader always sees the newest.
 func (s *Store) forwardLeadership(notify <-chan bool) {
@@ -317,9 +374,15 @@ func (s *Store) Raft() *raft.Raft { return s.raft }
 // outcome is unknown. It is safe for concurrent use:
 // concurrent proposals are batched into shared log appends.
 func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
+	if err := checkSize(c); err != nil {
+		return nil, err
+	}
 	data, err := Encode(c)
 	if err != nil {
 		return nil, err
+	}
+	if len(data) > MaxCommandSize {
+		return nil, errorf(ErrTooLarge, "%T of %d bytes is over the limit of %d bytes for one log entry", c, len(data), MaxCommandSize)
 	}
 	timeout := s.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
@@ -501,18 +564,45 @@ func (s *Store) SaveSnapshot(w io.Writer) error {
 }
 
 // RestoreSnapshot replaces the whole cluster's state with a backup written
-// by SaveSnapshot (on the leader; the followers follow).
+// by SaveSnapshot (on the leader; the followers follow). The backup is
+// streamed to a file in the data directory (mode 0600) and checked there,
+// so its size is bounded by the disk, not by memory: any snapshot that
+// SaveSnapshot wrote is accepted. A backup that does not parse, or whose
+// tables refer to records that are not there (see checkReferences), is
+// refused with an error wrapping ErrInvalid and the state is left as it is.
 func (s *Store) RestoreSnapshot(ctx context.Context, r io.Reader) error {
-	data, err := io.ReadAll(r)
+	dir := s.cfg.DataDir
+	if s.cfg.InMemory {
+		dir = ""
+	}
+	f, err := os.CreateTemp(dir, "restore-*.tmp")
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
+	n, err := io.Copy(f, r)
 	if err != nil {
 		return fmt.Errorf("restore: read: %w", err)
 	}
-	// Check it before raft consumes it: a bad file must not reach the FSM.
-	if _, err := readSnapshot(bytes.NewReader(data)); err != nil {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(len(data))}
-	if err := s.raft.Restore(meta, bytes.NewReader(data), s.timeout(ctx)); err != nil {
+	// Check it before raft consumes it: a bad file must not reach the FSM.
+	t, err := readSnapshot(f)
+	if err != nil {
+		return &invalidSnapshot{err}
+	}
+	if err := checkReferences(t); err != nil {
+		return &invalidSnapshot{err}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: n}
+	if err := s.raft.Restore(meta, bufio.NewReaderSize(f, 1<<16), s.timeout(ctx)); err != nil {
 		return fmt.Errorf("restore: %w", s.raftErr(err))
 	}
 	return nil

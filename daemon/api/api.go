@@ -62,7 +62,9 @@ import (
 	"github.com/kiln-dev/kiln/planner"
 )
 
-// MaxBodyBytes bounds every request body (template bundles included).
+// MaxBodyBytes bounds every request body (template bundles included) but
+// a snapshot restore's, which the server streams to disk: it takes every
+// snapshot that save wrote.
 const MaxBodyBytes = 32 << 20
 
 // IndexHeader carries the state index of a response, for blocking queries.

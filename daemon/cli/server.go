@@ -46,6 +46,10 @@ Options:
   -parallelism N        Actions an operation runs at once (default 16).
   -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
   -log-level LEVEL      debug, info, warn or error (default info).
+  -recover              Start a single server whose raft.db was lost from
+                        its newest snapshot, accepting the loss of the
+                        writes after it (see "Damaged data" in
+                        docs/operations.md; never on a cluster member).
 `,
 	run: runServer,
 }
@@ -58,6 +62,7 @@ func runServer(e *Env, c *command, args []string) int {
 	bootstrap := fs.Bool("bootstrap", false, "")
 	join := fs.String("join", "", "")
 	withAgent := fs.Bool("agent", false, "")
+	recoverLog := fs.Bool("recover", false, "")
 	accelMode := fs.String("accel", "auto", "")
 	var ratios ratioFlags
 	ratios.register(fs)
@@ -118,7 +123,7 @@ func runServer(e *Env, c *command, args []string) int {
 	srv, err := server.New(server.Config{
 		DataDir: dir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr, Bootstrap: *bootstrap,
 		Join: *join, JoinToken: e.getenv(envToken), Parallelism: *parallelism,
-		LeaveOnShutdown: *leave, Logger: log,
+		LeaveOnShutdown: *leave, Logger: log, Recover: *recoverLog,
 	})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)

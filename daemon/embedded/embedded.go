@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/client"
 	"github.com/kiln-dev/kiln/daemon/server"
+	"github.com/kiln-dev/kiln/raftstore"
 )
 
 // Files in the embedded directory.
@@ -89,8 +90,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	if err := os.MkdirAll(cfg.Dir, raftstore.DirMode); err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	// A directory made by an older kiln may be 0755: it holds the server's
+	// state (bundles, token hashes, the management token).
+	if err := raftstore.TightenIn(cfg.Dir, LockFile, RaftPortFile); err != nil {
+		return nil, fmt.Errorf("embedded: permissions of %s: %w", cfg.Dir, err)
 	}
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -338,16 +337,17 @@ func (s *Server) handleSnapshotSave(w http.ResponseWriter, r *http.Request) erro
 }
 
 func (s *Server) handleSnapshotRestore(w http.ResponseWriter, r *http.Request) error {
-	data, err := io.ReadAll(r.Body)
-	if err != nil {
+	// The body is streamed to a file by the store (the route has no body
+	// cap: every snapshot that save wrote must be accepted).
+	if err := s.store.RestoreSnapshot(r.Context(), r.Body); err != nil {
 		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
+		switch {
+		case errors.As(err, &maxErr):
 			return errf(http.StatusRequestEntityTooLarge, "snapshot too large: at most %d bytes", maxErr.Limit)
+		case errors.Is(err, raftstore.ErrInvalid):
+			return errf(http.StatusBadRequest, "%v", err)
 		}
-		return errf(http.StatusBadRequest, "read snapshot: %v", err)
-	}
-	if err := s.store.RestoreSnapshot(r.Context(), bytes.NewReader(data)); err != nil {
-		return errf(http.StatusBadRequest, "%v", err)
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

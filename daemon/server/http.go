@@ -172,9 +172,18 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, kind routeKind, ru r
 				}
 			}
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, api.MaxBodyBytes)
+		if !unboundedBody[pattern] {
+			r.Body = http.MaxBytesReader(w, r.Body, api.MaxBodyBytes)
+		}
 		return h(w, r)
 	}))
+}
+
+// unboundedBody lists the routes whose body is not capped by
+// api.MaxBodyBytes: a snapshot restore streams its body to disk, and must
+// take every snapshot that GET /v1/operator/snapshot wrote.
+var unboundedBody = map[string]bool{
+	"PUT /v1/operator/snapshot": true,
 }
 
 func contains(l []string, s string) bool {
@@ -318,6 +327,8 @@ func storeError(err error) *httpError {
 		code = http.StatusConflict
 	case errors.Is(err, raftstore.ErrInvalid):
 		code = http.StatusBadRequest
+	case errors.Is(err, raftstore.ErrTooLarge):
+		code = http.StatusRequestEntityTooLarge
 	case errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrShutdown):
 		code = http.StatusServiceUnavailable
 		return &httpError{code: code, msg: "no leader: " + err.Error() + " (retry)"}

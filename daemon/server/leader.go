@@ -220,6 +220,20 @@ func (s *Server) ttlReaper(ctx context.Context) {
 				s.log.Warn("ttl", "stack", st.Name, "err", err)
 			}
 		}
+		s.collectGarbage(ctx)
+	}
+}
+
+// collectGarbage expires the stored plans whose TTL is over and deletes the
+// blobs nothing refers to (raftstore.ExpirePlans, stamped with this
+// leader's clock so every node decides alike).
+func (s *Server) collectGarbage(ctx context.Context) {
+	now := time.Now().UTC()
+	if !s.store.State().GarbageDue(now) {
+		return
+	}
+	if err := s.apply(ctx, &raftstore.ExpirePlans{Now: now}); err != nil {
+		s.log.Warn("expire plans", "err", err)
 	}
 }
 

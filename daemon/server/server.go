@@ -81,6 +81,14 @@ type Config struct {
 	// TTLInterval is how often the leader looks for expired stacks
 	// (default 10s).
 	TTLInterval time.Duration
+	// Recover starts a node whose raft log was lost from its newest
+	// snapshot, accepting the loss of the writes after it (`kiln server
+	// -recover`; see "Damaged data" in docs/operations.md).
+	Recover bool
+	// PlanTTL is how long a stored plan stays appliable by id (default
+	// raftstore.DefaultPlanTTL); the leader then collects it and the blobs
+	// nothing refers to, at every TTLInterval.
+	PlanTTL time.Duration
 }
 
 // Server is one kiln server.
@@ -128,8 +136,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TTLInterval <= 0 {
 		cfg.TTLInterval = 10 * time.Second
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	if cfg.PlanTTL <= 0 {
+		cfg.PlanTTL = raftstore.DefaultPlanTTL
+	}
+	if err := os.MkdirAll(cfg.DataDir, raftstore.DirMode); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
+	}
+	// A data dir made by an older kiln may be 0755 with 0644 files: it
+	// holds the management token, bundles and token hashes.
+	if err := raftstore.TightenIn(cfg.DataDir, NodeIDFile, ManagementTokenFile); err != nil {
+		return nil, fmt.Errorf("server: data dir permissions: %w", err)
 	}
 	if cfg.NodeID == "" {
 		id, err := loadOrMake(filepath.Join(cfg.DataDir, NodeIDFile), func() string { return "node-" + randomHex(6) })
@@ -204,6 +220,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ElectionTimeout:    s.cfg.ElectionTimeout,
 		LeaderLeaseTimeout: s.cfg.LeaderLeaseTimeout,
 		CommitTimeout:      s.cfg.CommitTimeout,
+		Recover:            s.cfg.Recover,
 	})
 	if err != nil {
 		ln.Close()

@@ -180,11 +180,15 @@ func (s *Server) putBundle(r *http.Request, p *plannedOp) error {
 	if p.bundle == nil {
 		return nil
 	}
+	if len(p.bundle) > raftstore.MaxBlobSize {
+		return &httpError{code: http.StatusRequestEntityTooLarge, field: "template.bundle",
+			msg: fmt.Sprintf("template bundle is %d bytes stored, over the limit of %d bytes (bundle size)", len(p.bundle), raftstore.MaxBlobSize)}
+	}
 	hash := raftstore.HashBlob(p.bundle)
 	if s.store.State().HasBlob(hash) {
 		return nil
 	}
-	return s.apply(r.Context(), &raftstore.PutBlob{Hash: hash, Data: p.bundle})
+	return s.apply(r.Context(), &raftstore.PutBlob{Hash: hash, Data: p.bundle, Time: time.Now().UTC()})
 }
 
 // putPlan stores the plan blob (so that any later leader can find it by id)
@@ -198,11 +202,20 @@ func (s *Server) putPlan(r *http.Request, p *plannedOp) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if len(data) > raftstore.MaxBlobSize {
+		return "", errf(http.StatusRequestEntityTooLarge, "plan is %d bytes stored, over the limit of %d bytes (plan size)", len(data), raftstore.MaxBlobSize)
+	}
+	// A plan is kept PlanTTL (and the oldest go first beyond the per-stack
+	// and per-project caps): planning again stores it again.
 	id := raftstore.HashBlob(data)
-	if !s.store.State().HasBlob(id) {
-		if err := s.apply(r.Context(), &raftstore.PutBlob{Hash: id, Data: data}); err != nil {
-			return "", err
-		}
+	now := time.Now().UTC()
+	put := &raftstore.PutPlan{ID: id, Project: p.stored.Project, Stack: p.stored.Stack, Data: data,
+		Expires: now.Add(s.cfg.PlanTTL), Time: now}
+	if p.stored.Desired != nil {
+		put.BundleHash = p.stored.Desired.BundleHash
+	}
+	if err := s.apply(r.Context(), put); err != nil {
+		return "", err
 	}
 	p.id = id
 	return id, nil
