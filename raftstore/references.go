@@ -39,6 +39,11 @@ func checkReferences(t *tables) error {
 		if t.tokenByHash[tok.SecretHash] != tok.ID {
 			add("token %s shares its secret hash with another token", tok.ID)
 		}
+		if tok.Kind == TokenAgent {
+			if _, ok := t.agents[tok.Agent]; !ok {
+				add("agent credential %s refers to agent %q, which is not in the snapshot", tok.ID, tok.Agent)
+			}
+		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(t.stacks)) {
 		st := t.stacks[k]
