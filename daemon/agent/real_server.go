@@ -31,9 +31,10 @@ func (k realServer) real() *Real { return k.r }
 const firstHost = 10
 
 // Hostname is the hostname of a server: its domain name, within the 63
-// bytes a hostname may have and without '_'.
-func Hostname(stack, phys string) string {
-	return strings.ReplaceAll(executors.PhysicalName(stack, phys, 63), "_", "-")
+// bytes a hostname may have and without '_' or '.' (the '.' before the
+// hash of a non-default project's name would make it a domain name).
+func Hostname(scope, phys string) string {
+	return strings.NewReplacer("_", "-", ".", "-").Replace(executors.PhysicalName(scope, phys, 63))
 }
 
 // netBlock is one `network "NAME" { address = ... }` block of a server.
