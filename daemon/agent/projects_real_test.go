@@ -274,6 +274,28 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 		t.Fatalf("orphans after gc -force: %+v", o)
 	}
 
+	// A network an older kiln made for p1/web carries the default
+	// project's name and tag (here: made as default web's). p1/web's
+	// read of that id says it is gone and its delete leaves it alone.
+	old := create(engine.Action{Stack: "web", Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.83.4.0/24"}})
+	oldBridge, _ := run(t, d["network"], &old, map[string]map[string]any{}).Attrs["id"].(string)
+	t.Cleanup(func() {
+		del := old
+		del.Op, del.ID = engine.OpDelete, oldBridge
+		d["network"].Delete(context.Background(), del)
+	})
+	legacy := old
+	legacy.Stack, legacy.Op, legacy.ID = p1.scope, engine.OpDelete, oldBridge
+	if _, exists, err := d["network"].Read(ctx, legacy); err != nil || exists {
+		t.Fatalf("p1/web's read of an older kiln's network: exists %v, %v", exists, err)
+	}
+	if err := d["network"].Delete(ctx, legacy); err != nil {
+		t.Fatalf("p1/web's delete of an older kiln's network: %v", err)
+	}
+	if link, err := netlink.LinkByName(oldBridge); err != nil || link.Attrs().Alias != executors.Owner("web", "network.lan") {
+		t.Fatalf("the older kiln's bridge after p1/web's delete: %v", err)
+	}
+
 	p2.destroy(t, r)
 	p2.assertGone(t, r)
 }

@@ -263,8 +263,8 @@ func hasHost(rec record, server string) bool {
 // an id the registry does not know, from the domain's kiln metadata.
 func (k realServer) target(ctx context.Context, a engine.Action) (string, error) {
 	phys, err := k.r.target("server", a, server.Name)
-	if err == nil {
-		return phys, nil
+	if err == nil || isLegacy(err) {
+		return phys, err
 	}
 	list, lerr := k.r.srv.List(ctx)
 	if lerr != nil {
@@ -273,6 +273,11 @@ func (k realServer) target(ctx context.Context, a engine.Action) (string, error)
 	for _, s := range list {
 		if s.Name == a.ID && s.Stack == a.Stack {
 			return s.Address, nil
+		}
+		if s.Name == a.ID {
+			if lerr := legacyInstance("server", a, server.Name, record{Stack: s.Stack}, true); lerr != nil {
+				return "", lerr
+			}
 		}
 	}
 	return "", err
@@ -553,6 +558,9 @@ func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error)
 func (k realServer) Delete(ctx context.Context, a engine.Action) error {
 	phys, err := k.target(ctx, a)
 	if err != nil {
+		if isLegacy(err) {
+			return nil
+		}
 		return err
 	}
 	name := server.Name(a.Stack, phys)
@@ -573,6 +581,9 @@ func (k realServer) Delete(ctx context.Context, a engine.Action) error {
 func (k realServer) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
 	phys, err := k.target(ctx, a)
 	if err != nil {
+		if isLegacy(err) {
+			return Object{}, false, nil
+		}
 		return Object{}, false, err
 	}
 	s, err := k.r.srv.Read(ctx, a.Stack, phys)
