@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -77,6 +78,19 @@ func plainName(s string) bool {
 // "kiln:<project>/<stack>/<address>" in any other (see Scope).
 func Owner(scope, address string) string {
 	return OwnerPrefix + scope + "/" + address
+}
+
+// MaxOwner is the longest owner tag the host objects can carry: an
+// iptables comment holds at most 255 bytes (a link alias 255 too).
+const MaxOwner = 255
+
+// CheckOwner returns an error naming project, stack and address when their
+// owner tag would not fit in MaxOwner bytes.
+func CheckOwner(project, stack, address string) error {
+	if n := len(Owner(Scope(project, stack), address)); n > MaxOwner {
+		return fmt.Errorf("project %q, stack %q and resource %q make an owner tag of %d bytes; host objects hold at most %d: use shorter names", project, stack, address, n, MaxOwner)
+	}
+	return nil
 }
 
 // ParseOwner splits an owner tag back into scope and address. ok is false

@@ -10,6 +10,9 @@ import (
 
 // actionOf turns a work item into the engine action a driver runs.
 func actionOf(it api.WorkItem) (engine.Action, error) {
+	if err := executors.CheckOwner(it.Project, it.Stack, it.Address); err != nil {
+		return engine.Action{}, err
+	}
 	attrs, err := api.DecodeValues(it.Attrs)
 	if err != nil {
 		return engine.Action{}, fmt.Errorf("decode attributes of %s: %w", it.Address, err)

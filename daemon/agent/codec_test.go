@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/kiln-dev/kiln/daemon/api"
@@ -22,5 +23,15 @@ func TestActionOfScope(t *testing.T) {
 		if a.Stack != tt.want {
 			t.Errorf("project %q stack %q: the drivers see stack %q, want %q", tt.project, tt.stack, a.Stack, tt.want)
 		}
+	}
+}
+
+// TestActionOfOwnerTooLong: names that would make an owner tag longer than
+// an iptables comment holds are refused with the names.
+func TestActionOfOwnerTooLong(t *testing.T) {
+	long := strings.Repeat("p", 200)
+	_, err := actionOf(api.WorkItem{Project: long, Stack: "web", Address: "network." + strings.Repeat("n", 60), Kind: "network", Op: "create"})
+	if err == nil || !strings.Contains(err.Error(), "owner tag") || !strings.Contains(err.Error(), "web") {
+		t.Fatalf("a 270-byte owner tag: %v", err)
 	}
 }
