@@ -21,13 +21,15 @@ import (
 // projectStack is what one stack made through the real drivers.
 type projectStack struct {
 	scope              string
-	lan, vol, srv      engine.Action
+	lan, vol, srv, pf  engine.Action
 	bridge, volID, dom string
+	pfID               string
 }
 
-// makeProjectStack makes a network, a volume and one server (attached to
-// both, ready when its console says so) for stack "web" of project.
-func makeProjectStack(t *testing.T, r *Real, project, cidr string, imgAttrs map[string]any) *projectStack {
+// makeProjectStack makes a network, a volume, one server (attached to
+// both, ready when its console says so) and a port forward from hostPort
+// to it for stack "web" of project.
+func makeProjectStack(t *testing.T, r *Real, project, cidr string, hostPort int64, imgAttrs map[string]any) *projectStack {
 	t.Helper()
 	d := r.Drivers()
 	p := &projectStack{scope: executors.Scope(project, "web")}
@@ -47,7 +49,11 @@ func makeProjectStack(t *testing.T, r *Real, project, cidr string, imgAttrs map[
 	if o.ReadyAfter <= 0 {
 		t.Fatalf("%s: server made without a ready time: %+v", p.scope, o)
 	}
-	for _, a := range []*engine.Action{&p.lan, &p.vol, &p.srv} {
+	results["server.web"] = o.Attrs
+	p.pf = create(engine.Action{Stack: p.scope, Address: "port_forward.http", Kind: "port_forward", Attrs: map[string]any{
+		"host_port": hostPort, "protocol": "tcp", "target": o.Attrs["address"], "target_port": int64(80)}})
+	p.pfID, _ = run(t, d["port_forward"], &p.pf, results).Attrs["id"].(string)
+	for _, a := range []*engine.Action{&p.lan, &p.vol, &p.srv, &p.pf} {
 		a.ID, _ = results[a.Address]["id"].(string)
 	}
 	return p
@@ -58,7 +64,7 @@ func makeProjectStack(t *testing.T, r *Real, project, cidr string, imgAttrs map[
 func (p *projectStack) destroy(t *testing.T, r *Real) {
 	t.Helper()
 	d := r.Drivers()
-	for _, a := range []engine.Action{p.srv, p.vol, p.lan} {
+	for _, a := range []engine.Action{p.pf, p.srv, p.vol, p.lan} {
 		a.Op = engine.OpDelete
 		if err := d[a.Kind].Delete(context.Background(), a); err != nil {
 			t.Fatalf("delete %s of %s: %v", a.Address, p.scope, err)
@@ -91,7 +97,10 @@ func (p *projectStack) assertIntact(t *testing.T, r *Real) {
 	if len(stackRules(t, p.scope)) == 0 {
 		t.Fatalf("%s: no iptables rules", p.scope)
 	}
-	for _, a := range []engine.Action{p.lan, p.vol, p.srv} {
+	if rules, err := network.OwnerRules(r.net.IPTables, executors.Owner(p.scope, "port_forward.http")); err != nil || len(rules) == 0 {
+		t.Fatalf("%s: port forward rules %q, %v", p.scope, rules, err)
+	}
+	for _, a := range []engine.Action{p.lan, p.vol, p.srv, p.pf} {
 		a.Op = engine.OpUpdate
 		if _, exists, err := r.Drivers()[a.Kind].Read(ctx, a); err != nil || !exists {
 			t.Fatalf("%s: read %s: exists %v, %v", p.scope, a.Address, exists, err)
@@ -119,7 +128,7 @@ func (p *projectStack) assertGone(t *testing.T, r *Real) {
 	if rules := stackRules(t, p.scope); len(rules) != 0 {
 		t.Errorf("%s: iptables rules left: %q", p.scope, rules)
 	}
-	for _, kind := range []string{"network", "volume", "server"} {
+	for _, kind := range []string{"network", "volume", "server", "port_forward"} {
 		recs, err := r.reg.list(kind)
 		if err != nil {
 			t.Fatal(err)
@@ -145,7 +154,7 @@ func gcAsk(t *testing.T, a *Agent, force bool, owners ...*projectStack) []api.Or
 	t.Helper()
 	owned := map[string]any{}
 	for _, p := range owners {
-		owned[p.scope] = []any{"network.lan", "volume.data", "server.web"}
+		owned[p.scope] = []any{"network.lan", "volume.data", "server.web", "port_forward.http"}
 	}
 	out := hostAsk(t, a, HostGC, map[string]any{"owned": owned, "busy": []any{}, "force": force})
 	l, _ := out["orphans"].([]any)
@@ -176,11 +185,11 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 	img := create(engine.Action{Stack: "web", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
 	imgAttrs := run(t, d["image"], &img, map[string]map[string]any{}).Attrs
 
-	p1 := makeProjectStack(t, r, "p1", "10.83.1.0/24", imgAttrs)
-	p2 := makeProjectStack(t, r, "p2", "10.83.2.0/24", imgAttrs)
+	p1 := makeProjectStack(t, r, "p1", "10.83.1.0/24", 18081, imgAttrs)
+	p2 := makeProjectStack(t, r, "p2", "10.83.2.0/24", 18082, imgAttrs)
 	t.Cleanup(func() {
 		for _, p := range []*projectStack{p1, p2} {
-			for _, a := range []engine.Action{p.srv, p.vol, p.lan} {
+			for _, a := range []engine.Action{p.pf, p.srv, p.vol, p.lan} {
 				a.Op = engine.OpDelete
 				d[a.Kind].Delete(context.Background(), a)
 			}
@@ -198,7 +207,7 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 	t.Logf("p1/web: domain %s, bridge %s, volume %s", p1.dom, p1.bridge, p1.volID)
 	t.Logf("p2/web: domain %s, bridge %s, volume %s", p2.dom, p2.bridge, p2.volID)
 	t.Logf("default p1-web: bridge %s", dfltBridge)
-	if p1.dom == p2.dom || p1.bridge == p2.bridge || p1.volID == p2.volID ||
+	if p1.dom == p2.dom || p1.bridge == p2.bridge || p1.volID == p2.volID || p1.pfID == p2.pfID ||
 		p1.bridge == dfltBridge || p2.bridge == dfltBridge || dfltBridge != network.BridgeName("p1-web", "network.lan") {
 		t.Fatalf("names collide: p1 %s %s %s, p2 %s %s %s, default p1-web bridge %s",
 			p1.dom, p1.bridge, p1.volID, p2.dom, p2.bridge, p2.volID, dfltBridge)
