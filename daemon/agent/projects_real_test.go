@@ -218,6 +218,22 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 	p1.assertIntact(t, r)
 	p2.assertIntact(t, r)
 
+	// A p1 server cannot attach p2's volume, nor p2's server's overlay or
+	// seed, by naming their ids.
+	for _, id := range []string{p2.volID, volume.Name(p2.scope, "server.web", volume.QCOW2), volume.BaseName(p2.scope, "server.web") + "-seed.iso", "../x"} {
+		thief := create(engine.Action{Stack: p1.scope, Address: "server.thief", Kind: "server", Attrs: map[string]any{
+			"image": sum, "cpus": int64(1), "memory": int64(128 << 20), "volumes": []any{id}}})
+		_, err := d["server"].Create(ctx, thief)
+		if err == nil || !strings.Contains(err.Error(), "not a volume of this stack") {
+			t.Errorf("p1 attaching %s: %v", id, err)
+		}
+		thief.Op = engine.OpDelete
+		if err := d["server"].Delete(ctx, thief); err != nil {
+			t.Errorf("delete p1's server.thief: %v", err)
+		}
+	}
+	p2.assertIntact(t, r)
+
 	// The console of p2's server, asked as the server asks it (project
 	// and stack), is p2's guest's.
 	cons := hostAsk(t, a, HostConsole, map[string]any{"stack": "web", "project": "p2", "name": p2.dom, "offset": int64(-1)})

@@ -337,6 +337,9 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 	}
 	res.volumes = ids
 	for _, id := range ids {
+		if err := k.ownVolume(a, id); err != nil {
+			return s, res, err
+		}
 		v, err := k.r.vols.Lookup(id)
 		if err != nil {
 			return s, res, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
@@ -453,6 +456,19 @@ func (k realServer) imageID(a engine.Action) (string, error) {
 		}
 	}
 	return attrString(a, "image", true)
+}
+
+// ownVolume checks that the volume id a server lists is a volume resource
+// of the server's own stack (project and stack, see executors.Scope), as
+// the agent's record of it says: a template names ids as strings, and the
+// pool also holds other stacks' and projects' volumes and every server's
+// overlay and seed.
+func (k realServer) ownVolume(a engine.Action, id string) error {
+	rec, ok, err := k.r.reg.get("volume", id)
+	if err != nil || !ok || rec.Stack != a.Stack {
+		return fmt.Errorf("%s: volume %q is not a volume of this stack on this host: a server attaches only its own stack's volumes", a.Address, id)
+	}
+	return nil
 }
 
 // volumeIDs is the server's volumes attribute; a single unknown entry is
