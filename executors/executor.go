@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -21,52 +22,143 @@ var ErrNotFound = errors.New("not found")
 // OwnerPrefix starts every owner tag, so objects made by kiln can be found.
 const OwnerPrefix = "kiln:"
 
-// Owner is the tag written on every object kiln makes for a resource (an
-// iptables comment, a link alias, libvirt metadata): "kiln:<stack>/<address>".
-func Owner(stack, address string) string {
-	return OwnerPrefix + stack + "/" + address
+// DefaultProject is the project of a request made without one (the
+// embedded default, a management token): its objects keep the names and
+// owner tags of kiln versions that had no projects.
+const DefaultProject = "default"
+
+// Scope is the (project, stack) pair that the objects of a stack belong to
+// on a host, as one string: executors take it where they take a "stack"
+// and write it into owner tags and physical names. For the default project
+// (or none) it is the stack name alone, as before projects existed; for any
+// other project it is "<project>/<stack>", so that stacks of the same name
+// in two projects never share a name or a tag. A project name that is not
+// a plain name ([a-z][a-z0-9_-]*) is written as "0" and its hex bytes,
+// which no plain name can be and which holds no '/' or '.'.
+func Scope(project, stack string) string {
+	if project == "" || project == DefaultProject {
+		return stack
+	}
+	return scopeProject(project) + "/" + stack
 }
 
-// ParseOwner splits an owner tag back into stack and address. ok is false
-// when tag is not a kiln owner tag.
-func ParseOwner(tag string) (stack, address string, ok bool) {
+func scopeProject(project string) string {
+	if plainName(project) {
+		return project
+	}
+	return "0" + hex.EncodeToString([]byte(project))
+}
+
+// SplitScope is the inverse of Scope for a plain project name: the project
+// ("default" for a bare stack name) and the stack.
+func SplitScope(scope string) (project, stack string) {
+	if p, s, ok := strings.Cut(scope, "/"); ok {
+		return p, s
+	}
+	return DefaultProject, scope
+}
+
+// plainName reports whether s is [a-z][a-z0-9_-]*, the form of stack names.
+func plainName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Owner is the tag written on every object kiln makes for a resource (an
+// iptables comment, a link alias, libvirt metadata): "kiln:<scope>/<address>",
+// that is "kiln:<stack>/<address>" in the default project and
+// "kiln:<project>/<stack>/<address>" in any other (see Scope).
+func Owner(scope, address string) string {
+	return OwnerPrefix + scope + "/" + address
+}
+
+// MaxOwner is the longest owner tag the host objects can carry: an
+// iptables comment holds at most 255 bytes (a link alias 255 too).
+const MaxOwner = 255
+
+// CheckOwner returns an error naming project, stack and address when their
+// owner tag would not fit in MaxOwner bytes.
+func CheckOwner(project, stack, address string) error {
+	if n := len(Owner(Scope(project, stack), address)); n > MaxOwner {
+		return fmt.Errorf("project %q, stack %q and resource %q make an owner tag of %d bytes; host objects hold at most %d: use shorter names", project, stack, address, n, MaxOwner)
+	}
+	return nil
+}
+
+// ParseOwner splits an owner tag back into scope and address. ok is false
+// when tag is not a kiln owner tag. Both forms are read: a resource address
+// always holds a '.' (kind.name) before any '/', and a scope's parts never
+// hold one, so "kiln:p1/web/server.a" is project p1's and
+// "kiln:web/server.a[\"x/y\"]" the default project's.
+func ParseOwner(tag string) (scope, address string, ok bool) {
 	rest, found := strings.CutPrefix(tag, OwnerPrefix)
 	if !found {
 		return "", "", false
 	}
-	stack, address, found = strings.Cut(rest, "/")
-	if !found || stack == "" || address == "" {
+	first, after, found := strings.Cut(rest, "/")
+	if !found || first == "" || after == "" || strings.Contains(first, ".") {
 		return "", "", false
 	}
-	return stack, address, true
+	if second, addr, found := strings.Cut(after, "/"); found && second != "" && !strings.ContainsAny(second, ".[\"") {
+		if !strings.Contains(addr, ".") {
+			return "", "", false
+		}
+		return first + "/" + second, addr, true
+	}
+	if !strings.Contains(after, ".") {
+		return "", "", false
+	}
+	return first, after, true
 }
 
 // hashLen is the number of hex digits of the hash PhysicalName adds.
 const hashLen = 6
 
-// ShortHash is a short, stable digest of a resource's identity.
+// ShortHash is a short, stable digest of a resource's identity (scope and
+// address).
 func ShortHash(stack, address string) string {
 	sum := sha256.Sum256([]byte(stack + "/" + address))
 	return hex.EncodeToString(sum[:])[:hashLen]
 }
 
 // PhysicalName derives a readable, deterministic OS object name of at most
-// max bytes from a stack name and a resource address: "<stack>-<address>"
-// with every byte outside [a-z0-9_-] turned into '-' (and runs of them
+// max bytes from a scope (see Scope) and a resource address.
+//
+// In the default project (a scope without '/') it is "<stack>-<address>"
+// with every byte outside [a-z0-9_] turned into '-' (and runs of them
 // folded), for example "ci-1-server-web-0" for ("ci-1", "server.web[0]").
-//
 // When that does not fit in max, the readable part is cut and a short hash
-// of the exact (stack, address) pair is added after a '-', so two long names
-// sharing a prefix still differ. max below 8 is raised to 8.
+// of the exact (stack, address) pair is added after a '-', so two long
+// names sharing a prefix still differ. max below 8 is raised to 8.
 //
-// Sanitizing can make two different pairs read alike (stack "a-b" with
-// address "c" and stack "a" with address "b-c"); every object also carries
-// its exact Owner tag, which is what executors check before adopting or
-// deleting anything.
-func PhysicalName(stack, address string, max int) string {
+// In any other project the name always ends in '.' and a hash of the exact
+// (project, stack, address) triple (12 hex digits, fewer only where max
+// leaves no room), after as much of "<project>-<stack>-<address>",
+// sanitized, as fits: "p1-web-server-web-0.3fa2c1d09e4b". A default
+// project's name never holds a '.', so it never equals another project's,
+// whatever '-' its stack name holds; two other projects' names differ in
+// their hash.
+//
+// Sanitizing can make two different pairs of one project read alike (stack
+// "a-b" with address "c" and stack "a" with address "b-c"); every object
+// also carries its exact Owner tag, which is what executors check before
+// adopting or deleting anything.
+func PhysicalName(scope, address string, max int) string {
 	if max < hashLen+2 {
 		max = hashLen + 2
 	}
+	if strings.Contains(scope, "/") {
+		return projectName(scope, address, max)
+	}
+	stack := scope
 	readable := sanitize(stack + "-" + address)
 	if len(readable) <= max && readable != "" {
 		return readable
@@ -80,6 +172,32 @@ func PhysicalName(stack, address string, max int) string {
 		return ShortHash(stack, address)
 	}
 	return head + "-" + ShortHash(stack, address)
+}
+
+// projectHashLen is the number of hex digits of the hash that qualifies
+// the name of a non-default project's object.
+const projectHashLen = 12
+
+// ProjectHash is the hash that qualifies the names of a non-default
+// project's objects: n hex digits of a digest of the exact scope and
+// address.
+func ProjectHash(scope, address string, n int) string {
+	sum := sha256.Sum256([]byte(scope + "\x00" + address))
+	return hex.EncodeToString(sum[:])[:n]
+}
+
+func projectName(scope, address string, max int) string {
+	n := projectHashLen
+	if n > max-1 {
+		n = max - 1
+	}
+	keep := max - n - 1
+	readable := sanitize(scope + "-" + address)
+	if keep > len(readable) {
+		keep = len(readable)
+	}
+	head := strings.TrimRight(readable[:keep], "-")
+	return head + "." + ProjectHash(scope, address, n)
 }
 
 func sanitize(s string) string {

@@ -5,10 +5,14 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors"
 )
 
 // actionOf turns a work item into the engine action a driver runs.
 func actionOf(it api.WorkItem) (engine.Action, error) {
+	if err := executors.CheckOwner(it.Project, it.Stack, it.Address); err != nil {
+		return engine.Action{}, err
+	}
 	attrs, err := api.DecodeValues(it.Attrs)
 	if err != nil {
 		return engine.Action{}, fmt.Errorf("decode attributes of %s: %w", it.Address, err)
@@ -34,8 +38,11 @@ func actionOf(it api.WorkItem) (engine.Action, error) {
 		}
 	}
 	return engine.Action{
-		OpID:       it.OperationID,
-		Stack:      it.Stack,
+		OpID: it.OperationID,
+		// The drivers name and tag host objects after the stack's scope
+		// (the project and the stack), so that stacks of one name in two
+		// projects never share an object: see executors.Scope.
+		Stack:      executors.Scope(it.Project, it.Stack),
 		Address:    it.Address,
 		Kind:       it.Kind,
 		Op:         op,

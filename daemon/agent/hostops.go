@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/executors"
 )
 
 // Host operations: requests about the host itself rather than about one
@@ -209,6 +210,8 @@ func runHostOp(ctx context.Context, h HostOps, op string, p map[string]any) (map
 		return out, nil
 	case HostConsole:
 		stack, _ := p["stack"].(string)
+		project, _ := p["project"].(string)
+		stack = executors.Scope(project, stack)
 		name, _ := p["name"].(string)
 		if name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
 			return nil, fmt.Errorf("console: bad domain name %q", name)

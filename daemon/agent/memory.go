@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -208,12 +209,25 @@ func (m *Memory) delay(ctx context.Context) error {
 
 type memKind struct{ m *Memory }
 
+// memAddress is the address the memory driver keeps an action's object
+// under. memdriver knows no stacks: in the default project it is the
+// resource address (so tests count calls and inject faults by address);
+// in any other project it is "<project>/<stack>/<address>" (the scope,
+// see executors.Scope, and the address), so that stacks of one name in two
+// projects never share an object.
+func memAddress(a engine.Action) string {
+	if strings.Contains(a.Stack, "/") {
+		return a.Stack + "/" + a.Address
+	}
+	return a.Address
+}
+
 func (k memKind) Create(ctx context.Context, a engine.Action) (Object, error) {
 	defer k.m.written()
 	if err := k.m.delay(ctx); err != nil {
 		return Object{}, err
 	}
-	o, err := k.m.D.Create(ctx, a.Kind, a.Address, a.Generation, a.Attrs)
+	o, err := k.m.D.Create(ctx, a.Kind, memAddress(a), a.Generation, a.Attrs)
 	k.m.rememberStack(o.ID, a.Stack)
 	return Object{PhysicalName: o.ID, Attrs: o.Values()}, err
 }
@@ -223,7 +237,7 @@ func (k memKind) Update(ctx context.Context, a engine.Action) (Object, error) {
 	if err := k.m.delay(ctx); err != nil {
 		return Object{}, err
 	}
-	o, err := k.m.D.Update(ctx, a.Kind, a.Address, a.Attrs)
+	o, err := k.m.D.Update(ctx, a.Kind, memAddress(a), a.Attrs)
 	return Object{PhysicalName: o.ID, Attrs: o.Values()}, err
 }
 
@@ -232,7 +246,7 @@ func (k memKind) Delete(ctx context.Context, a engine.Action) error {
 	if err := k.m.delay(ctx); err != nil {
 		return err
 	}
-	return k.m.D.Delete(ctx, a.Kind, a.Address, a.ID)
+	return k.m.D.Delete(ctx, a.Kind, memAddress(a), a.ID)
 }
 
 func (k memKind) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
@@ -243,9 +257,9 @@ func (k memKind) Read(ctx context.Context, a engine.Action) (Object, bool, error
 		err error
 	)
 	if a.Op == engine.OpDelete && a.ID != "" {
-		o, ok, err = k.m.D.ReadID(ctx, a.Kind, a.Address, a.ID)
+		o, ok, err = k.m.D.ReadID(ctx, a.Kind, memAddress(a), a.ID)
 	} else {
-		o, ok, err = k.m.D.Read(ctx, a.Kind, a.Address)
+		o, ok, err = k.m.D.Read(ctx, a.Kind, memAddress(a))
 		// A create of a new generation is not done until that generation
 		// exists.
 		if ok && a.Op == engine.OpCreate && o.Generation != a.Generation {

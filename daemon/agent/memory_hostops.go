@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors"
 )
 
@@ -54,10 +56,13 @@ func (m *Memory) Orphans(ctx context.Context, owned func(stack, address string) 
 	var out []api.Orphan
 	for _, o := range m.D.Objects() {
 		stack := m.stackOf(o.ID)
-		if stack == "" || owned(stack, o.Address) {
+		// A non-default project's object is kept under its scope and
+		// address (see memAddress).
+		address := strings.TrimPrefix(o.Address, stack+"/")
+		if stack == "" || owned(stack, address) {
 			continue
 		}
-		out = append(out, api.Orphan{Kind: o.Kind, Name: o.ID, Owner: executors.Owner(stack, o.Address)})
+		out = append(out, api.Orphan{Kind: o.Kind, Name: o.ID, Owner: executors.Owner(stack, address)})
 	}
 	return out, ctx.Err()
 }
@@ -65,11 +70,11 @@ func (m *Memory) Orphans(ctx context.Context, owned func(stack, address string) 
 // RemoveOrphans deletes the objects listed.
 func (m *Memory) RemoveOrphans(ctx context.Context, orphans []api.Orphan) error {
 	for _, or := range orphans {
-		_, address, ok := executors.ParseOwner(or.Owner)
+		scope, address, ok := executors.ParseOwner(or.Owner)
 		if !ok {
 			return fmt.Errorf("orphan %s: owner %q is not a kiln owner", or.Name, or.Owner)
 		}
-		if err := m.D.Delete(ctx, or.Kind, address, or.Name); err != nil {
+		if err := m.D.Delete(ctx, or.Kind, memAddress(engine.Action{Stack: scope, Address: address}), or.Name); err != nil {
 			return err
 		}
 	}

@@ -376,10 +376,14 @@ func (r *Real) target(kind string, a engine.Action, idOf func(stack, phys string
 	if idOf(a.Stack, a.Address) == a.ID {
 		return a.Address, nil
 	}
-	if rec, ok, err := r.reg.get(kind, a.ID); err != nil {
+	rec, ok, err := r.reg.get(kind, a.ID)
+	if err != nil {
 		return "", err
 	} else if ok && rec.Stack == a.Stack {
 		return rec.Phys, nil
+	}
+	if err := legacyInstance(kind, a, idOf, rec, ok); err != nil {
+		return "", err
 	}
 	return "", fmt.Errorf("%s %s: instance %q is not known on this host", kind, a.Address, a.ID)
 }

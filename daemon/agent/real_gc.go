@@ -29,7 +29,8 @@ const (
 )
 
 // Orphans lists the objects on this host tagged by kiln whose owner no
-// stack holds (owned answers false for their stack and resource address):
+// stack holds (owned answers false for their scope, see executors.Scope,
+// and resource address):
 // domains by their kiln metadata, volumes of kiln-volumes by name, bridges
 // by alias, iptables rules in kiln's chains by comment, dnsmasq directories
 // by the owner in their configuration, and the real drivers' own records

@@ -194,6 +194,9 @@ func (k realVolume) Update(ctx context.Context, a engine.Action) (Object, error)
 func (k realVolume) Delete(ctx context.Context, a engine.Action) error {
 	phys, err := k.target(a)
 	if err != nil {
+		if isLegacy(err) {
+			return nil
+		}
 		return err
 	}
 	if err := k.r.vols.Delete(ctx, a.Stack, phys); err != nil {
@@ -210,6 +213,9 @@ func (k realVolume) Delete(ctx context.Context, a engine.Action) error {
 func (k realVolume) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
 	phys, err := k.target(a)
 	if err != nil {
+		if isLegacy(err) {
+			return Object{}, false, nil
+		}
 		return Object{}, false, err
 	}
 	v, err := k.r.vols.Read(ctx, a.Stack, phys)
@@ -298,6 +304,9 @@ func (k realPortForward) Update(ctx context.Context, a engine.Action) (Object, e
 func (k realPortForward) Delete(ctx context.Context, a engine.Action) error {
 	phys, err := k.r.target("port_forward", a, portForwardID)
 	if err != nil {
+		if isLegacy(err) {
+			return nil
+		}
 		return err
 	}
 	s, _ := k.spec(a, phys, false)
@@ -313,6 +322,9 @@ func (k realPortForward) Delete(ctx context.Context, a engine.Action) error {
 func (k realPortForward) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
 	phys, err := k.r.target("port_forward", a, portForwardID)
 	if err != nil {
+		if isLegacy(err) {
+			return Object{}, false, nil
+		}
 		return Object{}, false, err
 	}
 	s, err := k.spec(a, phys, true)

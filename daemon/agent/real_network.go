@@ -97,6 +97,9 @@ func (k realNetwork) Update(ctx context.Context, a engine.Action) (Object, error
 func (k realNetwork) Delete(ctx context.Context, a engine.Action) error {
 	phys, err := k.r.target("network", a, network.BridgeName)
 	if err != nil {
+		if isLegacy(err) {
+			return nil
+		}
 		return err
 	}
 	id := network.BridgeName(a.Stack, phys)
@@ -112,6 +115,9 @@ func (k realNetwork) Delete(ctx context.Context, a engine.Action) error {
 func (k realNetwork) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
 	phys, err := k.r.target("network", a, network.BridgeName)
 	if err != nil {
+		if isLegacy(err) {
+			return Object{}, false, nil
+		}
 		return Object{}, false, err
 	}
 	id := network.BridgeName(a.Stack, phys)

@@ -31,9 +31,10 @@ func (k realServer) real() *Real { return k.r }
 const firstHost = 10
 
 // Hostname is the hostname of a server: its domain name, within the 63
-// bytes a hostname may have and without '_'.
-func Hostname(stack, phys string) string {
-	return strings.ReplaceAll(executors.PhysicalName(stack, phys, 63), "_", "-")
+// bytes a hostname may have and without '_' or '.' (the '.' before the
+// hash of a non-default project's name would make it a domain name).
+func Hostname(scope, phys string) string {
+	return strings.NewReplacer("_", "-", ".", "-").Replace(executors.PhysicalName(scope, phys, 63))
 }
 
 // netBlock is one `network "NAME" { address = ... }` block of a server.
@@ -262,8 +263,8 @@ func hasHost(rec record, server string) bool {
 // an id the registry does not know, from the domain's kiln metadata.
 func (k realServer) target(ctx context.Context, a engine.Action) (string, error) {
 	phys, err := k.r.target("server", a, server.Name)
-	if err == nil {
-		return phys, nil
+	if err == nil || isLegacy(err) {
+		return phys, err
 	}
 	list, lerr := k.r.srv.List(ctx)
 	if lerr != nil {
@@ -272,6 +273,11 @@ func (k realServer) target(ctx context.Context, a engine.Action) (string, error)
 	for _, s := range list {
 		if s.Name == a.ID && s.Stack == a.Stack {
 			return s.Address, nil
+		}
+		if s.Name == a.ID {
+			if lerr := legacyInstance("server", a, server.Name, record{Stack: s.Stack}, true); lerr != nil {
+				return "", lerr
+			}
 		}
 	}
 	return "", err
@@ -331,6 +337,9 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 	}
 	res.volumes = ids
 	for _, id := range ids {
+		if err := k.ownVolume(a, id); err != nil {
+			return s, res, err
+		}
 		v, err := k.r.vols.Lookup(id)
 		if err != nil {
 			return s, res, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
@@ -449,6 +458,19 @@ func (k realServer) imageID(a engine.Action) (string, error) {
 	return attrString(a, "image", true)
 }
 
+// ownVolume checks that the volume id a server lists is a volume resource
+// of the server's own stack (project and stack, see executors.Scope), as
+// the agent's record of it says: a template names ids as strings, and the
+// pool also holds other stacks' and projects' volumes and every server's
+// overlay and seed.
+func (k realServer) ownVolume(a engine.Action, id string) error {
+	rec, ok, err := k.r.reg.get("volume", id)
+	if err != nil || !ok || rec.Stack != a.Stack {
+		return fmt.Errorf("%s: volume %q is not a volume of this stack on this host: a server attaches only its own stack's volumes", a.Address, id)
+	}
+	return nil
+}
+
 // volumeIDs is the server's volumes attribute; a single unknown entry is
 // taken from its only volume dependency.
 func (k realServer) volumeIDs(a engine.Action) ([]string, error) {
@@ -552,6 +574,9 @@ func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error)
 func (k realServer) Delete(ctx context.Context, a engine.Action) error {
 	phys, err := k.target(ctx, a)
 	if err != nil {
+		if isLegacy(err) {
+			return nil
+		}
 		return err
 	}
 	name := server.Name(a.Stack, phys)
@@ -572,6 +597,9 @@ func (k realServer) Delete(ctx context.Context, a engine.Action) error {
 func (k realServer) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
 	phys, err := k.target(ctx, a)
 	if err != nil {
+		if isLegacy(err) {
+			return Object{}, false, nil
+		}
 		return Object{}, false, err
 	}
 	s, err := k.r.srv.Read(ctx, a.Stack, phys)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors"
 )
 
 // HostRefresh asks an agent to read the actual state of a stack's resources
@@ -16,6 +17,8 @@ const HostRefresh = api.HostRefresh
 // only the drivers' Read, so it works with any driver set.
 func (a *Agent) refresh(ctx context.Context, p map[string]any) (map[string]any, error) {
 	stack, _ := p["stack"].(string)
+	project, _ := p["project"].(string)
+	stack = executors.Scope(project, stack)
 	list, _ := p["resources"].([]any)
 	out := make([]any, 0, len(list))
 	for _, v := range list {

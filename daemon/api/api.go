@@ -448,7 +448,7 @@ type Orphan struct {
 	Agent string `json:"agent"`
 	Kind  string `json:"kind"` // domain | volume | bridge | iptables-rule | file | dnsmasq
 	Name  string `json:"name"`
-	Owner string `json:"owner"` // kiln:<stack>/<address>
+	Owner string `json:"owner"` // kiln:<stack>/<address>, or kiln:<project>/<stack>/<address> outside the default project
 }
 
 // JoinRequest adds a server to the raft configuration.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/planner"
 	"github.com/kiln-dev/kiln/raftstore"
 	"github.com/kiln-dev/kiln/spec"
@@ -465,14 +466,18 @@ func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) error {
 		}
 		force = b
 	}
+	// The agents know a stack by its scope (project and stack, see
+	// executors.Scope), as its objects' owner tags carry it: stacks of one
+	// name in two projects own different objects.
 	st := s.store.State()
 	owned := map[string]any{}
 	for _, stk := range st.Stacks("") {
-		l, _ := owned[stk.Name].([]any)
+		scope := executors.Scope(stk.Project, stk.Name)
+		l, _ := owned[scope].([]any)
 		for _, res := range st.Resources(stk.Project, stk.Name) {
 			l = append(l, res.State.Address)
 		}
-		owned[stk.Name] = l
+		owned[scope] = l
 	}
 	for k, v := range owned {
 		if v == nil {
@@ -481,7 +486,7 @@ func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) error {
 	}
 	busy := []any{}
 	for _, op := range st.UnfinishedOperations() {
-		busy = append(busy, op.Stack)
+		busy = append(busy, executors.Scope(op.Project, op.Stack))
 	}
 	wait := hostWaitRead
 	if force {
@@ -542,7 +547,7 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) error {
 	if ag, ok := s.store.State().Agent(res.Node); !ok || ag.Status != raftstore.AgentUp {
 		return errf(http.StatusServiceUnavailable, "%s lives on agent %s, which is down", address, res.Node)
 	}
-	params := map[string]any{"stack": stk.Name, "name": res.PhysicalName, "address": address, "offset": int64(-1)}
+	params := map[string]any{"stack": stk.Name, "project": stk.Project, "name": res.PhysicalName, "address": address, "offset": int64(-1)}
 	asJSON := false
 	if v := r.URL.Query().Get("offset"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)

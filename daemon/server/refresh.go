@@ -52,7 +52,7 @@ func (s *Server) refresh(ctx context.Context, project, stack string, actual *pla
 	var warnings []api.Diagnostic
 	nodes := sortedKeys(byNode)
 	for _, node := range nodes {
-		ans, err := s.askHost(ctx, node, api.HostRefresh, map[string]any{"stack": stack, "resources": byNode[node]}, refreshWait)
+		ans, err := s.askHost(ctx, node, api.HostRefresh, map[string]any{"stack": stack, "project": project, "resources": byNode[node]}, refreshWait)
 		if err != nil {
 			warnings = append(warnings, api.Diagnostic{Severity: "warning", Summary: "Could not refresh",
 				Detail: fmt.Sprintf("%v; the resources on %s are planned against their recorded state.", err, node)})

@@ -3,13 +3,16 @@
 // in place, deleted idempotently.
 //
 // A libvirt volume cannot carry metadata, so its owner is written in its
-// name: "kiln_<stack>_<address>.<format>", both parts sanitized (see Name).
+// name: "kiln_<stack>_<address>.<format>", both parts sanitized, or
+// "kiln_<project>_<stack>_<address>.<format>" outside the default project
+// (see BaseName).
 // The server executor keeps its overlays and seeds in the same pool under
 // the same scheme.
 package volume
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -95,15 +98,36 @@ func (d *Driver) Dir() string { return d.dir }
 const maxName = 200
 
 // BaseName is the owner-carrying stem of a volume's name, without format
-// suffix: "kiln_<stack>_<address>", each part lowercased with every byte
-// outside [a-z0-9] turned into '-', and a short hash of the exact pair added
-// when the result would be too long.
-func BaseName(stack, address string) string {
-	name := NamePrefix + clean(stack) + "_" + clean(address)
-	if len(name) > maxName {
-		name = strings.TrimRight(name[:maxName-7], "-_") + "-" + executors.ShortHash(stack, address)
+// suffix.
+//
+// In the default project it is "kiln_<stack>_<address>", each part
+// lowercased with every byte outside [a-z0-9] turned into '-', and a short
+// hash of the exact pair added when the result would be too long.
+//
+// In any other project (scope "<project>/<stack>", see executors.Scope) it
+// is "kiln_<project>_<stack>_<address>-<hash>": the project as it is when
+// cleaning leaves it alone, else "0" and its hex bytes (so two projects
+// never read alike), the stack and address cleaned, and 12 hex digits of a
+// hash of the exact scope and address (so two stacks or addresses of one
+// project that clean alike still differ). A part never holds a '_', so a
+// default project's name (two '_') never equals another project's (three).
+func BaseName(scope, address string) string {
+	project, stack, ok := strings.Cut(scope, "/")
+	if !ok {
+		name := NamePrefix + clean(scope) + "_" + clean(address)
+		if len(name) > maxName {
+			name = strings.TrimRight(name[:maxName-7], "-_") + "-" + executors.ShortHash(scope, address)
+		}
+		return name
 	}
-	return name
+	if clean(project) != project {
+		project = "0" + hex.EncodeToString([]byte(project))
+	}
+	name := NamePrefix + project + "_" + clean(stack) + "_" + clean(address)
+	if len(name) > maxName {
+		name = strings.TrimRight(name[:maxName], "-_")
+	}
+	return name + "-" + executors.ProjectHash(scope, address, 12)
 }
 
 // Name is the pool volume name of a volume resource of the given format.
@@ -209,7 +233,9 @@ func scale(s *libvirtxml.StorageVolumeSize) uint64 {
 	return s.Value
 }
 
-func parseName(name string) (stack, address string) {
+// parseName reads scope and address back from a volume's name (sanitized:
+// for display only).
+func parseName(name string) (scope, address string) {
 	rest, ok := strings.CutPrefix(name, NamePrefix)
 	if !ok {
 		return "", ""
@@ -217,8 +243,14 @@ func parseName(name string) (stack, address string) {
 	if i := strings.LastIndexByte(rest, '.'); i >= 0 {
 		rest = rest[:i]
 	}
-	stack, address, _ = strings.Cut(rest, "_")
-	return stack, address
+	parts := strings.SplitN(rest, "_", 3)
+	switch len(parts) {
+	case 3:
+		return parts[0] + "/" + parts[1], parts[2]
+	case 2:
+		return parts[0], parts[1]
+	}
+	return rest, ""
 }
 
 // Read returns the volume of a resource as it is in the pool, trying both

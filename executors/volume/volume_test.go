@@ -136,3 +136,41 @@ func TestRemovedBehindBack(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNameProjects: a volume of one stack name in two projects, or in a
+// project and in a default-project stack whose name holds the project's
+// prefix, never shares a file; the default project keeps its names.
+func TestNameProjects(t *testing.T) {
+	seen := map[string]string{}
+	for _, n := range []struct{ project, stack, address string }{
+		{"default", "web", "volume.data[0]"},
+		{"p1", "web", "volume.data[0]"},
+		{"p2", "web", "volume.data[0]"},
+		{"default", "p1-web", "volume.data[0]"},
+		{"p1_web", "x", "volume.data[0]"},
+		{"p1", "web_x", "volume.data[0]"},
+		{"p1-web", "x", "volume.data[0]"},
+		{"p1", "web-x", "volume.data[0]"},
+		{"p1", "web", "server.data[0]"},
+		{strings.Repeat("p", 120), strings.Repeat("s", 100), "volume.data[0]"},
+		{strings.Repeat("p", 120) + "q", strings.Repeat("s", 100), "volume.data[0]"},
+	} {
+		scope := executors.Scope(n.project, n.stack)
+		for _, name := range []string{volume.Name(scope, n.address, volume.QCOW2), volume.BaseName(scope, n.address) + "-seed.iso"} {
+			who := n.project + "/" + n.stack + "/" + n.address
+			if prev, ok := seen[name]; ok {
+				t.Errorf("%s and %s both make %q", prev, who, name)
+			}
+			seen[name] = who
+			if len(name) > 255 {
+				t.Errorf("%s: name %q longer than 255", who, name)
+			}
+		}
+	}
+	if got := volume.Name(executors.Scope("default", "ci-1234"), "volume.data[0]", "qcow2"); got != "kiln_ci-1234_volume-data-0.qcow2" {
+		t.Errorf("default project volume %q", got)
+	}
+	if got := volume.Name(executors.Scope("p1", "web"), "volume.data[0]", "qcow2"); got != "kiln_p1_web_volume-data-0-"+executors.ProjectHash("p1/web", "volume.data[0]", 12)+".qcow2" {
+		t.Errorf("project volume %q", got)
+	}
+}

@@ -1,0 +1,37 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/executors"
+)
+
+// errLegacy says that the instance an action of a non-default project is
+// about was made by a kiln version whose host objects carried no project:
+// its names and owner tag are those of the default project's stack of the
+// same name, and nothing on the host tells the two apart. The drivers
+// never touch such an object for another project: its Read says it is
+// gone and its Delete succeeds without removing anything (kiln gc lists
+// what is left as the default project's, see docs/architecture.md).
+var errLegacy = errors.New("made by a kiln version without projects: its objects carry the default project's names and are left to kiln gc")
+
+// legacyInstance returns an error wrapping errLegacy when a, of a
+// non-default project, is about an instance (a.ID) named as the default
+// project's stack of the same name names it (idOf) or registered to that
+// stack (rec, found).
+func legacyInstance(kind string, a engine.Action, idOf func(stack, phys string) string, rec record, found bool) error {
+	project, bare := executors.SplitScope(a.Stack)
+	if project == executors.DefaultProject || a.ID == "" {
+		return nil
+	}
+	if idOf(bare, a.Address) == a.ID || (found && rec.Stack == bare) {
+		return fmt.Errorf("%s %s: instance %q %w", kind, a.Address, a.ID, errLegacy)
+	}
+	return nil
+}
+
+// isLegacy reports whether err says the instance is an older kiln's (see
+// errLegacy): Read answers that it does not exist, Delete that it is done.
+func isLegacy(err error) bool { return errors.Is(err, errLegacy) }
