@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -638,4 +639,23 @@ func listen(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// A project name reaches owner tags and host object names: a token for a
+// name they cannot carry, or a ?project= of one, is refused naming the field.
+func TestProjectNameValidated(t *testing.T) {
+	_, mgmt := single(t, nil)
+	for _, name := range []string{"a/b", "P1", "1abc", "a b", strings.Repeat("p", MaxProjectName+1)} {
+		code, out := mgmt.do("POST", "/v1/tokens", api.TokenRequest{Project: name, Role: "reader"})
+		if code != http.StatusBadRequest || !strings.Contains(string(out), `"field": "project"`) {
+			t.Errorf("token for project %q: %d %s, want 400 naming project", name, code, out)
+		}
+		code, out = mgmt.do("GET", "/v1/stacks?project="+url.QueryEscape(name), nil)
+		if code != http.StatusBadRequest {
+			t.Errorf("GET /v1/stacks?project=%q: %d %s, want 400", name, code, out)
+		}
+	}
+	if code, out := mgmt.do("POST", "/v1/tokens", api.TokenRequest{Project: "team-1_ci", Role: "reader"}); code != http.StatusCreated {
+		t.Errorf("token for a valid project: %d %s", code, out)
+	}
 }

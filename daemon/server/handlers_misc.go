@@ -76,6 +76,8 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error
 		return &httpError{code: http.StatusBadRequest, field: "role", msg: fmt.Sprintf("role %q is not admin, member or reader", req.Role)}
 	case !req.Join && !req.Global && req.Project == "":
 		return &httpError{code: http.StatusBadRequest, field: "project", msg: "project is required (or global for a project-less token)"}
+	case req.Project != "" && checkProject(req.Project) != nil:
+		return &httpError{code: http.StatusBadRequest, field: "project", msg: checkProject(req.Project).Error()}
 	case !req.Join && !req.Global && !c.global() && req.Project != c.token.Project:
 		return &httpError{code: http.StatusForbidden, field: "project", msg: fmt.Sprintf("an admin of project %s cannot make tokens for project %s", c.token.Project, req.Project)}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/raftstore"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // How a route is served.
@@ -226,8 +227,23 @@ func (s *Server) authenticate(r *http.Request) (caller, error) {
 		if c.project == "" {
 			c.project = "default"
 		}
+		if err := checkProject(c.project); err != nil {
+			return caller{}, &httpError{code: http.StatusBadRequest, field: "project", msg: err.Error()}
+		}
 	}
 	return c, nil
+}
+
+// MaxProjectName bounds a project name: it goes into owner tags and host
+// object names (see executors.Scope), which have length limits.
+const MaxProjectName = 40
+
+// checkProject refuses a project name that host object names cannot carry.
+func checkProject(name string) error {
+	if !spec.ValidName(name) || len(name) > MaxProjectName {
+		return fmt.Errorf("project %q is not a valid name: lower-case letters, digits, '_' and '-', starting with a letter, at most %d bytes", name, MaxProjectName)
+	}
+	return nil
 }
 
 // forward sends the request to the leader's API, Authorization included.
