@@ -296,6 +296,10 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
 	}
 	if err != nil {
+		var pe *image.PolicyError
+		if errors.As(err, &pe) {
+			return s, res, fmt.Errorf("%s: image: %w (%s)", a.Address, err, flagOf(pe.Rule))
+		}
 		return s, res, fmt.Errorf("%s: image: %w", a.Address, err)
 	}
 	s.Image, s.ImageFormat = img.Path, img.Format
@@ -318,6 +322,14 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		if *f.to, err = attrString(a, f.name, false); err != nil {
 			return s, res, err
 		}
+	}
+	// QEMU reads the kernel and initrd as root: only from where the
+	// operator allows, links resolved.
+	if s.Kernel, err = k.r.checkLocal(a, "kernel", s.Kernel); err != nil {
+		return s, res, err
+	}
+	if s.Initrd, err = k.r.checkLocal(a, "initrd", s.Initrd); err != nil {
+		return s, res, err
 	}
 	if s.SSHKeys, err = attrStrings(a, "ssh_keys"); err != nil {
 		return s, res, err
