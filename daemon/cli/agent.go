@@ -37,7 +37,7 @@ Options:
                         under KVM only when a probe guest runs under it on
                         this host, else under TCG, and logs why; kvm makes a
                         host where KVM cannot run a guest an error at start.
-` + ratioUsage + `  -log-level LEVEL      debug, info, warn or error (default info).
+` + ratioUsage + policyUsage + `  -log-level LEVEL      debug, info, warn or error (default info).
 `,
 	run: runAgent,
 }
@@ -77,6 +77,8 @@ func runAgent(e *Env, c *command, args []string) int {
 	accelMode := fs.String("accel", "auto", "")
 	var ratios ratioFlags
 	ratios.register(fs)
+	var policy policyFlags
+	policy.register(fs)
 	logLevel := fs.String("log-level", "info", "")
 	// Test-only: -driver=memory runs the in-memory driver, which writes its
 	// call counts to DIR/memdriver-calls.json; -memory-delay slows it.
@@ -100,13 +102,18 @@ func runAgent(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError
 	}
+	hostPolicy, err := policy.policy()
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
+		return ExitError
+	}
 	log, err := e.logger(*logLevel)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError
 	}
 	dir := e.abs(*dataDir)
-	drivers, err := agentDrivers(dir, *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log})
+	drivers, err := agentDrivers(dir, *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log, Policy: hostPolicy})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError
