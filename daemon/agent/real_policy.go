@@ -265,3 +265,16 @@ func (r *Real) sameStackForward(stack, owner string) (bool, error) {
 	}
 	return false, nil
 }
+
+// ownVolume refuses a volume id that is not a volume of the action's stack
+// on this host.
+func (r *Real) ownVolume(a engine.Action, id string) error {
+	rec, ok, err := r.reg.get("volume", id)
+	if err != nil {
+		return err
+	}
+	if !ok || rec.Stack != a.Stack {
+		return fmt.Errorf("%s: attribute \"volumes\": %q is not a volume of stack %s on this host; a server attaches only its own stack's volumes (volume.NAME.id)", a.Address, id, a.Stack)
+	}
+	return nil
+}

@@ -187,3 +187,33 @@ func TestRealPolicyPortForward(t *testing.T) {
 	assertNothingLeft(t, r, "pfa")
 	assertNothingLeft(t, r, "pfb")
 }
+
+// TestRealPolicyForeignVolume: a server attaches only volumes of its own
+// stack, not another stack's volume nor any server's overlay or seed.
+func TestRealPolicyForeignVolume(t *testing.T) {
+	ctx := context.Background()
+	r := openRealForTest(t)
+	d := r.Drivers()
+	path, sum := testGuest(t)
+	results := map[string]map[string]any{}
+	img := create(engine.Action{Stack: "volb", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	run(t, d["image"], &img, results)
+	vol := create(engine.Action{Stack: "vola", Address: "volume.secret", Kind: "volume", Attrs: map[string]any{"size": int64(8 << 20), "format": "qcow2"}})
+	o := run(t, d["volume"], &vol, results)
+	for _, id := range []string{o.Attrs["id"].(string), "kiln-vola-server-web.qcow2", "nonexistent"} {
+		s := create(engine.Action{Stack: "volb", Address: "server.thief", Kind: "server", Attrs: map[string]any{
+			"image": sum, "memory": int64(128 << 20), "volumes": []any{id}}})
+		_, err := d["server"].Create(ctx, s)
+		wantErr(t, id, err, "server.thief", `attribute "volumes"`, "is not a volume of stack volb")
+		s.Op = engine.OpDelete
+		if err := d["server"].Delete(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vol.Op = engine.OpDelete
+	if err := d["volume"].Delete(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, r, "vola")
+	assertNothingLeft(t, r, "volb")
+}

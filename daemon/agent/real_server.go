@@ -343,6 +343,11 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 	}
 	res.volumes = ids
 	for _, id := range ids {
+		// Only the stack's own volumes: the pool also holds other stacks'
+		// volumes, and every server's root overlay and seed.
+		if err := k.r.ownVolume(a, id); err != nil {
+			return s, res, err
+		}
 		v, err := k.r.vols.Lookup(id)
 		if err != nil {
 			return s, res, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
