@@ -2,6 +2,7 @@ package cli
 
 import (
 	"flag"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -57,7 +58,7 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 func (p policyFlags) policy() (agent.HostPolicy, error) {
 	rng, err := agent.ParsePortRange(p.hostPorts)
 	if err != nil {
-		return agent.HostPolicy{}, err
+		return agent.HostPolicy{}, fmt.Errorf("-host-ports: %w", err)
 	}
 	hp := agent.HostPolicy{AllowLocalImages: p.localImages, AllowInsecureHTTP: p.insecureHTTP, AllowLocalSources: p.localSources, HostPorts: rng}
 	return hp, hp.Check()

@@ -13,10 +13,10 @@ func TestPolicyFlagsChecked(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"agent", "-host-ports", "60000-10000"}, `kiln agent: port range "60000-10000": want LO-HI`},
-		{[]string{"agent", "-host-ports", "0-100"}, `kiln agent: port range "0-100": want LO-HI`},
+		{[]string{"agent", "-host-ports", "60000-10000"}, `kiln agent: -host-ports: port range "60000-10000": want LO-HI`},
+		{[]string{"agent", "-host-ports", "0-100"}, `kiln agent: -host-ports: port range "0-100": want LO-HI`},
 		{[]string{"agent", "-allow-local-images", "relative/dir"}, `kiln agent: -allow-local-images "relative/dir": want an absolute directory`},
-		{[]string{"server", "-agent", "-agent-driver", "memory", "-host-ports", "x"}, `kiln server: -agent: port range "x": want LO-HI`},
+		{[]string{"server", "-agent", "-agent-driver", "memory", "-host-ports", "x"}, `kiln server: -agent: -host-ports: port range "x": want LO-HI`},
 		{[]string{"server", "-allow-local-images", "/srv/images"}, "kiln server: -allow-local-images needs -agent (the host policy is the agent's)"},
 		{[]string{"server", "-allow-insecure-http", "-allow-local-sources"}, "kiln server: -allow-insecure-http and -allow-local-sources need -agent (the host policy is the agent's)"},
 	}

@@ -7,6 +7,12 @@
 // temporary file while hashing it in the same pass; only a verified file is
 // renamed into the pool, so a mismatch leaves nothing cached. Concurrent
 // requests for one image share one fetch.
+//
+// What a source may be is the host's Policy (policy.go): local paths only
+// under allowed directories, no http:// without a sha256, no source on the
+// host itself or its link, redirects bounded and checked again. Cached
+// images and partial downloads are 0600 (they hold whatever the source
+// held), the partial directory 0700, the pool directory 0711.
 package image
 
 import (
