@@ -62,8 +62,8 @@ func TestOutputRuleScoped(t *testing.T) {
 	t.Cleanup(func() { _ = d.Delete(context.Background(), spec) })
 	for _, tt := range []struct{ url, want string }{
 		{"http://192.0.2.2:18080/", "remote saw 192.0.2.1:"}, // another machine: not captured
-		{"http://127.0.0.1:18080/", "guest saw "},             // loopback: forwarded
-		{"http://192.0.2.1:18080/", "guest saw "},             // the host's own address: forwarded
+		{"http://127.0.0.1:18080/", "guest saw "},            // loopback: forwarded
+		{"http://192.0.2.1:18080/", "guest saw "},            // the host's own address: forwarded
 	} {
 		got, err := httpGet(nil, tt.url)
 		if err != nil || !strings.HasPrefix(got, tt.want) {
