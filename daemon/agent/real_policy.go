@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,10 +71,24 @@ func ParsePortRange(s string) (PortRange, error) {
 // agent): its templates come from the user who runs kiln on this host, with
 // that user's rights, so local paths anywhere and sources on loopback (a
 // test or demo serving an image on 127.0.0.1) are allowed; http:// without
-// a sha256 is still refused. Host ports: every unprivileged one, minus the
-// reserved ones.
+// a sha256 is still refused. Host ports: the unprivileged ones below the
+// kernel's ephemeral range (1024-32767 by default), so that the embedded
+// server's own ports, which the kernel picks there, are never forwarded.
 func EmbeddedPolicy() HostPolicy {
-	return HostPolicy{AllowLocalImages: []string{"/"}, AllowLocalSources: true, HostPorts: PortRange{Lo: 1024, Hi: 65535}}
+	return HostPolicy{AllowLocalImages: []string{"/"}, AllowLocalSources: true, HostPorts: PortRange{Lo: 1024, Hi: ephemeralLow() - 1}}
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 1024 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 func (p HostPolicy) hostPorts() PortRange {
