@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -216,4 +218,33 @@ func TestRealPolicyForeignVolume(t *testing.T) {
 	}
 	assertNothingLeft(t, r, "vola")
 	assertNothingLeft(t, r, "volb")
+}
+
+// TestRealPolicySources: the image kind's refusals of http sources name the
+// resource, the attribute and the flag that allows them.
+func TestRealPolicySources(t *testing.T) {
+	ctx := context.Background()
+	r := openRealForTest(t)
+	d := r.Drivers()
+	path, sum := testGuest(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { http.ServeFile(w, req, path) }))
+	t.Cleanup(srv.Close)
+	img := func(s string) engine.Action {
+		return create(engine.Action{Stack: "polsrc", Address: "image.web", Kind: "image", Attrs: map[string]any{"source": srv.URL + "/guest.qcow2", "sha256": s}})
+	}
+	if err := r.SetPolicy(HostPolicy{}); err != nil {
+		t.Fatal(err)
+	}
+	// Another stack may have it cached: make sure it is fetched.
+	r.images.Delete(ctx, sum)
+	_, err := d["image"].Create(ctx, img(sum))
+	wantErr(t, "loopback source", err, "image.web", `attribute "source"`, "loopback", "-allow-local-sources")
+	if err := r.SetPolicy(HostPolicy{AllowLocalSources: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d["image"].Create(ctx, img(""))
+	wantErr(t, "http without sha256", err, "image.web", `attribute "source"`, "needs a sha256", "-allow-insecure-http")
+	if o, err := d["image"].Create(ctx, img(sum)); err != nil || o.Attrs["id"] != sum {
+		t.Fatalf("allowed loopback source: %v, %v", o.Attrs, err)
+	}
 }
