@@ -107,6 +107,9 @@ func runAgent(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError
 	}
+	// The servers' API ports are never forwarded (they may be on this
+	// host).
+	hostPolicy.ReservedPorts = portsOf(strings.Split(*servers, ",")...)
 	log, err := e.logger(*logLevel)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)

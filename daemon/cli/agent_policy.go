@@ -20,7 +20,8 @@ const policyUsage = `  -allow-local-images DIR[,DIR]
   -allow-local-sources  Fetch image sources on loopback, link-local (cloud
                         metadata) and this host's own addresses.
   -host-ports LO-HI     Host ports port forwards may use (default
-                        10000-60000); kiln's own ports are never used.
+                        10000-60000); kiln's own ports (the ready-signal
+                        port, the servers' API ports) are never used.
 `
 
 // policyFlagNames are the flags of policyFlags, without the dash.
