@@ -58,3 +58,10 @@ func TestParsePolicyFlags(t *testing.T) {
 		t.Errorf("default policy = %+v, %v", hp, err)
 	}
 }
+
+func TestPortsOf(t *testing.T) {
+	got := portsOf("127.0.0.1:4646", "[::1]:5646", "host-without-port", "", "10.0.0.1:0")
+	if len(got) != 2 || got[0] != 4646 || got[1] != 5646 {
+		t.Errorf("portsOf = %v, want [4646 5646]", got)
+	}
+}
