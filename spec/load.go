@@ -47,6 +47,7 @@ func Load(b Bundle, opts Options) (*Stack, hcl.Diagnostics) {
 		l.evalNode(n)
 	}
 	l.crossChecks()
+	l.checkForwardTargets()
 	diags := finishDiags(l.diags)
 	if diags.HasErrors() {
 		return nil, diags

@@ -224,7 +224,7 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 		thief := create(engine.Action{Stack: p1.scope, Address: "server.thief", Kind: "server", Attrs: map[string]any{
 			"image": sum, "cpus": int64(1), "memory": int64(128 << 20), "volumes": []any{id}}})
 		_, err := d["server"].Create(ctx, thief)
-		if err == nil || !strings.Contains(err.Error(), "not a volume of this stack") {
+		if err == nil || !strings.Contains(err.Error(), "is not a volume of stack") {
 			t.Errorf("p1 attaching %s: %v", id, err)
 		}
 		thief.Op = engine.OpDelete

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +61,10 @@ type Real struct {
 	// id), so parallel server creates on one network do not lose entries.
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
+
+	// policy is what templates may make this host do (real_policy.go).
+	pmu    sync.Mutex
+	policy HostPolicy
 }
 
 // RealDrivers returns the drivers of the real executors (libvirt, bridges,
@@ -89,6 +94,9 @@ type RealOptions struct {
 	// embedded default, whose agent starts with every kiln command).
 	AccelCache string
 	Logger     *slog.Logger
+	// Policy is what templates may make this host do (the zero value is
+	// a remote agent's strict default; see HostPolicy).
+	Policy HostPolicy
 }
 
 // StorageDirEnv names the directory that holds the libvirt storage pools
@@ -129,6 +137,9 @@ func OpenReal(dataDir, storageDir string, o RealOptions) (*Real, error) {
 	case "", "auto", "kvm", "tcg":
 	default:
 		return nil, fmt.Errorf("accelerator %q: want auto, kvm or tcg", o.Accel)
+	}
+	if err := o.Policy.Check(); err != nil {
+		return nil, err
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -172,6 +183,14 @@ func OpenReal(dataDir, storageDir string, o RealOptions) (*Real, error) {
 		return nil, fmt.Errorf("real drivers: %w", err)
 	}
 	if r.images, err = image.New(conn, storageDir); err != nil {
+		return fail(err)
+	}
+	signalPort := o.SignalPort
+	if signalPort == 0 {
+		signalPort = server.DefaultSignalPort
+	}
+	o.Policy.ReservedPorts = append(slices.Clone(o.Policy.ReservedPorts), signalPort)
+	if err := r.SetPolicy(o.Policy); err != nil {
 		return fail(err)
 	}
 	if r.vols, err = volume.New(conn, storageDir); err != nil {

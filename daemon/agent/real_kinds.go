@@ -35,7 +35,7 @@ func (k realImage) Create(ctx context.Context, a engine.Action) (Object, error) 
 	}
 	img, err := k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
 	if err != nil {
-		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
+		return Object{}, policyErr(a, "source", err)
 	}
 	if format != "" && format != img.Format {
 		return Object{}, fmt.Errorf("%s: format is %q but %s holds a %s image", a.Address, format, src, img.Format)
@@ -275,6 +275,9 @@ func (k realPortForward) spec(a engine.Action, phys string, full bool) (portforw
 func (k realPortForward) apply(ctx context.Context, a engine.Action, phys string) (Object, error) {
 	s, err := k.spec(a, phys, true)
 	if err != nil {
+		return Object{}, err
+	}
+	if err := k.r.checkForward(a, s); err != nil {
 		return Object{}, err
 	}
 	id := portForwardID(a.Stack, phys)

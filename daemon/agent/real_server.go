@@ -302,6 +302,10 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
 	}
 	if err != nil {
+		var pe *image.PolicyError
+		if errors.As(err, &pe) {
+			return s, res, fmt.Errorf("%s: image: %w (%s)", a.Address, err, flagOf(pe.Rule))
+		}
 		return s, res, fmt.Errorf("%s: image: %w", a.Address, err)
 	}
 	s.Image, s.ImageFormat = img.Path, img.Format
@@ -325,6 +329,14 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 			return s, res, err
 		}
 	}
+	// QEMU reads the kernel and initrd as root: only from where the
+	// operator allows, links resolved.
+	if s.Kernel, err = k.r.checkLocal(a, "kernel", s.Kernel); err != nil {
+		return s, res, err
+	}
+	if s.Initrd, err = k.r.checkLocal(a, "initrd", s.Initrd); err != nil {
+		return s, res, err
+	}
 	if s.SSHKeys, err = attrStrings(a, "ssh_keys"); err != nil {
 		return s, res, err
 	}
@@ -337,7 +349,9 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 	}
 	res.volumes = ids
 	for _, id := range ids {
-		if err := k.ownVolume(a, id); err != nil {
+		// Only the stack's own volumes: the pool also holds other stacks'
+		// volumes, and every server's root overlay and seed.
+		if err := k.r.ownVolume(a, id); err != nil {
 			return s, res, err
 		}
 		v, err := k.r.vols.Lookup(id)
@@ -456,19 +470,6 @@ func (k realServer) imageID(a engine.Action) (string, error) {
 		}
 	}
 	return attrString(a, "image", true)
-}
-
-// ownVolume checks that the volume id a server lists is a volume resource
-// of the server's own stack (project and stack, see executors.Scope), as
-// the agent's record of it says: a template names ids as strings, and the
-// pool also holds other stacks' and projects' volumes and every server's
-// overlay and seed.
-func (k realServer) ownVolume(a engine.Action, id string) error {
-	rec, ok, err := k.r.reg.get("volume", id)
-	if err != nil || !ok || rec.Stack != a.Stack {
-		return fmt.Errorf("%s: volume %q is not a volume of this stack on this host: a server attaches only its own stack's volumes", a.Address, id)
-	}
-	return nil
 }
 
 // volumeIDs is the server's volumes attribute; a single unknown entry is

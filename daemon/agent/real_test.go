@@ -50,7 +50,7 @@ func openRealForTest(t *testing.T) *Real {
 	d := libvirttest.Shared(t)
 	t.Setenv(LibvirtURIEnv, d.URI)
 	// One probe for the whole test binary: the answer is kept in a file.
-	r, err := OpenReal(realDataDir, StorageDir(realDataDir), RealOptions{AccelCache: filepath.Join(realDataDir, "accel.json")})
+	r, err := OpenReal(realDataDir, StorageDir(realDataDir), RealOptions{AccelCache: filepath.Join(realDataDir, "accel.json"), Policy: EmbeddedPolicy()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,6 +605,7 @@ func TestRealReplaceGenerations(t *testing.T) {
 	if _, err := d["network"].Create(ctx, route); err != nil {
 		t.Fatal(err)
 	}
+	registerHost(t, r, stack, "network.route", "10.80.0.10") // a server of the stack
 	for _, a := range []engine.Action{
 		{Stack: stack, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(8 << 20), "format": "qcow2"}},
 		{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.79.0.0/24", "dhcp": false}},

@@ -51,7 +51,7 @@ Options:
                         under KVM only when a probe guest runs under it on
                         this host, else under TCG, and logs why; kvm makes a
                         host where KVM cannot run a guest an error at start.
-` + ratioUsage + `  -log-level LEVEL      debug, info, warn or error (default info).
+` + ratioUsage + policyUsage + `  -log-level LEVEL      debug, info, warn or error (default info).
 `,
 	run: runAgent,
 }
@@ -92,6 +92,8 @@ func runAgent(e *Env, c *command, args []string) int {
 	accelMode := fs.String("accel", "auto", "")
 	var ratios ratioFlags
 	ratios.register(fs)
+	var policy policyFlags
+	policy.register(fs)
 	logLevel := fs.String("log-level", "info", "")
 	// Test-only: -driver=memory runs the in-memory driver, which writes its
 	// call counts to DIR/memdriver-calls.json; -memory-delay slows it.
@@ -115,6 +117,14 @@ func runAgent(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError
 	}
+	hostPolicy, err := policy.policy()
+	if err != nil {
+		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
+		return ExitError
+	}
+	// The servers' API ports are never forwarded (they may be on this
+	// host).
+	hostPolicy.ReservedPorts = portsOf(strings.Split(*servers, ",")...)
 	log, err := e.logger(*logLevel)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
@@ -128,7 +138,7 @@ func runAgent(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln agent: no token to register with: set -token or KILN_TOKEN to a global admin or join token (kiln token create -join), or keep the credential in %s\n", filepath.Join(dir, agent.CredentialFile))
 		return ExitError
 	}
-	drivers, err := agentDrivers(dir, *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log})
+	drivers, err := agentDrivers(dir, *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log, Policy: hostPolicy})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
 		return ExitError

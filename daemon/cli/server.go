@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,10 @@ Options:
                         (default 16, at most 1000).
   -memory-ratio N       With -agent: bytes of guest memory one byte of host
                         memory counts for (default 1, at most 100).
+  -allow-local-images, -allow-insecure-http, -allow-local-sources,
+  -host-ports           With -agent: what templates may make the agent do
+                        on this host, as for kiln agent; the server's own
+                        HTTP and raft ports are never forwarded.
   -parallelism N        Actions an operation runs at once (default 16).
   -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
   -log-level LEVEL      debug, info, warn or error (default info).
@@ -66,6 +71,8 @@ func runServer(e *Env, c *command, args []string) int {
 	accelMode := fs.String("accel", "auto", "")
 	var ratios ratioFlags
 	ratios.register(fs)
+	var policy policyFlags
+	policy.register(fs)
 	parallelism := fs.Int("parallelism", 16, "")
 	leave := fs.Bool("leave-on-shutdown", true, "")
 	logLevel := fs.String("log-level", "info", "")
@@ -90,7 +97,7 @@ func runServer(e *Env, c *command, args []string) int {
 	if !*withAgent {
 		var agentOnly []string
 		fs.Visit(func(f *flag.Flag) {
-			if f.Name == "cpu-ratio" || f.Name == "memory-ratio" {
+			if f.Name == "cpu-ratio" || f.Name == "memory-ratio" || slices.Contains(policyFlagNames, f.Name) {
 				agentOnly = append(agentOnly, "-"+f.Name)
 			}
 		})
@@ -99,7 +106,11 @@ func runServer(e *Env, c *command, args []string) int {
 			if len(agentOnly) > 1 {
 				need = "need"
 			}
-			fmt.Fprintf(e.Stderr, "kiln server: %s %s -agent (the allocation ratios are the agent's)\n", strings.Join(agentOnly, " and "), need)
+			why := "the allocation ratios are the agent's"
+			if slices.Contains(policyFlagNames, agentOnly[0][1:]) {
+				why = "the host policy is the agent's"
+			}
+			fmt.Fprintf(e.Stderr, "kiln server: %s %s -agent (%s)\n", strings.Join(agentOnly, " and "), need, why)
 			return ExitError
 		}
 	} else if err := ratios.check(); err != nil {
@@ -114,7 +125,15 @@ func runServer(e *Env, c *command, args []string) int {
 	}
 	var drivers agent.Drivers
 	if *withAgent {
-		drivers, err = agentDrivers(filepath.Join(dir, "agent"), *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log.With("role", "agent")})
+		hostPolicy, err := policy.policy()
+		if err != nil {
+			fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
+			return ExitError
+		}
+		// The server's ports are never forwarded (the HTTP port again
+		// once it listens, in case it was :0).
+		hostPolicy.ReservedPorts = portsOf(*httpAddr, *raftAddr)
+		drivers, err = agentDrivers(filepath.Join(dir, "agent"), *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log.With("role", "agent"), Policy: hostPolicy})
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
 			return ExitError
@@ -138,6 +157,7 @@ func runServer(e *Env, c *command, args []string) int {
 	log.Info("kiln server running", "http", srv.Addr(), "raft", *raftAddr, "node", srv.NodeID())
 	agentDone := make(chan error, 1)
 	if *withAgent {
+		agent.ReserveHostPorts(drivers, portsOf(srv.Addr())...)
 		tok := srv.ManagementToken()
 		if tok == "" {
 			tok = e.getenv(envToken)

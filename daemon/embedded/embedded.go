@@ -125,6 +125,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			// A kiln command starts this agent every time: keep the probe's
 			// answer until the host reboots or its QEMU or libvirt changes.
 			AccelCache: filepath.Join(agentDir, "accel.json"),
+			// Its templates are the user's own, run with the user's rights
+			// on the user's host: local paths and loopback sources are
+			// allowed (see agent.EmbeddedPolicy).
+			Policy: agent.EmbeddedPolicy(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded agent: %w", err)
@@ -155,6 +159,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.Server = srv
+	// The server's ports are never forwarded.
+	agent.ReserveHostPorts(drivers, portOf(srv.Addr()), portOf(raftAddr))
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	err = srv.WaitReady(rctx)
 	rcancel()
@@ -257,4 +263,14 @@ func raftAddr(dir string) (string, error) {
 		return "", fmt.Errorf("embedded: %w", err)
 	}
 	return addr, nil
+}
+
+// portOf is the port of a HOST:PORT address, 0 when it has none.
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
 }

@@ -151,6 +151,9 @@ func (s *Server) makePlan(ctx context.Context, project, stack string, t *api.Tem
 		if err != nil {
 			return nil, err
 		}
+		if err := s.checkHostPorts(project, stack, desired); err != nil {
+			return nil, err
+		}
 		p.bundle = data
 		p.stored.Desired = &raftstore.PutStack{
 			Project: project, Name: stack, BundleHash: raftstore.HashBlob(data), Vars: vars, VarFiles: files,

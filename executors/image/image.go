@@ -7,6 +7,12 @@
 // temporary file while hashing it in the same pass; only a verified file is
 // renamed into the pool, so a mismatch leaves nothing cached. Concurrent
 // requests for one image share one fetch.
+//
+// What a source may be is the host's Policy (policy.go): local paths only
+// under allowed directories, no http:// without a sha256, no source on the
+// host itself or its link, redirects bounded and checked again. Cached
+// images and partial downloads are 0600 (they hold whatever the source
+// held), the partial directory 0700, the pool directory 0711.
 package image
 
 import (
@@ -70,9 +76,12 @@ type Cache struct {
 	pool    *libvirt.StoragePool
 	dir     string // pool directory
 	partial string // temporary files, outside the pool
-	client  *http.Client
 	flights singleflight.Group
 	mu      sync.Mutex // serializes pool refreshes
+
+	pmu    sync.Mutex
+	policy Policy
+	tr     *http.Transport
 
 	// BufferSize is the copy buffer of a fetch.
 	BufferSize int
@@ -91,7 +100,14 @@ func New(conn *libvirt.Connect, dataDir string) (*Cache, error) {
 		return nil, fmt.Errorf("storage pool %s: %w", PoolName, err)
 	}
 	partial := filepath.Join(filepath.Dir(dir), filepath.Base(dir)+".partial")
-	if err := os.MkdirAll(partial, 0o755); err != nil {
+	// Partial downloads hold whatever the source holds: only the agent
+	// reads them. The pool directory is searchable (QEMU, when libvirt
+	// runs it as another user, opens the images by path) but not listable.
+	if err := mkdirMode(partial, 0o700); err != nil {
+		pool.Free()
+		return nil, fmt.Errorf("image cache: %w", err)
+	}
+	if err := tighten(dir, 0o711); err != nil {
 		pool.Free()
 		return nil, fmt.Errorf("image cache: %w", err)
 	}
@@ -99,9 +115,52 @@ func New(conn *libvirt.Connect, dataDir string) (*Cache, error) {
 		pool:       pool,
 		dir:        dir,
 		partial:    partial,
-		client:     &http.Client{Transport: http.DefaultTransport},
+		tr:         Policy{}.transport(),
 		BufferSize: 1 << 20,
 	}, nil
+}
+
+// SetPolicy sets what templates may make the cache fetch (the zero Policy,
+// the strict one, until it is set).
+func (c *Cache) SetPolicy(p Policy) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	c.policy = p
+	c.tr = p.transport()
+}
+
+// Policy is the cache's policy.
+func (c *Cache) Policy() Policy {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	return c.policy
+}
+
+func (c *Cache) transport() *http.Transport {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	return c.tr
+}
+
+// mkdirMode makes dir with mode perm, and takes away from an existing one
+// any permission perm does not give.
+func mkdirMode(dir string, perm os.FileMode) error {
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	return tighten(dir, perm)
+}
+
+// tighten removes from dir's mode the bits perm does not have.
+func tighten(dir string, perm os.FileMode) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode().Perm(); m&^perm != 0 {
+		return os.Chmod(dir, m&perm)
+	}
+	return nil
 }
 
 // Close frees the pool handle.
@@ -187,14 +246,12 @@ func (c *Cache) Create(ctx context.Context, t Template, progress Progress) (Imag
 	}
 }
 
-func (c *Cache) open(ctx context.Context, source string) (io.ReadCloser, int64, error) {
+func (c *Cache) open(ctx context.Context, source, sum string) (io.ReadCloser, int64, error) {
+	p := c.Policy()
 	switch {
 	case strings.HasPrefix(source, "http://"), strings.HasPrefix(source, "https://"):
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, source, nil)
-		if err != nil {
-			return nil, 0, err
-		}
-		resp, err := c.client.Do(req)
+		scheme, _, _ := strings.Cut(source, ":")
+		resp, err := c.openHTTP(ctx, p, source, sum, scheme)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -204,7 +261,7 @@ func (c *Cache) open(ctx context.Context, source string) (io.ReadCloser, int64, 
 		}
 		return resp.Body, resp.ContentLength, nil
 	case filepath.IsAbs(source):
-		f, err := os.Open(source)
+		f, err := p.openLocal(source)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -225,7 +282,7 @@ func (c *Cache) open(ctx context.Context, source string) (io.ReadCloser, int64, 
 // fetch streams the source into a temporary file, hashing and counting in
 // the same pass, and renames it into the pool once the sum is verified.
 func (c *Cache) fetch(ctx context.Context, t Template, progress Progress) (Image, error) {
-	body, total, err := c.open(ctx, t.Source)
+	body, total, err := c.open(ctx, t.Source, t.SHA256)
 	if err != nil {
 		return Image{}, fmt.Errorf("fetch image %s: %w", t.Source, err)
 	}
@@ -260,7 +317,9 @@ func (c *Cache) fetch(ctx context.Context, t Template, progress Progress) (Image
 	}
 	name := sum + "." + format
 	path := filepath.Join(c.dir, name)
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+	// Only the agent (and QEMU, through libvirt's relabelling) reads a
+	// cached image: it may hold what the template's source held.
+	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
 		return Image{}, fmt.Errorf("fetch image %s: %w", t.Source, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -42,6 +42,8 @@ func newCache(t testing.TB) *image.Cache {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The tests serve images from loopback and temporary files.
+	c.SetPolicy(permissive)
 	t.Cleanup(func() {
 		c.Prune(context.Background(), nil)
 		c.Close()

@@ -93,6 +93,12 @@ func (d *Driver) iptables() (network.IPTables, error) {
 
 func (s Spec) owner() string { return executors.Owner(s.Stack, s.Address) }
 
+// Owner is the comment that tags the port forward's rules.
+func (s Spec) Owner() string { return s.owner() }
+
+// Proto is the protocol, "tcp" when not set.
+func (s Spec) Proto() string { return s.proto() }
+
 func (s Spec) proto() string {
 	if s.Protocol == "" {
 		return "tcp"
@@ -245,4 +251,42 @@ func writeSysctl(name, value string) error {
 		return fmt.Errorf("sysctl %s=%s: %w", strings.ReplaceAll(name, "/", "."), value, err)
 	}
 	return nil
+}
+
+// Holders returns the owners of the DNAT rules in KILN-PREROUTING that
+// forward a host port (protocol "" is tcp), sorted, without repeats.
+func (d *Driver) Holders(protocol string, port int) ([]string, error) {
+	ipt, err := d.iptables()
+	if err != nil {
+		return nil, err
+	}
+	ok, err := ipt.ChainExists("nat", network.ChainPrerouting)
+	if err != nil || !ok {
+		return nil, err
+	}
+	lines, err := ipt.List("nat", network.ChainPrerouting)
+	if err != nil {
+		return nil, fmt.Errorf("iptables -t nat -S %s: %w", network.ChainPrerouting, err)
+	}
+	proto := Spec{Protocol: protocol}.proto()
+	var out []string
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if !slices.Contains(f, "DNAT") || flagValue(f, "-p") != proto || flagValue(f, "--dport") != strconv.Itoa(port) {
+			continue
+		}
+		if o := network.Comment(l); o != "" && !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// flagValue is the word after flag in an iptables -S line.
+func flagValue(fields []string, flag string) string {
+	if i := slices.Index(fields, flag); i >= 0 && i+1 < len(fields) {
+		return fields[i+1]
+	}
+	return ""
 }

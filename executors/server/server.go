@@ -576,7 +576,9 @@ func (d *Driver) writeSeed(spec Spec) (string, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
+		// The seed holds user_data (often secrets): only the agent, and
+		// QEMU through libvirt's relabelling, read it.
+		err = os.Chmod(tmp.Name(), 0o600)
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), path)

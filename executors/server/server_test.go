@@ -93,6 +93,7 @@ func setup(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	images.SetPolicy(image.Policy{AllowDirs: []string{"/"}}) // the test guest's file
 	vols, err := volume.New(conn, dataDir)
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +177,20 @@ func TestServerLifecycle(t *testing.T) {
 	if !s.Running || s.CPUs != 1 || s.Memory != 128<<20 || len(s.MACs) != 1 || s.MACs[0] != wantMAC ||
 		s.Stack != stack || s.Address != addr || s.Overlay == "" || s.Seed == "" || len(s.Volumes) != 0 {
 		t.Fatalf("created %+v", s)
+	}
+	// The seed holds user_data: only its owner reads it; its directory
+	// cannot be listed.
+	for _, p := range []struct {
+		path string
+		want os.FileMode
+	}{{s.Seed, 0o600}, {filepath.Dir(s.Seed), 0o711}} {
+		fi, err := os.Stat(p.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != p.want {
+			t.Errorf("%s: mode %o, want %o", p.path, fi.Mode().Perm(), p.want)
+		}
 	}
 	body := waitHTTP(t, f, name, "http://10.0.0.10/", 120*time.Second, func(b string) bool { return strings.Contains(b, "block=") })
 	t.Logf("guest answered %s after create: %q", time.Since(start).Round(time.Millisecond), body)

@@ -19,7 +19,7 @@ func EnsurePool(conn *libvirt.Connect, name, path string) (*libvirt.StoragePool,
 		if !IsCode(err, libvirt.ERR_NO_STORAGE_POOL) {
 			return nil, fmt.Errorf("storage pool %s: %w", name, err)
 		}
-		if err := os.MkdirAll(path, 0o755); err != nil {
+		if err := os.MkdirAll(path, PoolDirMode); err != nil {
 			return nil, fmt.Errorf("storage pool %s: %w", name, err)
 		}
 		doc, err := (&libvirtxml.StoragePool{
@@ -48,7 +48,7 @@ func EnsurePool(conn *libvirt.Connect, name, path string) (*libvirt.StoragePool,
 		// A pool whose directory was removed does not start: make it again
 		// (the pool is adopted wherever it lies, see above).
 		if dir, err := PoolPath(pool); err == nil {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := os.MkdirAll(dir, PoolDirMode); err != nil {
 				pool.Free()
 				return nil, fmt.Errorf("storage pool %s: %w", name, err)
 			}
@@ -60,6 +60,12 @@ func EnsurePool(conn *libvirt.Connect, name, path string) (*libvirt.StoragePool,
 			}
 		}
 	}
+	if dir, err := PoolPath(pool); err == nil {
+		if err := tightenDir(dir, PoolDirMode); err != nil {
+			pool.Free()
+			return nil, fmt.Errorf("storage pool %s: %w", name, err)
+		}
+	}
 	if auto, err := pool.GetAutostart(); err == nil && !auto {
 		if err := pool.SetAutostart(true); err != nil {
 			pool.Free()
@@ -67,6 +73,24 @@ func EnsurePool(conn *libvirt.Connect, name, path string) (*libvirt.StoragePool,
 		}
 	}
 	return pool, nil
+}
+
+// PoolDirMode is the mode of kiln's pool directories: searchable, so that
+// QEMU (which libvirt may run as another user, after giving it the files of
+// a guest) opens the files by path, but not listable; the files themselves
+// (images, overlays, seeds with user_data) are 0600.
+const PoolDirMode = 0o711
+
+// tightenDir takes away from dir's mode the bits perm does not have.
+func tightenDir(dir string, perm os.FileMode) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode().Perm(); m&^perm != 0 {
+		return os.Chmod(dir, m&perm)
+	}
+	return nil
 }
 
 // PoolPath is the directory of a directory storage pool.
