@@ -286,6 +286,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) error {
 // writeError answers an error: httpError as it is; store errors mapped to
 // their status; anything else 500.
 func writeError(w http.ResponseWriter, err error) {
+	var de *diagError
+	if errors.As(err, &de) {
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: de.text, Diagnostics: de.diags})
+		return
+	}
 	var he *httpError
 	if !errors.As(err, &he) {
 		he = storeError(err)
