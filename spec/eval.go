@@ -84,6 +84,7 @@ func (l *loader) evalNode(n *node) {
 		return
 	}
 	n.evaluated = true
+	l.budgetAt = n.decl
 	ctx := l.nodeContext(n)
 	l.checkKeyRefs(n)
 	switch n.kind {
@@ -306,8 +307,16 @@ func (l *loader) evalResource(n *node, ctx *hcl.EvalContext) {
 			}
 		}
 	}
+	if l.budget.charge(int64(len(insts)), 0, sprintf("%s has %d instances", n.key, len(insts))) != nil {
+		n.value = cty.DynamicVal.Mark(errMark{})
+		return
+	}
 	objs := make([]cty.Value, 0, len(insts))
 	for _, in := range insts {
+		if l.budget.spent() {
+			n.value = cty.DynamicVal.Mark(errMark{})
+			return
+		}
 		ictx := ctx
 		if in.vars != nil {
 			ictx = ctx.NewChild()

@@ -34,6 +34,7 @@ func Load(b Bundle, opts Options) (*Stack, hcl.Diagnostics) {
 		netInfo:   map[string]*netState{},
 		ipUsed:    map[string]string{},
 		portUsed:  map[string]portUse{},
+		budget:    newBudget(opts.Context, opts.Limits),
 	}
 	l.funcs = l.functions()
 	if opts.Stack != "" && !ValidName(opts.Stack) {
@@ -43,8 +44,21 @@ func Load(b Bundle, opts Options) (*Stack, hcl.Diagnostics) {
 	l.resolveParams()
 	l.checkRefs()
 	order := l.order()
+	for _, b := range l.bodies {
+		l.budget.countForExprs(b)
+	}
 	for _, n := range order {
 		l.evalNode(n)
+		if l.budget.spent() {
+			break
+		}
+		if err := l.budget.chargeValue(n.value, "the value of "+n.key); err != nil {
+			break
+		}
+	}
+	if l.budget.spent() {
+		l.diags = l.budget.limitDiags(l.diags, rangePtr(l.budgetAt))
+		return nil, finishDiags(l.diags)
 	}
 	l.crossChecks()
 	diags := finishDiags(l.diags)
@@ -77,6 +91,13 @@ type loader struct {
 	nets     []netCheck
 	ipUsed   map[string]string
 	portUsed map[string]portUse
+
+	// budget bounds the work of evaluating; bodies are the parsed files
+	// (their for-expressions are charged to it); budgetAt is the node
+	// being evaluated, for a spent budget that has no expression to name.
+	budget   *budget
+	bodies   []*hclsyntax.Body
+	budgetAt hcl.Range
 }
 
 func (l *loader) display(name string) string {
@@ -295,6 +316,9 @@ func (l *loader) parse() {
 		l.diags = append(l.diags, diags...)
 		if f == nil || f.Body == nil {
 			continue
+		}
+		if b, ok := f.Body.(*hclsyntax.Body); ok {
+			l.bodies = append(l.bodies, b)
 		}
 		content, diags := f.Body.Content(topSchema)
 		l.diags = append(l.diags, diags...)
