@@ -58,6 +58,8 @@ type httpError struct {
 	code  int
 	msg   string
 	field string
+	// retryAfter, when set, is sent as Retry-After (whole seconds).
+	retryAfter time.Duration
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -294,6 +296,9 @@ func writeError(w http.ResponseWriter, err error) {
 	var he *httpError
 	if !errors.As(err, &he) {
 		he = storeError(err)
+	}
+	if he.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((he.retryAfter+time.Second-1)/time.Second)))
 	}
 	writeJSON(w, he.code, api.Error{Error: he.msg, Field: he.field})
 }

@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // TestTemplateErrorsAnswer400 checks that every kind of template error (syntax,
@@ -57,4 +59,83 @@ func TestTemplateErrorsAnswer400(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPlanEvaluationLimit: a template that would make millions of values is
+// refused with 400 and an "Evaluation limit exceeded" diagnostic at the call,
+// on plan and apply, and nothing is stored.
+func TestPlanEvaluationLimit(t *testing.T) {
+	s, c := single(t, nil)
+	src := "locals {\n  a = range(150)\n  p = setproduct(local.a, local.a, local.a)\n}\n\noutput \"n\" {\n  value = length(local.p)\n}\n"
+	for _, route := range []string{"plan", "apply"} {
+		var body any = api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": src})}
+		if route == "apply" {
+			body = api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": src})}
+		}
+		code, out := c.do("POST", "/v1/stacks/big/"+route, body)
+		var e api.Error
+		if code != http.StatusBadRequest || json.Unmarshal(out, &e) != nil || len(e.Diagnostics) == 0 {
+			t.Fatalf("%s: status %d, want 400 with diagnostics: %s", route, code, out)
+		}
+		d := e.Diagnostics[0]
+		if d.Summary != spec.LimitSummary || d.File != "main.hcl" || d.Line != 3 || !strings.Contains(d.Detail, "1,000,000 values") || !strings.Contains(d.Detail, "setproduct") {
+			t.Errorf("%s: diagnostic %+v, want the values limit at main.hcl:3 naming setproduct", route, d)
+		}
+	}
+	if _, ok := s.store.State().Stack("default", "big"); ok {
+		t.Errorf("a refused template made a stack")
+	}
+}
+
+// TestPlanEvaluationTimeout: the server's EvalTimeout stops a template that
+// is slow but within the size limits.
+func TestPlanEvaluationTimeout(t *testing.T) {
+	_, c := single(t, func(cfg *Config) { cfg.EvalTimeout = time.Millisecond })
+	src := "locals {\n  a = [for i in range(900) : [for j in range(900) : i * j]]\n}\n"
+	code, out := c.do("POST", "/v1/stacks/slow/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": src})})
+	var e api.Error
+	if code != http.StatusBadRequest || json.Unmarshal(out, &e) != nil || len(e.Diagnostics) == 0 ||
+		e.Diagnostics[0].Summary != spec.LimitSummary || !strings.Contains(e.Diagnostics[0].Detail, "time limit") || e.Diagnostics[0].Line != 2 {
+		t.Fatalf("status %d, want 400 with the time limit at main.hcl:2: %s", code, out)
+	}
+}
+
+// TestConcurrentPlansBounded: with every plan slot taken a plan waits
+// PlanQueueWait, then answers 429 with Retry-After; once a slot frees, plans
+// go through again.
+func TestConcurrentPlansBounded(t *testing.T) {
+	s, c := single(t, func(cfg *Config) {
+		cfg.MaxConcurrentPlans = 1
+		cfg.PlanQueueWait = time.Second
+	})
+	req := api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}
+	s.planSlots <- struct{}{} // a plan in progress
+	hreq, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/stacks/s1/plan", strings.NewReader(mustJSON(t, req)))
+	hreq.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("status %d Retry-After %q, want 429 with Retry-After 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// a slot freed while the plan waits: it goes through
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		<-s.planSlots
+	}()
+	c.must("POST", "/v1/stacks/s1/plan", req, http.StatusOK, nil)
+	if len(s.planSlots) != 0 {
+		t.Errorf("the plan did not give its slot back")
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/raftstore"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // Version is reported by /v1/health.
@@ -81,6 +82,17 @@ type Config struct {
 	// TTLInterval is how often the leader looks for expired stacks
 	// (default 10s).
 	TTLInterval time.Duration
+
+	// EvalTimeout bounds the evaluation of one template (default 10s);
+	// EvalLimits bound the values and string bytes it may make (zero
+	// fields: spec's defaults).
+	EvalTimeout time.Duration
+	EvalLimits  spec.Limits
+	// MaxConcurrentPlans bounds the templates this server evaluates at once
+	// (default 4); a plan that finds no slot within PlanQueueWait (default
+	// 2s) answers 429 with Retry-After.
+	MaxConcurrentPlans int
+	PlanQueueWait      time.Duration
 }
 
 // Server is one kiln server.
@@ -95,6 +107,9 @@ type Server struct {
 
 	mgmtToken string
 	host      hostBroker // host questions to the agents (hostops.go)
+
+	// planSlots bounds the templates evaluated at once (limits.go).
+	planSlots chan struct{}
 
 	leaderDone chan struct{}
 	stop       chan struct{}
@@ -128,6 +143,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TTLInterval <= 0 {
 		cfg.TTLInterval = 10 * time.Second
 	}
+	if cfg.EvalTimeout <= 0 {
+		cfg.EvalTimeout = 10 * time.Second
+	}
+	if cfg.MaxConcurrentPlans <= 0 {
+		cfg.MaxConcurrentPlans = 4
+	}
+	if cfg.PlanQueueWait <= 0 {
+		cfg.PlanQueueWait = 2 * time.Second
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
@@ -144,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 		stop:       make(chan struct{}),
 		leaderDone: make(chan struct{}),
 	}
+	s.planSlots = make(chan struct{}, cfg.MaxConcurrentPlans)
 	s.metrics = newMetrics(s)
 	s.mux = s.routes()
 	return s, nil
