@@ -400,6 +400,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 		var marks cty.ValueMarks
 		if a := r.attrs[as.Name]; a != nil {
 			raw := l.eval(a.Expr, ctx)
+			l.checkRefKinds(n, in.addr, as.Name, raw, a)
 			var uv cty.Value
 			uv, marks = unmarkDeep(raw)
 			switch {
@@ -521,6 +522,7 @@ func (l *loader) evalServerNets(n *node, in instance, ctx *hcl.EvalContext, st *
 		addr := cty.NullVal(cty.String)
 		if nb.address != nil {
 			raw := l.eval(nb.address.Expr, ctx)
+			l.checkAddressRefs(in.addr, nb, raw)
 			uv, marks := unmarkDeep(raw)
 			st.collect("networks", marks)
 			for m := range marks {

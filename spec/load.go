@@ -34,6 +34,7 @@ func Load(b Bundle, opts Options) (*Stack, hcl.Diagnostics) {
 		netInfo:   map[string]*netState{},
 		ipUsed:    map[string]string{},
 		portUsed:  map[string]portUse{},
+		volUsed:   map[string]volumeUse{},
 		budget:    newBudget(opts.Context, opts.Limits),
 	}
 	l.funcs = l.functions()
@@ -91,6 +92,7 @@ type loader struct {
 	nets     []netCheck
 	ipUsed   map[string]string
 	portUsed map[string]portUse
+	volUsed  map[string]volumeUse // volume address -> the server it is attached to
 
 	// budget bounds the work of evaluating; bodies are the parsed files
 	// (their for-expressions are charged to it); budgetAt is the node

@@ -11,6 +11,22 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
+// validationBase declares an image, a network and a volume (lines 1-12;
+// the first line of a server after it is 13).
+const validationBase = `image "base" {
+  source = "/srv/images/base.qcow2"
+}
+
+network "n" {
+  cidr = "10.9.0.0/24"
+}
+
+volume "v" {
+  size = "1GiB"
+}
+
+`
+
 // TestTemplateErrorsAnswer400 checks that every kind of template error (syntax,
 // unknown variable, bad reference, validation) answers 400 with the
 // diagnostics as JSON, each naming file, line and column, on plan and apply.
@@ -27,6 +43,16 @@ func TestTemplateErrorsAnswer400(t *testing.T) {
 		{"unknown param", "network \"lan\" {\n  cidr = param.nope\n}\n", 2, "nope"},
 		{"bad reference", "network \"lan\" {\n  cidr = \"10.0.0.0/24\"\n}\nserver \"web\" {\n  image = image.none.id\n  memory = \"64MiB\"\n}\n", 5, `No image named "none"`},
 		{"bad function", "network \"lan\" {\n  cidr = nofunc(1)\n}\n", 2, "nofunc"},
+		// validation gaps: plan used to accept these and apply failed
+		{"volume on two servers", validationBase + "server \"a\" {\n  image   = image.base.id\n  volumes = [volume.v.id]\n}\nserver \"b\" {\n  image   = image.base.id\n  volumes = [volume.v.id]\n}\n", 19,
+			"volume.v is attached to both server.a (at main.hcl:15,13) and server.b"},
+		{"network id as a volume", validationBase + "server \"a\" {\n  image   = image.base.id\n  volumes = [network.n.id]\n}\n", 15,
+			`Field "volumes" of server.a takes the ids of volumes, such as volume.NAME.id; network.n.id is the id of a network`},
+		{"volume id as an image", validationBase + "server \"a\" {\n  image   = volume.v.id\n}\n", 14,
+			`Field "image" of server.a takes the ids of images`},
+		{"volume id as an address", validationBase + "server \"a\" {\n  image   = image.base.id\n  network \"n\" {\n    address = volume.v.id\n  }\n}\n", 16,
+			`The address of server.a on network "n" takes an IP address`},
+		{"IPv6 cidr", "network \"v6\" {\n  cidr = \"fd00::/64\"\n}\n", 2, "IPv4 only for now"},
 	}
 	for _, tt := range tests {
 		for _, route := range []string{"plan", "apply"} {
