@@ -1,7 +1,12 @@
 package server
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -164,4 +169,119 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// rawConn opens a TCP connection to the server.
+func rawConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// closedWithin reads from conn until it is closed (true) or the time is up.
+func closedWithin(conn net.Conn, d time.Duration) (bool, []byte) {
+	conn.SetReadDeadline(time.Now().Add(d))
+	data, err := io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false, data
+	}
+	return true, data
+}
+
+// TestHTTPDripFeedCutOff: a client that sends its body one byte at a time
+// is cut off once HTTPBodyTimeout has passed.
+func TestHTTPDripFeedCutOff(t *testing.T) {
+	_, c := single(t, func(cfg *Config) { cfg.HTTPBodyTimeout = 500 * time.Millisecond })
+	conn := rawConn(t, c.addr)
+	fmt.Fprintf(conn, "POST /v1/stacks/s1/plan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n", c.token)
+	cut := false
+	for i := 0; i < 50 && !cut; i++ { // 50 bytes over 10 s if never cut off
+		if _, err := conn.Write([]byte(" ")); err != nil {
+			cut = true
+			break
+		}
+		if closed, _ := closedWithin(conn, 200*time.Millisecond); closed {
+			cut = true
+		}
+	}
+	if !cut {
+		t.Fatalf("a client dripping its body stayed connected")
+	}
+}
+
+// TestHTTPIdleConnectionClosed: a keep-alive connection with no request is
+// closed after HTTPIdleTimeout.
+func TestHTTPIdleConnectionClosed(t *testing.T) {
+	_, c := single(t, func(cfg *Config) { cfg.HTTPIdleTimeout = 300 * time.Millisecond })
+	conn := rawConn(t, c.addr)
+	fmt.Fprintf(conn, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("health: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if closed, _ := closedWithin(conn, 10*time.Second); !closed {
+		t.Fatalf("an idle connection was not closed")
+	}
+}
+
+// TestHTTPBlockingQueryOutlivesTimeouts: a blocking query that waits 3 s
+// answers although it outlives the body, write and idle timeouts; a request
+// whose handler runs past the body timeout, once its body is read, answers.
+func TestHTTPBlockingQueryOutlivesTimeouts(t *testing.T) {
+	s, c := single(t, func(cfg *Config) {
+		cfg.HTTPBodyTimeout = 300 * time.Millisecond
+		cfg.HTTPWriteTimeout = 2 * time.Second
+		cfg.HTTPIdleTimeout = 300 * time.Millisecond
+		cfg.MaxConcurrentPlans = 1
+		cfg.PlanQueueWait = time.Second
+	})
+	c.must("POST", "/v1/agents", api.AgentRegister{ID: "a1", Address: "test", Capacity: api.Capacity{CPUs: 1, MemoryBytes: 1 << 30, DiskBytes: 1 << 30}}, http.StatusOK, nil)
+	start := time.Now()
+	var wr api.WorkResponse
+	c.must("GET", "/v1/agents/a1/work?index=1000000&wait=3s", nil, http.StatusOK, &wr)
+	if waited := time.Since(start); waited < 3*time.Second {
+		t.Errorf("the blocking query answered after %v, before its wait of 3s", waited)
+	}
+	// a request whose handler outlives the body timeout after reading its
+	// body (a plan waiting a second for a slot) still answers
+	s.planSlots <- struct{}{}
+	defer func() { <-s.planSlots }()
+	code, out := c.do("POST", "/v1/stacks/s1/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})})
+	if code != http.StatusTooManyRequests {
+		t.Errorf("plan waiting for a slot: %d %s, want 429", code, out)
+	}
+}
+
+// TestHTTPConnectionCap: with MaxConnections = 2 the third connection is not
+// served until one of the first two closes.
+func TestHTTPConnectionCap(t *testing.T) {
+	_, c := single(t, func(cfg *Config) { cfg.MaxConnections = 2 })
+	a, b := rawConn(t, c.addr), rawConn(t, c.addr)
+	for _, conn := range []net.Conn{a, b} {
+		fmt.Fprintf(conn, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("health: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	third := rawConn(t, c.addr)
+	fmt.Fprintf(third, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+	third.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, _ := third.Read(make([]byte, 1)); n > 0 {
+		t.Fatalf("the third connection was served while two were open")
+	}
+	a.Close()
+	third.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(third), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the third connection after one closed: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

@@ -93,6 +93,18 @@ type Config struct {
 	// 2s) answers 429 with Retry-After.
 	MaxConcurrentPlans int
 	PlanQueueWait      time.Duration
+
+	// HTTP time limits and connection cap (timeouts.go): headers within
+	// HTTPHeaderTimeout (default 10s), a body within HTTPBodyTimeout
+	// (default 1m), an answer taken within HTTPWriteTimeout (default 6m)
+	// plus the wait of a blocking query, idle keep-alive connections
+	// closed after HTTPIdleTimeout (default 2m), at most MaxConnections
+	// (default 1024) served at once.
+	HTTPHeaderTimeout time.Duration
+	HTTPBodyTimeout   time.Duration
+	HTTPWriteTimeout  time.Duration
+	HTTPIdleTimeout   time.Duration
+	MaxConnections    int
 }
 
 // Server is one kiln server.
@@ -152,6 +164,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PlanQueueWait <= 0 {
 		cfg.PlanQueueWait = 2 * time.Second
 	}
+	cfg.timeoutDefaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
@@ -207,7 +220,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", s.cfg.HTTPAddr, err)
 	}
-	s.ln = ln
+	s.ln = newLimitListener(ln, s.cfg.MaxConnections)
 	if s.cfg.Bootstrap {
 		path := filepath.Join(s.cfg.DataDir, ManagementTokenFile)
 		tok, err := loadOrMake(path, func() string { return "kiln_" + randomHex(24) })
@@ -235,11 +248,11 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	s.store = st
-	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = s.httpServer()
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http serve", "err", err)
 		}
 	}()
