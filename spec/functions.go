@@ -77,6 +77,7 @@ func (l *loader) functions() map[string]function.Function {
 	fs["fileexists"] = l.fileExistsFunc()
 	if l.budget != nil {
 		l.budget.wrapFunctions(fs)
+		fs[forCollection] = l.budget.forFunc()
 	}
 	inner := make(map[string]function.Function, len(fs))
 	for k, v := range fs {

@@ -77,9 +77,8 @@ type budget struct {
 	values int64
 	bytes  int64
 	steps  int
-	// err is set once the budget is spent; diag once it was reported.
-	err      *limitError
-	reported bool
+	// err is set once the budget is spent.
+	err *limitError
 }
 
 func newBudget(ctx context.Context, lim Limits) *budget {
@@ -456,45 +455,43 @@ func commas(n int64) string {
 	return s
 }
 
-// countedExpr charges the collection of a for-expression each time it is
-// evaluated: a for-expression over a list of n makes n values, and nested
+// forCollection is the name under which the collection of every
+// for-expression is charged: countForExprs wraps the collection in a call of
+// it. It is not an identifier, so no template can call it.
+const forCollection = "(for collection)"
+
+// forFunc passes a for-expression's collection through unchanged, charging
+// its length: a for-expression over n elements makes n values, and nested
 // ones multiply.
-type countedExpr struct {
-	hclsyntax.Expression
-	b *budget
+func (b *budget) forFunc() function.Function {
+	return function.New(&function.Spec{
+		Description: "Charges the collection of a for expression to the evaluation budget.",
+		Params: []function.Parameter{{Name: "collection", Type: cty.DynamicPseudoType,
+			AllowNull: true, AllowUnknown: true, AllowDynamicType: true, AllowMarked: true}},
+		Type: func(args []cty.Value) (cty.Type, error) { return args[0].Type(), nil },
+		Impl: func(args []cty.Value, retType cty.Type) (cty.Value, error) {
+			if b.err != nil {
+				return cty.UnknownVal(retType), nil
+			}
+			if err := b.checkTime(); err != nil {
+				return cty.UnknownVal(retType), err
+			}
+			uv, _ := args[0].Unmark()
+			if uv.IsKnown() && !uv.IsNull() && uv.CanIterateElements() {
+				n := int64(uv.LengthInt())
+				if err := b.charge(n, 0, fmt.Sprintf("a for expression over %s elements", commas(n))); err != nil {
+					return cty.UnknownVal(retType), err
+				}
+			}
+			return args[0], nil
+		},
+	})
 }
 
-func (c *countedExpr) Value(ctx *hcl.EvalContext) (cty.Value, hcl.Diagnostics) {
-	if c.b.err != nil {
-		return cty.DynamicVal, nil
-	}
-	v, diags := c.Expression.Value(ctx)
-	if diags.HasErrors() {
-		return v, diags
-	}
-	uv, _ := v.Unmark()
-	err := c.b.checkTime()
-	if err == nil && uv.IsKnown() && !uv.IsNull() && uv.CanIterateElements() {
-		err = c.b.charge(int64(uv.LengthInt()), 0, fmt.Sprintf("a for expression over %s elements", commas(int64(uv.LengthInt()))))
-	}
-	if err != nil {
-		return cty.DynamicVal, c.b.diag(rangePtr(c.Expression.Range()))
-	}
-	return v, diags
-}
-
-// diag is the diagnostic of a spent budget, reported once.
-func (b *budget) diag(subject *hcl.Range) hcl.Diagnostics {
-	if b.reported || b.err == nil {
-		return nil
-	}
-	b.reported = true
-	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: LimitSummary, Detail: capitalize(b.err.msg) + ".", Subject: subject}}
-}
-
-// countForExprs makes every for-expression under n charge its collection.
-// It runs after the static analysis of references: the wrapper hides the
-// collection's traversals from Variables().
+// countForExprs makes every for-expression under n charge its collection,
+// by wrapping the collection in a call of forCollection (a real syntax node:
+// Variables() still sees the references inside). Every EvalContext the
+// loader evaluates in holds forCollection.
 func (b *budget) countForExprs(n hclsyntax.Node) {
 	var fes []*hclsyntax.ForExpr
 	hclsyntax.VisitAll(n, func(n hclsyntax.Node) hcl.Diagnostics {
@@ -504,10 +501,21 @@ func (b *budget) countForExprs(n hclsyntax.Node) {
 		return nil
 	})
 	for _, fe := range fes {
-		if _, done := fe.CollExpr.(*countedExpr); !done {
-			fe.CollExpr = &countedExpr{Expression: fe.CollExpr, b: b}
+		if fc, ok := fe.CollExpr.(*hclsyntax.FunctionCallExpr); ok && fc.Name == forCollection {
+			continue
+		}
+		r := fe.CollExpr.Range()
+		fe.CollExpr = &hclsyntax.FunctionCallExpr{
+			Name: forCollection, Args: []hclsyntax.Expression{fe.CollExpr},
+			NameRange: r, OpenParenRange: r, CloseParenRange: r,
 		}
 	}
+}
+
+// countCtx is the EvalContext of expressions that may call no function (var
+// files, -var values): only forCollection.
+func (l *loader) countCtx() *hcl.EvalContext {
+	return &hcl.EvalContext{Functions: map[string]function.Function{forCollection: l.funcs[forCollection]}}
 }
 
 // limitDiags turns the diagnostics of a spent budget into one diagnostic
@@ -525,8 +533,12 @@ func (b *budget) limitDiags(diags hcl.Diagnostics, fallback *hcl.Range) hcl.Diag
 			break
 		}
 		if x, ok := d.Extra.(hclsyntax.FunctionCallDiagExtra); ok && errors.Is(x.FunctionCallError(), errLimit) {
+			detail := fmt.Sprintf("%s, in the call of %s.", capitalize(b.err.msg), x.CalledFunctionName())
+			if x.CalledFunctionName() == forCollection {
+				detail = capitalize(b.err.msg) + "."
+			}
 			first = &hcl.Diagnostic{Severity: hcl.DiagError, Summary: LimitSummary,
-				Detail:  fmt.Sprintf("%s, in the call of %s.", capitalize(b.err.msg), x.CalledFunctionName()),
+				Detail:  detail,
 				Subject: d.Subject, Context: d.Context, Expression: d.Expression, EvalContext: d.EvalContext}
 			break
 		}
@@ -535,6 +547,9 @@ func (b *budget) limitDiags(diags hcl.Diagnostics, fallback *hcl.Range) hcl.Diag
 	}
 	// what came after it are follow-on errors of values that became unknown
 	if first == nil {
+		if fallback != nil && fallback.Filename == "" {
+			fallback = nil
+		}
 		first = &hcl.Diagnostic{Severity: hcl.DiagError, Summary: LimitSummary, Detail: capitalize(b.err.msg) + ".", Subject: fallback}
 	}
 	return append(hcl.Diagnostics{first}, out...)

@@ -79,3 +79,30 @@ func TestTemplatefileLimit(t *testing.T) {
 		t.Fatalf("within the default limits: %s", diags.Error())
 	}
 }
+
+// TestForExpressionsOutsideResources: for-expressions of param defaults, var
+// files and -var values are charged too (they are evaluated before any
+// resource, some with no function at hand).
+func TestForExpressionsOutsideResources(t *testing.T) {
+	param := "param \"x\" {\n  type    = list(number)\n  default = [for a in [1, 2, 3] : [for b in [1, 2, 3] : b]][0]\n}\n"
+	got := limitDiag(t, param, Options{Limits: Limits{MaxValues: 5}})
+	if !strings.HasPrefix(got, "main.hcl:3: ") || !strings.Contains(got, "a for expression over 3 elements") {
+		t.Errorf("param default: %q", got)
+	}
+	decl := "param \"x\" {\n  type = list(number)\n}\n"
+	_, diags := Load(Bundle{"main.hcl": []byte(decl)}, Options{Stack: "limits", Limits: Limits{MaxValues: 2},
+		VarFiles: []VarFile{{Name: "v.hcl", Bytes: []byte("x = [for a in [1, 2, 3] : a]\n")}}})
+	if !diags.HasErrors() || diags[0].Summary != LimitSummary || diags[0].Subject == nil || diags[0].Subject.Filename != "v.hcl" {
+		t.Errorf("var file: %s", diags.Error())
+	}
+	_, diags = Load(Bundle{"main.hcl": []byte(decl)}, Options{Stack: "limits", Limits: Limits{MaxValues: 2},
+		Vars: []RawVar{{Name: "x", Value: "[for a in [1, 2, 3] : a]"}}})
+	if !diags.HasErrors() || diags[0].Summary != LimitSummary || !strings.Contains(diags[0].Detail, "-var x") {
+		t.Errorf("-var: %s", diags.Error())
+	}
+	// within the limits all three load
+	if _, diags := Load(Bundle{"main.hcl": []byte(decl)}, Options{Stack: "limits",
+		Vars: []RawVar{{Name: "x", Value: "[for a in [1, 2, 3] : a]"}}}); diags.HasErrors() {
+		t.Errorf("-var within the limits: %s", diags.Error())
+	}
+}

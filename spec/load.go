@@ -45,9 +45,6 @@ func Load(b Bundle, opts Options) (*Stack, hcl.Diagnostics) {
 	l.resolveParams()
 	l.checkRefs()
 	order := l.order()
-	for _, b := range l.bodies {
-		l.budget.countForExprs(b)
-	}
 	for _, n := range order {
 		l.evalNode(n)
 		if l.budget.spent() {
@@ -94,11 +91,10 @@ type loader struct {
 	portUsed map[string]portUse
 	volUsed  map[string]volumeUse // volume address -> the server it is attached to
 
-	// budget bounds the work of evaluating; bodies are the parsed files
-	// (their for-expressions are charged to it); budgetAt is the node
-	// being evaluated, for a spent budget that has no expression to name.
+	// budget bounds the work of evaluating (limits.go); budgetAt is the
+	// node being evaluated, for a spent budget that has no expression to
+	// name.
 	budget   *budget
-	bodies   []*hclsyntax.Body
 	budgetAt hcl.Range
 }
 
@@ -320,7 +316,7 @@ func (l *loader) parse() {
 			continue
 		}
 		if b, ok := f.Body.(*hclsyntax.Body); ok {
-			l.bodies = append(l.bodies, b)
+			l.budget.countForExprs(b)
 		}
 		content, diags := f.Body.Content(topSchema)
 		l.diags = append(l.diags, diags...)
@@ -540,7 +536,7 @@ func (l *loader) parseLifecycle(kind string, b *hcl.Block) Lifecycle {
 		var name string
 		if tr, diags := hcl.AbsTraversalForExpr(e); !diags.HasErrors() && len(tr) == 1 {
 			name = tr.RootName()
-		} else if v, diags := e.Value(nil); !diags.HasErrors() && v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
+		} else if v, diags := e.Value(l.countCtx()); !diags.HasErrors() && v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
 			name = v.AsString()
 		} else {
 			l.errorf(rangePtr(e.Range()), "Invalid ignore_changes entry", "ignore_changes lists attribute names, such as [user_data, volumes], or is all.")
