@@ -9,6 +9,7 @@ package spec
 import (
 	"maps"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -71,7 +72,6 @@ func (l *loader) checkRefKinds(n *node, addr, name string, raw cty.Value, a *hcl
 	subj := rangePtr(a.Expr.Range())
 	byElem := refsByElement(raw)
 	reported := map[string]bool{}
-	attached := map[string]bool{}
 	for _, idx := range slices.Sorted(maps.Keys(byElem)) {
 		for _, r := range byElem[idx] {
 			k := kindOf(r.block)
@@ -85,24 +85,64 @@ func (l *loader) checkRefKinds(n *node, addr, name string, raw cty.Value, a *hcl
 			reported[ref] = true
 			l.errorf(subj, "Wrong kind of reference", "Field %q of %s takes the ids of %ss, such as %s.NAME.id; %s is the id of %s.", name, addr, want, want, ref, article(k))
 		}
-		if want != KindVolume || idx < 0 {
+	}
+	if want == KindVolume {
+		l.checkVolumes(addr, raw, byElem, subj)
+	}
+}
+
+// volumeRefs are the volumes whose ids refs name.
+func volumeRefs(refs []refMark) []string {
+	var out []string
+	for _, r := range refs {
+		if r.attr == "id" && kindOf(r.block) == KindVolume {
+			out = append(out, r.addr)
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// checkVolumes checks the volumes of server addr: every entry is the id of a
+// volume of this stack (a literal id could name any volume on the host,
+// another project's included), none is listed twice, and no volume is
+// attached to two servers. An entry whose own value carries no reference
+// (the list came out of a function such as concat) is taken to be one of
+// the volumes the whole list was derived from.
+func (l *loader) checkVolumes(addr string, raw cty.Value, byElem map[int][]refMark, subj *hcl.Range) {
+	v, _ := raw.UnmarkDeep()
+	if !v.IsKnown() || v.IsNull() || !v.CanIterateElements() {
+		return
+	}
+	whole := volumeRefs(byElem[-1])
+	var uses []string
+	for it := v.ElementIterator(); it.Next(); {
+		k, e := it.Element()
+		i, _ := k.AsBigFloat().Int64()
+		own := volumeRefs(byElem[int(i)])
+		switch {
+		case len(own) > 0:
+			uses = append(uses, own...)
+		case len(whole) > 0:
+		case e.IsKnown() && !e.IsNull() && e.Type() == cty.String:
+			l.errorf(subj, "Invalid volume reference", "Entry %d of the volumes of %s is %q, not a volume of this stack: write volume.NAME.id.", i, addr, e.AsString())
+		}
+	}
+	if len(uses) == 0 {
+		uses = whole
+	}
+	attached := map[string]bool{}
+	for _, vol := range uses {
+		if attached[vol] {
+			l.errorf(subj, "Volume attached twice", "%s lists %s more than once in volumes.", addr, vol)
 			continue
 		}
-		for _, r := range byElem[idx] {
-			if r.attr != "id" || kindOf(r.block) != KindVolume {
-				continue
-			}
-			if attached[r.addr] {
-				l.errorf(subj, "Volume attached twice", "%s lists %s more than once in volumes.", addr, r.addr)
-				continue
-			}
-			attached[r.addr] = true
-			if prev, ok := l.volUsed[r.addr]; ok && prev.server != addr {
-				l.errorf(subj, "Volume attached to two servers", "%s is attached to both %s (at %s) and %s; a volume attaches to one server only.", r.addr, prev.server, shortRange(prev.rng), addr)
-				continue
-			}
-			l.volUsed[r.addr] = volumeUse{server: addr, rng: *subj}
+		attached[vol] = true
+		if prev, ok := l.volUsed[vol]; ok && prev.server != addr {
+			l.errorf(subj, "Volume attached to two servers", "%s is attached to both %s (at %s) and %s; a volume attaches to one server only.", vol, prev.server, shortRange(prev.rng), addr)
+			continue
 		}
+		l.volUsed[vol] = volumeUse{server: addr, rng: *subj}
 	}
 }
 

@@ -57,6 +57,8 @@ func TestTemplateErrorsAnswer400(t *testing.T) {
 			`Field "image" of server.a takes the ids of images`},
 		{"volume id as an address", validationBase + "server \"a\" {\n  image   = image.base.id\n  network \"n\" {\n    address = volume.v.id\n  }\n}\n", 16,
 			`The address of server.a on network "n" takes an IP address`},
+		{"literal volume id", validationBase + "server \"a\" {\n  image   = image.base.id\n  volumes = [\"p2-web-data\"]\n}\n", 15,
+			`Entry 0 of the volumes of server.a is "p2-web-data", not a volume of this stack`},
 		{"IPv6 cidr", "network \"v6\" {\n  cidr = \"fd00::/64\"\n}\n", 2, "IPv4 only for now"},
 	}
 	for _, tt := range tests {
