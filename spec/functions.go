@@ -78,6 +78,7 @@ func (l *loader) functions() map[string]function.Function {
 	if l.budget != nil {
 		l.budget.wrapFunctions(fs)
 		fs[forCollection] = l.budget.forFunc()
+		fs[templatePart] = l.budget.partFunc()
 	}
 	inner := make(map[string]function.Function, len(fs))
 	for k, v := range fs {

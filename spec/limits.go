@@ -291,6 +291,8 @@ var predict = map[string]func(args []cty.Value) (values, bytes int64){
 		return clampBig(n), 0
 	},
 	"format":     func(args []cty.Value) (int64, int64) { return 0, formatBytes(args) },
+	"jsonencode": encodedSize,
+	"yamlencode": encodedSize,
 	"formatlist": formatListSize,
 	"join": func(args []cty.Value) (int64, int64) {
 		if len(args) < 1 || args[0].Type() != cty.String {
@@ -375,7 +377,7 @@ func formatBytes(args []cty.Value) int64 {
 		}
 	}
 	for _, a := range args[1:] {
-		total = satAdd(total, 2*approxSize(a))
+		total = satAdd(total, satMul(2, approxSize(a)))
 	}
 	return total
 }
@@ -390,26 +392,49 @@ func formatListSize(args []cty.Value) (int64, int64) {
 	return n, satMul(n, formatBytes(args))
 }
 
-// approxSize is the string bytes plus the number of elements of v.
+// encodedSize bounds the text of jsonencode/yamlencode: every string as
+// often as the value holds it (a value may share one string many times),
+// escaped, plus the punctuation and indentation of every element.
+func encodedSize(args []cty.Value) (int64, int64) {
+	if len(args) != 1 {
+		return 0, 0
+	}
+	return 0, satMul(2, approxSize(args[0]))
+}
+
+// approxSizeCap bounds how far approxSize walks: past it the answer is "too
+// much" and the walk stops (a value sharing structure can be far larger than
+// its memory).
+const approxSizeCap = 1 << 40
+
+// approxSize is the string bytes plus the number of elements of v (plus
+// their nesting), at most about approxSizeCap.
 func approxSize(v cty.Value) int64 {
-	if !v.IsKnown() || v.IsNull() {
-		return 0
-	}
-	ty := v.Type()
-	switch {
-	case ty == cty.String:
-		return int64(len(v.AsString()))
-	case ty == cty.Number || ty == cty.Bool:
-		return 32
-	case v.CanIterateElements():
-		var n int64
-		for it := v.ElementIterator(); it.Next(); {
-			k, e := it.Element()
-			n = satAdd(n, satAdd(approxSize(k), approxSize(e)+1))
+	var n int64
+	var walk func(v cty.Value, depth int64)
+	walk = func(v cty.Value, depth int64) {
+		if n > approxSizeCap || !v.IsKnown() || v.IsNull() {
+			return
 		}
-		return n
+		ty := v.Type()
+		switch {
+		case ty == cty.String:
+			n = satAdd(n, int64(len(v.AsString())))
+		case ty == cty.Number || ty == cty.Bool:
+			n = satAdd(n, 32)
+		case v.CanIterateElements():
+			for it := v.ElementIterator(); it.Next() && n <= approxSizeCap; {
+				k, e := it.Element()
+				n = satAdd(n, depth+2)
+				if ty.IsMapType() || ty.IsObjectType() {
+					walk(k, depth+1)
+				}
+				walk(e, depth+1)
+			}
+		}
 	}
-	return 0
+	walk(v, 0)
+	return n
 }
 
 func clampInt(f float64) int64 {
@@ -488,18 +513,67 @@ func (b *budget) forFunc() function.Function {
 	})
 }
 
+// templatePart is the name under which each interpolated part of a string
+// template is charged before the template joins the parts: a template that
+// repeats a large string would otherwise build the whole result first.
+const templatePart = "(template part)"
+
+// partFunc passes a template part through unchanged, charging its bytes.
+func (b *budget) partFunc() function.Function {
+	return function.New(&function.Spec{
+		Description: "Charges an interpolated part of a string template to the evaluation budget.",
+		Params: []function.Parameter{{Name: "part", Type: cty.DynamicPseudoType,
+			AllowNull: true, AllowUnknown: true, AllowDynamicType: true, AllowMarked: true}},
+		Type: func(args []cty.Value) (cty.Type, error) { return args[0].Type(), nil },
+		Impl: func(args []cty.Value, retType cty.Type) (cty.Value, error) {
+			if b.err != nil {
+				return cty.UnknownVal(retType), nil
+			}
+			uv, _ := args[0].Unmark()
+			if uv.IsKnown() && !uv.IsNull() && uv.Type() == cty.String {
+				n := int64(len(uv.AsString()))
+				if err := b.charge(0, n, fmt.Sprintf("a string template part of %s bytes", commas(n))); err != nil {
+					return cty.UnknownVal(retType), err
+				}
+			}
+			return args[0], nil
+		},
+	})
+}
+
 // countForExprs makes every for-expression under n charge its collection,
 // by wrapping the collection in a call of forCollection (a real syntax node:
 // Variables() still sees the references inside). Every EvalContext the
 // loader evaluates in holds forCollection.
 func (b *budget) countForExprs(n hclsyntax.Node) {
 	var fes []*hclsyntax.ForExpr
+	var tes []*hclsyntax.TemplateExpr
 	hclsyntax.VisitAll(n, func(n hclsyntax.Node) hcl.Diagnostics {
-		if fe, ok := n.(*hclsyntax.ForExpr); ok {
-			fes = append(fes, fe)
+		switch e := n.(type) {
+		case *hclsyntax.ForExpr:
+			fes = append(fes, e)
+		case *hclsyntax.TemplateExpr:
+			tes = append(tes, e)
 		}
 		return nil
 	})
+	for _, te := range tes {
+		for i, part := range te.Parts {
+			switch p := part.(type) {
+			case *hclsyntax.LiteralValueExpr:
+				continue
+			case *hclsyntax.FunctionCallExpr:
+				if p.Name == templatePart {
+					continue
+				}
+			}
+			r := part.Range()
+			te.Parts[i] = &hclsyntax.FunctionCallExpr{
+				Name: templatePart, Args: []hclsyntax.Expression{part},
+				NameRange: r, OpenParenRange: r, CloseParenRange: r,
+			}
+		}
+	}
 	for _, fe := range fes {
 		if fc, ok := fe.CollExpr.(*hclsyntax.FunctionCallExpr); ok && fc.Name == forCollection {
 			continue
@@ -515,7 +589,9 @@ func (b *budget) countForExprs(n hclsyntax.Node) {
 // countCtx is the EvalContext of expressions that may call no function (var
 // files, -var values): only forCollection.
 func (l *loader) countCtx() *hcl.EvalContext {
-	return &hcl.EvalContext{Functions: map[string]function.Function{forCollection: l.funcs[forCollection]}}
+	return &hcl.EvalContext{Functions: map[string]function.Function{
+		forCollection: l.funcs[forCollection], templatePart: l.funcs[templatePart],
+	}}
 }
 
 // limitDiags turns the diagnostics of a spent budget into one diagnostic
@@ -534,7 +610,7 @@ func (b *budget) limitDiags(diags hcl.Diagnostics, fallback *hcl.Range) hcl.Diag
 		}
 		if x, ok := d.Extra.(hclsyntax.FunctionCallDiagExtra); ok && errors.Is(x.FunctionCallError(), errLimit) {
 			detail := fmt.Sprintf("%s, in the call of %s.", capitalize(b.err.msg), x.CalledFunctionName())
-			if x.CalledFunctionName() == forCollection {
+			if x.CalledFunctionName() == forCollection || x.CalledFunctionName() == templatePart {
 				detail = capitalize(b.err.msg) + "."
 			}
 			first = &hcl.Diagnostic{Severity: hcl.DiagError, Summary: LimitSummary,

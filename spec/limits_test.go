@@ -55,6 +55,9 @@ func TestEvaluationLimitsOption(t *testing.T) {
 		{"indent", "locals {\n  a = indent(1000, \"a\\nb\")\n}\n", Limits{MaxStringBytes: 1000}, "main.hcl:2: Evaluation exceeded its limit of 1,000 bytes of strings (indent would make 2,003 bytes), in the call of indent."},
 		{"replace", "locals {\n  a = replace(\"aaaa\", \"a\", \"bbbbbbbbbb\")\n}\n", Limits{MaxStringBytes: 30}, "main.hcl:2: Evaluation exceeded its limit of 30 bytes of strings (replace would make 44 bytes), in the call of replace."},
 		{"for", "locals {\n  a = [for i in [1, 2, 3] : i]\n}\n", Limits{MaxValues: 2}, "main.hcl:2: Evaluation exceeded its limit of 2 values (a for expression over 3 elements)."},
+		{"template", "locals {\n  s = \"xxxxxxxxxx\"\n  t = \"${local.s}${local.s}${local.s}\"\n}\n", Limits{MaxStringBytes: 25}, "main.hcl:3: Evaluation exceeded its limit of 25 bytes of strings (a string template part of 10 bytes)."},
+		{"template loop", "locals {\n  s = \"xxxxxxxxxx\"\n  t = \"%{ for i in [1, 2, 3] }${local.s}%{ endfor }\"\n}\n", Limits{MaxStringBytes: 25}, "main.hcl:3: Evaluation exceeded its limit of 25 bytes of strings (a string template part of 10 bytes)."},
+		{"jsonencode", "locals {\n  s = \"xxxxxxxxxx\"\n  t = jsonencode([local.s, local.s, local.s])\n}\n", Limits{MaxStringBytes: 60}, "main.hcl:3: Evaluation exceeded its limit of 60 bytes of strings (jsonencode would make 72 bytes), in the call of jsonencode."},
 	}
 	for _, tt := range tests {
 		got := limitDiag(t, tt.src, Options{Limits: tt.lim})
