@@ -2,10 +2,11 @@ package spec
 
 // Evaluation budget: a template is untrusted input, so evaluating it may not
 // take unbounded CPU or memory. Every function result, every for-expression's
-// collection, every resource instance and every evaluated local, resource and
-// output is charged to one budget per Load; functions that can make a large
-// result from small arguments (range, setproduct, format, join, indent,
-// replace...) are charged for their result before it is built. Once the
+// collection, every interpolated part of a string template, every resource
+// instance and every evaluated local, resource and output is charged to one
+// budget per Load; functions that can make a large result from small
+// arguments (range, setproduct, format, join, indent, replace, jsonencode...)
+// are charged for their result before it is built. Once the
 // budget is spent (or Options.Context is done) evaluation stops: everything
 // still to evaluate becomes unknown and Load returns one "Evaluation limit
 // exceeded" diagnostic at the place that spent it.
