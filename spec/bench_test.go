@@ -93,7 +93,9 @@ func FuzzParse(f *testing.F) {
 	f.Add(generateStack(20))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		b := Bundle{"main.hcl": src, "cloud-init.yaml": []byte("x ${index}")}
-		st, diags := Load(b, Options{Stack: "fuzz"})
+		// A lower values limit keeps every input within the fuzzer's time
+		// per input (the limits themselves are what is exercised).
+		st, diags := Load(b, Options{Stack: "fuzz", Limits: Limits{MaxValues: 50_000}})
 		if st == nil && !diags.HasErrors() {
 			t.Fatal("no stack and no error")
 		}

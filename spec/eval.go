@@ -84,6 +84,7 @@ func (l *loader) evalNode(n *node) {
 		return
 	}
 	n.evaluated = true
+	l.budgetAt = n.decl
 	ctx := l.nodeContext(n)
 	l.checkKeyRefs(n)
 	switch n.kind {
@@ -306,8 +307,16 @@ func (l *loader) evalResource(n *node, ctx *hcl.EvalContext) {
 			}
 		}
 	}
+	if l.budget.charge(int64(len(insts)), 0, sprintf("%s has %d instances", n.key, len(insts))) != nil {
+		n.value = cty.DynamicVal.Mark(errMark{})
+		return
+	}
 	objs := make([]cty.Value, 0, len(insts))
 	for _, in := range insts {
+		if l.budget.spent() {
+			n.value = cty.DynamicVal.Mark(errMark{})
+			return
+		}
 		ictx := ctx
 		if in.vars != nil {
 			ictx = ctx.NewChild()
@@ -391,6 +400,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 		var marks cty.ValueMarks
 		if a := r.attrs[as.Name]; a != nil {
 			raw := l.eval(a.Expr, ctx)
+			l.checkRefKinds(n, in.addr, as.Name, raw, a)
 			var uv cty.Value
 			uv, marks = unmarkDeep(raw)
 			switch {
@@ -512,6 +522,7 @@ func (l *loader) evalServerNets(n *node, in instance, ctx *hcl.EvalContext, st *
 		addr := cty.NullVal(cty.String)
 		if nb.address != nil {
 			raw := l.eval(nb.address.Expr, ctx)
+			l.checkAddressRefs(in.addr, nb, raw)
 			uv, marks := unmarkDeep(raw)
 			st.collect("networks", marks)
 			for m := range marks {

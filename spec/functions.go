@@ -75,11 +75,19 @@ func (l *loader) functions() map[string]function.Function {
 	}
 	fs["file"] = l.fileFunc()
 	fs["fileexists"] = l.fileExistsFunc()
+	if l.budget != nil {
+		l.budget.wrapFunctions(fs)
+		fs[forCollection] = l.budget.forFunc()
+		fs[templatePart] = l.budget.partFunc()
+	}
 	inner := make(map[string]function.Function, len(fs))
 	for k, v := range fs {
 		inner[k] = v
 	}
 	fs["templatefile"] = l.templateFileFunc(inner) // a template cannot call templatefile
+	if l.budget != nil {
+		fs["templatefile"] = l.budget.wrap("templatefile", fs["templatefile"])
+	}
 	return fs
 }
 
@@ -146,6 +154,7 @@ func (l *loader) fileExistsFunc() function.Function {
 
 type parsedTemplate struct {
 	expr  hcl.Expression
+	vars  []hcl.Traversal
 	diags hcl.Diagnostics
 }
 
@@ -171,6 +180,12 @@ func (l *loader) templateFileFunc(funcs map[string]function.Function) function.F
 				}
 				expr, diags := hclsyntax.ParseTemplate([]byte(src), l.display(c), hcl.InitialPos)
 				t = &parsedTemplate{expr: expr, diags: diags}
+				if !diags.HasErrors() {
+					t.vars = expr.Variables()
+					if l.budget != nil {
+						l.budget.countForExprs(expr)
+					}
+				}
 				l.templates[c] = t
 			}
 			if t.diags.HasErrors() {
@@ -192,13 +207,16 @@ func (l *loader) templateFileFunc(funcs map[string]function.Function) function.F
 				}
 				ctxVars[k.AsString()] = v
 			}
-			for _, tr := range t.expr.Variables() {
+			for _, tr := range t.vars {
 				if _, ok := ctxVars[tr.RootName()]; !ok {
 					r := tr.SourceRange()
 					return cty.UnknownVal(cty.String), function.NewArgErrorf(1, "template %q uses %q (line %d), which vars does not define", p, tr.RootName(), r.Start.Line)
 				}
 			}
 			v, diags := t.expr.Value(&hcl.EvalContext{Variables: ctxVars, Functions: funcs})
+			if l.budget != nil && l.budget.spent() {
+				return cty.UnknownVal(cty.String), l.budget.err
+			}
 			if diags.HasErrors() {
 				return cty.UnknownVal(cty.String), function.NewArgErrorf(0, "template %q: %s", p, diags.Error())
 			}

@@ -34,6 +34,8 @@ func Load(b Bundle, opts Options) (*Stack, hcl.Diagnostics) {
 		netInfo:   map[string]*netState{},
 		ipUsed:    map[string]string{},
 		portUsed:  map[string]portUse{},
+		volUsed:   map[string]volumeUse{},
+		budget:    newBudget(opts.Context, opts.Limits),
 	}
 	l.funcs = l.functions()
 	if opts.Stack != "" && !ValidName(opts.Stack) {
@@ -45,6 +47,16 @@ func Load(b Bundle, opts Options) (*Stack, hcl.Diagnostics) {
 	order := l.order()
 	for _, n := range order {
 		l.evalNode(n)
+		if l.budget.spent() {
+			break
+		}
+		if err := l.budget.chargeValue(n.value, "the value of "+n.key); err != nil {
+			break
+		}
+	}
+	if l.budget.spent() {
+		l.diags = l.budget.limitDiags(l.diags, rangePtr(l.budgetAt))
+		return nil, finishDiags(l.diags)
 	}
 	l.crossChecks()
 	l.checkForwardTargets()
@@ -78,6 +90,13 @@ type loader struct {
 	nets     []netCheck
 	ipUsed   map[string]string
 	portUsed map[string]portUse
+	volUsed  map[string]volumeUse // volume address -> the server it is attached to
+
+	// budget bounds the work of evaluating (limits.go); budgetAt is the
+	// node being evaluated, for a spent budget that has no expression to
+	// name.
+	budget   *budget
+	budgetAt hcl.Range
 }
 
 func (l *loader) display(name string) string {
@@ -297,6 +316,9 @@ func (l *loader) parse() {
 		if f == nil || f.Body == nil {
 			continue
 		}
+		if b, ok := f.Body.(*hclsyntax.Body); ok {
+			l.budget.countForExprs(b)
+		}
 		content, diags := f.Body.Content(topSchema)
 		l.diags = append(l.diags, diags...)
 		for _, blk := range content.Blocks {
@@ -515,7 +537,7 @@ func (l *loader) parseLifecycle(kind string, b *hcl.Block) Lifecycle {
 		var name string
 		if tr, diags := hcl.AbsTraversalForExpr(e); !diags.HasErrors() && len(tr) == 1 {
 			name = tr.RootName()
-		} else if v, diags := e.Value(nil); !diags.HasErrors() && v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
+		} else if v, diags := e.Value(l.countCtx()); !diags.HasErrors() && v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
 			name = v.AsString()
 		} else {
 			l.errorf(rangePtr(e.Range()), "Invalid ignore_changes entry", "ignore_changes lists attribute names, such as [user_data, volumes], or is all.")

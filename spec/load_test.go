@@ -162,7 +162,7 @@ func TestForEachAndDependsOn(t *testing.T) {
 	b := Bundle{"main.hcl": []byte(image + `
 param "disks" {
   type    = map(string)
-  default = { db = "10GiB", logs = "1.5GiB" }
+  default = { db = "10GiB", logs = "1.5GiB", spare = "1GiB" }
 }
 volume "v" {
   for_each = param.disks
@@ -181,7 +181,7 @@ server "db" {
 server "w" {
   for_each = toset(["a", "b"])
   image    = image.base.id
-  volumes  = [volume.v[each.key == "a" ? "db" : "logs"].id]
+  volumes  = [volume.v[each.key == "a" ? "spare" : "logs"].id]
 }
 `)}
 	st := mustLoad(t, b, Options{})
@@ -192,7 +192,7 @@ server "w" {
 		t.Errorf("key %v", k)
 	}
 	db := res(t, st, "server.db")
-	if !reflect.DeepEqual(db.DependsOn, []string{"image.base", `volume.v["db"]`, `volume.v["logs"]`}) {
+	if !reflect.DeepEqual(db.DependsOn, []string{"image.base", `volume.v["db"]`, `volume.v["logs"]`, `volume.v["spare"]`}) {
 		t.Errorf("depends_on: %v", db.DependsOn)
 	}
 	if !db.Lifecycle.PreventDestroy || !db.Lifecycle.CreateBeforeDestroy || !reflect.DeepEqual(db.Lifecycle.IgnoreChanges, []string{"user_data", "volumes"}) {

@@ -28,6 +28,9 @@ func (l *loader) resolveParams() {
 		if diags.HasErrors() {
 			continue
 		}
+		if b, ok := f.Body.(*hclsyntax.Body); ok {
+			l.budget.countForExprs(b)
+		}
 		attrs, diags := f.Body.JustAttributes()
 		l.diags = append(l.diags, diags...)
 		for _, name := range sortedKeys(attrs) {
@@ -36,7 +39,7 @@ func (l *loader) resolveParams() {
 				l.errorf(&a.NameRange, "Value for undeclared param", "The var file sets %q, but the template declares no param of that name.", name)
 				continue
 			}
-			v, diags := a.Expr.Value(nil)
+			v, diags := a.Expr.Value(l.countCtx())
 			l.diags = append(l.diags, diags...)
 			if diags.HasErrors() {
 				continue
@@ -121,11 +124,16 @@ func (l *loader) rawVar(p *paramDecl, raw, what string) (cty.Value, bool) {
 	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), what, hcl.InitialPos)
 	if !diags.HasErrors() {
+		l.budget.countForExprs(expr)
 		var v cty.Value
-		v, diags = expr.Value(nil)
+		v, diags = expr.Value(l.countCtx())
 		if !diags.HasErrors() {
 			return v, true
 		}
+	}
+	if l.budget.spent() {
+		l.errorf(&p.block.DefRange, LimitSummary, "%s, in the value given by %s for param %q.", capitalize(l.budget.err.msg), what, p.name)
+		return cty.NilVal, false
 	}
 	l.errorf(&p.block.DefRange, "Invalid value for param", "The value %q given by %s for param %q is not a valid %s.", raw, what, p.name, p.typ.FriendlyName())
 	return cty.NilVal, false

@@ -5,6 +5,7 @@ package spec
 // or a cty.Value.
 
 import (
+	"context"
 	"sort"
 
 	"github.com/hashicorp/hcl/v2"
@@ -88,6 +89,12 @@ type Options struct {
 	// Files names the bundle entries that are template files. Empty means
 	// every top-level *.hcl file of the bundle, sorted.
 	Files []string
+	// Limits bound the values and string bytes evaluation may make (zero:
+	// the defaults).
+	Limits Limits
+	// Context bounds the time of evaluation: once it is done, Load stops
+	// with an "Evaluation limit exceeded" diagnostic. nil: no time limit.
+	Context context.Context
 }
 
 // RawVar is a variable given as text (-var name=value or KILN_VAR_name). For a

@@ -107,6 +107,8 @@ func (l *loader) checkAttr(n *node, addr, name string, v cty.Value, a *hcl.Attri
 		switch {
 		case err != nil:
 			l.errorf(subj, "Invalid CIDR", "%s.", err)
+		case p.Addr().Is6():
+			l.errorf(subj, "IPv6 network not supported", "%s is an IPv6 prefix; kiln's networks (bridges, NAT, DHCP) are IPv4 only for now, so give an IPv4 prefix such as \"10.20.0.0/24\".", p)
 		case p != p.Masked():
 			l.errorf(subj, "Invalid CIDR", "%s has host bits set; the network address is %s.", p, p.Masked())
 		case p.Addr().Is4() && p.Bits() > 29, p.Addr().Is6() && p.Bits() > 125:

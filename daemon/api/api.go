@@ -75,6 +75,9 @@ type Error struct {
 	Error string `json:"error"`
 	// Field names the request field at fault, when there is one.
 	Field string `json:"field,omitempty"`
+	// Diagnostics are the template's errors (file, line, column, summary,
+	// detail) when the request carried a template that does not load.
+	Diagnostics []Diagnostic `json:"diagnostics,omitempty"`
 }
 
 // Health answers GET /v1/health.

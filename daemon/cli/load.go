@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -39,6 +41,10 @@ const varsUsage = `  -stack NAME        Stack name. Default: the file's name wit
 // stackNameRE is the rule spec applies to every name, repeated here only to
 // explain a bad default.
 var stackNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+
+// localEvalTimeout bounds the local evaluation of a template, as a server's
+// default EvalTimeout does.
+const localEvalTimeout = 10 * time.Second
 
 // loaded is a template read and loaded by spec.
 type loaded struct {
@@ -94,7 +100,13 @@ func (e *Env) load(cmd string, p string, v *varFlags, prior spec.Prior) *loaded 
 	if e.specLoad != nil {
 		load = e.specLoad
 	}
+	// The same evaluation limits as a server's (spec's default sizes and
+	// the server's default time limit).
+	ctx, cancel := context.WithTimeout(context.Background(), localEvalTimeout)
+	defer cancel()
+	l.opts.Context = ctx
 	l.stack, l.diags = load(t.Bundle, l.opts)
+	l.opts.Context = nil
 	return l
 }
 

@@ -49,6 +49,11 @@ Options:
                         on this host, as for kiln agent; the server's own
                         HTTP and raft ports are never forwarded.
   -parallelism N        Actions an operation runs at once (default 16).
+  -eval-timeout D       Longest evaluation of one template (default 10s).
+  -max-plans N          Templates evaluated at once; more wait 2s, then get
+                        429 with Retry-After (default 4).
+  -max-connections N    API connections served at once; more wait in the
+                        listen queue (default 1024).
   -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
   -log-level LEVEL      debug, info, warn or error (default info).
   -recover              Start a single server whose raft.db was lost from
@@ -74,6 +79,9 @@ func runServer(e *Env, c *command, args []string) int {
 	var policy policyFlags
 	policy.register(fs)
 	parallelism := fs.Int("parallelism", 16, "")
+	evalTimeout := fs.Duration("eval-timeout", 10*time.Second, "")
+	maxPlans := fs.Int("max-plans", 4, "")
+	maxConns := fs.Int("max-connections", 1024, "")
 	leave := fs.Bool("leave-on-shutdown", true, "")
 	logLevel := fs.String("log-level", "info", "")
 	// Test-only: the in-memory driver for the -agent (never a default).
@@ -84,6 +92,10 @@ func runServer(e *Env, c *command, args []string) int {
 		return code
 	}
 	if !e.wantArgs(c, pos, 0) {
+		return ExitError
+	}
+	if *evalTimeout <= 0 || *maxPlans <= 0 || *maxConns <= 0 {
+		fmt.Fprintf(e.Stderr, "kiln server: -eval-timeout, -max-plans and -max-connections must be above 0\n")
 		return ExitError
 	}
 	if *dataDir == "" || *raftAddr == "" {
@@ -143,6 +155,7 @@ func runServer(e *Env, c *command, args []string) int {
 		DataDir: dir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr, Bootstrap: *bootstrap,
 		Join: *join, JoinToken: e.getenv(envToken), Parallelism: *parallelism,
 		LeaveOnShutdown: *leave, Logger: log, Recover: *recoverLog,
+		EvalTimeout: *evalTimeout, MaxConcurrentPlans: *maxPlans, MaxConnections: *maxConns,
 	})
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)

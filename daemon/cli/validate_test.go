@@ -110,3 +110,20 @@ func TestValidateTemplates(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateEvaluationLimit: the CLI's local evaluation has the server's
+// limits: a template that would make millions of values is refused with the
+// limit named at its line.
+func TestValidateEvaluationLimit(t *testing.T) {
+	src := "locals {\n  a = range(150)\n  p = setproduct(local.a, local.a, local.a)\n}\n"
+	dir := writeFiles(t, map[string]string{"tmpl/main.hcl": src})
+	r := kiln(t, &Env{Dir: dir}, "validate", "tmpl")
+	if r.code != ExitError {
+		t.Errorf("exit %d, want 1", r.code)
+	}
+	for _, want := range []string{"Error: " + spec.LimitSummary, "tmpl/main.hcl line 3", "1,000,000 values", "setproduct"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, r.stderr)
+		}
+	}
+}

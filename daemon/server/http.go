@@ -61,6 +61,8 @@ type httpError struct {
 	code  int
 	msg   string
 	field string
+	// retryAfter, when set, is sent as Retry-After (whole seconds).
+	retryAfter time.Duration
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -327,9 +329,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) error {
 // writeError answers an error: httpError as it is; store errors mapped to
 // their status; anything else 500.
 func writeError(w http.ResponseWriter, err error) {
+	var de *diagError
+	if errors.As(err, &de) {
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: de.text, Diagnostics: de.diags})
+		return
+	}
 	var he *httpError
 	if !errors.As(err, &he) {
 		he = storeError(err)
+	}
+	if he.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((he.retryAfter+time.Second-1)/time.Second)))
 	}
 	writeJSON(w, he.code, api.Error{Error: he.msg, Field: he.field})
 }

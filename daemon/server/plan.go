@@ -81,10 +81,12 @@ func rawVars(t *api.Template) ([]spec.RawVar, []spec.VarFile) {
 	return vars, files
 }
 
-// load evaluates a stack's template against the prior state.
-func load(stack string, sb storedBundle, vars []spec.RawVar, files []spec.VarFile, prior spec.Prior) (*spec.Stack, error) {
+// load evaluates a stack's template against the prior state, within the
+// evaluation limits (ctx bounds its time).
+func load(ctx context.Context, lim spec.Limits, stack string, sb storedBundle, vars []spec.RawVar, files []spec.VarFile, prior spec.Prior) (*spec.Stack, error) {
 	desired, diags := spec.Load(spec.Bundle(sb.Bundle), spec.Options{
 		Stack: stack, Vars: vars, VarFiles: files, Env: sb.Env, Prior: prior, Dir: sb.Dir, Files: sb.Files,
+		Limits: lim, Context: ctx,
 	})
 	if diags.HasErrors() {
 		var buf bytes.Buffer
@@ -107,7 +109,10 @@ func (s *Server) loadStack(st raftstore.Stack) (*spec.Stack, error) {
 	if err := json.Unmarshal(data, &sb); err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", st.BundleHash, err)
 	}
-	return load(st.Name, sb, st.Vars, st.VarFiles, s.store.State().PlannerState(st.Project, st.Name).Prior())
+	// The template was accepted within the limits once; its values are the
+	// same again, and a time limit here would break outputs of a stack
+	// already applied, so only the size limits apply.
+	return load(context.Background(), s.cfg.EvalLimits, st.Name, sb, st.Vars, st.VarFiles, s.store.State().PlannerState(st.Project, st.Name).Prior())
 }
 
 // plannedOp is a plan ready to become an operation.
@@ -147,7 +152,7 @@ func (s *Server) makePlan(ctx context.Context, project, stack string, t *api.Tem
 			return nil, err
 		}
 		vars, files := rawVars(t)
-		desired, err = load(stack, sb, vars, files, actual.Prior())
+		desired, err = s.evaluate(ctx, stack, sb, vars, files, actual.Prior())
 		if err != nil {
 			return nil, err
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/raftstore"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // Version is reported by /v1/health.
@@ -89,6 +90,29 @@ type Config struct {
 	// raftstore.DefaultPlanTTL); the leader then collects it and the blobs
 	// nothing refers to, at every TTLInterval.
 	PlanTTL time.Duration
+
+	// EvalTimeout bounds the evaluation of one template (default 10s);
+	// EvalLimits bound the values and string bytes it may make (zero
+	// fields: spec's defaults).
+	EvalTimeout time.Duration
+	EvalLimits  spec.Limits
+	// MaxConcurrentPlans bounds the templates this server evaluates at once
+	// (default 4); a plan that finds no slot within PlanQueueWait (default
+	// 2s) answers 429 with Retry-After.
+	MaxConcurrentPlans int
+	PlanQueueWait      time.Duration
+
+	// HTTP time limits and connection cap (timeouts.go): headers within
+	// HTTPHeaderTimeout (default 10s), a body within HTTPBodyTimeout
+	// (default 1m), an answer taken within HTTPWriteTimeout (default 6m)
+	// plus the wait of a blocking query, idle keep-alive connections
+	// closed after HTTPIdleTimeout (default 2m), at most MaxConnections
+	// (default 1024) served at once.
+	HTTPHeaderTimeout time.Duration
+	HTTPBodyTimeout   time.Duration
+	HTTPWriteTimeout  time.Duration
+	HTTPIdleTimeout   time.Duration
+	MaxConnections    int
 }
 
 // Server is one kiln server.
@@ -103,6 +127,9 @@ type Server struct {
 
 	mgmtToken string
 	host      hostBroker // host questions to the agents (hostops.go)
+
+	// planSlots bounds the templates evaluated at once (limits.go).
+	planSlots chan struct{}
 
 	leaderDone chan struct{}
 	stop       chan struct{}
@@ -139,6 +166,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PlanTTL <= 0 {
 		cfg.PlanTTL = raftstore.DefaultPlanTTL
 	}
+	if cfg.EvalTimeout <= 0 {
+		cfg.EvalTimeout = 10 * time.Second
+	}
+	if cfg.MaxConcurrentPlans <= 0 {
+		cfg.MaxConcurrentPlans = 4
+	}
+	if cfg.PlanQueueWait <= 0 {
+		cfg.PlanQueueWait = 2 * time.Second
+	}
+	cfg.timeoutDefaults()
 	if err := os.MkdirAll(cfg.DataDir, raftstore.DirMode); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
@@ -160,6 +197,7 @@ func New(cfg Config) (*Server, error) {
 		stop:       make(chan struct{}),
 		leaderDone: make(chan struct{}),
 	}
+	s.planSlots = make(chan struct{}, cfg.MaxConcurrentPlans)
 	s.metrics = newMetrics(s)
 	s.mux = s.routes()
 	return s, nil
@@ -198,7 +236,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", s.cfg.HTTPAddr, err)
 	}
-	s.ln = ln
+	s.ln = newLimitListener(ln, s.cfg.MaxConnections)
 	if s.cfg.Bootstrap {
 		path := filepath.Join(s.cfg.DataDir, ManagementTokenFile)
 		tok, err := loadOrMake(path, func() string { return "kiln_" + randomHex(24) })
@@ -227,11 +265,11 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	s.store = st
-	s.http = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.http = s.httpServer()
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http serve", "err", err)
 		}
 	}()

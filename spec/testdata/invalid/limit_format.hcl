@@ -1,0 +1,3 @@
+output "s" {
+  value = format("%0999999999d", 1)
+}
