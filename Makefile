@@ -68,9 +68,14 @@ FUZZTIME ?= 15s
 FUZZ_TARGETS := \
 	./spec:FuzzParse \
 	./raftstore:FuzzDecodeCommand \
-	./raftstore:FuzzReadSnapshot
+	./raftstore:FuzzReadSnapshot \
+	./daemon/server:FuzzDecodeRequest
 
+# fuzz first checks that every Fuzz function of the repository is listed.
 fuzz:
+	@set -e; for f in $$(git grep -h -o -E '^func Fuzz[A-Za-z0-9_]+' -- '*_test.go' | sed 's/^func //'); do \
+		case " $(FUZZ_TARGETS) " in *":$$f "*) ;; *) echo "make fuzz: $$f is not in FUZZ_TARGETS"; exit 1;; esac; \
+	done
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "== fuzz $$name in $$pkg for $(FUZZTIME)"; \
