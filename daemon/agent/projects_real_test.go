@@ -222,7 +222,8 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 	// seed, by naming their ids.
 	for _, id := range []string{p2.volID, volume.Name(p2.scope, "server.web", volume.QCOW2), volume.BaseName(p2.scope, "server.web") + "-seed.iso", "../x"} {
 		thief := create(engine.Action{Stack: p1.scope, Address: "server.thief", Kind: "server", Attrs: map[string]any{
-			"image": sum, "cpus": int64(1), "memory": int64(128 << 20), "volumes": []any{id}}})
+			"image": sum, "cpus": int64(1), "memory": int64(128 << 20), "volumes": []any{id}},
+			Deps: map[string]map[string]any{"image.guest": {"id": sum}}})
 		_, err := d["server"].Create(ctx, thief)
 		if err == nil || !strings.Contains(err.Error(), "is not a volume of stack") {
 			t.Errorf("p1 attaching %s: %v", id, err)

@@ -293,3 +293,17 @@ func (r *Real) ownVolume(a engine.Action, id string) error {
 	}
 	return nil
 }
+
+// ownImage refuses a server image that is not the id of one of the action's
+// image dependencies. The image cache is shared by every stack of the host;
+// an image resource of the stack proves its source delivers those bytes
+// (image.Cache.Create), so a server boots only an image its own stack
+// fetched, never one it names by another project's sha256.
+func ownImage(a engine.Action, sum string) error {
+	for addr, dep := range a.Deps {
+		if strings.HasPrefix(addr, "image.") && dep["id"] == sum {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: attribute \"image\": %q is not the id of an image of this stack; a server boots only its own stack's images (image.NAME.id)", a.Address, sum)
+}

@@ -100,7 +100,8 @@ func TestRealPolicyLocalPaths(t *testing.T) {
 	// is made.
 	for _, attr := range []string{"kernel", "initrd"} {
 		s := create(engine.Action{Stack: stack, Address: "server.k", Kind: "server", Attrs: map[string]any{
-			"image": sum, attr: "/etc/shadow", "memory": int64(128 << 20)}})
+			"image": sum, attr: "/etc/shadow", "memory": int64(128 << 20)},
+			Deps: map[string]map[string]any{"image.guest": {"id": sum}}})
 		_, err = d["server"].Create(ctx, s)
 		wantErr(t, attr, err, "server.k", `attribute "`+attr+`"`, "-allow-local-images")
 		s.Attrs[attr] = filepath.Join(allowed, "passwd")
@@ -204,7 +205,8 @@ func TestRealPolicyForeignVolume(t *testing.T) {
 	o := run(t, d["volume"], &vol, results)
 	for _, id := range []string{o.Attrs["id"].(string), "kiln-vola-server-web.qcow2", "nonexistent"} {
 		s := create(engine.Action{Stack: "volb", Address: "server.thief", Kind: "server", Attrs: map[string]any{
-			"image": sum, "memory": int64(128 << 20), "volumes": []any{id}}})
+			"image": sum, "memory": int64(128 << 20), "volumes": []any{id}},
+			Deps: map[string]map[string]any{"image.guest": {"id": sum}}})
 		_, err := d["server"].Create(ctx, s)
 		wantErr(t, id, err, "server.thief", `attribute "volumes"`, "is not a volume of stack volb")
 		s.Op = engine.OpDelete
@@ -246,5 +248,21 @@ func TestRealPolicySources(t *testing.T) {
 	wantErr(t, "http without sha256", err, "image.web", `attribute "source"`, "needs a sha256", "-allow-insecure-http")
 	if o, err := d["image"].Create(ctx, img(sum)); err != nil || o.Attrs["id"] != sum {
 		t.Fatalf("allowed loopback source: %v, %v", o.Attrs, err)
+	}
+}
+
+// A server boots only an image of its own stack: the id must be that of one
+// of its image dependencies, whatever the shared cache holds.
+func TestOwnImage(t *testing.T) {
+	const sum = "4f1c0a3b6d2e8f7a9c0b1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a"
+	a := engine.Action{Address: "server.web", Deps: map[string]map[string]any{
+		"network.lan": {"id": sum}, "image.base": {"id": "other"}}}
+	err := ownImage(a, sum)
+	if err == nil || !strings.Contains(err.Error(), `server.web: attribute "image"`) || !strings.Contains(err.Error(), "image.NAME.id") {
+		t.Fatalf("an id no image dependency has: %v", err)
+	}
+	a.Deps["image.guest"] = map[string]any{"id": sum}
+	if err := ownImage(a, sum); err != nil {
+		t.Fatalf("the id of an image dependency: %v", err)
 	}
 }

@@ -291,6 +291,9 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 	if err != nil {
 		return s, res, err
 	}
+	if err := ownImage(a, sum); err != nil {
+		return s, res, err
+	}
 	img, err := k.r.images.Read(ctx, sum)
 	if errors.Is(err, executors.ErrNotFound) {
 		// Not cached here (yet): fetch it as the image resource says.

@@ -76,6 +76,7 @@ type Cache struct {
 	pool    *libvirt.StoragePool
 	dir     string // pool directory
 	partial string // temporary files, outside the pool
+	sources string // which sources delivered each image (sources.go)
 	flights singleflight.Group
 	mu      sync.Mutex // serializes pool refreshes
 
@@ -111,10 +112,15 @@ func New(conn *libvirt.Connect, dataDir string) (*Cache, error) {
 		pool.Free()
 		return nil, fmt.Errorf("image cache: %w", err)
 	}
+	if err := mkdirMode(sourcesDir(dir), 0o700); err != nil {
+		pool.Free()
+		return nil, fmt.Errorf("image cache: %w", err)
+	}
 	return &Cache{
 		pool:       pool,
 		dir:        dir,
 		partial:    partial,
+		sources:    sourcesDir(dir),
 		tr:         Policy{}.transport(),
 		BufferSize: 1 << 20,
 	}, nil
@@ -214,8 +220,9 @@ func (c *Cache) Read(ctx context.Context, sum string) (Image, error) {
 }
 
 // Create returns the cached image of t, fetching it first when it is not in
-// the cache. Callers asking for the same source and sha256 at the same time
-// share one fetch (progress goes to the caller that started it).
+// the cache, or when it is but t's source is not known to deliver it (see
+// sources.go). Callers asking for the same source and sha256 at the same
+// time share one fetch (progress goes to the caller that started it).
 func (c *Cache) Create(ctx context.Context, t Template, progress Progress) (Image, error) {
 	if t.SHA256 != "" {
 		sum, err := normalize(t.SHA256)
@@ -223,13 +230,13 @@ func (c *Cache) Create(ctx context.Context, t Template, progress Progress) (Imag
 			return Image{}, fmt.Errorf("image %s: %w", t.Source, err)
 		}
 		t.SHA256 = sum
-		if img, err := c.Read(ctx, sum); err == nil {
+		if img, err := c.Read(ctx, sum); err == nil && c.delivered(sum, t.Source) {
 			return img, nil
 		}
 	}
 	ch := c.flights.DoChan(t.Source+"\x00"+t.SHA256, func() (any, error) {
 		if t.SHA256 != "" {
-			if img, err := c.Read(ctx, t.SHA256); err == nil {
+			if img, err := c.Read(ctx, t.SHA256); err == nil && c.delivered(t.SHA256, t.Source) {
 				return img, nil
 			}
 		}
@@ -317,6 +324,14 @@ func (c *Cache) fetch(ctx context.Context, t Template, progress Progress) (Image
 	}
 	name := sum + "." + format
 	path := filepath.Join(c.dir, name)
+	if err := c.remember(sum, t.Source); err != nil {
+		return Image{}, err
+	}
+	if img, err := c.Read(ctx, sum); err == nil {
+		// Cached already (another source delivered the same bytes): keep
+		// that file, which guests may be using.
+		return img, nil
+	}
 	// Only the agent (and QEMU, through libvirt's relabelling) reads a
 	// cached image: it may hold what the template's source held.
 	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
@@ -397,7 +412,7 @@ func (c *Cache) Delete(ctx context.Context, sum string) error {
 		}
 	}
 	c.refresh()
-	return nil
+	return c.forget(sum)
 }
 
 // List returns the cached images, sorted by sha256 (`kiln image list`).

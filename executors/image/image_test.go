@@ -194,8 +194,10 @@ func TestLocalSourceListPrune(t *testing.T) {
 		}
 		sums = append(sums, sum)
 	}
-	if _, err := c.Create(ctx, image.Template{Source: "relative/path", SHA256: sums[0]}, nil); err != nil {
-		t.Fatalf("a cached image is served whatever the source: %v", err)
+	// A cached image is not served to a source that never delivered it
+	// (TestCacheHitNeedsAKnownSource): this one must be fetched, and cannot.
+	if _, err := c.Create(ctx, image.Template{Source: "relative/path", SHA256: sums[0]}, nil); err == nil {
+		t.Fatalf("a cached image was served to a source that never delivered it")
 	}
 	if _, err := c.Create(ctx, image.Template{Source: "relative/other"}, nil); err == nil {
 		t.Fatalf("a relative path source was accepted")
@@ -269,5 +271,51 @@ func BenchmarkPlainCopy(b *testing.B) {
 		b.StopTimer()
 		os.Remove(f.Name())
 		b.StartTimer()
+	}
+}
+
+// A cached image is handed out only to a source known to deliver it: naming
+// its sha256 with another source fetches that source, and a source that does
+// not hold those bytes gets a checksum error, never the cached image.
+func TestCacheHitNeedsAKnownSource(t *testing.T) {
+	ctx := context.Background()
+	c := newCache(t)
+	body, sum := blob(1<<20, true, 7)
+	owner, ownerHits := server(t, body, 0)
+	img, err := c.Create(ctx, image.Template{Source: owner.URL + "/secret", SHA256: sum}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other, _ := blob(1<<20, true, 8)
+	thief, thiefHits := server(t, other, 0)
+	_, err = c.Create(ctx, image.Template{Source: thief.URL + "/x", SHA256: sum}, nil)
+	if !errors.Is(err, image.ErrChecksum) {
+		t.Fatalf("another source naming a cached sha256: %v, want a checksum error", err)
+	}
+	if thiefHits.Load() != 1 {
+		t.Errorf("the other source was fetched %d times, want 1", thiefHits.Load())
+	}
+	if got, err := os.ReadFile(filepath.Join(c.Dir(), img.Volume)); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("the cached image changed (err %v)", err)
+	}
+
+	// A second source holding the same bytes proves it once, then hits.
+	mirror, mirrorHits := server(t, body, 0)
+	for i := 0; i < 2; i++ {
+		again, err := c.Create(ctx, image.Template{Source: mirror.URL + "/copy", SHA256: sum}, nil)
+		if err != nil || again != img {
+			t.Fatalf("mirror Create %d = %+v, %v", i, again, err)
+		}
+	}
+	if mirrorHits.Load() != 1 || ownerHits.Load() != 1 {
+		t.Errorf("hits: mirror %d, owner %d; want 1 each", mirrorHits.Load(), ownerHits.Load())
+	}
+	// Deleting the image forgets its sources.
+	if err := c.Delete(ctx, sum); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(ctx, image.Template{Source: owner.URL + "/secret", SHA256: sum}, nil); err != nil || ownerHits.Load() != 2 {
+		t.Errorf("after delete: %v, owner hits %d, want a fresh fetch", err, ownerHits.Load())
 	}
 }
