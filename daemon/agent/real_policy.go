@@ -286,7 +286,7 @@ func (r *Real) sameStackForward(stack, owner string) (bool, error) {
 func (r *Real) ownVolume(a engine.Action, id string) error {
 	rec, ok, err := r.reg.get("volume", id)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: attribute \"volumes\": %q is not a volume of stack %s on this host (%v); a server attaches only its own stack's volumes (volume.NAME.id)", a.Address, id, a.Stack, err)
 	}
 	if !ok || rec.Stack != a.Stack {
 		return fmt.Errorf("%s: attribute \"volumes\": %q is not a volume of stack %s on this host; a server attaches only its own stack's volumes (volume.NAME.id)", a.Address, id, a.Stack)
