@@ -169,10 +169,25 @@ func TestPlanHostPortRange(t *testing.T) {
 		t.Fatalf("port 18080 held on agent-1, outside agent-2's range: %d %+v", code, e)
 	}
 
+	// The scheduler places a new stack only on an agent that allows its
+	// ports: 2222 goes to agent-2 (agent-1 would win the tie otherwise).
+	var ref2 api.OperationRef
+	p1.must("POST", "/v1/stacks/other/apply", api.ApplyRequest{Template: forwardTemplate("10.52.0.0/24", 2222, "tcp")}, http.StatusAccepted, &ref2)
+	if op := p1.waitOp(ref2.OperationID); op.Status != "complete" {
+		t.Fatalf("apply other: %s %s", op.Status, op.Error)
+	}
+	var detail api.StackDetail
+	p1.must("GET", "/v1/stacks/other", nil, http.StatusOK, &detail)
+	for _, r := range detail.Resources {
+		if r.Node != "agent-2" {
+			t.Fatalf("%s of stack other placed on %q, want agent-2 (the only agent that forwards 2222)", r.Address, r.Node)
+		}
+	}
+
 	// An agent that reports no policy (an older agent): no plan-time
 	// refusal for a new stack, which may land there.
 	startAgent(t, "agent-3", s.ManagementToken(), memdriver.New(), s.Addr())
-	if code, e := plan("other", 22); code != http.StatusOK {
+	if code, e := plan("third", 22); code != http.StatusOK {
 		t.Fatalf("plan of port 22 with an agent without a policy: %d %+v", code, e)
 	}
 }
