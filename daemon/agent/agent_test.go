@@ -215,22 +215,23 @@ func TestAgentReportsRatiosAndAccel(t *testing.T) {
 
 // TestCapacityReportsHostPorts: the capacity an agent registers and
 // heartbeats with carries the real drivers' host-port policy (the range,
-// the reserved ports, sorted and once each); drivers that are not the real
-// ones report none.
+// the reserved ports inside it, sorted and once each); drivers that are not
+// the real ones report none.
 func TestCapacityReportsHostPorts(t *testing.T) {
 	dir := t.TempDir()
 	set := &Real{srv: &server.Driver{}}
-	if err := set.SetPolicy(HostPolicy{HostPorts: PortRange{Lo: 20000, Hi: 20999}, ReservedPorts: []int{8775}}); err != nil {
+	if err := set.SetPolicy(HostPolicy{HostPorts: PortRange{Lo: 4000, Hi: 9000}, ReservedPorts: []int{8775}}); err != nil {
 		t.Fatal(err)
 	}
-	ReserveHostPorts(set.Drivers(), 7400, 4646, 8775)
+	// 30000 is outside the range: refused anyway, not reported.
+	ReserveHostPorts(set.Drivers(), 7400, 30000, 4646, 8775)
 	tests := []struct {
 		name     string
 		d        Drivers
 		lo, hi   int
 		reserved []int
 	}{
-		{"policy set", set.Drivers(), 20000, 20999, []int{4646, 7400, 8775}},
+		{"policy set", set.Drivers(), 4000, 9000, []int{4646, 7400, 8775}},
 		{"remote default", (&Real{srv: &server.Driver{}}).Drivers(), 10000, 60000, nil},
 		{"memory drivers", NewMemory("", 0).Drivers(), 0, 0, nil},
 	}

@@ -29,8 +29,15 @@ func Capacity(cfg Config) api.Capacity {
 	}
 	// The host ports port forwards may use (the servers check them at plan
 	// time); drivers that forward nothing on the host say nothing.
+	// Only the reserved ports inside the range matter (the others are
+	// refused anyway), at most as many as the servers take.
 	if rng, reserved, ok := HostPorts(cfg.Drivers); ok {
-		c.HostPortsLo, c.HostPortsHi, c.ReservedPorts = rng.Lo, rng.Hi, reserved
+		c.HostPortsLo, c.HostPortsHi = rng.Lo, rng.Hi
+		for _, p := range reserved {
+			if rng.Contains(p) && len(c.ReservedPorts) < api.MaxReservedPorts {
+				c.ReservedPorts = append(c.ReservedPorts, p)
+			}
+		}
 	}
 	var st syscall.Statfs_t
 	if syscall.Statfs(cfg.DataDir, &st) == nil {

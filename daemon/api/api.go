@@ -317,10 +317,11 @@ type Capacity struct {
 	Accel       string `json:"accel"`
 	AccelReason string `json:"accel_reason,omitempty"`
 	// HostPortsLo..HostPortsHi is the inclusive range of host ports the
-	// agent lets port forwards use (its -host-ports); ReservedPorts are
-	// never forwarded, inside the range or not (the ports of a kiln server
-	// in the same process, the ready-signal port). 0..0 (an agent that
-	// does not say) is unknown: the servers check no range at plan time.
+	// agent lets port forwards use (its -host-ports); ReservedPorts, in
+	// the range, are never forwarded (the ports of a kiln server in the
+	// same process or of its -servers, the ready-signal port). 0..0 (an
+	// agent that does not say) is unknown: the servers check no range at
+	// plan time.
 	HostPortsLo   int   `json:"host_ports_lo,omitempty"`
 	HostPortsHi   int   `json:"host_ports_hi,omitempty"`
 	ReservedPorts []int `json:"reserved_ports,omitempty"`
