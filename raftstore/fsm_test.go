@@ -100,7 +100,8 @@ func agent(id string) *RegisterAgent {
 
 func capacity() Capacity {
 	return Capacity{CPUs: 8, MemoryBytes: 16 << 30, DiskBytes: 100 << 30, CPURatio: 32, MemoryRatio: 1.5,
-		Accel: "kvm", AccelReason: "/dev/kvm opens and a probe guest ran under KVM."}
+		Accel: "kvm", AccelReason: "/dev/kvm opens and a probe guest ran under KVM.",
+		HostPortsLo: 10000, HostPortsHi: 60000, ReservedPorts: []int{4646, 8775}}
 }
 
 // base is the setup most cases start from: a blob, a stack, an agent.
@@ -564,7 +565,7 @@ func TestFSMCommands(t *testing.T) {
 			cmd:  agent("agent-1"),
 			check: func(t *testing.T, s *State) {
 				a, ok := s.Agent("agent-1")
-				if !ok || a.Status != AgentUp || a.Capacity != capacity() {
+				if !ok || a.Status != AgentUp || !reflect.DeepEqual(a.Capacity, capacity()) {
 					t.Errorf("agent = %+v, %v", a, ok)
 				}
 			},
@@ -574,7 +575,7 @@ func TestFSMCommands(t *testing.T) {
 			cmd:  &RegisterAgent{ID: "agent-1", Capacity: Capacity{CPUs: 2}, Time: t0},
 			check: func(t *testing.T, s *State) {
 				a, _ := s.Agent("agent-1")
-				if a.Capacity != (Capacity{CPUs: 2}) {
+				if !reflect.DeepEqual(a.Capacity, Capacity{CPUs: 2}) {
 					t.Errorf("capacity = %+v", a.Capacity)
 				}
 			},
@@ -587,7 +588,7 @@ func TestFSMCommands(t *testing.T) {
 			check: func(t *testing.T, s *State) {
 				a, _ := s.Agent("agent-1")
 				want := Capacity{CPUs: 8, CPURatio: 4, MemoryRatio: 1, Accel: "tcg", AccelReason: "/dev/kvm is missing."}
-				if a.Capacity != want || !a.Registered.Equal(t0) {
+				if !reflect.DeepEqual(a.Capacity, want) || !a.Registered.Equal(t0) {
 					t.Errorf("agent = %+v", a)
 				}
 			},
@@ -598,7 +599,7 @@ func TestFSMCommands(t *testing.T) {
 			cmd:   &AgentHeartbeat{ID: "agent-1", Images: []string{"sha256:bb"}, Time: t0.Add(time.Minute)},
 			check: func(t *testing.T, s *State) {
 				a, _ := s.Agent("agent-1")
-				if a.Status != AgentUp || !a.LastHeartbeat.Equal(t0.Add(time.Minute)) || a.Images[0] != "sha256:bb" || a.Capacity != capacity() {
+				if a.Status != AgentUp || !a.LastHeartbeat.Equal(t0.Add(time.Minute)) || a.Images[0] != "sha256:bb" || !reflect.DeepEqual(a.Capacity, capacity()) {
 					t.Errorf("agent = %+v", a)
 				}
 			},
@@ -611,7 +612,7 @@ func TestFSMCommands(t *testing.T) {
 			check: func(t *testing.T, s *State) {
 				a, _ := s.Agent("agent-1")
 				want := Capacity{CPUs: 8, MemoryBytes: 16 << 30, CPURatio: 2, MemoryRatio: 1.25, Accel: "tcg"}
-				if a.Capacity != want {
+				if !reflect.DeepEqual(a.Capacity, want) {
 					t.Errorf("capacity = %+v, want %+v", a.Capacity, want)
 				}
 			},
@@ -647,8 +648,8 @@ func TestFSMCommands(t *testing.T) {
 
 // TestAgentEntriesBeforeRatios applies agent entries as they were written
 // before capacities carried allocation ratios and an accelerator: they
-// decode to zero values (the defaults, an unknown accelerator), and the
-// new fields are written under fixed keys.
+// decode to zero values (the defaults, an unknown accelerator, no host-port
+// policy), and the new fields are written under fixed keys.
 func TestAgentEntriesBeforeRatios(t *testing.T) {
 	h := newHarness(t)
 	for _, e := range []struct {
@@ -664,14 +665,15 @@ func TestAgentEntriesBeforeRatios(t *testing.T) {
 		}
 	}
 	a, _ := h.state().Agent("agent-1")
-	if want := (Capacity{CPUs: 4, MemoryBytes: 2048, DiskBytes: 4096}); a.Capacity != want {
+	if want := (Capacity{CPUs: 4, MemoryBytes: 2048, DiskBytes: 4096}); !reflect.DeepEqual(a.Capacity, want) {
 		t.Errorf("capacity = %+v, want %+v", a.Capacity, want)
 	}
 	data, err := Encode(agent("agent-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{`"CPURatio":32`, `"MemoryRatio":1.5`, `"Accel":"kvm"`, `"AccelReason":"/dev/kvm opens`} {
+	for _, key := range []string{`"CPURatio":32`, `"MemoryRatio":1.5`, `"Accel":"kvm"`, `"AccelReason":"/dev/kvm opens`,
+		`"HostPortsLo":10000`, `"HostPortsHi":60000`, `"ReservedPorts":[4646,8775]`} {
 		if !bytes.Contains(data, []byte(key)) {
 			t.Errorf("entry %s lacks %s", data[1:], key)
 		}

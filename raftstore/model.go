@@ -294,6 +294,11 @@ type Capacity struct {
 	// Accel is "kvm" or "tcg" ("" unknown); AccelReason says why.
 	Accel       string
 	AccelReason string `json:",omitempty"`
+	// HostPortsLo..HostPortsHi are the host ports the agent forwards and
+	// ReservedPorts those it never does (added later: 0..0 is unknown).
+	HostPortsLo   int   `json:",omitempty"`
+	HostPortsHi   int   `json:",omitempty"`
+	ReservedPorts []int `json:",omitempty"`
 }
 
 // AgentStatus says whether an agent is heartbeating.

@@ -203,8 +203,46 @@ func TestAgentReportsRatiosAndAccel(t *testing.T) {
 					capa.Accel != AccelTCG || capa.AccelReason != "/dev/kvm does not exist." {
 					t.Errorf("%s capacity = %+v, want ratios %v and tcg", what, capa, tt.want)
 				}
+				// The memory drivers forward nothing on the host: no
+				// host-port policy, so no plan-time range check.
+				if capa.HostPortsKnown() || capa.ReservedPorts != nil {
+					t.Errorf("%s capacity of memory drivers = %+v, want no host ports", what, capa)
+				}
 			}
 		})
+	}
+}
+
+// TestCapacityReportsHostPorts: the capacity an agent registers and
+// heartbeats with carries the real drivers' host-port policy (the range,
+// the reserved ports inside it, sorted and once each); drivers that are not
+// the real ones report none.
+func TestCapacityReportsHostPorts(t *testing.T) {
+	dir := t.TempDir()
+	set := &Real{srv: &server.Driver{}}
+	if err := set.SetPolicy(HostPolicy{HostPorts: PortRange{Lo: 4000, Hi: 9000}, ReservedPorts: []int{8775}}); err != nil {
+		t.Fatal(err)
+	}
+	// 30000 is outside the range: refused anyway, not reported.
+	ReserveHostPorts(set.Drivers(), 7400, 30000, 4646, 8775)
+	tests := []struct {
+		name     string
+		d        Drivers
+		lo, hi   int
+		reserved []int
+	}{
+		{"policy set", set.Drivers(), 4000, 9000, []int{4646, 7400, 8775}},
+		{"remote default", (&Real{srv: &server.Driver{}}).Drivers(), 10000, 60000, nil},
+		{"memory drivers", NewMemory("", 0).Drivers(), 0, 0, nil},
+	}
+	for _, tt := range tests {
+		c := Capacity(Config{DataDir: dir, Drivers: tt.d})
+		if c.HostPortsLo != tt.lo || c.HostPortsHi != tt.hi || fmt.Sprint(c.ReservedPorts) != fmt.Sprint(tt.reserved) {
+			t.Errorf("%s: host ports %d-%d reserved %v, want %d-%d reserved %v", tt.name, c.HostPortsLo, c.HostPortsHi, c.ReservedPorts, tt.lo, tt.hi, tt.reserved)
+		}
+		if err := c.CheckHostPorts("capacity"); err != nil {
+			t.Errorf("%s: the servers would refuse the capacity: %v", tt.name, err)
+		}
 	}
 }
 

@@ -14,7 +14,8 @@ import (
 
 // Capacity is what the agent reports of its host: the host measured (its
 // CPUs, its total memory from /proc/meminfo, the free space of the file
-// system holding cfg.DataDir) with cfg's allocation ratios and accelerator.
+// system holding cfg.DataDir) with cfg's allocation ratios and accelerator,
+// and the host-port policy of the real drivers.
 func Capacity(cfg Config) api.Capacity {
 	c := api.Capacity{
 		CPUs: runtime.NumCPU(), MemoryBytes: memTotal(),
@@ -25,6 +26,18 @@ func Capacity(cfg Config) api.Capacity {
 	// auto agent turns to TCG when a guest dies of a KVM internal error).
 	if a, why := Accel(cfg.Drivers); a != "" {
 		c.Accel, c.AccelReason = a, why
+	}
+	// The host ports port forwards may use (the servers check them at plan
+	// time); drivers that forward nothing on the host say nothing.
+	// Only the reserved ports inside the range matter (the others are
+	// refused anyway), at most as many as the servers take.
+	if rng, reserved, ok := HostPorts(cfg.Drivers); ok {
+		c.HostPortsLo, c.HostPortsHi = rng.Lo, rng.Hi
+		for _, p := range reserved {
+			if rng.Contains(p) && len(c.ReservedPorts) < api.MaxReservedPorts {
+				c.ReservedPorts = append(c.ReservedPorts, p)
+			}
+		}
 	}
 	var st syscall.Statfs_t
 	if syscall.Statfs(cfg.DataDir, &st) == nil {

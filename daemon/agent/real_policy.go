@@ -181,6 +181,21 @@ func ReserveHostPorts(d Drivers, ports ...int) {
 	}
 }
 
+// HostPorts is the host-port policy of the drivers d, as the agent reports
+// it to the servers (which refuse at plan time a host port no agent the
+// stack could use allows): the range port forwards may use and the
+// reserved ports, sorted. ok is false for drivers that are not the real
+// ones (they forward nothing on the host, so they say nothing).
+func HostPorts(d Drivers) (rng PortRange, reserved []int, ok bool) {
+	r, err := realOf(d)
+	if err != nil {
+		return PortRange{}, nil, false
+	}
+	p := r.Policy()
+	slices.Sort(p.ReservedPorts)
+	return p.hostPorts(), slices.Compact(p.ReservedPorts), true
+}
+
 // SetHostPolicy sets the policy of the drivers d when they are the real
 // ones.
 func SetHostPolicy(d Drivers, p HostPolicy) error {

@@ -316,6 +316,40 @@ type Capacity struct {
 	// "tcg"; "" when unknown. AccelReason says why, in one sentence.
 	Accel       string `json:"accel"`
 	AccelReason string `json:"accel_reason,omitempty"`
+	// HostPortsLo..HostPortsHi is the inclusive range of host ports the
+	// agent lets port forwards use (its -host-ports); ReservedPorts, in
+	// the range, are never forwarded (the ports of a kiln server in the
+	// same process or of its -servers, the ready-signal port). 0..0 (an
+	// agent that does not say) is unknown: the servers check no range at
+	// plan time.
+	HostPortsLo   int   `json:"host_ports_lo,omitempty"`
+	HostPortsHi   int   `json:"host_ports_hi,omitempty"`
+	ReservedPorts []int `json:"reserved_ports,omitempty"`
+}
+
+// MaxReservedPorts bounds Capacity.ReservedPorts.
+const MaxReservedPorts = 64
+
+// HostPortsKnown reports whether the agent said which host ports it
+// forwards.
+func (c Capacity) HostPortsKnown() bool { return c.HostPortsLo != 0 || c.HostPortsHi != 0 }
+
+// CheckHostPorts checks c's host-port policy: not set, or 1 <= lo <= hi <=
+// 65535 and at most MaxReservedPorts reserved ports, each a port. field
+// names the capacity in the error.
+func (c Capacity) CheckHostPorts(field string) error {
+	if c.HostPortsKnown() && (c.HostPortsLo < 1 || c.HostPortsHi > 65535 || c.HostPortsLo > c.HostPortsHi) {
+		return fmt.Errorf("%s.host_ports_lo..host_ports_hi %d..%d: want 1 <= lo <= hi <= 65535", field, c.HostPortsLo, c.HostPortsHi)
+	}
+	if len(c.ReservedPorts) > MaxReservedPorts {
+		return fmt.Errorf("%s.reserved_ports: %d ports, at most %d", field, len(c.ReservedPorts), MaxReservedPorts)
+	}
+	for _, p := range c.ReservedPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("%s.reserved_ports: %d is not a port (1-65535)", field, p)
+		}
+	}
+	return nil
 }
 
 // Bounds of the allocation ratios an agent may report.

@@ -37,3 +37,28 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+func TestCheckHostPorts(t *testing.T) {
+	many := make([]int, MaxReservedPorts+1)
+	for i := range many {
+		many[i] = i + 1
+	}
+	tests := []struct {
+		name string
+		c    Capacity
+		want string
+	}{
+		{"not set", Capacity{}, ""},
+		{"a range and reserved ports", Capacity{HostPortsLo: 10000, HostPortsHi: 60000, ReservedPorts: []int{8775}}, ""},
+		{"one port", Capacity{HostPortsLo: 1, HostPortsHi: 1}, ""},
+		{"only lo", Capacity{HostPortsLo: 10000}, "capacity.host_ports_lo..host_ports_hi 10000..0: want 1 <= lo <= hi <= 65535"},
+		{"above 65535", Capacity{HostPortsLo: 10000, HostPortsHi: 70000}, "capacity.host_ports_lo..host_ports_hi 10000..70000: want 1 <= lo <= hi <= 65535"},
+		{"reserved not a port", Capacity{ReservedPorts: []int{0}}, "capacity.reserved_ports: 0 is not a port (1-65535)"},
+		{"too many reserved", Capacity{ReservedPorts: many}, "capacity.reserved_ports: 65 ports, at most 64"},
+	}
+	for _, tt := range tests {
+		if got := errString(tt.c.CheckHostPorts("capacity")); got != tt.want {
+			t.Errorf("%s: err = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

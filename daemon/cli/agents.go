@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,8 +21,11 @@ var agentsCommand = &command{
 
   List the agents: id, address, up or down (and why), the accelerator its
   guests run with (kvm or tcg; - when unknown), capacity with the
-  allocation ratios the scheduler fills it by (2 cpus ×16: 32 vCPUs), actions
-  assigned and not finished, last heartbeat.
+  allocation ratios the scheduler fills it by (2 cpus ×16: 32 vCPUs), the
+  host ports its port forwards may use (its -host-ports, "except" the
+  ports of kiln itself in that range; - when the agent does not say, as the
+  memory driver's), actions assigned and not finished, last heartbeat.
+  A plan whose host_port no agent the stack can use allows is refused.
 
   revoke ID deletes the credentials of agent ID (global admin): it gets
   401 and no more work, its pending actions go to other agents, and only a
@@ -28,7 +33,8 @@ var agentsCommand = &command{
 
 Options:
   -json              Print a JSON array of the API's AgentInfo, each with
-                     "accel" and "accel_reason" also at the top level.
+                     "accel" and "accel_reason" also at the top level, and
+                     "host_ports" (the HOST PORTS cell, "" when unknown).
 ` + serversUsage,
 	run: runAgents,
 }
@@ -80,18 +86,21 @@ func runAgents(e *Env, c *command, args []string) int {
 		out := make([]agentJSON, len(list))
 		for i, a := range list {
 			out[i] = agentJSON{AgentInfo: a, Accel: a.Capacity.Accel, AccelReason: a.Capacity.AccelReason}
+			if a.Capacity.HostPortsKnown() {
+				out[i].HostPorts = hostPortsCell(a.Capacity)
+			}
 		}
 		return e.printJSON(out)
 	}
 	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tACTIONS\tLAST HEARTBEAT")
+	fmt.Fprintln(tw, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tHOST PORTS\tACTIONS\tLAST HEARTBEAT")
 	for _, a := range list {
 		st := a.Status
 		if a.StatusReason != "" {
 			st += " (" + a.StatusReason + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
-			cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), a.Actions,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
+			cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), hostPortsCell(a.Capacity), a.Actions,
 			a.LastHeartbeat.Local().Format(time.DateTime))
 	}
 	tw.Flush()
@@ -104,6 +113,26 @@ type agentJSON struct {
 	api.AgentInfo
 	Accel       string `json:"accel"`
 	AccelReason string `json:"accel_reason"`
+	HostPorts   string `json:"host_ports"`
+}
+
+// hostPortsCell is "10000-60000", or "1024-32767 except 8775,20443" when
+// ports of kiln itself lie in the range; "-" when the agent does not say.
+func hostPortsCell(c api.Capacity) string {
+	if !c.HostPortsKnown() {
+		return "-"
+	}
+	cell := fmt.Sprintf("%d-%d", c.HostPortsLo, c.HostPortsHi)
+	var in []string
+	for _, p := range c.ReservedPorts {
+		if p >= c.HostPortsLo && p <= c.HostPortsHi {
+			in = append(in, strconv.Itoa(p))
+		}
+	}
+	if len(in) > 0 {
+		cell += " except " + strings.Join(in, ",")
+	}
+	return cell
 }
 
 // cpusCell is "2 cpus ×16": host CPUs and the ratio the scheduler counts

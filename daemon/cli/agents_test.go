@@ -85,7 +85,9 @@ func TestEmbeddedRatiosAndAgents(t *testing.T) {
 		}
 		// The memory driver runs no guests: no accelerator.
 		if capa["cpu_ratio"] != wantCPU || capa["memory_ratio"] != wantMem || capa["accel"] != "" ||
-			a["accel"] != "" || a["accel_reason"] != "" || a["id"] != "local" {
+			a["accel"] != "" || a["accel_reason"] != "" || a["id"] != "local" ||
+			// nor host ports: it forwards nothing on the host.
+			a["host_ports"] != "" || capa["host_ports_lo"] != nil {
 			t.Errorf("agents -json (%v): %s", env, out)
 		}
 	}
@@ -94,7 +96,7 @@ func TestEmbeddedRatiosAndAgents(t *testing.T) {
 		t.Fatalf("agents: %d %s", code, errb)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID ADDRESS STATUS ACCEL CPUS MEMORY DISK ACTIONS LAST HEARTBEAT" {
+	if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "ID ADDRESS STATUS ACCEL CPUS MEMORY DISK HOST PORTS ACTIONS LAST HEARTBEAT" {
 		t.Fatalf("agents:\n%s", out)
 	}
 	cpus := fmt.Sprintf("%d cpus ×32", runtime.NumCPU())
@@ -102,7 +104,7 @@ func TestEmbeddedRatiosAndAgents(t *testing.T) {
 		cpus = "1 cpu ×32"
 	}
 	row := strings.Join(strings.Fields(lines[1]), " ")
-	if !strings.HasPrefix(row, "local embedded up - "+cpus+" ") || !strings.Contains(row, " ×1.5 ") {
+	if !strings.HasPrefix(row, "local embedded up - "+cpus+" ") || !strings.Contains(row, " ×1.5 ") || !strings.Contains(row, "B - 0 ") {
 		t.Errorf("agents row %q, want accel - then %q and memory ×1.5", row, cpus)
 	}
 }
@@ -123,6 +125,23 @@ func TestAgentsCells(t *testing.T) {
 		}
 		if got := memoryCell(tt.c); got != tt.memory {
 			t.Errorf("memoryCell(%+v) = %q, want %q", tt.c, got, tt.memory)
+		}
+	}
+}
+
+func TestHostPortsCell(t *testing.T) {
+	tests := []struct {
+		c    api.Capacity
+		want string
+	}{
+		{api.Capacity{}, "-"},
+		{api.Capacity{HostPortsLo: 10000, HostPortsHi: 60000}, "10000-60000"},
+		// Only the reserved ports inside the range matter.
+		{api.Capacity{HostPortsLo: 1024, HostPortsHi: 32767, ReservedPorts: []int{8775, 20443, 41000}}, "1024-32767 except 8775,20443"},
+	}
+	for _, tt := range tests {
+		if got := hostPortsCell(tt.c); got != tt.want {
+			t.Errorf("hostPortsCell(%+v) = %q, want %q", tt.c, got, tt.want)
 		}
 	}
 }

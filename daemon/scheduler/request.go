@@ -9,12 +9,15 @@ import (
 // StackRequest sums what a plan adds to its stack's host: cpus, memory and
 // disk of the servers it creates or replaces, the size of the volumes it
 // creates or replaces, and the images its servers need (by sha256, or by
-// source when there is none). Values not known before apply count as zero.
+// source when there is none), and the host ports of the port forwards it
+// creates or replaces. Values not known before apply count as zero (a host
+// port: not counted).
 // Updates and deletes are not counted: growing a server in place is checked
 // by the agent, and freed capacity shows in the agent's next report.
 func StackRequest(p *planner.Result) Request {
 	req := Request{Stack: p.Stack}
 	images := map[string]bool{}
+	ports := map[int64]bool{}
 	for _, c := range p.Changes {
 		if c.Action != planner.Create && c.Action != planner.Replace {
 			continue
@@ -26,6 +29,10 @@ func StackRequest(p *planner.Result) Request {
 			req.Disk += num(c.After["disk"])
 		case "volume":
 			req.Disk += num(c.After["size"])
+		case "port_forward":
+			if p := num(c.After["host_port"]); p > 0 {
+				ports[p] = true
+			}
 		case "image":
 			key, _ := c.After["sha256"].(string)
 			if key == "" {
@@ -40,6 +47,10 @@ func StackRequest(p *planner.Result) Request {
 		req.Images = append(req.Images, k)
 	}
 	sort.Strings(req.Images)
+	for p := range ports {
+		req.HostPorts = append(req.HostPorts, int(p))
+	}
+	sort.Ints(req.HostPorts)
 	return req
 }
 

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,6 +63,11 @@ type Agent struct {
 	// Images are the keys (sha256, or source when there is none) of the
 	// images in the agent's cache.
 	Images []string
+	// HostPortsLo..HostPortsHi are the host ports the agent's port
+	// forwards may use and ReservedPorts those they never do; 0..0 is
+	// unknown (any port: the agent decides when the forward is made).
+	HostPortsLo, HostPortsHi int
+	ReservedPorts            []int
 }
 
 // Request is the placement of one stack.
@@ -74,6 +80,9 @@ type Request struct {
 	// Pinned is the agent the stack already lives on, if any: it must stay
 	// there, because its networks are host-local.
 	Pinned string
+	// HostPorts are the host ports the stack's new port forwards take
+	// (known at plan time), sorted.
+	HostPorts []int
 }
 
 // Candidate is an agent that can take a request, with how it was weighed.
@@ -173,6 +182,9 @@ func filter(req Request, a Agent) string {
 	if a.Down {
 		return "down"
 	}
+	if why := a.refusesPorts(req.HostPorts); why != "" {
+		return why
+	}
 	offer := a.Offer()
 	var short []string
 	check := func(need, offer, used int64, wanted func(free int64) string) {
@@ -195,6 +207,37 @@ func filter(req Request, a Agent) string {
 		return fmt.Sprintf("disk: %s wanted, %s free of %s host disk", bytes(req.Disk), bytes(free), bytes(a.Capacity.Disk))
 	})
 	return strings.Join(short, ", ")
+}
+
+// refusesPorts says which of ports the agent's host-port policy does not
+// allow; "" when it allows them all or does not say.
+func (a Agent) refusesPorts(ports []int) string {
+	if a.HostPortsLo == 0 && a.HostPortsHi == 0 {
+		return ""
+	}
+	var out, reserved []string
+	for _, p := range ports {
+		switch {
+		case slices.Contains(a.ReservedPorts, p):
+			reserved = append(reserved, strconv.Itoa(p))
+		case p < a.HostPortsLo || p > a.HostPortsHi:
+			out = append(out, strconv.Itoa(p))
+		}
+	}
+	list := func(ps []string) string {
+		if len(ps) == 1 {
+			return "host port " + ps[0] + " is"
+		}
+		return "host ports " + strings.Join(ps, ",") + " are"
+	}
+	var why []string
+	if len(out) > 0 {
+		why = append(why, fmt.Sprintf("%s outside its range %d-%d", list(out), a.HostPortsLo, a.HostPortsHi))
+	}
+	if len(reserved) > 0 {
+		why = append(why, list(reserved)+" kiln's own there")
+	}
+	return strings.Join(why, ", ")
 }
 
 func (a Agent) cpuRatio() float64 {

@@ -345,11 +345,46 @@ func TestStackRequest(t *testing.T) {
 		{Address: "server.old", Kind: "server", Action: planner.Delete, Before: map[string]any{"cpus": int64(8)}},
 		{Address: "server.same", Kind: "server", Action: planner.NoOp, After: map[string]any{"cpus": int64(8)}},
 		{Address: "volume.data", Kind: "volume", Action: planner.Create, After: map[string]any{"size": int64(2 * gib)}},
+		{Address: "port_forward.https", Kind: "port_forward", Action: planner.Create, After: map[string]any{"host_port": int64(18443)}},
+		{Address: "port_forward.http", Kind: "port_forward", Action: planner.Replace, After: map[string]any{"host_port": int64(18080)}},
+		{Address: "port_forward.udp", Kind: "port_forward", Action: planner.Create, After: map[string]any{"host_port": int64(18080), "protocol": "udp"}},
+		{Address: "port_forward.later", Kind: "port_forward", Action: planner.Create, After: map[string]any{"host_port": "(known after apply)"}},
+		{Address: "port_forward.kept", Kind: "port_forward", Action: planner.NoOp, After: map[string]any{"host_port": int64(2222)}},
 	}}
 	got := StackRequest(p)
-	want := Request{Stack: "web", Resources: Resources{CPUs: 3, Memory: 2 * gib, Disk: 6 * gib}, Images: []string{"/srv/alt.qcow2", "abc"}}
+	want := Request{Stack: "web", Resources: Resources{CPUs: 3, Memory: 2 * gib, Disk: 6 * gib}, Images: []string{"/srv/alt.qcow2", "abc"},
+		HostPorts: []int{18080, 18443}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestPlaceHostPorts: an agent whose reported host-port policy does not
+// allow a host port of the request is filtered out, saying which ports;
+// an agent that reports no policy takes any.
+func TestPlaceHostPorts(t *testing.T) {
+	ranged := func(a Agent, lo, hi int, reserved ...int) Agent {
+		a.HostPortsLo, a.HostPortsHi, a.ReservedPorts = lo, hi, reserved
+		return a
+	}
+	agents := []Agent{
+		ranged(agent("a1", 8, 16, 0, 0), 10000, 60000, 18775),
+		ranged(agent("a2", 8, 16, 0, 0), 1024, 9999),
+	}
+	req := Request{Stack: "web", Resources: Resources{CPUs: 1}, HostPorts: []int{2222}}
+	if c, err := Place(req, agents); err != nil || ids(c) != "a2" {
+		t.Errorf("port 2222: %s %v, want a2", ids(c), err)
+	}
+	req.HostPorts = []int{22, 18775}
+	_, err := Place(req, agents)
+	want := `no valid host was found for stack "web": agent a1: host port 22 is outside its range 10000-60000, host port 18775 is kiln's own there; agent a2: host ports 22,18775 are outside its range 1024-9999`
+	var nv *NoValidHostError
+	if !errors.As(err, &nv) || err.Error() != want {
+		t.Errorf("ports 22, 18775: %v\nwant %s", err, want)
+	}
+	// An agent without a policy (an older one) takes them.
+	if c, err := Place(req, append(agents, agent("a3", 8, 16, 0, 0))); err != nil || ids(c) != "a3" {
+		t.Errorf("with an agent without a policy: %s %v, want a3", ids(c), err)
 	}
 }
 

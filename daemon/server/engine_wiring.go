@@ -231,6 +231,7 @@ func (o *opRun) schedAgents(exclude map[string]bool) []scheduler.Agent {
 			ID: a.ID, Down: a.Status != raftstore.AgentUp, Images: a.Images,
 			Capacity: scheduler.Resources{CPUs: int64(a.Capacity.CPUs), Memory: a.Capacity.MemoryBytes, Disk: a.Capacity.DiskBytes},
 			CPURatio: a.Capacity.CPURatio, MemoryRatio: a.Capacity.MemoryRatio,
+			HostPortsLo: a.Capacity.HostPortsLo, HostPortsHi: a.Capacity.HostPortsHi, ReservedPorts: a.Capacity.ReservedPorts,
 		})
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -160,6 +161,9 @@ func (s *Server) handleRegisterAgent(w http.ResponseWriter, r *http.Request) err
 	if err := req.Capacity.CheckRatios("capacity"); err != nil {
 		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
 	}
+	if err := req.Capacity.CheckHostPorts("capacity"); err != nil {
+		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
+	}
 	cmd := &raftstore.RegisterAgent{
 		ID: req.ID, Address: req.Address, Images: req.Images, Time: time.Now().UTC(),
 		Capacity: raftstore.Capacity(req.Capacity),
@@ -204,9 +208,12 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	if err := req.Capacity.CheckRatios("capacity"); err != nil {
 		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
 	}
+	if err := req.Capacity.CheckHostPorts("capacity"); err != nil {
+		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
+	}
 	capa := raftstore.Capacity(req.Capacity)
 	cmd := &raftstore.AgentHeartbeat{ID: r.PathValue("id"), Images: req.Images, Time: time.Now().UTC()}
-	if capa != (raftstore.Capacity{}) {
+	if !reflect.ValueOf(capa).IsZero() {
 		cmd.Capacity = &capa
 	}
 	if err := s.apply(r.Context(), cmd); err != nil {

@@ -172,9 +172,16 @@ type testAgent struct {
 }
 
 func startAgent(t *testing.T, id, token string, d *memdriver.Driver, servers ...string) *testAgent {
+	return startAgentWith(t, id, token, d, api.Capacity{}, servers...)
+}
+
+// startAgentWith starts an agent that registers with capa's host-port
+// policy (and a large host).
+func startAgentWith(t *testing.T, id, token string, d *memdriver.Driver, capa api.Capacity, servers ...string) *testAgent {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &testAgent{t: t, id: id, token: token, driver: d, servers: servers, seen: map[string]bool{}, cancel: cancel}
-	a.post(ctx, "/v1/agents", api.AgentRegister{ID: id, Address: "test", Capacity: api.Capacity{CPUs: 64, MemoryBytes: 1 << 40, DiskBytes: 1 << 44}})
+	capa.CPUs, capa.MemoryBytes, capa.DiskBytes = 64, 1<<40, 1<<44
+	a.post(ctx, "/v1/agents", api.AgentRegister{ID: id, Address: "test", Capacity: capa})
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.heartbeat(ctx) }()
 	go func() { defer a.wg.Done(); a.loop(ctx) }()

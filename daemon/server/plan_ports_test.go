@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -85,5 +86,108 @@ func TestPlanHostPortTaken(t *testing.T) {
 	// The stack that holds the port plans it again freely.
 	if code, body := plan(p1, "first", forwardTemplate("10.41.0.0/24", 18080, "tcp")); code != http.StatusOK {
 		t.Fatalf("plan of the holder: %d %s", code, body)
+	}
+}
+
+// TestPlanHostPortRange: a host port that no agent the stack can use
+// forwards, by the host-port policy the agents report (range, reserved
+// ports), is refused at plan time naming the resource, host_port, the port
+// and the agents' ranges; a port inside is accepted; an agent that reports
+// no policy refuses nothing at plan time.
+func TestPlanHostPortRange(t *testing.T) {
+	s, mgmt := single(t, nil)
+	policy := func(lo, hi int, reserved ...int) api.Capacity {
+		return api.Capacity{HostPortsLo: lo, HostPortsHi: hi, ReservedPorts: reserved}
+	}
+	startAgentWith(t, "agent-1", s.ManagementToken(), memdriver.New(), policy(10000, 60000, 8775, 14646), s.Addr())
+	var tc api.TokenCreated
+	mgmt.must("POST", "/v1/tokens", api.TokenRequest{Project: "p1", Role: "member"}, http.StatusCreated, &tc)
+	p1 := client{t: t, addr: s.Addr(), token: tc.Secret}
+	plan := func(stack string, port int) (int, api.Error) {
+		t.Helper()
+		code, body := p1.do("POST", "/v1/stacks/"+stack+"/plan", api.PlanRequest{Template: *forwardTemplate("10.51.0.0/24", port, "tcp")})
+		var e api.Error
+		if code != http.StatusOK {
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("plan %s port %d: %d %s", stack, port, code, body)
+			}
+		}
+		return code, e
+	}
+	refused := func(what string, code int, e api.Error, parts ...string) {
+		t.Helper()
+		if code != http.StatusBadRequest || e.Field != "template" {
+			t.Fatalf("%s: %d %+v, want 400 on field template", what, code, e)
+		}
+		for _, p := range parts {
+			if !strings.Contains(e.Error, p) {
+				t.Fatalf("%s: %q does not say %q", what, e.Error, p)
+			}
+		}
+	}
+
+	code, e := plan("web", 22)
+	refused("port 22", code, e, `port_forward.http: attribute "host_port": host port 22 is not allowed`, "agent agent-1 forwards host ports 10000-60000 only", "-host-ports")
+	code, e = plan("web", 14646)
+	refused("a reserved port", code, e, "host port 14646", "14646 is a port of kiln itself on agent agent-1")
+	// Apply is refused the same way, and nothing is stored.
+	if code, body := p1.do("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: forwardTemplate("10.51.0.0/24", 22, "tcp")}); code != http.StatusBadRequest {
+		t.Fatalf("apply of port 22: %d %s", code, body)
+	}
+	if code, _ := p1.do("GET", "/v1/stacks/web", nil); code != http.StatusNotFound {
+		t.Fatalf("a refused apply left stack web: %d", code)
+	}
+	// Inside the range: accepted, and applied.
+	if code, e := plan("web", 18080); code != http.StatusOK {
+		t.Fatalf("plan of port 18080: %d %+v", code, e)
+	}
+	var ref api.OperationRef
+	p1.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: forwardTemplate("10.51.0.0/24", 18080, "tcp")}, http.StatusAccepted, &ref)
+	if op := p1.waitOp(ref.OperationID); op.Status != "complete" {
+		t.Fatalf("apply web: %s %s", op.Status, op.Error)
+	}
+
+	// A second agent with another range: a new stack may use a port of
+	// either; one that neither forwards names both ranges. The stack placed
+	// on agent-1 stays bound by agent-1's range.
+	startAgentWith(t, "agent-2", s.ManagementToken(), memdriver.New(), policy(2000, 9000), s.Addr())
+	if code, e := plan("other", 2222); code != http.StatusOK {
+		t.Fatalf("plan of a port agent-2 forwards: %d %+v", code, e)
+	}
+	code, e = plan("other", 22)
+	refused("port 22 on two agents", code, e, "agent agent-1 forwards host ports 10000-60000 only and agent agent-2 forwards host ports 2000-9000 only")
+	code, e = plan("web", 2222)
+	refused("port 2222 for the stack on agent-1", code, e, "host port 2222", "agent agent-1 forwards host ports 10000-60000 only")
+	if strings.Contains(e.Error, "agent-2") {
+		t.Fatalf("the refusal names agent-2, which the stack cannot use: %s", e.Error)
+	}
+
+	// Held on one agent, outside the range of the other: refused (409, a
+	// conflict), with both reasons.
+	code, e = plan("other", 18080)
+	if code != http.StatusConflict || !strings.Contains(e.Error, "agent agent-2 forwards host ports 2000-9000 only and stack web (port_forward.http) already forwards it on agent agent-1") {
+		t.Fatalf("port 18080 held on agent-1, outside agent-2's range: %d %+v", code, e)
+	}
+
+	// The scheduler places a new stack only on an agent that allows its
+	// ports: 2222 goes to agent-2 (agent-1 would win the tie otherwise).
+	var ref2 api.OperationRef
+	p1.must("POST", "/v1/stacks/other/apply", api.ApplyRequest{Template: forwardTemplate("10.52.0.0/24", 2222, "tcp")}, http.StatusAccepted, &ref2)
+	if op := p1.waitOp(ref2.OperationID); op.Status != "complete" {
+		t.Fatalf("apply other: %s %s", op.Status, op.Error)
+	}
+	var detail api.StackDetail
+	p1.must("GET", "/v1/stacks/other", nil, http.StatusOK, &detail)
+	for _, r := range detail.Resources {
+		if r.Node != "agent-2" {
+			t.Fatalf("%s of stack other placed on %q, want agent-2 (the only agent that forwards 2222)", r.Address, r.Node)
+		}
+	}
+
+	// An agent that reports no policy (an older agent): no plan-time
+	// refusal for a new stack, which may land there.
+	startAgent(t, "agent-3", s.ManagementToken(), memdriver.New(), s.Addr())
+	if code, e := plan("third", 22); code != http.StatusOK {
+		t.Fatalf("plan of port 22 with an agent without a policy: %d %+v", code, e)
 	}
 }
