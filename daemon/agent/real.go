@@ -222,7 +222,7 @@ func OpenReal(dataDir, storageDir string, o RealOptions) (*Real, error) {
 	if err != nil {
 		return fail(err)
 	}
-	r.net = &network.Driver{DataDir: dataDir, IPTables: ipt}
+	r.net = &network.Driver{DataDir: dataDir, IPTables: ipt, GuestPorts: []int{signalPort}}
 	r.pf = &portforward.Driver{IPTables: ipt}
 	if r.reg, err = openRegistry(dataDir); err != nil {
 		return fail(err)

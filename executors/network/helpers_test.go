@@ -141,14 +141,22 @@ func plugGuest(t *testing.T, bridge, mac, ipCIDR, gw string) *guest {
 	return g
 }
 
-// serve listens on addr inside ns and answers every connection with body.
+// serve listens on addr inside ns (nil: the test's own namespace, the
+// "host") and answers every connection with body.
 func serve(t *testing.T, ns *netnstest.NS, addr, body string) net.Listener {
 	t.Helper()
 	var ln net.Listener
-	if err := ns.Do(func() (err error) {
+	listen := func() (err error) {
 		ln, err = net.Listen("tcp", addr)
 		return err
-	}); err != nil {
+	}
+	var err error
+	if ns == nil {
+		err = listen()
+	} else {
+		err = ns.Do(listen)
+	}
+	if err != nil {
 		t.Fatalf("listen on %s in %s: %v", addr, ns.Name, err)
 	}
 	t.Cleanup(func() { ln.Close() })

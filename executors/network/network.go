@@ -105,6 +105,12 @@ type Driver struct {
 	IPTables IPTables
 	// Dnsmasq is the dnsmasq binary; "" looks it up in PATH.
 	Dnsmasq string
+	// GuestPorts are the TCP ports of the host that guests may reach on
+	// their network's gateway (the ready-signal listener). Everything else
+	// a guest sends to the host itself (besides DHCP and DNS) is refused,
+	// so no template can make a guest reach the host's own services: SSH,
+	// kiln's API and its unauthenticated raft port.
+	GuestPorts []int
 
 	once sync.Once
 	ipt  IPTables
@@ -270,7 +276,7 @@ func (d *Driver) Read(ctx context.Context, spec Spec) (State, error) {
 	if err != nil {
 		return st, err
 	}
-	if st.NAT, st.Firewall, err = checkRules(ipt, spec.owner(), rulesFor(spec, st.Bridge), spec.NAT); err != nil {
+	if st.NAT, st.Firewall, err = checkRules(ipt, spec.owner(), rulesFor(spec, st.Bridge, d.GuestPorts), spec.NAT); err != nil {
 		return st, fmt.Errorf("network %s: %w", spec.Address, err)
 	}
 	return st, nil
@@ -317,7 +323,7 @@ func (d *Driver) apply(ctx context.Context, spec Spec, create bool) error {
 	if err := enableForwarding(); err != nil {
 		return fmt.Errorf("network %s: %w", spec.Address, err)
 	}
-	if err := SyncRules(ipt, spec.owner(), rulesFor(spec, name), false); err != nil {
+	if err := SyncRules(ipt, spec.owner(), rulesFor(spec, name, d.GuestPorts), false); err != nil {
 		return fmt.Errorf("network %s: %w", spec.Address, err)
 	}
 	dm := d.dnsmasq(spec)
@@ -397,6 +403,12 @@ func ensureBridge(spec Spec, name string, create bool) (made bool, err error) {
 			return made, fmt.Errorf("network %s: gateway %s on %s: %w", spec.Address, gw, name, err)
 		}
 	}
+	// kiln's networks are IPv4 only: without IPv6 on the bridge a guest
+	// cannot reach the host's services over a link-local address either
+	// (ip6tables has no rules of kiln's).
+	if err := disableIPv6(name); err != nil {
+		return made, fmt.Errorf("network %s: %w", spec.Address, err)
+	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return made, fmt.Errorf("network %s: set %s up: %w", spec.Address, name, err)
@@ -455,6 +467,26 @@ func enableForwarding() error {
 	}
 	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("enable ip_forward: %w", err)
+	}
+	return nil
+}
+
+// disableIPv6 turns IPv6 off on a bridge (a no-op when the kernel has no
+// IPv6 at all).
+func disableIPv6(bridge string) error {
+	path := filepath.Join("/proc/sys/net/ipv6/conf", bridge, "disable_ipv6")
+	cur, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("ipv6 of %s: %w", bridge, err)
+	}
+	if strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("turn off ipv6 on %s: %w", bridge, err)
 	}
 	return nil
 }

@@ -73,7 +73,7 @@ func TestCreate(t *testing.T) {
 
 			// Rules: exactly the spec's, all in kiln's chains, one jump each.
 			lines := ownerLines(t, owner)
-			if want := len(rulesFor(tt.spec, st.Bridge)); len(lines) != want {
+			if want := len(rulesFor(tt.spec, st.Bridge, d.GuestPorts)); len(lines) != want {
 				t.Errorf("%d rules with owner %s, want %d:\n%s", len(lines), owner, want, strings.Join(lines, "\n"))
 			}
 			for _, l := range lines {

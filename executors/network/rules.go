@@ -3,14 +3,16 @@ package network
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
 // rulesFor is the network's iptables rules, in order. They isolate kiln's
 // networks from each other and, like libvirt's "nat" mode, let guests out
 // (when NAT is on) but nothing new in except through port forwards (whose
-// rules sit above these in KILN-FORWARD).
-func rulesFor(spec Spec, bridge string) []Rule {
+// rules sit above these in KILN-FORWARD). Of the host itself guests reach
+// only DHCP, DNS and guestPorts on TCP (and answers to what the host opened).
+func rulesFor(spec Spec, bridge string, guestPorts []int) []Rule {
 	p, _ := spec.prefix()
 	cidr := p.String()
 	fwd := func(spec ...string) Rule { return Rule{"filter", ChainForward, spec} }
@@ -38,6 +40,11 @@ func rulesFor(spec Spec, bridge string) []Rule {
 			)
 		}
 	}
+	rules = append(rules, in("-i", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"))
+	for _, p := range guestPorts {
+		rules = append(rules, in("-i", bridge, "-p", "tcp", "--dport", strconv.Itoa(p), "-j", "ACCEPT"))
+	}
+	rules = append(rules, in("-i", bridge, "-j", "REJECT"))
 	if spec.NAT {
 		rules = append(rules, masquerade(cidr, bridge))
 	}

@@ -16,6 +16,7 @@ import (
 func TestTraffic(t *testing.T) {
 	requireTools(t, "iptables", "dnsmasq", "busybox")
 	d := newDriver(t)
+	d.GuestPorts = []int{18775} // the agent's ready-signal port
 	netA := Spec{Stack: "tr", Address: "network.a", CIDR: "10.41.0.0/24", NAT: true, DHCP: true,
 		Hosts: []Host{{MAC: "52:54:00:41:00:11", IP: "10.41.0.11", Hostname: "dhcp-guest"}}}
 	netB := Spec{Stack: "tr", Address: "network.b", CIDR: "10.42.0.0/24", NAT: true}
@@ -30,6 +31,10 @@ func TestTraffic(t *testing.T) {
 	guestB := plugGuest(t, stB.Bridge, "52:54:00:42:00:10", "10.42.0.10/24", "10.42.0.1")
 	guestC := plugGuest(t, stC.Bridge, "52:54:00:43:00:10", "10.43.0.10/24", "10.43.0.1")
 	serve(t, guestB.ns, "10.42.0.10:8000", "guest-b")
+	// Services of the host itself: one guests must not reach (SSH, kiln's
+	// API and raft ports), and the ready-signal port they may.
+	serve(t, nil, "0.0.0.0:18022", "host-service")
+	serve(t, nil, "0.0.0.0:18775", "ready-signal")
 
 	tests := []struct {
 		name   string
@@ -43,6 +48,10 @@ func TestTraffic(t *testing.T) {
 		{"no nat, no egress", guestC, "192.0.2.2:8000", "", "a network without NAT does not forward out"},
 		{"isolated networks", guestA, "10.42.0.10:8000", "", "kiln's networks are isolated from each other"},
 		{"host reaches a guest", nil, "10.42.0.10:8000", "guest-b from 10.42.0.1:", "the host itself is not isolated"},
+		{"guest to a host service on its gateway", guestA, "10.41.0.1:18022", "", "guests reach no host service but DHCP, DNS and the guest ports"},
+		{"guest to a host service on another host address", guestA, "192.0.2.1:18022", "", "the host's other addresses are the host too"},
+		{"guest without nat to a host service", guestC, "10.43.0.1:18022", "", "with or without NAT"},
+		{"guest to the ready-signal port", guestA, "10.41.0.1:18775", "ready-signal from 10.41.0.10:", "the guest ports stay open"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,6 +70,18 @@ func TestTraffic(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("no ipv6 on the bridges", func(t *testing.T) {
+		for _, br := range []string{stA.Bridge, stB.Bridge, stC.Bridge} {
+			v, err := os.ReadFile(filepath.Join("/proc/sys/net/ipv6/conf", br, "disable_ipv6"))
+			if err != nil {
+				t.Fatalf("%s: %v", br, err)
+			}
+			if strings.TrimSpace(string(v)) != "1" {
+				t.Errorf("%s: disable_ipv6 = %q, want 1: a guest would reach the host over a link-local address", br, v)
+			}
+		}
+	})
 
 	t.Run("dhcp lease", func(t *testing.T) {
 		g := plugGuest(t, stA.Bridge, "52:54:00:41:00:11", "", "")
