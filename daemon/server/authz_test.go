@@ -659,3 +659,19 @@ func TestProjectNameValidated(t *testing.T) {
 		t.Errorf("token for a valid project: %d %s", code, out)
 	}
 }
+
+// docs/authorization.md is the route table users read: every route the
+// server serves has its row there.
+func TestAuthorizationDocListsEveryRoute(t *testing.T) {
+	single(t, nil) // fills the route list
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "authorization.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := append([]string{"GET /v1/health", "GET /metrics"}, Routes()...)
+	for _, r := range routes {
+		if !strings.Contains(string(doc), "| `"+r+"`") && !strings.Contains(string(doc), ", `"+r+"`") {
+			t.Errorf("docs/authorization.md has no row for %s", r)
+		}
+	}
+}
