@@ -108,7 +108,7 @@ func New(conn *libvirt.Connect, dataDir string) (*Cache, error) {
 		pool.Free()
 		return nil, fmt.Errorf("image cache: %w", err)
 	}
-	if err := tighten(dir, 0o711); err != nil {
+	if err := volume.TightenDir(dir, volume.PoolDirMode); err != nil {
 		pool.Free()
 		return nil, fmt.Errorf("image cache: %w", err)
 	}
@@ -154,19 +154,7 @@ func mkdirMode(dir string, perm os.FileMode) error {
 	if err := os.MkdirAll(dir, perm); err != nil {
 		return err
 	}
-	return tighten(dir, perm)
-}
-
-// tighten removes from dir's mode the bits perm does not have.
-func tighten(dir string, perm os.FileMode) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	if m := fi.Mode().Perm(); m&^perm != 0 {
-		return os.Chmod(dir, m&perm)
-	}
-	return nil
+	return volume.TightenDir(dir, perm)
 }
 
 // Close frees the pool handle.

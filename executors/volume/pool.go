@@ -61,7 +61,7 @@ func EnsurePool(conn *libvirt.Connect, name, path string) (*libvirt.StoragePool,
 		}
 	}
 	if dir, err := PoolPath(pool); err == nil {
-		if err := tightenDir(dir, PoolDirMode); err != nil {
+		if err := TightenDir(dir, PoolDirMode); err != nil {
 			pool.Free()
 			return nil, fmt.Errorf("storage pool %s: %w", name, err)
 		}
@@ -81,8 +81,8 @@ func EnsurePool(conn *libvirt.Connect, name, path string) (*libvirt.StoragePool,
 // (images, overlays, seeds with user_data) are 0600.
 const PoolDirMode = 0o711
 
-// tightenDir takes away from dir's mode the bits perm does not have.
-func tightenDir(dir string, perm os.FileMode) error {
+// TightenDir takes away from dir's mode the bits perm does not have.
+func TightenDir(dir string, perm os.FileMode) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return err
