@@ -7,7 +7,7 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
-// fixture builds the stack of DESIGN.md in Go, the way spec.Load would return
+// fixture builds the design's example stack (spec/testdata/valid/design) in Go, the way spec.Load would return
 // it: computed attributes come from prior when the resource exists, are derived
 // when they can be (a network's gateway, a server's address), and are unknown
 // otherwise; configured attributes that reference them follow.

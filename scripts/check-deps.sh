@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Enforce kiln's layering (STYLE.md, "Layout and boundaries"):
+# Enforce kiln's layering, the rules listed under "Packages" in
+# docs/architecture.md:
 #   - spec and planner are pure: they import no os, net, os/exec, io/ioutil or
 #     syscall, and depend on no raft, libvirt, netlink or iptables package;
 #   - executors never depend on raftstore;
