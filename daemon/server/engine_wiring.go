@@ -289,8 +289,8 @@ func (o *opRun) waitUp(ctx context.Context, agent string) bool {
 
 // Run implements engine.Runner: put a work item for the action's agent and
 // wait for the report. A create that the agent refuses or fails is tried
-// on another agent (up to scheduler.MaxAttempts) while the stack has
-// nothing on the first one.
+// on another agent, at most scheduler.MaxAttempts attempts in all (the
+// first included), while the stack has nothing on any agent.
 func (o *opRun) Run(ctx context.Context, a engine.Action) (engine.Result, error) {
 	node := a.Node
 	if node == "" {

@@ -6,8 +6,9 @@
 // so a test can assert that each action ran exactly once, and can be told to
 // fail or to block on an address.
 //
-// It is never a default: nothing in kiln selects it unless a test (or a test
-// binary built for one) asks for it explicitly.
+// It is compiled into the kiln binary but is never a default: only the
+// test-only options `kiln agent -driver=memory`, `kiln server -agent
+// -agent-driver=memory` and KILN_EMBEDDED_DRIVER=memory select it.
 package memdriver
 
 import (
