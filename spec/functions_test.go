@@ -1,0 +1,36 @@
+package spec
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestSumAndStrcontains pins what docs/templates.md says of sum and
+// strcontains.
+func TestSumAndStrcontains(t *testing.T) {
+	b := Bundle{"main.hcl": []byte(`
+output "sum" { value = [sum([1, 2, 3]), sum([0.5, 1.25]), sum([]), sum(toset([2, 2, 3]))] }
+output "strcontains" { value = [strcontains("hello", "ell"), strcontains("hello", "Ell"), strcontains("hello", "")] }
+`)}
+	st := mustLoad(t, b, Options{})
+	want := map[string]any{
+		"sum":         []any{int64(6), 1.75, int64(0), int64(5)},
+		"strcontains": []any{true, false, true},
+	}
+	for k, w := range want {
+		if got := st.Outputs[k].Value; !reflect.DeepEqual(got, w) {
+			t.Errorf("%s = %#v, want %#v", k, got, w)
+		}
+	}
+	for _, c := range []struct{ expr, want string }{
+		{`sum(["a"])`, "Invalid function argument"},
+		{`sum([1, null])`, "sum cannot add null"},
+		{`strcontains("a")`, "Not enough function arguments"},
+	} {
+		errs := loadErrors(t, Bundle{"main.hcl": []byte("output \"x\" { value = " + c.expr + " }\n")}, Options{})
+		if !strings.Contains(errs, c.want) {
+			t.Errorf("%s: %s", c.expr, errs)
+		}
+	}
+}
