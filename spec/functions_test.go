@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -31,6 +32,29 @@ output "strcontains" { value = [strcontains("hello", "ell"), strcontains("hello"
 		errs := loadErrors(t, Bundle{"main.hcl": []byte("output \"x\" { value = " + c.expr + " }\n")}, Options{})
 		if !strings.Contains(errs, c.want) {
 			t.Errorf("%s: %s", c.expr, errs)
+		}
+	}
+}
+
+// TestFunctionsDocumented checks that docs/templates.md's Functions section
+// names every function a template can call.
+func TestFunctionsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/templates.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(doc)
+	start := strings.Index(sec, "\n## Functions\n")
+	if start < 0 {
+		t.Fatal("docs/templates.md has no Functions section")
+	}
+	sec = sec[start+1:]
+	if end := strings.Index(sec, "\n## "); end >= 0 {
+		sec = sec[:end]
+	}
+	for name := range (&loader{}).functions() {
+		if !strings.Contains(sec, "`"+name+"`") && !strings.Contains(sec, "`"+name+"(") {
+			t.Errorf("docs/templates.md, Functions: %s is not listed", name)
 		}
 	}
 }
