@@ -3,10 +3,11 @@
 // resource's owner is written on the objects it makes.
 //
 // Each kind lives in its own sub-package (network, portforward, ...) with
-// Read, Create, Update and Delete, ctx first and idempotent. They share no
-// interface: the shapes differ (network.Read takes a Spec, volume.Read a
-// scope and an address, the image cache a sha256); daemon/agent's
-// real_*.go adapt each one to the agent's Driver interface.
+// Read, Create, Delete and (but for the image cache) Update, ctx first and
+// idempotent. They share no interface: the shapes differ (network.Read
+// takes a Spec, volume.Read a scope and an address, the image cache a
+// sha256); daemon/agent's real_*.go adapt each one to the agent's Driver
+// interface.
 package executors
 
 import (
