@@ -137,10 +137,12 @@ func (b *hostBroker) answer(agent string, rep api.HostAnswer) bool {
 // (what was done before the error); so is an agent that goes down.
 func (s *Server) askHost(ctx context.Context, agent string, req api.HostRequest, wait time.Duration) (api.HostAnswer, error) {
 	op := req.Op
-	it := req
-	it.WorkID = "h-" + randomHex(8)
-	ch := s.host.put(agent, it)
-	defer s.host.drop(agent, it.WorkID)
+	if err := req.Check(); err != nil {
+		return api.HostAnswer{}, err
+	}
+	req.WorkID = "h-" + randomHex(8)
+	ch := s.host.put(agent, req)
+	defer s.host.drop(agent, req.WorkID)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	tick := time.NewTicker(time.Second)
