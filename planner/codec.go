@@ -226,6 +226,29 @@ func unwrapValues(m map[string]value) map[string]any {
 	return out
 }
 
+// Values is a map of attribute values that encodes to JSON with every
+// value tagged (as above) and decodes back to the same Go values: for wire
+// types that carry attributes (see daemon/api's host operations).
+type Values map[string]any
+
+// MarshalJSON encodes the values tagged; nil is null.
+func (v Values) MarshalJSON() ([]byte, error) {
+	if v == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(wrapValues(v))
+}
+
+// UnmarshalJSON decodes what MarshalJSON wrote.
+func (v *Values) UnmarshalJSON(data []byte) error {
+	var w map[string]value
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*v = unwrapValues(w)
+	return nil
+}
+
 type stateJSON struct {
 	Version   int             `json:"v"`
 	Stack     string          `json:"stack"`

@@ -92,21 +92,16 @@ type Agent struct {
 	sem        chan struct{}
 	wg         sync.WaitGroup
 	reg        chan struct{} // signalled when the agent must register again
-	mu         sync.Mutex
-	busy       map[itemKey]bool
-	// done remembers the reports of the last items run, so an item the
-	// servers hand out again (a stale answer, a report not yet applied) is
-	// answered with the same report instead of running twice.
-	done     map[itemKey]api.ActionReport
-	doneFIFO []itemKey
+	// actions and hosts run each work item and host request once (see
+	// memo).
+	actions memo[itemKey, api.ActionReport]
+	hosts   memo[hostKey, api.HostAnswer]
 }
 
 type itemKey struct {
 	work, opID, address, op string
 	attempt                 int
 }
-
-const doneMemory = 4096
 
 // New checks cfg and returns an agent; Run starts it.
 func New(cfg Config) (*Agent, error) {
@@ -158,13 +153,11 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a := &Agent{
-		cfg:  cfg,
-		id:   id,
-		log:  cfg.Logger.With("agent", id),
-		sem:  make(chan struct{}, cfg.Parallelism),
-		reg:  make(chan struct{}, 1),
-		busy: map[itemKey]bool{},
-		done: map[itemKey]api.ActionReport{},
+		cfg: cfg,
+		id:  id,
+		log: cfg.Logger.With("agent", id),
+		sem: make(chan struct{}, cfg.Parallelism),
+		reg: make(chan struct{}, 1),
 	}
 	cred, err := os.ReadFile(filepath.Join(cfg.DataDir, CredentialFile))
 	switch {
@@ -402,7 +395,7 @@ func (a *Agent) work(ctx context.Context) {
 // is answered with its report again.
 func (a *Agent) take(ctx context.Context, it api.WorkItem) {
 	k := itemKey{it.WorkID, it.OperationID, it.Address, it.Op, it.Attempt}
-	a.once(k, func() (api.ActionReport, bool) {
+	a.actions.once(&a.wg, k, func() (api.ActionReport, bool) {
 		select {
 		case a.sem <- struct{}{}:
 		case <-ctx.Done():
@@ -413,51 +406,6 @@ func (a *Agent) take(ctx context.Context, it api.WorkItem) {
 		// Interrupted: nothing is reported, the next leader reads it back.
 		return rep, ctx.Err() == nil || rep.OK
 	}, func(rep api.ActionReport) { a.report(ctx, rep) })
-}
-
-// once runs the item with key k unless it is running already, and answers
-// a repeat of a finished one with its remembered report. produce makes the
-// report (false: neither remember nor send it); send delivers it.
-func (a *Agent) once(k itemKey, produce func() (api.ActionReport, bool), send func(api.ActionReport)) {
-	a.mu.Lock()
-	if a.busy[k] {
-		a.mu.Unlock()
-		return
-	}
-	rep, done := a.done[k]
-	a.busy[k] = true
-	a.mu.Unlock()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer func() {
-			a.mu.Lock()
-			delete(a.busy, k)
-			a.mu.Unlock()
-		}()
-		if !done {
-			var ok bool
-			if rep, ok = produce(); !ok {
-				return
-			}
-			a.remember(k, rep)
-		}
-		send(rep)
-	}()
-}
-
-func (a *Agent) remember(k itemKey, rep api.ActionReport) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, ok := a.done[k]; ok {
-		return
-	}
-	a.done[k] = rep
-	a.doneFIFO = append(a.doneFIFO, k)
-	if len(a.doneFIFO) > doneMemory {
-		delete(a.done, a.doneFIFO[0])
-		a.doneFIFO = a.doneFIFO[1:]
-	}
 }
 
 // run runs one item through its driver.

@@ -12,38 +12,10 @@ import (
 	"github.com/kiln-dev/kiln/executors"
 )
 
-// Host operations: requests about the host itself rather than about one
-// resource of one stack (`kiln image list`, `kiln image prune`, `kiln gc`,
-// `kiln console`). They travel as api.WorkItem with Kind HostKind and one
-// of the Host* ops, but not through Raft: they are questions asked by the
-// leader and answered once, with answers (a console log) too big for the
-// log. The agent fetches them with a blocking query that the servers
-// forward to the leader (GET /v1/agents/{id}/hostwork) and answers with
-// POST /v1/agents/{id}/hostresults; the leader hands the answer to the
-// HTTP request that waits for it. Parameters and answers are in
-// WorkItem.Attrs and ActionReport.Attrs, in the planner's tagged encoding:
-//
-//	images   ->  {"images": [{"sha256", "format", "size"}]}
-//	prune    {"in_use": [sha256...]}  ->  {"removed": [{"sha256", "format", "size"}]}
-//	gc       {"owned": {stack: [address...]}, "busy": [stack...], "force": bool}
-//	         ->  {"orphans": [{"kind", "name", "owner"}], "removed": bool}
-//	console  {"stack", "name" (domain name), "offset", "max"}
-//	         ->  {"text", "next", "size"}
-
-// HostKind is the Kind of a host work item.
-const HostKind = "host"
-
-// Host ops.
-const (
-	HostImages  = "images"
-	HostPrune   = "prune"
-	HostGC      = "gc"
-	HostConsole = "console"
-)
-
-// ConsoleMax caps the console text one answer carries (the tail of the
-// log when it is longer).
-const ConsoleMax = 256 << 10
+// Host operations: questions about the host itself rather than about one
+// resource of one stack (the refresh of a plan, `kiln image list`, `kiln
+// image prune`, `kiln gc`, `kiln console`). The protocol, the op names and
+// their typed requests and answers are in daemon/api's hostops.go.
 
 // HostOps is what a driver set can do on its host besides actions. The
 // real drivers (Real) and the memory set (Memory) implement it.
@@ -111,11 +83,16 @@ func (a *Agent) hostWork(ctx context.Context) {
 	}
 }
 
-// takeHost runs a host item once (the leader may hand it out again while
-// it runs) and sends its answer.
-func (a *Agent) takeHost(ctx context.Context, it api.WorkItem) {
-	k := itemKey{work: it.WorkID, op: it.Op}
-	a.once(k, func() (api.ActionReport, bool) { return a.runHost(ctx, it), true }, func(rep api.ActionReport) {
+type hostKey struct {
+	work string
+	op   api.HostOp
+}
+
+// takeHost runs a host request once (the leader may hand it out again
+// while it runs) and sends its answer.
+func (a *Agent) takeHost(ctx context.Context, it api.HostRequest) {
+	k := hostKey{work: it.WorkID, op: it.Op}
+	a.hosts.once(&a.wg, k, func() (api.HostAnswer, bool) { return a.runHost(ctx, it), true }, func(rep api.HostAnswer) {
 		for i := 0; i < 10 && ctx.Err() == nil; i++ {
 			err := a.c().HostReport(ctx, a.id, rep)
 			code := client.StatusCode(err)
@@ -129,152 +106,117 @@ func (a *Agent) takeHost(ctx context.Context, it api.WorkItem) {
 	})
 }
 
-// runHost answers one host item.
-func (a *Agent) runHost(ctx context.Context, it api.WorkItem) api.ActionReport {
-	rep := api.ActionReport{Op: it.Op, Address: it.Address, WorkID: it.WorkID}
-	if it.Op == HostRefresh {
-		return a.answerRefresh(ctx, it, rep)
+// runHost answers one host request. A request that is not well formed
+// (an unknown op, or its fields do not match its op) is refused, naming
+// what is wrong.
+func (a *Agent) runHost(ctx context.Context, it api.HostRequest) api.HostAnswer {
+	ans := api.HostAnswer{WorkID: it.WorkID, Op: it.Op}
+	if err := it.Check(); err != nil {
+		ans.Refused = true
+		ans.Error = fmt.Sprintf("agent %s: %v", a.id, err)
+		return ans
 	}
-	h, ok := hostOpsOf(a.cfg.Drivers)
-	if !ok {
-		rep.Refused = true
-		rep.Error = fmt.Sprintf("agent %s cannot do host operations with its drivers", a.id)
-		return rep
-	}
-	p, err := api.DecodeValues(it.Attrs)
-	if err != nil {
-		rep.Error = fmt.Sprintf("decode %s request: %v", it.Op, err)
-		return rep
-	}
-	out, err := runHostOp(ctx, h, it.Op, p)
-	if out != nil {
-		enc, eerr := api.EncodeValues(out)
-		if eerr != nil {
-			rep.Error = fmt.Sprintf("encode %s answer: %v", it.Op, eerr)
-			return rep
+	var err error
+	if it.Op == api.HostRefresh {
+		ans.Refresh, err = a.refresh(ctx, *it.Refresh)
+	} else {
+		h, ok := hostOpsOf(a.cfg.Drivers)
+		if !ok {
+			ans.Refused = true
+			ans.Error = fmt.Sprintf("agent %s cannot do host operations with its drivers", a.id)
+			return ans
 		}
-		rep.Attrs = enc
+		err = runHostOp(ctx, h, it, &ans)
+		if err != nil {
+			a.log.Warn("host operation failed", "op", it.Op, "err", err)
+		}
 	}
 	if err != nil {
-		a.log.Warn("host operation failed", "op", it.Op, "err", err)
-		rep.Error = err.Error()
-		return rep
+		ans.Error = err.Error()
+		return ans
 	}
-	rep.OK = true
-	return rep
+	ans.OK = true
+	return ans
 }
 
-func runHostOp(ctx context.Context, h HostOps, op string, p map[string]any) (map[string]any, error) {
-	switch op {
-	case HostImages:
+// runHostOp runs a checked request of one of the HostOps and sets its
+// answer in ans (also, when there is one, the part done before an error).
+func runHostOp(ctx context.Context, h HostOps, it api.HostRequest, ans *api.HostAnswer) error {
+	switch it.Op {
+	case api.HostImages:
 		imgs, err := h.Images(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return map[string]any{"images": imagesValue(imgs)}, nil
-	case HostPrune:
+		ans.Images = &api.ImagesAnswer{Images: nonNil(imgs)}
+		return nil
+	case api.HostPrune:
 		inUse := map[string]bool{}
-		for _, s := range stringList(p["in_use"]) {
+		for _, s := range it.Prune.InUse {
 			inUse[s] = true
 		}
 		removed, err := h.PruneImages(ctx, inUse)
-		return map[string]any{"removed": imagesValue(removed)}, err
-	case HostGC:
-		owned := map[string]map[string]bool{}
-		if m, ok := p["owned"].(map[string]any); ok {
-			for stack, l := range m {
-				owned[stack] = map[string]bool{}
-				for _, addr := range stringList(l) {
-					owned[stack][addr] = true
-				}
-			}
-		}
-		busy := map[string]bool{}
-		for _, s := range stringList(p["busy"]) {
-			busy[s] = true
-		}
-		orphans, err := h.Orphans(ctx, func(stack, address string) bool {
-			return busy[stack] || owned[stack][address]
-		})
-		if err != nil {
-			return nil, err
-		}
-		force, _ := p["force"].(bool)
-		out := map[string]any{"orphans": orphansValue(orphans), "removed": false}
-		if force && len(orphans) > 0 {
-			if err := h.RemoveOrphans(ctx, orphans); err != nil {
-				return out, err
-			}
-			out["removed"] = true
-		}
-		return out, nil
-	case HostConsole:
-		stack, _ := p["stack"].(string)
-		project, _ := p["project"].(string)
-		stack = executors.Scope(project, stack)
-		name, _ := p["name"].(string)
-		if name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
-			return nil, fmt.Errorf("console: bad domain name %q", name)
-		}
-		offset, max := int64(-1), int64(ConsoleMax)
-		if v, ok := p["offset"].(int64); ok {
-			offset = v
-		}
-		if v, ok := p["max"].(int64); ok && v > 0 && v < max {
-			max = v
-		}
-		c, err := h.Console(ctx, stack, name, offset, max)
-		if err != nil {
-			return nil, err
-		}
-		return map[string]any{"text": string(c.Text), "next": c.Next, "size": c.Size}, nil
+		ans.Prune = &api.PruneAnswer{Removed: nonNil(removed)}
+		return err
+	case api.HostGC:
+		return gc(ctx, h, *it.GC, ans)
+	case api.HostConsole:
+		return console(ctx, h, *it.Console, ans)
 	}
-	return nil, fmt.Errorf("unknown host operation %q", op)
+	return fmt.Errorf("unknown host operation %q", it.Op)
 }
 
-func stringList(v any) []string {
-	l, _ := v.([]any)
-	out := make([]string, 0, len(l))
-	for _, e := range l {
-		if s, ok := e.(string); ok {
-			out = append(out, s)
+func gc(ctx context.Context, h HostOps, req api.GCRequest, ans *api.HostAnswer) error {
+	owned := map[string]map[string]bool{}
+	for stack, l := range req.Owned {
+		owned[stack] = map[string]bool{}
+		for _, addr := range l {
+			owned[stack][addr] = true
 		}
 	}
-	return out
-}
-
-func imagesValue(imgs []api.ImageInfo) []any {
-	out := make([]any, 0, len(imgs))
-	for _, i := range imgs {
-		out = append(out, map[string]any{"sha256": i.SHA256, "format": i.Format, "size": i.Size})
+	busy := map[string]bool{}
+	for _, s := range req.Busy {
+		busy[s] = true
 	}
-	return out
-}
-
-func orphansValue(os []api.Orphan) []any {
-	out := make([]any, 0, len(os))
-	for _, o := range os {
-		out = append(out, map[string]any{"kind": o.Kind, "name": o.Name, "owner": o.Owner})
-	}
-	return out
-}
-
-// answerRefresh answers a refresh item (see refresh).
-func (a *Agent) answerRefresh(ctx context.Context, it api.WorkItem, rep api.ActionReport) api.ActionReport {
-	p, err := api.DecodeValues(it.Attrs)
+	orphans, err := h.Orphans(ctx, func(stack, address string) bool {
+		return busy[stack] || owned[stack][address]
+	})
 	if err != nil {
-		rep.Error = fmt.Sprintf("decode refresh request: %v", err)
-		return rep
+		return err
 	}
-	out, err := a.refresh(ctx, p)
+	ans.GC = &api.GCAnswer{Orphans: nonNil(orphans)}
+	if req.Force && len(orphans) > 0 {
+		if err := h.RemoveOrphans(ctx, orphans); err != nil {
+			return err
+		}
+		ans.GC.Removed = true
+	}
+	return nil
+}
+
+func console(ctx context.Context, h HostOps, req api.ConsoleRequest, ans *api.HostAnswer) error {
+	stack := executors.Scope(req.Project, req.Stack)
+	name := req.Name
+	if name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
+		return fmt.Errorf("console: bad domain name %q", name)
+	}
+	max := int64(api.ConsoleMax)
+	if req.Max > 0 && req.Max < max {
+		max = req.Max
+	}
+	c, err := h.Console(ctx, stack, name, req.Offset, max)
 	if err != nil {
-		rep.Error = err.Error()
-		return rep
+		return err
 	}
-	if rep.Attrs, err = api.EncodeValues(out); err != nil {
-		rep.Error = fmt.Sprintf("encode refresh answer: %v", err)
-		return rep
+	ans.Console = &api.ConsoleChunk{Text: string(c.Text), Next: c.Next, Size: c.Size}
+	return nil
+}
+
+// nonNil answers an empty list for none (the answers' lists are never
+// null on the wire).
+func nonNil[T any](l []T) []T {
+	if l == nil {
+		return []T{}
 	}
-	rep.OK = true
-	return rep
+	return l
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,24 +19,47 @@ import (
 	"github.com/kiln-dev/kiln/internal/testguest"
 )
 
-// hostAsk runs a host work item through the agent's own path (the wire
-// encoding of its parameters and answer included) and returns the decoded
-// answer; a failed item fails the test.
-func hostAsk(t *testing.T, a *Agent, op string, params map[string]any) map[string]any {
+// hostAsk runs a host request through the agent's own path (the wire
+// encoding of the request and the answer included) and returns the
+// decoded answer; a failed request fails the test.
+func hostAsk(t *testing.T, a *Agent, req api.HostRequest) api.HostAnswer {
 	t.Helper()
-	enc, err := api.EncodeValues(params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := a.runHost(context.Background(), api.WorkItem{Kind: HostKind, Op: op, Attrs: enc, WorkID: "h-test"})
+	req.WorkID = "h-test"
+	rep := a.runHost(context.Background(), wire(t, req))
 	if !rep.OK {
-		t.Fatalf("host %s %v: %s", op, params, rep.Error)
+		t.Fatalf("host %s %+v: %s", req.Op, req, rep.Error)
 	}
-	out, err := api.DecodeValues(rep.Attrs)
+	return wire(t, rep)
+}
+
+// wire returns v after a trip through its JSON encoding.
+func wire[T any](t *testing.T, v T) T {
+	t.Helper()
+	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var out T
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
 	}
 	return out
+}
+
+func imagesReq() api.HostRequest {
+	return api.HostRequest{Op: api.HostImages, Images: &api.ImagesRequest{}}
+}
+
+func pruneReq(inUse ...string) api.HostRequest {
+	return api.HostRequest{Op: api.HostPrune, Prune: &api.PruneRequest{InUse: inUse}}
+}
+
+func gcReq(owned map[string][]string, busy []string, force bool) api.HostRequest {
+	return api.HostRequest{Op: api.HostGC, GC: &api.GCRequest{Owned: owned, Busy: busy, Force: force}}
+}
+
+func consoleReq(project, stack, name string, offset int64) api.HostRequest {
+	return api.HostRequest{Op: api.HostConsole, Console: &api.ConsoleRequest{Project: project, Stack: stack, Name: name, Offset: offset}}
 }
 
 // TestRealHostOps: the host operations on the real drivers. An image is
@@ -80,25 +104,23 @@ func TestRealHostOps(t *testing.T) {
 	run(t, d["image"], &img, results)
 
 	// images: both, with format and size.
-	listed := map[string]map[string]any{}
-	for _, v := range hostAsk(t, a, HostImages, map[string]any{})["images"].([]any) {
-		m := v.(map[string]any)
-		listed[m["sha256"].(string)] = m
+	listed := map[string]api.ImageInfo{}
+	for _, m := range hostAsk(t, a, imagesReq()).Images.Images {
+		listed[m.SHA256] = m
 	}
-	if m := listed[sum]; m == nil || m["format"] != "qcow2" || m["size"].(int64) <= 0 {
-		t.Errorf("test guest in the list: %v", m)
+	if m, ok := listed[sum]; !ok || m.Format != "qcow2" || m.Size <= 0 {
+		t.Errorf("test guest in the list: %+v", m)
 	}
-	if m := listed[extraSum]; m == nil || m["format"] != "raw" || m["size"].(int64) != int64(len(data)) {
-		t.Errorf("extra image in the list: %v", m)
+	if m, ok := listed[extraSum]; !ok || m.Format != "raw" || m.Size != int64(len(data)) {
+		t.Errorf("extra image in the list: %+v", m)
 	}
 
 	// prune: both in use, nothing goes; the extra one unused, it goes.
-	inUse := []any{sum, extraSum}
-	if removed := hostAsk(t, a, HostPrune, map[string]any{"in_use": inUse})["removed"].([]any); len(removed) != 0 {
+	if removed := hostAsk(t, a, pruneReq(sum, extraSum)).Prune.Removed; len(removed) != 0 {
 		t.Fatalf("prune with both in use removed %v", removed)
 	}
-	removed := hostAsk(t, a, HostPrune, map[string]any{"in_use": []any{sum}})["removed"].([]any)
-	if len(removed) != 1 || removed[0].(map[string]any)["sha256"] != extraSum {
+	removed := hostAsk(t, a, pruneReq(sum)).Prune.Removed
+	if len(removed) != 1 || removed[0].SHA256 != extraSum {
 		t.Fatalf("prune removed %v, want only %s", removed, extraSum)
 	}
 	if _, err := os.Stat(filepath.Join(r.images.Dir(), extraSum+".raw")); !os.IsNotExist(err) {
@@ -122,19 +144,19 @@ func TestRealHostOps(t *testing.T) {
 	deadline := time.Now().Add(150 * time.Second)
 	var text string
 	for {
-		c := hostAsk(t, a, HostConsole, map[string]any{"stack": stack, "name": domain, "offset": int64(-1)})
-		text, _ = c["text"].(string)
+		c := hostAsk(t, a, consoleReq("", stack, domain, -1)).Console
+		text = c.Text
 		if i := strings.Index(text, testguest.ReadyMarker); i >= 0 {
 			line, _, _ := strings.Cut(text[i:], "\n")
 			t.Logf("console of %s (%d bytes) says %q", domain, len(text), strings.TrimSpace(line))
-			size := c["size"].(int64)
-			if c["next"] != size || int64(len(text)) != min(size, ConsoleMax) {
-				t.Errorf("console answer: %d bytes, next %v, size %d", len(text), c["next"], size)
+			size := c.Size
+			if c.Next != size || int64(len(text)) != min(size, api.ConsoleMax) {
+				t.Errorf("console answer: %d bytes, next %v, size %d", len(text), c.Next, size)
 			}
 			// From the end: nothing new yet.
-			c = hostAsk(t, a, HostConsole, map[string]any{"stack": stack, "name": domain, "offset": size})
-			if c["text"] != "" || c["next"] != size {
-				t.Errorf("console from its end = %v", c)
+			c = hostAsk(t, a, consoleReq("", stack, domain, size)).Console
+			if c.Text != "" || c.Next != size {
+				t.Errorf("console from its end = %+v", c)
 			}
 			break
 		}
@@ -143,62 +165,51 @@ func TestRealHostOps(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	rep := a.runHost(ctx, api.WorkItem{Kind: HostKind, Op: HostConsole, WorkID: "h-bad",
-		Attrs: mustEncode(t, map[string]any{"stack": "other", "name": domain})})
+	rep := a.runHost(ctx, consoleReq("", "other", domain, -1))
 	if rep.OK || !strings.Contains(rep.Error, "belongs to stack hostops") {
 		t.Errorf("console of another stack's domain: %+v", rep)
 	}
 
 	// gc: owned, or with an operation in progress, nothing of the stack is
 	// listed; unowned, its domain and volumes are; -force removes them.
-	addrs := []any{"image.guest", "network.lan", "server.web"}
-	ofStack := func(v any) []api.Orphan {
+	addrs := []string{"image.guest", "network.lan", "server.web"}
+	ofStack := func(l []api.Orphan) []api.Orphan {
 		var out []api.Orphan
-		for _, e := range v.([]any) {
-			m := e.(map[string]any)
-			if strings.HasPrefix(m["owner"].(string), "kiln:"+stack+"/") {
-				out = append(out, api.Orphan{Kind: m["kind"].(string), Name: m["name"].(string), Owner: m["owner"].(string)})
+		for _, o := range l {
+			if strings.HasPrefix(o.Owner, "kiln:"+stack+"/") {
+				out = append(out, o)
 			}
 		}
 		return out
 	}
-	if l := ofStack(hostAsk(t, a, HostGC, map[string]any{"owned": map[string]any{stack: addrs}})["orphans"]); len(l) != 0 {
+	if l := ofStack(hostAsk(t, a, gcReq(map[string][]string{stack: addrs}, nil, false)).GC.Orphans); len(l) != 0 {
 		t.Errorf("gc with the stack owned lists %+v", l)
 	}
-	if l := ofStack(hostAsk(t, a, HostGC, map[string]any{"owned": map[string]any{}, "busy": []any{stack}})["orphans"]); len(l) != 0 {
+	if l := ofStack(hostAsk(t, a, gcReq(map[string][]string{}, []string{stack}, false)).GC.Orphans); len(l) != 0 {
 		t.Errorf("gc with the stack busy lists %+v", l)
 	}
-	out := hostAsk(t, a, HostGC, map[string]any{"owned": map[string]any{}})
+	out := hostAsk(t, a, gcReq(map[string][]string{}, nil, false)).GC
 	kinds := map[string]int{}
-	for _, o := range ofStack(out["orphans"]) {
+	for _, o := range ofStack(out.Orphans) {
 		kinds[o.Kind]++
 	}
-	if out["removed"] != false || kinds[OrphanDomain] != 1 || kinds[OrphanVolume] != 2 || kinds[OrphanBridge] != 1 {
-		t.Fatalf("gc of the unowned stack: removed %v, kinds %v, want 1 domain, 2 volumes (overlay, seed), 1 bridge", out["removed"], kinds)
+	if out.Removed || kinds[OrphanDomain] != 1 || kinds[OrphanVolume] != 2 || kinds[OrphanBridge] != 1 {
+		t.Fatalf("gc of the unowned stack: removed %v, kinds %v, want 1 domain, 2 volumes (overlay, seed), 1 bridge", out.Removed, kinds)
 	}
 	// Only this stack's objects go: any other stack's leftovers on the
 	// shared libvirtd are left alone (busy).
-	others := []any{}
-	for _, e := range out["orphans"].([]any) {
-		if s, _, ok := strings.Cut(strings.TrimPrefix(e.(map[string]any)["owner"].(string), "kiln:"), "/"); ok && s != stack {
+	others := []string{}
+	for _, o := range out.Orphans {
+		if s, _, ok := strings.Cut(strings.TrimPrefix(o.Owner, "kiln:"), "/"); ok && s != stack {
 			others = append(others, s)
 		}
 	}
-	out = hostAsk(t, a, HostGC, map[string]any{"owned": map[string]any{}, "busy": others, "force": true})
-	if out["removed"] != true {
-		t.Errorf("gc -force: removed %v", out["removed"])
+	out = hostAsk(t, a, gcReq(map[string][]string{}, others, true)).GC
+	if !out.Removed {
+		t.Errorf("gc -force: removed %v", out.Removed)
 	}
-	if l := ofStack(hostAsk(t, a, HostGC, map[string]any{"owned": map[string]any{}})["orphans"]); len(l) != 0 {
+	if l := ofStack(hostAsk(t, a, gcReq(map[string][]string{}, nil, false)).GC.Orphans); len(l) != 0 {
 		t.Errorf("gc after -force still lists %+v", l)
 	}
 	assertNothingLeft(t, r, stack)
-}
-
-func mustEncode(t *testing.T, m map[string]any) map[string]any {
-	t.Helper()
-	enc, err := api.EncodeValues(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return enc
 }

@@ -152,20 +152,13 @@ func aliasOf(l netlink.Link) string {
 // addresses by scope (see daemon/server handleGC).
 func gcAsk(t *testing.T, a *Agent, force bool, owners ...*projectStack) []api.Orphan {
 	t.Helper()
-	owned := map[string]any{}
+	owned := map[string][]string{}
 	for _, p := range owners {
-		owned[p.scope] = []any{"network.lan", "volume.data", "server.web", "port_forward.http"}
+		owned[p.scope] = []string{"network.lan", "volume.data", "server.web", "port_forward.http"}
 	}
-	out := hostAsk(t, a, HostGC, map[string]any{"owned": owned, "busy": []any{}, "force": force})
-	l, _ := out["orphans"].([]any)
 	var orphans []api.Orphan
-	for _, e := range l {
-		m, _ := e.(map[string]any)
-		o := api.Orphan{}
-		o.Kind, _ = m["kind"].(string)
-		o.Name, _ = m["name"].(string)
-		o.Owner, _ = m["owner"].(string)
-		orphans = append(orphans, o)
+	if ans := hostAsk(t, a, gcReq(owned, []string{}, force)).GC; ans != nil {
+		orphans = ans.Orphans
 	}
 	return orphans
 }
@@ -237,13 +230,12 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 
 	// The console of p2's server, asked as the server asks it (project
 	// and stack), is p2's guest's.
-	cons := hostAsk(t, a, HostConsole, map[string]any{"stack": "web", "project": "p2", "name": p2.dom, "offset": int64(-1)})
-	if text, _ := cons["text"].(string); !strings.Contains(text, "KILN-GUEST-READY") {
+	cons := hostAsk(t, a, consoleReq("p2", "web", p2.dom, -1)).Console
+	if text := cons.Text; !strings.Contains(text, "KILN-GUEST-READY") {
 		t.Fatalf("console of p2/web: %q", text)
 	}
 	// Asked for p1's stack, p2's domain is refused.
-	enc := mustEncode(t, map[string]any{"stack": "web", "project": "p1", "name": p2.dom, "offset": int64(-1)})
-	if rep := a.runHost(ctx, api.WorkItem{Kind: HostKind, Op: HostConsole, Attrs: enc, WorkID: "h-test"}); rep.OK {
+	if rep := a.runHost(ctx, consoleReq("p1", "web", p2.dom, -1)); rep.OK {
 		t.Fatalf("the console of p2's domain was given to p1/web")
 	}
 

@@ -20,7 +20,7 @@
 //	POST   /v1/stacks/{stack}/renew    RenewRequest StackDetail
 //	GET    /v1/stacks/{stack}/outputs              map[string]OutputValue
 //	GET    /v1/stacks/{stack}/events?index=N&wait=30s  EventsResponse (blocking query)
-//	GET    /v1/stacks/{stack}/resources/{address}/console  text (last 256 KiB of the serial console; ?offset=N answers JSON for following)
+//	GET    /v1/stacks/{stack}/resources/{address}/console  text (last 256 KiB of the serial console; ?offset=N answers ConsoleChunk for following)
 //	GET    /v1/operations/{id}?index=N&wait=30s    Operation (blocking query)
 //	POST   /v1/operations/{id}/cancel              Operation
 //	GET    /v1/tokens                              []TokenInfo (admin)
@@ -31,8 +31,8 @@
 //	POST   /v1/agents/{id}/heartbeat   AgentHeartbeat 204
 //	GET    /v1/agents/{id}/work?index=N&wait=30s   WorkResponse (blocking query; any server answers)
 //	POST   /v1/agents/{id}/results     ActionReport 204
-//	GET    /v1/agents/{id}/hostwork?wait=30s       WorkResponse (kind "host": images | prune | gc | console; held by the leader, not in raft)
-//	POST   /v1/agents/{id}/hostresults ActionReport 204
+//	GET    /v1/agents/{id}/hostwork?index=N&wait=30s  HostWorkResponse (refresh | images | prune | gc | console; held by the leader, not in raft; see hostops.go)
+//	POST   /v1/agents/{id}/hostresults HostAnswer  204
 //	POST   /v1/agents/{id}/events      Event    204 (progress, e.g. image downloads)
 //	POST   /v1/agents/{id}/revoke                  AgentInfo (global admin: its credentials stop working)
 //	GET    /v1/images                              []ImageInfo (per agent)
@@ -540,9 +540,3 @@ func DecodeValues(m map[string]any) (map[string]any, error) {
 	}
 	return r.Attrs, nil
 }
-
-// HostRefresh is the host work op that reads the actual state of a stack's
-// resources for a plan: Attrs {"stack", "resources": [{"address", "kind",
-// "id", "attrs"}]}; the answer's Attrs {"resources": [{"address", "exists",
-// "attrs"}]}.
-const HostRefresh = "refresh"

@@ -9,23 +9,23 @@ import (
 	"github.com/kiln-dev/kiln/daemon/api"
 )
 
-// Host operations between an agent and the leader (see daemon/agent's
-// hostops.go): the blocking query for host work, the answers, and the
-// progress events of long actions.
+// Host operations between an agent and the leader (the protocol is in
+// daemon/api's hostops.go): the blocking query for host work, the answers,
+// and the progress events of long actions.
 
-// HostWork waits up to wait for host work (image list, prune, gc, console)
-// for an agent past index. The servers forward it to the leader, which
-// alone holds these requests.
-func (c *Client) HostWork(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.WorkResponse, error) {
+// HostWork waits up to wait for host work (refresh, image list, prune, gc,
+// console) for an agent past index. The servers forward it to the leader,
+// which alone holds these requests.
+func (c *Client) HostWork(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.HostWorkResponse, error) {
 	ctx, cancel := blockCtx(ctx, wait)
 	defer cancel()
-	var out api.WorkResponse
-	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/hostwork" + blockingQuery(index, wait), out: &out, useNumber: true})
+	var out api.HostWorkResponse
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/hostwork" + blockingQuery(index, wait), out: &out})
 	return out, err
 }
 
-// HostReport sends an agent's answer to a host work item.
-func (c *Client) HostReport(ctx context.Context, agentID string, rep api.ActionReport) error {
+// HostReport sends an agent's answer to a host request.
+func (c *Client) HostReport(ctx context.Context, agentID string, rep api.HostAnswer) error {
 	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/agents/" + esc(agentID) + "/hostresults", body: rep})
 	return err
 }
@@ -39,12 +39,7 @@ func (c *Client) AgentEvent(ctx context.Context, agentID string, ev api.Event) e
 
 // ConsoleChunk is a piece of a console log: GET .../console?offset=N
 // answers it as JSON.
-type ConsoleChunk struct {
-	Text string `json:"text"`
-	// Next is the offset to ask from next time; Size the log's size.
-	Next int64 `json:"next"`
-	Size int64 `json:"size"`
-}
+type ConsoleChunk = api.ConsoleChunk
 
 // ConsoleFrom returns the serial console log of a server from offset (at
 // most 256 KiB; the last 256 KiB when offset < 0), for following it.

@@ -245,8 +245,8 @@ func (a *testAgent) loop(ctx context.Context) {
 // hostLoop answers the leader's refresh questions (the only host work a
 // plan asks) from memdriver.
 func (a *testAgent) hostLoop(ctx context.Context) {
-	a.poll(ctx, "hostwork", func(it api.WorkItem) {
-		if it.Op == api.HostRefresh {
+	pollRoute(ctx, a, "hostwork", func(it api.HostRequest) {
+		if it.Op == api.HostRefresh && it.Refresh != nil {
 			a.post(ctx, "/v1/agents/"+a.id+"/hostresults", a.refresh(ctx, it))
 		}
 	})
@@ -256,6 +256,12 @@ func (a *testAgent) hostLoop(ctx context.Context) {
 // "hostwork") on the servers in turn, staying on one that answers, and
 // hands every item to handle.
 func (a *testAgent) poll(ctx context.Context, route string, handle func(api.WorkItem)) {
+	pollRoute(ctx, a, route, handle)
+}
+
+// pollRoute is poll for the items of either route (api.WorkItem or
+// api.HostRequest).
+func pollRoute[T any](ctx context.Context, a *testAgent, route string, handle func(T)) {
 	var index uint64
 	for i := 0; ctx.Err() == nil; i++ {
 		srv := a.servers[i%len(a.servers)]
@@ -266,7 +272,10 @@ func (a *testAgent) poll(ctx context.Context, route string, handle func(api.Work
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
-		var wr api.WorkResponse
+		var wr struct {
+			Items []T    `json:"items"`
+			Index uint64 `json:"index"`
+		}
 		err = json.NewDecoder(resp.Body).Decode(&wr)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != 200 {
@@ -281,39 +290,29 @@ func (a *testAgent) poll(ctx context.Context, route string, handle func(api.Work
 	}
 }
 
-func (a *testAgent) refresh(ctx context.Context, it api.WorkItem) api.ActionReport {
-	rep := api.ActionReport{Op: it.Op, WorkID: it.WorkID}
-	p, err := api.DecodeValues(it.Attrs)
-	if err != nil {
-		rep.Error = err.Error()
-		return rep
-	}
-	var out []any
-	list, _ := p["resources"].([]any)
-	for _, v := range list {
-		m, _ := v.(map[string]any)
-		addr, _ := m["address"].(string)
-		kind, _ := m["kind"].(string)
-		id, _ := m["id"].(string)
+func (a *testAgent) refresh(ctx context.Context, it api.HostRequest) api.HostAnswer {
+	rep := api.HostAnswer{Op: it.Op, WorkID: it.WorkID}
+	out := &api.RefreshAnswer{}
+	for _, res := range it.Refresh.Resources {
 		var obj memdriver.Object
 		var exists bool
-		if id != "" {
-			obj, exists, err = a.driver.ReadID(ctx, kind, addr, id)
+		var err error
+		if res.ID != "" {
+			obj, exists, err = a.driver.ReadID(ctx, res.Kind, res.Address, res.ID)
 		} else {
-			obj, exists, err = a.driver.Read(ctx, kind, addr)
+			obj, exists, err = a.driver.Read(ctx, res.Kind, res.Address)
 		}
 		if err != nil {
 			rep.Error = err.Error()
 			return rep
 		}
-		r := map[string]any{"address": addr, "exists": exists}
+		r := api.ResourceRead{Address: res.Address, Exists: exists}
 		if exists {
-			r["attrs"] = obj.Values()
+			r.Attrs = obj.Values()
 		}
-		out = append(out, r)
+		out.Resources = append(out.Resources, r)
 	}
-	rep.Attrs, err = api.EncodeValues(map[string]any{"resources": out})
-	rep.OK = err == nil
+	rep.Refresh, rep.OK = out, true
 	return rep
 }
 

@@ -25,18 +25,9 @@ import (
 // (hostBroker), an agent fetches them with a blocking query that any server
 // forwards to the leader (GET /v1/agents/{id}/hostwork) and answers with
 // POST /v1/agents/{id}/hostresults, and the HTTP request that waits for
-// the answer replies to its client. The protocol of the items (ops,
-// parameters, answers) is described in daemon/agent's hostops.go. A lost
-// leadership loses the questions in flight; the client asks again.
-
-// Host ops (as daemon/agent names them).
-const (
-	hostKind    = "host"
-	hostImages  = "images"
-	hostPrune   = "prune"
-	hostGC      = "gc"
-	hostConsole = "console"
-)
+// the answer replies to its client. The protocol (ops, their typed
+// requests and answers) is in daemon/api's hostops.go. A lost leadership
+// loses the questions in flight; the client asks again.
 
 // How long the leader waits for an agent's answer.
 const (
@@ -50,19 +41,19 @@ type hostBroker struct {
 	mu      sync.Mutex
 	seq     uint64
 	pending map[string][]hostItem // agent -> items not answered
-	waiters map[string]chan api.ActionReport
+	waiters map[string]chan api.HostAnswer
 	changed chan struct{} // closed and replaced when an item is added
 }
 
 type hostItem struct {
 	seq  uint64
-	item api.WorkItem
+	item api.HostRequest
 }
 
 func (b *hostBroker) initLocked() {
 	if b.pending == nil {
 		b.pending = map[string][]hostItem{}
-		b.waiters = map[string]chan api.ActionReport{}
+		b.waiters = map[string]chan api.HostAnswer{}
 		b.changed = make(chan struct{})
 	}
 }
@@ -71,13 +62,13 @@ func (b *hostBroker) initLocked() {
 // comes on. Sequence numbers start from the clock so that they go on
 // growing across leaders (an agent's index from the last leader is then
 // behind; the agent also starts over when the index goes back).
-func (b *hostBroker) put(agent string, it api.WorkItem) chan api.ActionReport {
+func (b *hostBroker) put(agent string, it api.HostRequest) chan api.HostAnswer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.initLocked()
 	b.seq = max(b.seq+1, uint64(time.Now().UnixNano()))
 	b.pending[agent] = append(b.pending[agent], hostItem{seq: b.seq, item: it})
-	ch := make(chan api.ActionReport, 1)
+	ch := make(chan api.HostAnswer, 1)
 	b.waiters[it.WorkID] = ch
 	close(b.changed)
 	b.changed = make(chan struct{})
@@ -104,11 +95,11 @@ func (b *hostBroker) drop(agent, workID string) {
 
 // after returns an agent's items newer than index, the current sequence
 // and a channel closed when something is added.
-func (b *hostBroker) after(agent string, index uint64) ([]api.WorkItem, uint64, <-chan struct{}) {
+func (b *hostBroker) after(agent string, index uint64) ([]api.HostRequest, uint64, <-chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.initLocked()
-	var out []api.WorkItem
+	var out []api.HostRequest
 	for _, h := range b.pending[agent] {
 		if h.seq > index {
 			out = append(out, h.item)
@@ -118,7 +109,7 @@ func (b *hostBroker) after(agent string, index uint64) ([]api.WorkItem, uint64, 
 }
 
 // answer hands an agent's answer to the request waiting for it.
-func (b *hostBroker) answer(agent string, rep api.ActionReport) bool {
+func (b *hostBroker) answer(agent string, rep api.HostAnswer) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.initLocked()
@@ -140,20 +131,18 @@ func (b *hostBroker) answer(agent string, rep api.ActionReport) bool {
 	return true
 }
 
-// askHost asks one agent a host question and waits (at most wait) for the
-// answer, whose attributes it returns decoded. An answer that is not OK is
-// an error with the agent's message; so is an agent that goes down.
-func (s *Server) askHost(ctx context.Context, agent, op string, params map[string]any, wait time.Duration) (map[string]any, error) {
-	enc, err := api.EncodeValues(params)
-	if err != nil {
-		return nil, err
+// askHost asks one agent a host question (req without its WorkID, which
+// askHost sets) and waits (at most wait) for the answer. An answer that is
+// not OK is an error with the agent's message, returned with the answer
+// (what was done before the error); so is an agent that goes down.
+func (s *Server) askHost(ctx context.Context, agent string, req api.HostRequest, wait time.Duration) (api.HostAnswer, error) {
+	op := req.Op
+	if err := req.Check(); err != nil {
+		return api.HostAnswer{}, err
 	}
-	it := api.WorkItem{Kind: hostKind, Op: op, Attrs: enc, Attempt: 1, WorkID: "h-" + randomHex(8)}
-	if a, ok := params["address"].(string); ok {
-		it.Address = a
-	}
-	ch := s.host.put(agent, it)
-	defer s.host.drop(agent, it.WorkID)
+	req.WorkID = "h-" + randomHex(8)
+	ch := s.host.put(agent, req)
+	defer s.host.drop(agent, req.WorkID)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	tick := time.NewTicker(time.Second)
@@ -161,30 +150,29 @@ func (s *Server) askHost(ctx context.Context, agent, op string, params map[strin
 	for {
 		select {
 		case rep := <-ch:
-			attrs, derr := api.DecodeValues(rep.Attrs)
-			if derr != nil {
-				return nil, fmt.Errorf("agent %s: answer to %s: %w", agent, op, derr)
+			if rep.Op != op {
+				return api.HostAnswer{}, fmt.Errorf("agent %s: answer to %s is about %q", agent, op, rep.Op)
 			}
 			if !rep.OK {
-				return attrs, fmt.Errorf("agent %s: %s", agent, rep.Error)
+				return rep, fmt.Errorf("agent %s: %s", agent, rep.Error)
 			}
-			return attrs, nil
+			return rep, nil
 		case <-tick.C:
 			if ag, ok := s.store.State().Agent(agent); !ok || ag.Status != raftstore.AgentUp {
-				return nil, fmt.Errorf("agent %s went down before answering %s", agent, op)
+				return api.HostAnswer{}, fmt.Errorf("agent %s went down before answering %s", agent, op)
 			}
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, errf(http.StatusGatewayTimeout, "agent %s did not answer %s within %s", agent, op, wait)
+				return api.HostAnswer{}, errf(http.StatusGatewayTimeout, "agent %s did not answer %s within %s", agent, op, wait)
 			}
-			return nil, ctx.Err()
+			return api.HostAnswer{}, ctx.Err()
 		}
 	}
 }
 
 // askAll asks every agent that is up, in parallel, and returns the answers
 // by agent. Any failure fails the whole (the message names the agents).
-func (s *Server) askAll(ctx context.Context, op string, params map[string]any, wait time.Duration) (map[string]map[string]any, error) {
+func (s *Server) askAll(ctx context.Context, req api.HostRequest, wait time.Duration) (map[string]api.HostAnswer, error) {
 	var agents []string
 	for _, a := range s.store.State().Agents() {
 		if a.Status == raftstore.AgentUp {
@@ -194,17 +182,17 @@ func (s *Server) askAll(ctx context.Context, op string, params map[string]any, w
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
-		out  = map[string]map[string]any{}
+		out  = map[string]api.HostAnswer{}
 		errs []error
 	)
 	for _, a := range agents {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			attrs, err := s.askHost(ctx, a, op, params, wait)
+			ans, err := s.askHost(ctx, a, req, wait)
 			mu.Lock()
 			defer mu.Unlock()
-			out[a] = attrs
+			out[a] = ans
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -250,23 +238,23 @@ func (s *Server) handleHostWork(w http.ResponseWriter, r *http.Request) error {
 	for {
 		items, seq, changed := s.host.after(id, index)
 		if len(items) > 0 || wait <= 0 {
-			return writeJSON(w, http.StatusOK, api.WorkResponse{Items: append([]api.WorkItem{}, items...), Index: seq})
+			return writeJSON(w, http.StatusOK, api.HostWorkResponse{Items: append([]api.HostRequest{}, items...), Index: seq})
 		}
 		if seq < index {
 			// The agent's index comes from another leader: start it over.
-			return writeJSON(w, http.StatusOK, api.WorkResponse{Items: []api.WorkItem{}, Index: seq})
+			return writeJSON(w, http.StatusOK, api.HostWorkResponse{Items: []api.HostRequest{}, Index: seq})
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return writeJSON(w, http.StatusOK, api.WorkResponse{Items: []api.WorkItem{}, Index: seq})
+			return writeJSON(w, http.StatusOK, api.HostWorkResponse{Items: []api.HostRequest{}, Index: seq})
 		}
 	}
 }
 
 // handleHostResults takes an agent's answer to a host question.
 func (s *Server) handleHostResults(w http.ResponseWriter, r *http.Request) error {
-	var rep api.ActionReport
+	var rep api.HostAnswer
 	if err := decode(r, &rep, false); err != nil {
 		return err
 	}
@@ -374,16 +362,12 @@ func imageRefs(kind string, attrs map[string]any, add func(any)) {
 	}
 }
 
-// imageInfos reads the images of an agent's answer.
-func imageInfos(agent string, v any, use map[string][]string, project string) []api.ImageInfo {
-	l, _ := v.([]any)
+// imageInfos names the agent of the images of its answer and, with use,
+// the stacks using each.
+func imageInfos(agent string, l []api.ImageInfo, use map[string][]string, project string) []api.ImageInfo {
 	out := []api.ImageInfo{}
 	for _, e := range l {
-		m, _ := e.(map[string]any)
-		i := api.ImageInfo{Agent: agent}
-		i.SHA256, _ = m["sha256"].(string)
-		i.Format, _ = m["format"].(string)
-		i.Size, _ = m["size"].(int64)
+		i := api.ImageInfo{Agent: agent, SHA256: e.SHA256, Format: e.Format, Size: e.Size}
 		for _, who := range use[i.SHA256] {
 			// A project's token sees its own stacks' names only.
 			p, name, _ := strings.Cut(who, "/")
@@ -413,14 +397,16 @@ func (s *Server) handleImages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		use = map[string][]string{} // listing does not need certainty
 	}
-	answers, err := s.askAll(r.Context(), hostImages, map[string]any{}, hostWaitRead)
+	answers, err := s.askAll(r.Context(), api.HostRequest{Op: api.HostImages, Images: &api.ImagesRequest{}}, hostWaitRead)
 	if err != nil {
 		return err
 	}
 	c := callerOf(r)
 	out := []api.ImageInfo{}
 	for agent, a := range answers {
-		out = append(out, imageInfos(agent, a["images"], use, c.token.Project)...)
+		if a.Images != nil {
+			out = append(out, imageInfos(agent, a.Images.Images, use, c.token.Project)...)
+		}
 	}
 	sortImages(out)
 	return writeJSON(w, http.StatusOK, out)
@@ -433,15 +419,17 @@ func (s *Server) handlePruneImages(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	inUse := make([]any, 0, len(use))
+	inUse := make([]string, 0, len(use))
 	for sum := range use {
 		inUse = append(inUse, sum)
 	}
-	sort.Slice(inUse, func(i, j int) bool { return inUse[i].(string) < inUse[j].(string) })
-	answers, err := s.askAll(r.Context(), hostPrune, map[string]any{"in_use": inUse}, hostWaitChange)
+	sort.Strings(inUse)
+	answers, err := s.askAll(r.Context(), api.HostRequest{Op: api.HostPrune, Prune: &api.PruneRequest{InUse: inUse}}, hostWaitChange)
 	out := []api.ImageInfo{}
 	for agent, a := range answers {
-		out = append(out, imageInfos(agent, a["removed"], nil, "")...)
+		if a.Prune != nil {
+			out = append(out, imageInfos(agent, a.Prune.Removed, nil, "")...)
+		}
 	}
 	sortImages(out)
 	if err != nil {
@@ -470,38 +458,33 @@ func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) error {
 	// executors.Scope), as its objects' owner tags carry it: stacks of one
 	// name in two projects own different objects.
 	st := s.store.State()
-	owned := map[string]any{}
+	req := &api.GCRequest{Owned: map[string][]string{}, Busy: []string{}, Force: force}
 	for _, stk := range st.Stacks("") {
 		scope := executors.Scope(stk.Project, stk.Name)
-		l, _ := owned[scope].([]any)
+		l := req.Owned[scope]
+		if l == nil {
+			l = []string{}
+		}
 		for _, res := range st.Resources(stk.Project, stk.Name) {
 			l = append(l, res.State.Address)
 		}
-		owned[scope] = l
+		req.Owned[scope] = l
 	}
-	for k, v := range owned {
-		if v == nil {
-			owned[k] = []any{}
-		}
-	}
-	busy := []any{}
 	for _, op := range st.UnfinishedOperations() {
-		busy = append(busy, executors.Scope(op.Project, op.Stack))
+		req.Busy = append(req.Busy, executors.Scope(op.Project, op.Stack))
 	}
 	wait := hostWaitRead
 	if force {
 		wait = hostWaitChange
 	}
-	answers, err := s.askAll(r.Context(), hostGC, map[string]any{"owned": owned, "busy": busy, "force": force}, wait)
+	answers, err := s.askAll(r.Context(), api.HostRequest{Op: api.HostGC, GC: req}, wait)
 	rep := api.GCReport{Orphans: []api.Orphan{}, Removed: force}
 	for agent, a := range answers {
-		l, _ := a["orphans"].([]any)
-		for _, e := range l {
-			m, _ := e.(map[string]any)
-			o := api.Orphan{Agent: agent}
-			o.Kind, _ = m["kind"].(string)
-			o.Name, _ = m["name"].(string)
-			o.Owner, _ = m["owner"].(string)
+		if a.GC == nil {
+			continue
+		}
+		for _, o := range a.GC.Orphans {
+			o.Agent = agent
 			rep.Orphans = append(rep.Orphans, o)
 		}
 	}
@@ -547,16 +530,16 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) error {
 	if ag, ok := s.store.State().Agent(res.Node); !ok || ag.Status != raftstore.AgentUp {
 		return errf(http.StatusServiceUnavailable, "%s lives on agent %s, which is down", address, res.Node)
 	}
-	params := map[string]any{"stack": stk.Name, "project": stk.Project, "name": res.PhysicalName, "address": address, "offset": int64(-1)}
+	req := &api.ConsoleRequest{Project: stk.Project, Stack: stk.Name, Name: res.PhysicalName, Offset: -1}
 	asJSON := false
 	if v := r.URL.Query().Get("offset"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return &httpError{code: http.StatusBadRequest, field: "offset", msg: fmt.Sprintf("offset %q is not a number", v)}
 		}
-		params["offset"], asJSON = n, true
+		req.Offset, asJSON = n, true
 	}
-	a, err := s.askHost(r.Context(), res.Node, hostConsole, params, hostWaitRead)
+	a, err := s.askHost(r.Context(), res.Node, api.HostRequest{Op: api.HostConsole, Console: req}, hostWaitRead)
 	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
@@ -564,15 +547,16 @@ func (s *Server) handleConsole(w http.ResponseWriter, r *http.Request) error {
 		}
 		return errf(http.StatusBadGateway, "%v", err)
 	}
-	text, _ := a["text"].(string)
-	next, _ := a["next"].(int64)
-	size, _ := a["size"].(int64)
+	chunk := api.ConsoleChunk{}
+	if a.Console != nil {
+		chunk = *a.Console
+	}
 	if asJSON {
-		return writeJSON(w, http.StatusOK, map[string]any{"text": text, "next": next, "size": size})
+		return writeJSON(w, http.StatusOK, chunk)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
-	_, err = w.Write([]byte(text))
+	_, err = w.Write([]byte(chunk.Text))
 	return err
 }
 

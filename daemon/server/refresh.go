@@ -33,50 +33,44 @@ func (s *Server) refresh(ctx context.Context, project, stack string, actual *pla
 	if !ok || st.ActiveOperation != "" || len(actual.Resources) == 0 {
 		return actual, nil
 	}
-	byNode := map[string][]any{}
+	byNode := map[string][]api.RefreshResource{}
 	for _, r := range s.store.State().Resources(project, stack) {
 		if r.Node == "" {
 			continue
 		}
-		attrs := mergeAttrs(r.State.Attrs, r.State.Computed)
 		id, _ := r.State.Computed["id"].(string)
-		byNode[r.Node] = append(byNode[r.Node], map[string]any{
-			"address": r.State.Address, "kind": r.State.Kind, "id": id, "attrs": attrs,
+		byNode[r.Node] = append(byNode[r.Node], api.RefreshResource{
+			Address: r.State.Address, Kind: r.State.Kind, ID: id, Attrs: mergeAttrs(r.State.Attrs, r.State.Computed),
 		})
 	}
-	type seen struct {
-		exists bool
-		attrs  map[string]any
-	}
-	read := map[string]seen{}
+	read := map[string]api.ResourceRead{}
 	var warnings []api.Diagnostic
 	nodes := sortedKeys(byNode)
 	for _, node := range nodes {
-		ans, err := s.askHost(ctx, node, api.HostRefresh, map[string]any{"stack": stack, "project": project, "resources": byNode[node]}, refreshWait)
+		req := &api.RefreshRequest{Project: project, Stack: stack, Resources: byNode[node]}
+		ans, err := s.askHost(ctx, node, api.HostRequest{Op: api.HostRefresh, Refresh: req}, refreshWait)
 		if err != nil {
 			warnings = append(warnings, api.Diagnostic{Severity: "warning", Summary: "Could not refresh",
 				Detail: fmt.Sprintf("%v; the resources on %s are planned against their recorded state.", err, node)})
 			continue
 		}
-		list, _ := ans["resources"].([]any)
-		for _, v := range list {
-			m, _ := v.(map[string]any)
-			addr, _ := m["address"].(string)
-			exists, _ := m["exists"].(bool)
-			attrs, _ := m["attrs"].(map[string]any)
-			read[addr] = seen{exists: exists, attrs: attrs}
+		if ans.Refresh == nil {
+			continue
+		}
+		for _, got := range ans.Refresh.Resources {
+			read[got.Address] = got
 		}
 	}
 	out := &planner.State{Stack: actual.Stack, Serial: actual.Serial}
 	for _, r := range actual.Resources {
 		got, ok := read[r.Address]
-		if ok && !got.exists {
+		if ok && !got.Exists {
 			s.log.Info("refresh: resource is gone", "stack", stack, "address", r.Address)
 			continue
 		}
 		if ok {
 			for _, name := range driftAttrs[r.Kind] {
-				v, have := got.attrs[name]
+				v, have := got.Attrs[name]
 				if _, set := r.Attrs[name]; have && set {
 					if r.Attrs[name] != v {
 						attrs := make(map[string]any, len(r.Attrs))
