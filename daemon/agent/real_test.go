@@ -355,7 +355,7 @@ func countObjects(t *testing.T, r *Real, stack string) objectCounts {
 		}
 	}
 	c.rules = len(stackRules(t, stack))
-	c.dnsmasq = len(dnsmasqPids(t))
+	c.dnsmasq = len(netnstest.DnsmasqPids(t))
 	return c
 }
 
@@ -400,30 +400,6 @@ func dropMasquerade(t *testing.T, stack string) {
 		}
 	}
 	t.Fatalf("no MASQUERADE rule of %s in:\n%s", stack, b)
-}
-
-// dnsmasqPids lists the dnsmasq processes of this network namespace.
-func dnsmasqPids(t *testing.T) []int {
-	t.Helper()
-	self, _ := os.Readlink("/proc/thread-self/ns/net")
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if strings.TrimSpace(string(comm)) == "dnsmasq" && ns == self && !strings.Contains(string(stat), ") Z") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // assertNothingLeft checks that no domain, kiln volume, bridge, dnsmasq,
