@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // routeRules is who may call each route, written out independently of
@@ -120,19 +121,20 @@ func runAgent(t *testing.T, id, dir, token string, servers ...string) (stop func
 // waitCredential waits until the agent stored its credential and returns it.
 func waitCredential(t *testing.T, dir string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(filepath.Join(dir, agent.CredentialFile)); err == nil && len(b) > 0 {
-			fi, _ := os.Stat(filepath.Join(dir, agent.CredentialFile))
-			if fi.Mode().Perm() != 0o600 {
-				t.Errorf("credential file mode %v, want 0600", fi.Mode().Perm())
-			}
-			return strings.TrimSpace(string(b))
+	var cred string
+	testwait.For(t, 30*time.Second, "a credential in "+dir, func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, agent.CredentialFile))
+		if err != nil || len(b) == 0 {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no credential in %s", dir)
-	return ""
+		fi, _ := os.Stat(filepath.Join(dir, agent.CredentialFile))
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("credential file mode %v, want 0600", fi.Mode().Perm())
+		}
+		cred = strings.TrimSpace(string(b))
+		return true
+	})
+	return cred
 }
 
 func mkToken(t *testing.T, c client, req api.TokenRequest) api.TokenCreated {

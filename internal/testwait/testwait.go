@@ -8,14 +8,25 @@ import (
 	"time"
 )
 
-// Interval is how often For and ForNil ask again.
-const Interval = 50 * time.Millisecond
+// For and ForNil ask again after 1ms, then twice as long each time up to
+// maxInterval: a condition that holds soon is seen soon, and a slow one is
+// not asked a thousand times.
+const (
+	firstInterval = time.Millisecond
+	maxInterval   = 50 * time.Millisecond
+)
 
 // Until calls cond every interval until it returns true, and reports
 // whether it did before limit passed. cond is always called at least once,
 // and once more at the limit.
 func Until(limit, interval time.Duration, cond func() bool) bool {
+	return poll(limit, interval, interval, cond)
+}
+
+// poll is Until with an interval that starts at first and doubles up to max.
+func poll(limit, first, max time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
+	interval := first
 	for {
 		if cond() {
 			return true
@@ -24,6 +35,7 @@ func Until(limit, interval time.Duration, cond func() bool) bool {
 			return false
 		}
 		time.Sleep(interval)
+		interval = min(2*interval, max)
 	}
 }
 
@@ -31,7 +43,7 @@ func Until(limit, interval time.Duration, cond func() bool) bool {
 // test with "timed out after LIMIT waiting for WHAT".
 func For(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if !Until(limit, Interval, cond) {
+	if !poll(limit, firstInterval, maxInterval, cond) {
 		t.Fatalf("timed out after %v waiting for %s", limit, what)
 	}
 }
@@ -41,7 +53,7 @@ func For(t testing.TB, limit time.Duration, what string, cond func() bool) {
 func ForNil(t testing.TB, limit time.Duration, what string, check func() error) {
 	t.Helper()
 	var last error
-	if !Until(limit, Interval, func() bool { last = check(); return last == nil }) {
+	if !poll(limit, firstInterval, maxInterval, func() bool { last = check(); return last == nil }) {
 		t.Fatalf("timed out after %v waiting for %s: %v", limit, what, last)
 	}
 }
