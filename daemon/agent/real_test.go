@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 	"github.com/kiln-dev/kiln/internal/netnstest"
+	"github.com/kiln-dev/kiln/internal/testwait"
 	"github.com/kiln-dev/kiln/spec"
 )
 
@@ -297,9 +298,8 @@ func TestRealStackEndToEnd(t *testing.T) {
 func waitThrough(t *testing.T, r *Real, ns *netnstest.NS, url string, limit time.Duration, stack string, ok func(string) bool) string {
 	t.Helper()
 	client := &http.Client{Timeout: 3 * time.Second}
-	deadline := time.Now().Add(limit)
 	var last string
-	for time.Now().Before(deadline) {
+	answered := testwait.Until(limit, time.Second, func() bool {
 		var body string
 		err := ns.Do(func() error {
 			resp, err := client.Get(url)
@@ -312,15 +312,15 @@ func waitThrough(t *testing.T, r *Real, ns *netnstest.NS, url string, limit time
 			return err
 		})
 		client.CloseIdleConnections()
-		if err == nil {
-			last = body
-			if ok(body) {
-				return body
-			}
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false
 		}
-		time.Sleep(time.Second)
+		last = body
+		return ok(body)
+	})
+	if answered {
+		return last
 	}
 	console, _ := os.ReadFile(r.srv.ConsoleLog(stack, "server.web"))
 	t.Fatalf("%s did not answer as expected within %s; last: %q\nconsole:\n%s\nqemu log:\n%s",
