@@ -282,4 +282,3 @@ func duplicates(l []string) []string {
 	}
 	return out
 }
-
