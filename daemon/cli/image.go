@@ -35,12 +35,10 @@ Options:
 }
 
 func runImage(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	auto := fs.Bool("auto-approve", false, "")
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, withAgent)
+	auto := v.flags.Bool("auto-approve", false, "")
+	asJSON := v.flags.Bool("json", false, "")
+	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
 	}
@@ -63,7 +61,7 @@ func runImage(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation\n")
 		return ExitError
 	}
-	r := e.connectAgent(cmd, &sf)
+	r := v.connect(cmd)
 	if r == nil {
 		return ExitError
 	}

@@ -24,11 +24,9 @@ Options:
 }
 
 func runOperatorRaft(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	asJSON := v.flags.Bool("json", false, "")
+	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
 	}
@@ -47,7 +45,7 @@ func runOperatorRaft(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	cmd := "operator raft " + sub
-	r := e.connect(cmd, &sf)
+	r := v.connect(cmd)
 	if r == nil {
 		return ExitError
 	}
