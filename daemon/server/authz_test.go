@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -78,22 +79,19 @@ func startCluster(t *testing.T) (servers []*Server, mgmt string) {
 		servers = append(servers, startServer(t, c))
 	}
 	mc := client{t: t, addr: s1.Addr(), token: mgmt}
-	for {
+	testwait.ForNil(t, 60*time.Second, "the cluster to form", func() error {
 		var peers []api.Peer
 		mc.must("GET", "/v1/operator/raft/peers", nil, http.StatusOK, &peers)
 		ready := len(peers) == 3
 		for _, s := range servers {
 			ready = ready && s.leaderHTTP() != "" && s.store.Ready()
 		}
-		if ready {
-			return servers, mgmt
+		if !ready {
+			return fmt.Errorf("peers %+v", peers)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("cluster not formed: %+v", peers)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return nil
+	})
+	return servers, mgmt
 }
 
 // runAgent runs a kiln agent on the memory drivers with its data in dir
