@@ -38,22 +38,11 @@ func runImage(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, withAgent)
 	auto := v.flags.Bool("auto-approve", false, "")
 	asJSON := v.flags.Bool("json", false, "")
-	pos, code, ok := v.parse(args, -1)
+	sub, rest, code, ok := v.parseSub(args, "want a subcommand: list or prune", "list", "prune")
 	if !ok {
 		return code
 	}
-	if len(pos) == 0 {
-		fmt.Fprintf(e.Stderr, "kiln image: want a subcommand: list or prune\n\n%s", c.usage)
-		return ExitError
-	}
-	sub, rest := pos[0], pos[1:]
 	cmd := "image " + sub
-	switch sub {
-	case "list", "prune":
-	default:
-		fmt.Fprintf(e.Stderr, "kiln image: unknown subcommand %q\n\n%s", sub, c.usage)
-		return ExitError
-	}
 	if !e.wantArgs(c, rest, 0) {
 		return ExitError
 	}

@@ -54,15 +54,10 @@ func runToken(e *Env, c *command, args []string) int {
 	join := v.flags.Bool("join", false, "")
 	ttl := v.flags.Duration("ttl", 0, "")
 	asJSON := v.flags.Bool("json", false, "")
-	pos, code, ok := v.parse(args, -1)
+	sub, rest, code, ok := v.parseSub(args, "want a subcommand: create, list or revoke", "create", "list", "revoke")
 	if !ok {
 		return code
 	}
-	if len(pos) == 0 {
-		fmt.Fprintf(e.Stderr, "kiln token: want a subcommand: create, list or revoke\n\n%s", c.usage)
-		return ExitError
-	}
-	sub, rest := pos[0], pos[1:]
 	cmd := "token " + sub
 	switch sub {
 	case "create":
@@ -92,9 +87,6 @@ func runToken(e *Env, c *command, args []string) int {
 		if !e.wantArgs(c, rest, 1) {
 			return ExitError
 		}
-	default:
-		fmt.Fprintf(e.Stderr, "kiln token: unknown subcommand %q\n\n%s", sub, c.usage)
-		return ExitError
 	}
 	r := v.connect(cmd)
 	if r == nil {

@@ -1,6 +1,10 @@
 package cli
 
-import "flag"
+import (
+	"flag"
+	"fmt"
+	"slices"
+)
 
 // verb is the start that the verbs talking to the daemon share: a flag set
 // with -servers, the parse (usage on -h, the error and usage on a bad flag),
@@ -53,6 +57,27 @@ func (v *verb) parse(args []string, n int) (pos []string, code int, ok bool) {
 		return nil, ExitError, false
 	}
 	return pos, ExitOK, true
+}
+
+// parseSub parses a verb made of subcommands (kiln image list): it wants
+// one of subs first, and prints "kiln VERB: " then missing, or unknown
+// subcommand, with the usage when there is none or another. sub and rest
+// are the subcommand and the positional arguments after it; when ok is
+// false the verb returns code.
+func (v *verb) parseSub(args []string, missing string, subs ...string) (sub string, rest []string, code int, ok bool) {
+	pos, code, ok := v.parse(args, -1)
+	if !ok {
+		return "", nil, code, false
+	}
+	if len(pos) == 0 {
+		fmt.Fprintf(v.e.Stderr, "kiln %s: %s\n\n%s", v.c.name, missing, v.c.usage)
+		return "", nil, ExitError, false
+	}
+	if !slices.Contains(subs, pos[0]) {
+		fmt.Fprintf(v.e.Stderr, "kiln %s: unknown subcommand %q\n\n%s", v.c.name, pos[0], v.c.usage)
+		return "", nil, ExitError, false
+	}
+	return pos[0], pos[1:], ExitOK, true
 }
 
 // connect connects to the daemon; errors say "kiln CMD: ...". It returns nil

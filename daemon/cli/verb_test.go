@@ -55,3 +55,36 @@ func TestVerbStart(t *testing.T) {
 		})
 	}
 }
+
+// The verbs made of subcommands say which they want, and refuse another,
+// with the usage, before anything is started.
+func TestVerbSubcommands(t *testing.T) {
+	tests := []struct {
+		args   []string
+		stderr string // the whole first line
+	}{
+		{[]string{"image"}, "kiln image: want a subcommand: list or prune"},
+		{[]string{"image", "lisst"}, `kiln image: unknown subcommand "lisst"`},
+		{[]string{"token", "-json"}, "kiln token: want a subcommand: create, list or revoke"},
+		{[]string{"token", "drop"}, `kiln token: unknown subcommand "drop"`},
+		{[]string{"operator", "raft"}, "kiln operator raft: want list-peers or remove-peer"},
+		{[]string{"operator", "raft", "peers"}, `kiln operator raft: unknown subcommand "peers"`},
+		{[]string{"operator", "raft", "remove-peer"}, "kiln operator raft: missing argument"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			r := kiln(t, &Env{Dir: dir}, tt.args...)
+			line, rest, _ := strings.Cut(r.stderr, "\n")
+			if r.code != ExitError || line != tt.stderr {
+				t.Errorf("exit %d, stderr %q; want 1 and first line %q", r.code, r.stderr, tt.stderr)
+			}
+			if !strings.Contains(rest, "Usage: kiln "+tt.args[0]) {
+				t.Errorf("no usage after the error: %q", r.stderr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, embeddedDir)); !os.IsNotExist(err) {
+				t.Errorf("./%s made (%v): no embedded server should start", embeddedDir, err)
+			}
+		})
+	}
+}
