@@ -16,6 +16,7 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/kiln-dev/kiln/executors/accel"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // The apply/destroy benchmarks: N servers of the test guest (96 MiB, one
@@ -228,7 +229,7 @@ func BenchmarkFloorApplyDestroy(b *testing.B) {
 				}
 				// Then wait, as a script would, until each one answers.
 				addrs := benchAddrs(n)
-				if !waitFor(context.Background(), 15*time.Minute, 250*time.Millisecond, func() bool { return answers(addrs) == nil }) {
+				if !testwait.Until(15*time.Minute, 250*time.Millisecond, func() bool { return answers(addrs) == nil }) {
 					b.Fatalf("the floor's guests did not all answer within 15 minutes: %v", answers(addrs))
 				}
 				apply += time.Since(start)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/netnstest"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // e2eTemplate is the stack of the end-to-end test: a NAT+DHCP network,
@@ -259,7 +259,7 @@ func killMidApply(t *testing.T, w *workdir, stack, domain string) {
 	conn := connect(t)
 	defer conn.Close()
 	ended := false
-	seen := waitFor(context.Background(), 3*time.Minute, 5*time.Millisecond, func() bool {
+	seen := testwait.Until(3*time.Minute, 5*time.Millisecond, func() bool {
 		select {
 		case <-exited:
 			ended = true

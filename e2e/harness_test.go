@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -250,7 +248,7 @@ func observe(t testing.TB, stack string) hostObjects {
 	slices.Sort(h.volumes)
 	slices.Sort(h.bridges)
 	h.rules = stackRules(t, stack)
-	h.dnsmasq = len(dnsmasqPids(t))
+	h.dnsmasq = len(netnstest.DnsmasqPids(t))
 	return h
 }
 
@@ -272,30 +270,6 @@ func stackRules(t testing.TB, stack string) []string {
 	return out
 }
 
-// dnsmasqPids lists the live dnsmasq processes of this network namespace.
-func dnsmasqPids(t testing.TB) []int {
-	t.Helper()
-	self, _ := os.Readlink("/proc/thread-self/ns/net")
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if strings.TrimSpace(string(comm)) == "dnsmasq" && ns == self && !strings.Contains(string(stat), ") Z") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
 // duplicates returns the entries of l that occur more than once.
 func duplicates(l []string) []string {
 	seen := map[string]int{}
@@ -307,22 +281,4 @@ func duplicates(l []string) []string {
 		}
 	}
 	return out
-}
-
-// waitFor polls cond every interval until it holds or limit passes.
-func waitFor(ctx context.Context, limit, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(interval):
-		}
-	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // Benchmarks on what users run: three servers on loopback TCP with on-disk
@@ -46,7 +48,7 @@ func tcpCluster(b *testing.B, n int, tune func(*Config)) []*Store {
 			s.Shutdown()
 		}
 	})
-	eventually(b, "node0 to lead", stores[0].IsLeader)
+	testwait.For(b, 10*time.Second, "node0 to lead", stores[0].IsLeader)
 	for _, s := range stores[1:] {
 		if err := stores[0].AddVoter(ctx(b), s.NodeID(), s.Addr()); err != nil {
 			b.Fatal(err)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // testCluster is n stores on raft's in-memory transport with short timeouts.
@@ -77,23 +79,11 @@ func ctx(t testing.TB) context.Context {
 	return c
 }
 
-// eventually polls cond for up to 10 seconds.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for range 1000 {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // leader waits for exactly one leader among the stores not in skip.
 func (c *testCluster) leader(skip map[*Store]bool) *Store {
 	c.t.Helper()
 	var leader *Store
-	eventually(c.t, "a leader", func() bool {
+	testwait.For(c.t, 10*time.Second, "a leader", func() bool {
 		leader = nil
 		n := 0
 		for _, s := range c.stores {
@@ -123,7 +113,7 @@ func converged(t *testing.T, want *Store, others ...*Store) {
 	}
 	w := snapshotJSON(t, want.State())
 	for _, o := range others {
-		eventually(t, o.NodeID()+" to catch up", func() bool {
+		testwait.For(t, 10*time.Second, o.NodeID()+" to catch up", func() bool {
 			return o.State().Index() >= want.State().Index() && bytes.Equal(snapshotJSON(t, o.State()), w)
 		})
 	}
@@ -382,7 +372,7 @@ func TestSingleNodeOnDiskRestart(t *testing.T) {
 	if _, _, err := s.WaitLeader(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	for _, cmd := range []Command{&PutBlob{Hash: bundleHash, Data: bundle}, putStack(), agent("agent-1"), startOp("op1", 0)} {
 		if _, err := s.Apply(ctx(t), cmd); err != nil {
 			t.Fatal(err)
@@ -406,7 +396,7 @@ func TestSingleNodeOnDiskRestart(t *testing.T) {
 	defer s.Shutdown()
 	// Ready never says yes before the state holds what was on disk: the
 	// entries after the snapshot are applied only once committed again.
-	eventually(t, "ready after restart", func() bool {
+	testwait.For(t, 10*time.Second, "ready after restart", func() bool {
 		if !s.Ready() {
 			return false
 		}
@@ -415,7 +405,7 @@ func TestSingleNodeOnDiskRestart(t *testing.T) {
 		}
 		return true
 	})
-	eventually(t, "leadership after restart", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership after restart", s.IsLeader)
 	if err := s.Barrier(ctx(t)); err != nil {
 		t.Fatal(err)
 	}

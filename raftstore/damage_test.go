@@ -14,6 +14,8 @@ import (
 	"time"
 
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // diskStore makes a one-node store on disk (real raft-boltdb, file
@@ -27,7 +29,7 @@ func diskStore(t *testing.T) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	for _, cmd := range base() {
 		if _, err := s.Apply(ctx(t), cmd); err != nil {
 			t.Fatal(err)
@@ -38,7 +40,7 @@ func diskStore(t *testing.T) Config {
 		t.Fatal(err)
 	}
 	writeProjects(t, s, 30, 40) // only in the log
-	eventually(t, "marker", func() bool {
+	testwait.For(t, 10*time.Second, "marker", func() bool {
 		_, err := os.Stat(filepath.Join(cfg.DataDir, MarkerFile))
 		return err == nil
 	})
@@ -188,7 +190,7 @@ func TestOpenEmptiedRaftDBFails(t *testing.T) {
 				t.Fatalf("-recover: %v", err)
 			}
 			defer s.Shutdown()
-			eventually(t, "leadership after recover", s.IsLeader)
+			testwait.For(t, 10*time.Second, "leadership after recover", s.IsLeader)
 			if _, ok := s.State().Project("p0029"); !ok {
 				t.Error("the snapshot's state is not there after recover")
 			}

@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // A data directory made by an older kiln (0755 dirs, 0644 files) is
@@ -28,7 +31,7 @@ func TestDataDirPermissionsTightened(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Shutdown()
-	eventually(t, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	writeProjects(t, s, 100, 105)
 	if err := s.raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)

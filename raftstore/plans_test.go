@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 func putPlan(project, stack string, n int, bundleHash string, at time.Time) *PutPlan {
@@ -140,13 +142,7 @@ func openMem(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Shutdown() })
-	deadline := time.Now().Add(5 * time.Second)
-	for !st.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "a leader", st.IsLeader)
 	return st
 }
 

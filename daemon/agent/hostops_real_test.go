@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/testguest"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // hostAsk runs a host request through the agent's own path (the wire
@@ -141,29 +142,29 @@ func TestRealHostOps(t *testing.T) {
 	domain := server.Name(stack, "server.web")
 
 	// console: the boot log, until the guest says it is ready.
-	deadline := time.Now().Add(150 * time.Second)
 	var text string
-	for {
+	ready := testwait.Until(150*time.Second, 2*time.Second, func() bool {
 		c := hostAsk(t, a, consoleReq("", stack, domain, -1)).Console
 		text = c.Text
-		if i := strings.Index(text, testguest.ReadyMarker); i >= 0 {
-			line, _, _ := strings.Cut(text[i:], "\n")
-			t.Logf("console of %s (%d bytes) says %q", domain, len(text), strings.TrimSpace(line))
-			size := c.Size
-			if c.Next != size || int64(len(text)) != min(size, api.ConsoleMax) {
-				t.Errorf("console answer: %d bytes, next %v, size %d", len(text), c.Next, size)
-			}
-			// From the end: nothing new yet.
-			c = hostAsk(t, a, consoleReq("", stack, domain, size)).Console
-			if c.Text != "" || c.Next != size {
-				t.Errorf("console from its end = %+v", c)
-			}
-			break
+		i := strings.Index(text, testguest.ReadyMarker)
+		if i < 0 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s in the console of %s after 150s:\n%s", testguest.ReadyMarker, domain, text)
+		line, _, _ := strings.Cut(text[i:], "\n")
+		t.Logf("console of %s (%d bytes) says %q", domain, len(text), strings.TrimSpace(line))
+		size := c.Size
+		if c.Next != size || int64(len(text)) != min(size, api.ConsoleMax) {
+			t.Errorf("console answer: %d bytes, next %v, size %d", len(text), c.Next, size)
 		}
-		time.Sleep(2 * time.Second)
+		// From the end: nothing new yet.
+		c = hostAsk(t, a, consoleReq("", stack, domain, size)).Console
+		if c.Text != "" || c.Next != size {
+			t.Errorf("console from its end = %+v", c)
+		}
+		return true
+	})
+	if !ready {
+		t.Fatalf("no %s in the console of %s after 150s:\n%s", testguest.ReadyMarker, domain, text)
 	}
 	rep := a.runHost(ctx, consoleReq("", "other", domain, -1))
 	if rep.OK || !strings.Contains(rep.Error, "belongs to stack hostops") {

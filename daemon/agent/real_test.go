@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 	"github.com/kiln-dev/kiln/internal/netnstest"
+	"github.com/kiln-dev/kiln/internal/testwait"
 	"github.com/kiln-dev/kiln/spec"
 )
 
@@ -297,9 +298,8 @@ func TestRealStackEndToEnd(t *testing.T) {
 func waitThrough(t *testing.T, r *Real, ns *netnstest.NS, url string, limit time.Duration, stack string, ok func(string) bool) string {
 	t.Helper()
 	client := &http.Client{Timeout: 3 * time.Second}
-	deadline := time.Now().Add(limit)
 	var last string
-	for time.Now().Before(deadline) {
+	answered := testwait.Until(limit, time.Second, func() bool {
 		var body string
 		err := ns.Do(func() error {
 			resp, err := client.Get(url)
@@ -312,15 +312,15 @@ func waitThrough(t *testing.T, r *Real, ns *netnstest.NS, url string, limit time
 			return err
 		})
 		client.CloseIdleConnections()
-		if err == nil {
-			last = body
-			if ok(body) {
-				return body
-			}
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false
 		}
-		time.Sleep(time.Second)
+		last = body
+		return ok(body)
+	})
+	if answered {
+		return last
 	}
 	console, _ := os.ReadFile(r.srv.ConsoleLog(stack, "server.web"))
 	t.Fatalf("%s did not answer as expected within %s; last: %q\nconsole:\n%s\nqemu log:\n%s",
@@ -355,7 +355,7 @@ func countObjects(t *testing.T, r *Real, stack string) objectCounts {
 		}
 	}
 	c.rules = len(stackRules(t, stack))
-	c.dnsmasq = len(dnsmasqPids(t))
+	c.dnsmasq = len(netnstest.DnsmasqPids(t))
 	return c
 }
 
@@ -400,30 +400,6 @@ func dropMasquerade(t *testing.T, stack string) {
 		}
 	}
 	t.Fatalf("no MASQUERADE rule of %s in:\n%s", stack, b)
-}
-
-// dnsmasqPids lists the dnsmasq processes of this network namespace.
-func dnsmasqPids(t *testing.T) []int {
-	t.Helper()
-	self, _ := os.Readlink("/proc/thread-self/ns/net")
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if strings.TrimSpace(string(comm)) == "dnsmasq" && ns == self && !strings.Contains(string(stat), ") Z") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // assertNothingLeft checks that no domain, kiln volume, bridge, dnsmasq,

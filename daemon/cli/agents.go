@@ -40,11 +40,9 @@ Options:
 }
 
 func runAgents(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	asJSON := v.flags.Bool("json", false, "")
+	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
 	}
@@ -52,7 +50,7 @@ func runAgents(e *Env, c *command, args []string) int {
 		if !e.wantArgs(c, pos[1:], 1) {
 			return ExitError
 		}
-		r := e.connect("agents revoke", &sf)
+		r := v.connect("agents revoke")
 		if r == nil {
 			return ExitError
 		}
@@ -70,7 +68,7 @@ func runAgents(e *Env, c *command, args []string) int {
 	if !e.wantArgs(c, pos, 0) {
 		return ExitError
 	}
-	r := e.connect(c.name, &sf)
+	r := v.connect(c.name)
 	if r == nil {
 		return ExitError
 	}

@@ -29,20 +29,7 @@ func TestRatioFlagsChecked(t *testing.T) {
 		{[]string{"server", "-memory-ratio", "2"}, "kiln server: -memory-ratio needs -agent (the allocation ratios are the agent's)"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			dir := t.TempDir()
-			args := append([]string{tt.args[0], "-data-dir", dir}, tt.args[1:]...)
-			switch tt.args[0] {
-			case "agent":
-				args = append(args, "-servers", "127.0.0.1:1", "-driver", "memory")
-			case "server":
-				args = append(args, "-raft-addr", "127.0.0.1:1", "-http-addr", "127.0.0.1:1")
-			}
-			r := kiln(t, &Env{Dir: dir}, args...)
-			if r.code != ExitError || !strings.HasPrefix(r.stderr, tt.want) {
-				t.Errorf("exit %d, stderr %q; want it to start with %q", r.code, r.stderr, tt.want)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { refusedAtStart(t, tt.args, tt.want) })
 	}
 }
 

@@ -44,22 +44,17 @@ Options:
 }
 
 func runApply(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var v varFlags
-	v.register(fs)
-	var sf serverFlags
-	sf.register(fs)
-	auto := fs.Bool("auto-approve", false, "")
-	detach := fs.Bool("detach", false, "")
-	asJSON := fs.Bool("json", false, "")
-	noColor := fs.Bool("no-color", false, "")
-	ttl := fs.Duration("ttl", 0, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, withAgent)
+	var vars varFlags
+	vars.register(v.flags)
+	auto := v.flags.Bool("auto-approve", false, "")
+	detach := v.flags.Bool("detach", false, "")
+	asJSON := v.flags.Bool("json", false, "")
+	noColor := v.flags.Bool("no-color", false, "")
+	ttl := v.flags.Duration("ttl", 0, "")
+	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
-	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
 	}
 	if *ttl < 0 {
 		fmt.Fprintf(e.Stderr, "kiln apply: -ttl must be positive\n")
@@ -67,7 +62,7 @@ func runApply(e *Env, c *command, args []string) int {
 	}
 	// Validate locally first: diagnostics with snippets, and no daemon
 	// started for a template with errors.
-	l := e.load(c.name, pos[0], &v, nil)
+	l := e.load(c.name, pos[0], &vars, nil)
 	if l == nil {
 		return ExitError
 	}
@@ -83,7 +78,7 @@ func runApply(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln apply: -json needs -auto-approve (there is no prompt in JSON mode)\n")
 		return ExitError
 	}
-	r := e.connectAgent(c.name, &sf)
+	r := v.connect(c.name)
 	if r == nil {
 		return ExitError
 	}

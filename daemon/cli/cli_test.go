@@ -33,6 +33,25 @@ func kiln(t *testing.T, e *Env, args ...string) result {
 	return result{code, stdout.String(), stderr.String()}
 }
 
+// refusedAtStart runs `kiln agent` or `kiln server` (args[0]) with args and
+// what it needs to start otherwise, and checks that it exits 1 with stderr
+// starting with want.
+func refusedAtStart(t *testing.T, args []string, want string) {
+	t.Helper()
+	dir := t.TempDir()
+	full := append([]string{args[0], "-data-dir", dir}, args[1:]...)
+	switch args[0] {
+	case "agent":
+		full = append(full, "-servers", "127.0.0.1:1", "-driver", "memory")
+	case "server":
+		full = append(full, "-raft-addr", "127.0.0.1:1", "-http-addr", "127.0.0.1:1")
+	}
+	r := kiln(t, &Env{Dir: dir}, full...)
+	if r.code != ExitError || !strings.HasPrefix(r.stderr, want) {
+		t.Errorf("exit %d, stderr %q; want it to start with %q", r.code, r.stderr, want)
+	}
+}
+
 // writeFiles makes the files (slash paths) under a new temporary directory.
 func writeFiles(t *testing.T, files map[string]string) string {
 	t.Helper()

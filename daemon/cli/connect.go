@@ -95,12 +95,6 @@ func (e *Env) connect(cmd string, s *serverFlags) *remote {
 	return e.dial(cmd, s, false)
 }
 
-// connectAgent is connect for the verbs that run actions: the embedded
-// default then runs an agent too.
-func (e *Env) connectAgent(cmd string, s *serverFlags) *remote {
-	return e.dial(cmd, s, true)
-}
-
 // remoteAddr returns the servers named by -servers or KILN_ADDR, "" for
 // the embedded default.
 func (e *Env) remoteAddr(s *serverFlags) string {
@@ -111,11 +105,7 @@ func (e *Env) remoteAddr(s *serverFlags) string {
 }
 
 func (e *Env) dial(cmd string, s *serverFlags, withAgent bool) *remote {
-	addr := s.servers
-	if addr == "" {
-		addr = e.getenv(envAddr)
-	}
-	if addr != "" {
+	if addr := e.remoteAddr(s); addr != "" {
 		c, err := client.New(client.Config{Addr: addr, Token: e.getenv(envToken)})
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)

@@ -25,24 +25,19 @@ Options:
 }
 
 func runConsole(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	follow := fs.Bool("follow", false, "")
-	interval := fs.Duration("interval", time.Second, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, withAgent)
+	follow := v.flags.Bool("follow", false, "")
+	interval := v.flags.Duration("interval", time.Second, "")
+	pos, code, ok := v.parse(args, 2)
 	if !ok {
 		return code
-	}
-	if !e.wantArgs(c, pos, 2) {
-		return ExitError
 	}
 	if *interval <= 0 {
 		fmt.Fprintf(e.Stderr, "kiln console: -interval must be positive\n")
 		return ExitError
 	}
 	stack, address := pos[0], pos[1]
-	r := e.connectAgent(c.name, &sf)
+	r := v.connect(c.name)
 	if r == nil {
 		return ExitError
 	}

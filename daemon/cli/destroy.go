@@ -27,25 +27,20 @@ Options:
 }
 
 func runDestroy(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	auto := fs.Bool("auto-approve", false, "")
-	detach := fs.Bool("detach", false, "")
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, withAgent)
+	auto := v.flags.Bool("auto-approve", false, "")
+	detach := v.flags.Bool("detach", false, "")
+	asJSON := v.flags.Bool("json", false, "")
+	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
-	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
 	}
 	stack := pos[0]
 	if !*auto && (*asJSON || !e.stdinTerminal()) {
 		fmt.Fprintf(e.Stderr, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation\n")
 		return ExitError
 	}
-	r := e.connectAgent(c.name, &sf)
+	r := v.connect(c.name)
 	if r == nil {
 		return ExitError
 	}

@@ -29,21 +29,12 @@ Options:
 }
 
 func runEvents(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	followF := fs.Bool("follow", false, "")
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
-	if !ok {
-		return code
-	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
-	}
-	r := e.connect(c.name, &sf)
+	v := e.newVerb(c, serverOnly)
+	followF := v.flags.Bool("follow", false, "")
+	asJSON := v.flags.Bool("json", false, "")
+	r, pos, code := v.open(args, 1)
 	if r == nil {
-		return ExitError
+		return code
 	}
 	defer r.close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -28,21 +28,12 @@ Options:
 }
 
 func runGC(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	force := fs.Bool("force", false, "")
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
-	if !ok {
-		return code
-	}
-	if !e.wantArgs(c, pos, 0) {
-		return ExitError
-	}
-	r := e.connectAgent(c.name, &sf)
+	v := e.newVerb(c, withAgent)
+	force := v.flags.Bool("force", false, "")
+	asJSON := v.flags.Bool("json", false, "")
+	r, _, code := v.open(args, 0)
 	if r == nil {
-		return ExitError
+		return code
 	}
 	defer r.close()
 	ctx := context.Background()

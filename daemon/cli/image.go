@@ -35,27 +35,14 @@ Options:
 }
 
 func runImage(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	auto := fs.Bool("auto-approve", false, "")
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, withAgent)
+	auto := v.flags.Bool("auto-approve", false, "")
+	asJSON := v.flags.Bool("json", false, "")
+	sub, rest, code, ok := v.parseSub(args, "want a subcommand: list or prune", "list", "prune")
 	if !ok {
 		return code
 	}
-	if len(pos) == 0 {
-		fmt.Fprintf(e.Stderr, "kiln image: want a subcommand: list or prune\n\n%s", c.usage)
-		return ExitError
-	}
-	sub, rest := pos[0], pos[1:]
 	cmd := "image " + sub
-	switch sub {
-	case "list", "prune":
-	default:
-		fmt.Fprintf(e.Stderr, "kiln image: unknown subcommand %q\n\n%s", sub, c.usage)
-		return ExitError
-	}
 	if !e.wantArgs(c, rest, 0) {
 		return ExitError
 	}
@@ -63,7 +50,7 @@ func runImage(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation\n")
 		return ExitError
 	}
-	r := e.connectAgent(cmd, &sf)
+	r := v.connect(cmd)
 	if r == nil {
 		return ExitError
 	}

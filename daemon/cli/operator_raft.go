@@ -24,30 +24,18 @@ Options:
 }
 
 func runOperatorRaft(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	asJSON := v.flags.Bool("json", false, "")
+	sub, rest, code, ok := v.parseSub(args, "want list-peers or remove-peer", "list-peers", "remove-peer")
 	if !ok {
 		return code
 	}
-	if len(pos) == 0 {
-		fmt.Fprintf(e.Stderr, "kiln operator raft: want list-peers or remove-peer\n\n%s", c.usage)
-		return ExitError
-	}
-	sub, rest := pos[0], pos[1:]
-	want := map[string]int{"list-peers": 0, "remove-peer": 1}
-	n, known := want[sub]
-	if !known {
-		fmt.Fprintf(e.Stderr, "kiln operator raft: unknown subcommand %q\n\n%s", sub, c.usage)
-		return ExitError
-	}
+	n := map[string]int{"list-peers": 0, "remove-peer": 1}[sub]
 	if !e.wantArgs(c, rest, n) {
 		return ExitError
 	}
 	cmd := "operator raft " + sub
-	r := e.connect(cmd, &sf)
+	r := v.connect(cmd)
 	if r == nil {
 		return ExitError
 	}

@@ -21,10 +21,8 @@ Options:
 }
 
 func runOperatorSnapshot(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
 	}
@@ -41,7 +39,7 @@ func runOperatorSnapshot(e *Env, c *command, args []string) int {
 		file = filepath.Join(e.Dir, file)
 	}
 	cmd := "operator snapshot " + sub
-	r := e.connect(cmd, &sf)
+	r := v.connect(cmd)
 	if r == nil {
 		return ExitError
 	}

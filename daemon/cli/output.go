@@ -22,12 +22,10 @@ Options:
 }
 
 func runOutput(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	sensitive := fs.Bool("sensitive", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	asJSON := v.flags.Bool("json", false, "")
+	sensitive := v.flags.Bool("sensitive", false, "")
+	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
 	}
@@ -35,7 +33,7 @@ func runOutput(e *Env, c *command, args []string) int {
 		e.wantArgs(c, pos, 1)
 		return ExitError
 	}
-	r := e.connect(c.name, &sf)
+	r := v.connect(c.name)
 	if r == nil {
 		return ExitError
 	}

@@ -34,24 +34,19 @@ Options:
 }
 
 func runPlan(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var v varFlags
-	v.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	detailed := fs.Bool("detailed-exitcode", false, "")
-	noColor := fs.Bool("no-color", false, "")
-	var sf serverFlags
-	sf.register(fs)
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	var vars varFlags
+	vars.register(v.flags)
+	asJSON := v.flags.Bool("json", false, "")
+	detailed := v.flags.Bool("detailed-exitcode", false, "")
+	noColor := v.flags.Bool("no-color", false, "")
+	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
-	}
 	// No store yet: the actual state is empty.
 	var actual *planner.State
-	l := e.load(c.name, pos[0], &v, actual.Prior())
+	l := e.load(c.name, pos[0], &vars, actual.Prior())
 	if l == nil {
 		return ExitError
 	}
@@ -59,8 +54,8 @@ func runPlan(e *Env, c *command, args []string) int {
 	if l.diags.HasErrors() || l.stack == nil {
 		return ExitError
 	}
-	if e.remoteAddr(&sf) != "" || e.embeddedExists() {
-		return e.planRemote(c, l, &sf, *asJSON, *detailed)
+	if v.servers() != "" || e.embeddedExists() {
+		return e.planRemote(v, l, *asJSON, *detailed)
 	}
 	r, err := planner.Plan(l.stack, actual)
 	if err != nil {
@@ -89,8 +84,8 @@ func (e *Env) embeddedExists() bool {
 }
 
 // planRemote plans on the daemon, against the stack's actual state.
-func (e *Env) planRemote(c *command, l *loaded, sf *serverFlags, asJSON, detailed bool) int {
-	r := e.connect(c.name, sf)
+func (e *Env) planRemote(v *verb, l *loaded, asJSON, detailed bool) int {
+	r := v.connect(v.c.name)
 	if r == nil {
 		return ExitError
 	}
@@ -101,7 +96,7 @@ func (e *Env) planRemote(c *command, l *loaded, sf *serverFlags, asJSON, detaile
 			e.writeAPIDiags(diags)
 			return ExitError
 		}
-		return e.apiErr(c.name, err)
+		return e.apiErr(v.c.name, err)
 	}
 	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
 	if asJSON {

@@ -22,12 +22,10 @@ Options:
 }
 
 func runStack(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	ttl := fs.Duration("ttl", 0, "")
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	ttl := v.flags.Duration("ttl", 0, "")
+	asJSON := v.flags.Bool("json", false, "")
+	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
 	}
@@ -42,7 +40,7 @@ func runStack(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln stack renew: -ttl DURATION is required (like -ttl 1h)\n")
 		return ExitError
 	}
-	r := e.connect("stack renew", &sf)
+	r := v.connect("stack renew")
 	if r == nil {
 		return ExitError
 	}

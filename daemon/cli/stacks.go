@@ -24,20 +24,11 @@ Options:
 }
 
 func runStacks(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
-	if !ok {
-		return code
-	}
-	if !e.wantArgs(c, pos, 0) {
-		return ExitError
-	}
-	r := e.connect(c.name, &sf)
+	v := e.newVerb(c, serverOnly)
+	asJSON := v.flags.Bool("json", false, "")
+	r, _, code := v.open(args, 0)
 	if r == nil {
-		return ExitError
+		return code
 	}
 	defer r.close()
 	list, err := r.c.Stacks(context.Background())

@@ -26,20 +26,11 @@ Options:
 }
 
 func runStatus(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
-	if !ok {
-		return code
-	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
-	}
-	r := e.connect(c.name, &sf)
+	v := e.newVerb(c, serverOnly)
+	asJSON := v.flags.Bool("json", false, "")
+	r, pos, code := v.open(args, 1)
 	if r == nil {
-		return ExitError
+		return code
 	}
 	defer r.close()
 	st, err := r.c.Stack(context.Background(), pos[0])

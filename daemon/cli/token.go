@@ -46,25 +46,18 @@ Options:
 }
 
 func runToken(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var sf serverFlags
-	sf.register(fs)
-	project := fs.String("project", "", "")
-	role := fs.String("role", "", "")
-	name := fs.String("name", "", "")
-	global := fs.Bool("global", false, "")
-	join := fs.Bool("join", false, "")
-	ttl := fs.Duration("ttl", 0, "")
-	asJSON := fs.Bool("json", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, serverOnly)
+	project := v.flags.String("project", "", "")
+	role := v.flags.String("role", "", "")
+	name := v.flags.String("name", "", "")
+	global := v.flags.Bool("global", false, "")
+	join := v.flags.Bool("join", false, "")
+	ttl := v.flags.Duration("ttl", 0, "")
+	asJSON := v.flags.Bool("json", false, "")
+	sub, rest, code, ok := v.parseSub(args, "want a subcommand: create, list or revoke", "create", "list", "revoke")
 	if !ok {
 		return code
 	}
-	if len(pos) == 0 {
-		fmt.Fprintf(e.Stderr, "kiln token: want a subcommand: create, list or revoke\n\n%s", c.usage)
-		return ExitError
-	}
-	sub, rest := pos[0], pos[1:]
 	cmd := "token " + sub
 	switch sub {
 	case "create":
@@ -94,11 +87,8 @@ func runToken(e *Env, c *command, args []string) int {
 		if !e.wantArgs(c, rest, 1) {
 			return ExitError
 		}
-	default:
-		fmt.Fprintf(e.Stderr, "kiln token: unknown subcommand %q\n\n%s", sub, c.usage)
-		return ExitError
 	}
-	r := e.connect(cmd, &sf)
+	r := v.connect(cmd)
 	if r == nil {
 		return ExitError
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // The benchmarks run against three kiln server processes on loopback. A
@@ -79,16 +80,14 @@ func BenchmarkFailover(b *testing.B) {
 		write := benchWrite(b, c, leader)
 		killed := time.Now()
 		c.nodes[leader].p.kill()
-		for write(int64(i)) != nil {
-			if time.Since(killed) > time.Minute {
-				b.Fatal("no leader accepted a write within a minute")
-			}
+		if !testwait.Until(time.Minute, 0, func() bool { return write(int64(i)) == nil }) {
+			b.Fatal("no leader accepted a write within a minute")
 		}
 		d := time.Since(killed)
 		total += d
 		b.StopTimer()
 		c.startNode(leader)
-		waitFor(b, 60*time.Second, "the killed server back", func() bool {
+		testwait.For(b, 60*time.Second, "the killed server back", func() bool {
 			h, err := c.client().HealthOf(context.Background(), c.nodes[leader].http)
 			return err == nil && h.NodeID != ""
 		})

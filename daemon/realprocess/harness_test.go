@@ -16,6 +16,7 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 var (
@@ -129,15 +130,15 @@ func newCluster(t testing.TB) *cluster {
 	}
 	c.startNode(0)
 	tokFile := filepath.Join(c.nodes[0].dir, "management.token")
-	waitFor(t, 30*time.Second, "management token", func() bool {
+	testwait.For(t, 30*time.Second, "management token", func() bool {
 		b, err := os.ReadFile(tokFile)
 		c.token = strings.TrimSpace(string(b))
 		return err == nil && c.token != ""
 	})
-	waitFor(t, 30*time.Second, "first leader", func() bool { return c.leader() == 0 })
+	testwait.For(t, 30*time.Second, "first leader", func() bool { return c.leader() == 0 })
 	c.startNode(1)
 	c.startNode(2)
-	waitFor(t, 60*time.Second, "three voters", func() bool {
+	testwait.For(t, 60*time.Second, "three voters", func() bool {
 		peers, err := c.client().Peers(context.Background())
 		voters := 0
 		for _, p := range peers {
@@ -190,17 +191,6 @@ func (c *cluster) leader(skip ...int) int {
 		}
 	}
 	return -1
-}
-
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // dumpLogs prints the processes' logs when a test failed.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // template has a network, four volumes and two servers that use them, so
@@ -57,7 +58,7 @@ func TestTrioSurvivesLeaderKillMidApply(t *testing.T) {
 	start(t, "agent", c.logDir, []string{"KILN_TOKEN=" + c.token},
 		"agent", "-data-dir", agentDir, "-servers", strings.Join(servers, ","),
 		"-driver=memory", "-memory-delay=700ms", "-heartbeat=300ms", "-log-level=warn")
-	waitFor(t, 30*time.Second, "the agent", func() bool {
+	testwait.For(t, 30*time.Second, "the agent", func() bool {
 		ags, err := c.client().Agents(context.Background())
 		return err == nil && len(ags) == 1 && ags[0].Status == "up"
 	})
@@ -112,7 +113,7 @@ func TestTrioSurvivesLeaderKillMidApply(t *testing.T) {
 
 	// Kill the leader once the first wave is done and the rest is not.
 	cl := c.client(leader)
-	waitFor(t, 60*time.Second, "the first wave", func() bool {
+	testwait.For(t, 60*time.Second, "the first wave", func() bool {
 		op, _, err := cl.Operation(context.Background(), opID, 0, 0)
 		if err != nil {
 			return false
@@ -122,22 +123,18 @@ func TestTrioSurvivesLeaderKillMidApply(t *testing.T) {
 	})
 	killed := time.Now()
 	c.nodes[leader].p.kill()
-	waitFor(t, 30*time.Second, "a new leader", func() bool { return c.leader(leader) >= 0 })
+	testwait.For(t, 30*time.Second, "a new leader", func() bool { return c.leader(leader) >= 0 })
 	t.Logf("new leader after %v", time.Since(killed).Round(time.Millisecond))
 
 	var op api.Operation
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	testwait.ForNil(t, 90*time.Second, "the operation to finish", func() error {
 		var err error
 		op, _, err = cl.Operation(context.Background(), opID, 0, 0)
 		if err == nil && (op.Status == "complete" || op.Status == "done" || op.Status == "failed" || op.Status == "cancelled") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("operation did not finish: %+v, %v", op, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("operation %+v, %v", op, err)
+	})
 	close(stop)
 	wg.Wait()
 	if op.Status != "complete" && op.Status != "done" {
@@ -196,7 +193,7 @@ func TestTrioSurvivesLeaderKillMidApply(t *testing.T) {
 
 	// Bring the killed server back, then restart all three.
 	c.startNode(leader)
-	waitFor(t, 30*time.Second, "the old leader to catch up", func() bool {
+	testwait.For(t, 30*time.Second, "the old leader to catch up", func() bool {
 		h, err := c.client().HealthOf(context.Background(), c.nodes[leader].http)
 		return err == nil && h.NodeID != ""
 	})
@@ -206,12 +203,12 @@ func TestTrioSurvivesLeaderKillMidApply(t *testing.T) {
 	for i := range c.nodes {
 		c.startNode(i)
 	}
-	waitFor(t, 60*time.Second, "a leader after the restart", func() bool { return c.leader() >= 0 })
+	testwait.For(t, 60*time.Second, "a leader after the restart", func() bool { return c.leader() >= 0 })
 	// A restarted cluster elects a leader before its state machine has
 	// replayed the log: until then the servers do not know the token yet
 	// and answer 401. Wait (bounded) for the first authenticated read.
 	elected := time.Now()
-	waitFor(t, 30*time.Second, "the state to be replayed", func() bool {
+	testwait.For(t, 30*time.Second, "the state to be replayed", func() bool {
 		_, err := c.client().Stack(context.Background(), "web")
 		return err == nil
 	})

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // TestServerWithAgentAndSnapshot runs `kiln server -bootstrap -agent` (both
@@ -22,7 +24,7 @@ func TestServerWithAgentAndSnapshot(t *testing.T) {
 	start(t, "server", root, nil, "server", "-bootstrap", "-agent", "-agent-driver=memory",
 		"-data-dir", dir, "-http-addr", httpAddr, "-raft-addr", freePort(t), "-log-level", "warn")
 	var token string
-	waitFor(t, 30*time.Second, "management token", func() bool {
+	testwait.For(t, 30*time.Second, "management token", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "management.token"))
 		token = strings.TrimSpace(string(b))
 		return err == nil && token != ""
@@ -47,7 +49,7 @@ func TestServerWithAgentAndSnapshot(t *testing.T) {
 		return out.Bytes()
 	}
 	// The agent registers in the same process; wait for it.
-	waitFor(t, 30*time.Second, "the in-process agent", func() bool {
+	testwait.For(t, 30*time.Second, "the in-process agent", func() bool {
 		cmd := exec.Command(kiln(t), "agents", "-json")
 		cmd.Env = append(os.Environ(), "KILN_ADDR="+httpAddr, "KILN_TOKEN="+token)
 		out, err := cmd.Output()
@@ -80,7 +82,7 @@ func TestServerWithAgentAndSnapshot(t *testing.T) {
 		t.Fatalf("status after destroy: %v", st)
 	}
 	run("operator", "snapshot", "restore", snap)
-	waitFor(t, 30*time.Second, "the restored stack", func() bool {
+	testwait.For(t, 30*time.Second, "the restored stack", func() bool {
 		return status()["status"] == "COMPLETE"
 	})
 	if out := string(run("output", "web", "addresses", "-json")); !strings.Contains(out, "10.77.0.10") {

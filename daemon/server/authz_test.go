@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // routeRules is who may call each route, written out independently of
@@ -77,22 +79,19 @@ func startCluster(t *testing.T) (servers []*Server, mgmt string) {
 		servers = append(servers, startServer(t, c))
 	}
 	mc := client{t: t, addr: s1.Addr(), token: mgmt}
-	for {
+	testwait.ForNil(t, 60*time.Second, "the cluster to form", func() error {
 		var peers []api.Peer
 		mc.must("GET", "/v1/operator/raft/peers", nil, http.StatusOK, &peers)
 		ready := len(peers) == 3
 		for _, s := range servers {
 			ready = ready && s.leaderHTTP() != "" && s.store.Ready()
 		}
-		if ready {
-			return servers, mgmt
+		if !ready {
+			return fmt.Errorf("peers %+v", peers)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("cluster not formed: %+v", peers)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return nil
+	})
+	return servers, mgmt
 }
 
 // runAgent runs a kiln agent on the memory drivers with its data in dir
@@ -120,19 +119,20 @@ func runAgent(t *testing.T, id, dir, token string, servers ...string) (stop func
 // waitCredential waits until the agent stored its credential and returns it.
 func waitCredential(t *testing.T, dir string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(filepath.Join(dir, agent.CredentialFile)); err == nil && len(b) > 0 {
-			fi, _ := os.Stat(filepath.Join(dir, agent.CredentialFile))
-			if fi.Mode().Perm() != 0o600 {
-				t.Errorf("credential file mode %v, want 0600", fi.Mode().Perm())
-			}
-			return strings.TrimSpace(string(b))
+	var cred string
+	testwait.For(t, 30*time.Second, "a credential in "+dir, func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, agent.CredentialFile))
+		if err != nil || len(b) == 0 {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no credential in %s", dir)
-	return ""
+		fi, _ := os.Stat(filepath.Join(dir, agent.CredentialFile))
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("credential file mode %v, want 0600", fi.Mode().Perm())
+		}
+		cred = strings.TrimSpace(string(b))
+		return true
+	})
+	return cred
 }
 
 func mkToken(t *testing.T, c client, req api.TokenRequest) api.TokenCreated {

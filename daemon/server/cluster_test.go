@@ -14,39 +14,9 @@ import (
 // follower is forwarded; the leader is shut down while an action is held in
 // the agent; the new leader resumes and every action runs exactly once.
 func TestClusterFailover(t *testing.T) {
+	servers, token := startCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s1 := startServer(t, cfg)
-	if err := s1.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	token := s1.ManagementToken()
-	servers := []*Server{s1}
-	for range 2 {
-		c := testConfig(t, t.TempDir())
-		c.Join, c.JoinToken = s1.Addr(), token
-		servers = append(servers, startServer(t, c))
-	}
-	// Wait until all three are voters and know the leader's HTTP address.
-	mc := client{t: t, addr: s1.Addr(), token: token}
-	for {
-		var peers []api.Peer
-		mc.must("GET", "/v1/operator/raft/peers", nil, http.StatusOK, &peers)
-		ready := len(peers) == 3
-		for _, s := range servers {
-			ready = ready && s.leaderHTTP() != ""
-		}
-		if ready {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("cluster not formed: %+v", peers)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 
 	d := memdriver.New()
 	gate := d.Block("volume.data[1]", memdriver.OpCreate, memdriver.BeforeEffect)

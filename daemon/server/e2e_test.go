@@ -1,22 +1,27 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/executors/memdriver"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
-// TestEndToEnd applies a template through one server and a test agent,
-// follows the operation, reads the outputs, plans again (no changes) and
-// destroys everything.
-func TestEndToEnd(t *testing.T) {
+// TestMemoryEndToEnd applies a template through one server and a test
+// agent on the in-memory driver (nothing real is made: the real end-to-end
+// test is e2e's TestEndToEnd), follows the operation, reads the outputs,
+// plans again (no changes) and destroys everything.
+func TestMemoryEndToEnd(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Bootstrap = true
 	s := startServer(t, cfg)
@@ -316,27 +321,37 @@ func TestApplyWaitsForItsAgent(t *testing.T) {
 	}
 
 	a.stop()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.ForNil(t, 10*time.Second, "agent-1 to be marked down", func() error {
 		var agents []api.AgentInfo
 		c.must("GET", "/v1/agents", nil, http.StatusOK, &agents)
 		if len(agents) == 1 && agents[0].Status == "down" {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent-1 not marked down: %+v", agents)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("agents %+v", agents)
+	})
 
 	more := bundle(map[string]string{"main.hcl": smallTemplate + "\nvolume \"extra\" {\n  size = \"1GiB\"\n}\n"})
 	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: more}, http.StatusAccepted, &ref)
-	time.Sleep(200 * time.Millisecond) // the apply is waiting for agent-1 now
+	testwait.For(t, 10*time.Second, "the apply to wait for agent-1", waitingForAgent)
 	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
 	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
 		t.Fatalf("apply while agent-1 was coming back: %s %s", op.Status, op.Error)
 	}
 	if n := d.Calls("volume", "volume.extra", "create"); n != 1 {
 		t.Errorf("volume.extra created %d times, want 1", n)
+	}
+}
+
+// waitingForAgent reports whether an operation waits in opRun.waitUp for the
+// agent its stack lives on to come back: a goroutine of the test binary is
+// there (no other test of this package runs at the same time).
+func waitingForAgent() bool {
+	buf := make([]byte, 1<<16)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Contains(buf[:n], []byte(".(*opRun).waitUp("))
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }

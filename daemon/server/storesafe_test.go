@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // A bundle over the blob limit is refused with 413 naming the limit, before
@@ -51,17 +52,12 @@ func TestPlansExpireBlobsReturnToBaseline(t *testing.T) {
 	if n, _ := s.Store().State().BlobStats(); n <= base {
 		t.Fatalf("%d blobs after 30 plans, baseline %d: plans were not stored", n, base)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		n, _ := s.Store().State().BlobStats()
-		if n == base {
-			break
+	testwait.ForNil(t, 20*time.Second, "the expired plans' blobs to be deleted", func() error {
+		if n, _ := s.Store().State().BlobStats(); n != base {
+			return fmt.Errorf("%d blobs, want the baseline %d", n, base)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d blobs long after the plans expired, want the baseline %d", n, base)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	code, out := mgmt.do("POST", "/v1/stacks/s2/apply?project=p1", api.ApplyRequest{PlanID: last.PlanID})
 	if code != http.StatusNotFound {
 		t.Fatalf("apply of an expired plan: %d %s, want 404", code, out)

@@ -14,6 +14,7 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/kiln-dev/kiln/internal/libvirttest"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // The tests below boot the probe under the private libvirtd of
@@ -312,18 +313,14 @@ func TestKVMInternalError(t *testing.T) {
 		// Wait for the verdict, as RunProbe does.
 		var state libvirt.DomainState
 		var reason int
-		deadline := time.Now().Add(DefaultProbeTimeout)
-		for time.Now().Before(deadline) {
+		testwait.Until(DefaultProbeTimeout, pollInterval, func() bool {
 			out, _ := os.ReadFile(console)
 			state, reason, err = dom.GetState()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Contains(string(out), OKMarker) || state != libvirt.DOMAIN_RUNNING {
-				break
-			}
-			time.Sleep(pollInterval)
-		}
+			return strings.Contains(string(out), OKMarker) || state != libvirt.DOMAIN_RUNNING
+		})
 		s, r := StateName(state, reason)
 		got, err := KVMInternalError(dom)
 		t.Logf("type %s: libvirt state %d (%s), reason %d (%s); KVMInternalError = %v, %v", typ, state, s, reason, r, got, err)

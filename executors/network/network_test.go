@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/internal/testwait"
 	"github.com/vishvananda/netlink"
 )
 
@@ -266,7 +267,7 @@ func TestUpdate(t *testing.T) {
 	if len(got.Hosts) != 3 || got.Hosts[2].Hostname != "web-2" {
 		t.Errorf("hosts after update: %+v", got.Hosts)
 	}
-	waitFor(t, "dnsmasq re-reads its hosts file", func() bool {
+	testwait.For(t, 5*time.Second, "dnsmasq to re-read its hosts file", func() bool {
 		log, _ := os.ReadFile(dm.path("dnsmasq.log"))
 		return strings.Count(string(log), "read "+dm.path("dnsmasq.hosts")) >= 2
 	})
@@ -325,17 +326,6 @@ func TestUpdate(t *testing.T) {
 	if _, err := netlink.LinkByName(BridgeName(missing.Stack, missing.Address)); err == nil {
 		t.Error("Update made a bridge")
 	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for range 250 {
-		if ok() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting until %s", what)
 }
 
 func TestDelete(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/executors/volume"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 var dataDir string
@@ -123,21 +124,20 @@ func bridge(t *testing.T, name, cidr string) {
 func waitHTTP(t *testing.T, f *fixture, name, url string, limit time.Duration, ok func(string) bool) string {
 	t.Helper()
 	client := &http.Client{Timeout: 3 * time.Second}
-	deadline := time.Now().Add(limit)
 	var last string
-	for time.Now().Before(deadline) {
+	answered := testwait.Until(limit, 500*time.Millisecond, func() bool {
 		resp, err := client.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			last = string(b)
-			if ok(last) {
-				return last
-			}
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false
 		}
-		time.Sleep(500 * time.Millisecond)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last = string(b)
+		return ok(last)
+	})
+	if answered {
+		return last
 	}
 	console, _ := os.ReadFile(f.srv.ConsoleLog("s1", "server.web[0]"))
 	t.Fatalf("%s did not answer as expected within %s; last: %q\nconsole:\n%s\nqemu log:\n%s", url, limit, last, console, f.d.QemuLog(name))

@@ -224,6 +224,32 @@ func Pids(name string) ([]int, error) {
 	return pids, nil
 }
 
+// DnsmasqPids lists the live (not zombie) dnsmasq processes of the calling
+// thread's network namespace: what a test counts to see that a network's
+// dnsmasq was started or stopped.
+func DnsmasqPids(t testing.TB) []int {
+	t.Helper()
+	self, _ := os.Readlink("/proc/thread-self/ns/net")
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if strings.TrimSpace(string(comm)) == "dnsmasq" && ns == self && !strings.Contains(string(stat), ") Z") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // NS is a namespace made by New for one test, deleted when the test ends.
 type NS struct {
 	Name string

@@ -2,6 +2,7 @@ package netnstest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 func TestMain(m *testing.M) { os.Exit(Run(m)) }
@@ -139,17 +142,10 @@ func TestNewDeletesNamespaceAndItsProcesses(t *testing.T) {
 		t.Fatalf("namespace %s still there after its test: %v", name, err)
 	}
 	// `ip netns exec` replaces itself with the command, so pid was sleep.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.For(t, 5*time.Second, fmt.Sprintf("process %d, left running in the deleted namespace, to end", pid), func() bool {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil || strings.Contains(string(b), ") Z ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d left running in deleted namespace", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err != nil || strings.Contains(string(b), ") Z ")
+	})
 }
 
 func TestGuestOnBridge(t *testing.T) {
