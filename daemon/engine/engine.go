@@ -9,6 +9,15 @@
 // leader, raft applies), a Runner (on the leader, the hand-off to an agent;
 // in tests, an in-memory driver), a Reader for resuming and an optional
 // Assigner (the scheduler).
+//
+// Run reads as the steps of a graph walk: build the graph of the plan's
+// changes with what is already recorded (graph.go), then walk it (walk.go):
+// restore what earlier leaders recorded, start the actions that have
+// nothing left to wait for, visit each in a goroutine of its own (visit.go:
+// place, record the start, run or resume its steps, record the result),
+// receive its result and release or skip its dependents; finally record the
+// outcome. The per-run state is the walker, run; each node holds one
+// action's state.
 package engine
 
 import (

@@ -1,8 +1,6 @@
 package engine
 
-import (
-	"fmt"
-)
+import "fmt"
 
 // visit carries out one action: it places it and records its start (unless
 // an earlier leader did and it is being resumed), runs or resumes its steps
