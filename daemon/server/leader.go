@@ -154,14 +154,7 @@ func (s *Server) watchOperations(ctx context.Context) {
 
 // runOperation runs (or resumes) one operation with the engine.
 func (s *Server) runOperation(lead, octx context.Context, op raftstore.Operation) {
-	o := &opRun{s: s, lead: lead, op: op, physical: map[string]string{}}
-	for _, a := range op.Actions {
-		if a.Agent != "" && !a.Status.Final() {
-			o.agent = a.Agent
-		}
-	}
-	e := &engine.Engine{Recorder: o, Runner: o, Reader: o, Assigner: o, Parallelism: s.cfg.Parallelism, Logger: s.log.With("sub", "engine")}
-	out, err := e.Run(octx, s.engineOp(op))
+	out, err := s.opEngine(lead, op).Run(octx, s.engineOp(op))
 	if err != nil {
 		s.log.Warn("operation stopped", "op", op.ID, "err", err)
 		return

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"sync"
+
+	"github.com/kiln-dev/kiln/raftstore"
+	"github.com/kiln-dev/kiln/spec"
+)
+
+// opEvaluator evaluates an operation's stack template on the leader, for
+// what the plan could not know: lifecycle settings and configured
+// attributes of the resources it records, values that were unknown at plan
+// time, and the outputs once an apply is done.
+type opEvaluator struct {
+	s  *Server
+	op raftstore.Operation
+
+	mu           sync.Mutex
+	desiredStack *spec.Stack // loaded once, for lifecycle and configured attributes
+	freshStack   *spec.Stack // evaluated against the state at freshSerial (see fresh)
+	freshSerial  uint64
+}
+
+// desired is the stack an apply makes, evaluated once (nil for other
+// operations).
+func (ev *opEvaluator) desired() *spec.Stack {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if ev.desiredStack != nil || ev.op.Kind != raftstore.OpApply {
+		return ev.desiredStack
+	}
+	st, ok := ev.s.store.State().Stack(ev.op.Project, ev.op.Stack)
+	if !ok {
+		return nil
+	}
+	d, err := ev.s.loadStack(st)
+	if err != nil {
+		ev.s.log.Warn("load stack", "stack", ev.op.Stack, "err", err)
+		return nil
+	}
+	ev.desiredStack = d
+	return d
+}
+
+// fresh evaluates the template with the state as it is now. The result is
+// kept until the stack's serial moves, so the actions that become
+// runnable together share one evaluation.
+func (ev *opEvaluator) fresh() *spec.Stack {
+	st, ok := ev.s.store.State().Stack(ev.op.Project, ev.op.Stack)
+	if !ok {
+		return nil
+	}
+	ev.mu.Lock()
+	if ev.freshStack != nil && ev.freshSerial == st.Serial {
+		d := ev.freshStack
+		ev.mu.Unlock()
+		return d
+	}
+	ev.mu.Unlock()
+	d, err := ev.s.loadStack(st)
+	if err != nil {
+		return nil
+	}
+	ev.mu.Lock()
+	ev.freshStack, ev.freshSerial = d, st.Serial
+	ev.mu.Unlock()
+	return d
+}
+
+// known returns the attributes an action is to be run with: attrs, unless
+// they still hold values that depended on other resources. Those are known
+// now: the configured attributes are then taken from the template evaluated
+// again. Only actions that still hold unknown values need it.
+func (ev *opEvaluator) known(address string, attrs map[string]any) map[string]any {
+	if !spec.IsUnknown(attrs) {
+		return attrs
+	}
+	if d := ev.fresh(); d != nil {
+		if dr := d.Resource(address); dr != nil {
+			return dr.Attrs
+		}
+	}
+	return attrs
+}
+
+// outputs evaluates the outputs of an apply's stack with the state as it is
+// now (once it is done: with the attributes the agents reported). It is nil
+// for other operations, a stack that is gone or a template that does not
+// evaluate.
+func (ev *opEvaluator) outputs() map[string]spec.Output {
+	if ev.op.Kind != raftstore.OpApply {
+		return nil
+	}
+	st, ok := ev.s.store.State().Stack(ev.op.Project, ev.op.Stack)
+	if !ok {
+		return nil
+	}
+	d, err := ev.s.loadStack(st)
+	if err != nil {
+		ev.s.log.Warn("outputs", "stack", ev.op.Stack, "err", err)
+		return nil
+	}
+	if d.Outputs == nil {
+		return map[string]spec.Output{}
+	}
+	return d.Outputs
+}
