@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"testing"
 	"time"
@@ -342,15 +343,18 @@ func TestApplyWaitsForItsAgent(t *testing.T) {
 	}
 }
 
-// waitingForAgent reports whether an operation waits in opRun.waitUp for the
+// waitingForAgent reports whether an operation waits in opDispatcher.waitUp for the
 // agent its stack lives on to come back: a goroutine of the test binary is
 // there (no other test of this package runs at the same time).
 func waitingForAgent() bool {
+	// The name comes from the method itself, so a rename breaks the build
+	// here rather than making this wait time out.
+	frame := []byte(runtime.FuncForPC(reflect.ValueOf((*opDispatcher).waitUp).Pointer()).Name() + "(")
 	buf := make([]byte, 1<<16)
 	for {
 		n := runtime.Stack(buf, true)
 		if n < len(buf) {
-			return bytes.Contains(buf[:n], []byte(".(*opRun).waitUp("))
+			return bytes.Contains(buf[:n], frame)
 		}
 		buf = make([]byte, 2*len(buf))
 	}
