@@ -42,12 +42,22 @@ func BenchmarkWritesSerial(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 }
 
-// BenchmarkWritesConcurrent: 64 clients writing at once (raft batches
-// what arrives together).
+// BenchmarkWritesConcurrent: 64 clients writing at once (the leader's
+// store proposes what arrives together as one log entry).
 func BenchmarkWritesConcurrent(b *testing.B) {
 	c := newCluster(b)
 	leader := c.leader()
-	write := benchWrite(b, c, otherThan(leader)...)
+	benchConcurrent(b, benchWrite(b, c, otherThan(leader)...))
+}
+
+// BenchmarkWritesForwardedConcurrent: the same 64 clients, but they know
+// only the two followers, which forward every write to the leader.
+func BenchmarkWritesForwardedConcurrent(b *testing.B) {
+	c := newCluster(b)
+	benchConcurrent(b, benchWrite(b, c, c.leader()))
+}
+
+func benchConcurrent(b *testing.B, write func(int64) error) {
 	var n atomic.Int64
 	b.SetParallelism(32) // 32 x GOMAXPROCS(2) = 64 goroutines
 	b.ResetTimer()
