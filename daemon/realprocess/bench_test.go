@@ -82,7 +82,7 @@ func benchConcurrent(b *testing.B, c *cluster, write func(int64) error) {
 func (c *cluster) report(b *testing.B, start time.Time, cpu time.Duration) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 	if used := c.serverCPU() - cpu; used > 0 {
-		b.ReportMetric(float64(used.Microseconds())/float64(b.N), "server-cpu-µs/write")
+		b.ReportMetric(float64(used.Microseconds())/float64(b.N), "server-cpu-us/write")
 	}
 }
 
