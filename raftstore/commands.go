@@ -43,6 +43,9 @@ const (
 	CmdRevokeAgent     MessageType = 25
 	CmdPutPlan         MessageType = 26 // plans.go
 	CmdExpirePlans     MessageType = 27 // plans.go
+	// CmdBatch is several commands in one entry (batch.go). It never carries
+	// IgnoreUnknownTypeFlag: an older FSM must stop on it, not skip writes.
+	CmdBatch MessageType = 28
 	// Append new types here.
 )
 
@@ -87,6 +90,9 @@ var commandTypes = map[MessageType]func() Command{
 
 // Encode returns the log entry of a command: its type byte, then its JSON.
 func Encode(c Command) ([]byte, error) {
+	if b, ok := c.(*Batch); ok {
+		return b.encode()
+	}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode command %d: %w", c.Type(), err)
@@ -110,6 +116,9 @@ func Decode(data []byte) (c Command, err error) {
 		return nil, fmt.Errorf("decode command: empty entry")
 	}
 	t := MessageType(data[0])
+	if t == CmdBatch {
+		return decodeBatch(data[1:])
+	}
 	mk, ok := commandTypes[t&^IgnoreUnknownTypeFlag]
 	if !ok {
 		if t&IgnoreUnknownTypeFlag != 0 {

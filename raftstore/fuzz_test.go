@@ -22,6 +22,8 @@ func FuzzDecodeCommand(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	one, _ := Encode(&CreateToken{ID: "t", Project: "p", Role: RoleReader, SecretHash: HashSecret("s"), Time: t0})
+	f.Add(encodeBatch([][]byte{one, one}))
 	f.Add([]byte{})
 	f.Add([]byte{byte(CmdPutBlob | IgnoreUnknownTypeFlag)})
 	f.Add([]byte{200, '{', '}'})

@@ -71,6 +71,8 @@ type Store struct {
 	closers   []io.Closer
 
 	leaderCh chan bool
+	// proposals queues the commands of Apply for the group commit loop.
+	proposals chan *proposal
 
 	// startIndex is the index of the last entry on disk, when the store
 	// opened, that the FSM applies (a command or a configuration); ready
@@ -100,11 +102,12 @@ func Open(cfg Config) (*Store, error) {
 		cfg.MaxAppendEntries = 256
 	}
 	s := &Store{
-		cfg:      cfg,
-		log:      cfg.Logger.Named("raftstore"),
-		fsm:      NewFSM(),
-		leaderCh: make(chan bool, 1),
-		done:     make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.Named("raftstore"),
+		fsm:       NewFSM(),
+		leaderCh:  make(chan bool, 1),
+		proposals: make(chan *proposal, groupQueue),
+		done:      make(chan struct{}),
 	}
 	ok := false
 	defer func() {
@@ -257,6 +260,7 @@ func Open(cfg Config) (*Store, error) {
 	s.raft = r
 	s.startIndex = lastFSMEntry(logs)
 	go s.forwardLeadership(notify)
+	go s.groupCommit()
 	if !cfg.InMemory {
 		go s.markWhenStateful()
 	}
@@ -371,11 +375,17 @@ func (s *Store) Raft() *raft.Raft { return s.raft }
 // this node. A refused command returns the FSM's error (wrapping
 // ErrNotFound, ErrConflict, ErrStaleSerial or ErrInvalid); on a follower it
 // returns an error wrapping ErrNotLeader, and ErrLeadershipLost when the
-// outcome is unknown. It is safe for concurrent use:
-// concurrent proposals are batched into shared log appends.
+// outcome is unknown. It is safe for concurrent use: concurrent commands
+// are proposed together as one log entry (groupcommit.go), each getting its
+// own result or error.
 func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
 	if err := checkSize(c); err != nil {
 		return nil, err
+	}
+	if _, ok := c.(*Batch); ok {
+		// Batches are the group commit's own: one inside another would
+		// not decode.
+		return nil, invalid("a batch is not proposed by hand: apply its commands")
 	}
 	data, err := Encode(c)
 	if err != nil {
@@ -384,43 +394,10 @@ func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
 	if len(data) > MaxCommandSize {
 		return nil, errorf(ErrTooLarge, "%T of %d bytes is over the limit of %d bytes for one log entry", c, len(data), MaxCommandSize)
 	}
-	timeout := s.cfg.ApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-		if timeout <= 0 {
-			return nil, context.DeadlineExceeded
-		}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= 0 {
+		return nil, context.DeadlineExceeded
 	}
-	f := s.raft.Apply(data, timeout)
-	if ctx.Done() == nil {
-		return s.result(f)
-	}
-	type res struct {
-		v   any
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		v, err := s.result(f)
-		ch <- res{v, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-ctx.Done():
-		// The entry may still commit; the caller only stops waiting.
-		return nil, ctx.Err()
-	}
-}
-
-func (s *Store) result(f raft.ApplyFuture) (any, error) {
-	if err := f.Error(); err != nil {
-		return nil, s.raftErr(err)
-	}
-	if err, ok := f.Response().(error); ok {
-		return nil, err
-	}
-	return f.Response(), nil
+	return s.propose(ctx, data)
 }
 
 func (s *Store) raftErr(err error) error {

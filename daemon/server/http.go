@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -257,20 +258,42 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) error {
 	if leader == "" || leader == s.Addr() {
 		return errf(http.StatusServiceUnavailable, "no leader: the cluster has no leader right now (an election is under way or a quorum is lost); retry")
 	}
+	newForwardProxy(s.fwd, leader, s.cfg.NodeID).ServeHTTP(w, r)
+	return nil
+}
+
+// newForwardProxy makes the proxy of one forwarded request: a cheap value
+// over the shared transport, which holds the connections.
+func newForwardProxy(tr http.RoundTripper, leader, nodeID string) *httputil.ReverseProxy {
 	target := &url.URL{Scheme: "http", Host: leader}
-	proxy := &httputil.ReverseProxy{
+	return &httputil.ReverseProxy{
+		Transport: tr,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Host = leader
-			pr.Out.Header.Set(forwardedHeader, s.cfg.NodeID)
+			pr.Out.Header.Set(forwardedHeader, nodeID)
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			writeError(w, errf(http.StatusServiceUnavailable, "no leader: forward to the leader at %s: %v", leader, err))
 		},
 	}
-	proxy.ServeHTTP(w, r)
-	return nil
+}
+
+// forwardTransport is the pool of connections from a follower to the
+// leader. http.DefaultTransport keeps only two idle connections per host, so
+// under concurrent writes most forwarded requests would dial (and leave in
+// TIME_WAIT) a connection of their own; and it would send them through an
+// HTTP_PROXY of the environment, which servers talking to each other must
+// not use.
+func forwardTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
 }
 
 // decode reads a JSON body into v, refusing unknown fields and naming the

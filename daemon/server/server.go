@@ -128,6 +128,10 @@ type Server struct {
 	mgmtToken string
 	host      hostBroker // host questions to the agents (hostops.go)
 
+	// fwd carries the requests a follower forwards to the leader: one pool
+	// of kept-alive connections (http.go forward).
+	fwd *http.Transport
+
 	// planSlots bounds the templates evaluated at once (limits.go).
 	planSlots chan struct{}
 
@@ -196,6 +200,7 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger.With("node", cfg.NodeID),
 		stop:       make(chan struct{}),
 		leaderDone: make(chan struct{}),
+		fwd:        forwardTransport(),
 	}
 	s.planSlots = make(chan struct{}, cfg.MaxConcurrentPlans)
 	s.metrics = newMetrics(s)
@@ -399,6 +404,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		err = s.store.Shutdown()
 		s.wg.Wait()
+		if s.fwd != nil {
+			s.fwd.CloseIdleConnections()
+		}
 	})
 	return err
 }
