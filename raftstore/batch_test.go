@@ -8,8 +8,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // tokenCmd is a token creation; bad ones are refused by the FSM (an
@@ -125,7 +128,7 @@ func singleStore(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown() })
-	eventually(t, "node0 to lead", s.IsLeader)
+	testwait.For(t, 10*time.Second, "node0 to lead", s.IsLeader)
 	return s
 }
 
@@ -213,7 +216,7 @@ func TestGroupCommitLeaderChange(t *testing.T) {
 		}()
 	}
 	close(start)
-	eventually(t, "writes under way", func() bool { return len(answers) >= clients })
+	testwait.For(t, 10*time.Second, "writes under way", func() bool { return len(answers) >= clients })
 	if err := old.raft.LeadershipTransfer().Error(); err != nil {
 		t.Fatalf("leadership transfer: %v", err)
 	}
