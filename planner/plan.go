@@ -162,12 +162,49 @@ func planResource(r *spec.Resource, a *ResourceState, planned map[string]*Change
 	}
 	schema := spec.Schemas[r.Kind]
 
-	cfg := make(map[string]any, len(r.Attrs))
-	for k, v := range r.Attrs {
-		cfg[k] = v
+	// cfg is the configured attributes as they will be applied; the steps
+	// below adjust this copy.
+	cfg := merge(r.Attrs, nil)
+	cascaded := cascadeUnknown(r, cfg, planned)
+
+	if a == nil {
+		c.Action = Create
+		c.After = merge(cfg, r.Computed)
+		c.Sensitive = copyBools(r.Sensitive)
+		return c
 	}
 
-	// Cascade from created or replaced dependencies.
+	keepIgnoredChanges(r.Lifecycle.IgnoreChanges, cfg, a.Attrs, cascaded)
+	changed, forcing := compareConfig(schema, cfg, a.Attrs)
+	comp := merge(r.Computed, a.Computed)
+
+	c.Before = merge(a.Attrs, a.Computed)
+	c.Sensitive = unionBools(r.Sensitive, a.Sensitive)
+	switch {
+	case !changed:
+		c.Action = NoOp
+	case len(forcing) > 0:
+		c.Action = Replace
+		c.CreateBeforeDestroy = r.Lifecycle.CreateBeforeDestroy
+		sort.Strings(forcing)
+		c.ReplaceAttrs = forcing
+		c.ReplaceBecause = replaceReasons(forcing, cascaded)
+		forgetComputed(comp, schema)
+	default:
+		c.Action = Update
+	}
+	c.After = merge(cfg, comp)
+	if c.Action != NoOp {
+		c.Changed = diffKeys(c.Before, c.After)
+	}
+	return c
+}
+
+// cascadeUnknown sets to spec.Unknown each configured attribute of r whose
+// AttrRefs name an unknown computed attribute of a dependency that is created
+// or replaced. It returns, for each attribute it changed, the references that
+// made it unknown.
+func cascadeUnknown(r *spec.Resource, cfg map[string]any, planned map[string]*Change) map[string][]string {
 	var cascaded map[string][]string
 	for attr, refs := range r.AttrRefs {
 		if _, ok := cfg[attr]; !ok {
@@ -193,28 +230,26 @@ func planResource(r *spec.Resource, a *ResourceState, planned map[string]*Change
 		}
 		cascaded[attr] = unknown
 	}
+	return cascaded
+}
 
-	if a == nil {
-		c.Action = Create
-		c.After = merge(cfg, r.Computed)
-		c.Sensitive = copyBools(r.Sensitive)
-		return c
-	}
-
-	// ignore_changes keeps what was last applied.
-	for _, name := range r.Lifecycle.IgnoreChanges {
+// keepIgnoredChanges applies ignore_changes: each listed attribute (every
+// attribute for "all") keeps what was last applied, and no longer counts as
+// cascaded.
+func keepIgnoredChanges(ignore []string, cfg, applied map[string]any, cascaded map[string][]string) {
+	for _, name := range ignore {
 		names := []string{name}
 		if name == "all" {
 			names = names[:0]
 			for k := range cfg {
 				names = append(names, k)
 			}
-			for k := range a.Attrs {
+			for k := range applied {
 				names = append(names, k)
 			}
 		}
 		for _, n := range names {
-			if v, ok := a.Attrs[n]; ok {
+			if v, ok := applied[n]; ok {
 				cfg[n] = v
 			} else {
 				delete(cfg, n)
@@ -222,75 +257,67 @@ func planResource(r *spec.Resource, a *ResourceState, planned map[string]*Change
 			delete(cascaded, n)
 		}
 	}
+}
 
-	var forcing []string
-	changed := false
+// compareConfig compares the configured attributes with those last applied:
+// changed is true if any differs, and forcing lists (unsorted) the differing
+// ones that are ForceNew in schema.
+func compareConfig(schema *spec.KindSchema, cfg, applied map[string]any) (changed bool, forcing []string) {
 	for k, v := range cfg {
-		if av, ok := a.Attrs[k]; !ok || !valueEqual(v, av) {
+		if av, ok := applied[k]; !ok || !valueEqual(v, av) {
 			changed = true
-			if schema != nil {
-				if s := schema.Attr(k); s != nil && s.ForceNew {
-					forcing = append(forcing, k)
-				}
+			if forcesNew(schema, k) {
+				forcing = append(forcing, k)
 			}
 		}
 	}
-	for k := range a.Attrs {
+	for k := range applied {
 		if _, ok := cfg[k]; !ok {
 			changed = true
-			if schema != nil {
-				if s := schema.Attr(k); s != nil && s.ForceNew {
-					forcing = append(forcing, k)
-				}
+			if forcesNew(schema, k) {
+				forcing = append(forcing, k)
 			}
 		}
 	}
+	return changed, forcing
+}
 
-	comp := make(map[string]any, len(r.Computed)+len(a.Computed))
-	for k, v := range r.Computed {
-		comp[k] = v
+// forcesNew reports whether a change of attr replaces the instance.
+func forcesNew(schema *spec.KindSchema, attr string) bool {
+	if schema == nil {
+		return false
 	}
-	for k, v := range a.Computed {
-		comp[k] = v
-	}
+	s := schema.Attr(attr)
+	return s != nil && s.ForceNew
+}
 
-	c.Before = merge(a.Attrs, a.Computed)
-	c.Sensitive = unionBools(r.Sensitive, a.Sensitive)
-	switch {
-	case !changed:
-		c.Action = NoOp
-	case len(forcing) > 0:
-		c.Action = Replace
-		c.CreateBeforeDestroy = r.Lifecycle.CreateBeforeDestroy
-		sort.Strings(forcing)
-		c.ReplaceAttrs = forcing
-		var because []string
-		for _, f := range forcing {
-			if refs, ok := cascaded[f]; ok {
-				because = append(because, refs...)
-			} else {
-				because = append(because, f)
+// replaceReasons lists why an instance is replaced: each forcing attribute,
+// or for one that cascaded, the references that made it unknown.
+func replaceReasons(forcing []string, cascaded map[string][]string) []string {
+	var because []string
+	for _, f := range forcing {
+		if refs, ok := cascaded[f]; ok {
+			because = append(because, refs...)
+		} else {
+			because = append(because, f)
+		}
+	}
+	return sortedUnique(because)
+}
+
+// forgetComputed makes every computed attribute of a replaced instance
+// unknown: the ones it had and every one its schema declares.
+func forgetComputed(comp map[string]any, schema *spec.KindSchema) {
+	for k := range comp {
+		comp[k] = spec.Unknown{}
+	}
+	if schema != nil {
+		for _, s := range schema.Attrs {
+			if s.Computed {
+				comp[s.Name] = spec.Unknown{}
 			}
 		}
-		c.ReplaceBecause = sortedUnique(because)
-		for k := range comp {
-			comp[k] = spec.Unknown{}
-		}
-		if schema != nil {
-			for _, s := range schema.Attrs {
-				if s.Computed {
-					comp[s.Name] = spec.Unknown{}
-				}
-			}
-		}
-	default:
-		c.Action = Update
 	}
-	c.After = merge(cfg, comp)
-	if c.Action != NoOp {
-		c.Changed = diffKeys(c.Before, c.After)
-	}
-	return c
 }
 
 // PreventDestroyError refuses a plan that would delete or replace instances
