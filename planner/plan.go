@@ -40,42 +40,17 @@ func Plan(desired *spec.Stack, actual *State) (*Result, error) {
 	if desired != nil {
 		res.Stack = desired.Name
 		desiredRes = desired.Resources
-		if len(desired.Outputs) > 0 {
-			res.Outputs = make(map[string]spec.Output, len(desired.Outputs))
-			for k, o := range desired.Outputs {
-				res.Outputs[k] = o
-			}
-		}
+		res.Outputs = copyOutputs(desired.Outputs)
 	}
 
-	act := make(map[string]*ResourceState, len(actualRes))
-	for i := range actualRes {
-		r := &actualRes[i]
-		if _, dup := act[r.Address]; dup {
-			return nil, fmt.Errorf("plan: state lists %s twice", r.Address)
-		}
-		act[r.Address] = r
+	act, err := indexState(actualRes)
+	if err != nil {
+		return nil, err
 	}
-	des := make(map[string]*spec.Resource, len(desiredRes))
-	desAddrs := make([]string, 0, len(desiredRes))
-	for _, r := range desiredRes {
-		if r == nil {
-			continue
-		}
-		if _, dup := des[r.Address]; dup {
-			return nil, fmt.Errorf("plan: stack lists %s twice", r.Address)
-		}
-		des[r.Address] = r
-		desAddrs = append(desAddrs, r.Address)
+	des, desAddrs, err := indexStack(desiredRes)
+	if err != nil {
+		return nil, err
 	}
-	for _, addr := range desAddrs {
-		for _, d := range des[addr].DependsOn {
-			if _, ok := des[d]; !ok {
-				return nil, fmt.Errorf("plan: %s depends on %s, which is not in the stack", addr, d)
-			}
-		}
-	}
-
 	order, err := topoSort(desAddrs, func(a string) []string { return des[a].DependsOn })
 	if err != nil {
 		return nil, err
@@ -110,46 +85,116 @@ func Plan(desired *spec.Stack, actual *State) (*Result, error) {
 		return nil, &PreventDestroyError{Addresses: refused}
 	}
 	if len(delAddrs) > 0 {
-		deleted := make(map[string]bool, len(delAddrs))
-		for _, a := range delAddrs {
-			deleted[a] = true
-		}
-		// waits[d] lists what must happen before d is deleted: the deletes of
-		// the instances that depended on it, and the updates and replaces of
-		// desired instances that depended on it when they were last applied.
-		waits := make(map[string][]string)
-		delWaits := make(map[string][]string)
-		for _, r := range actualRes {
-			for _, d := range r.DependsOn {
-				if !deleted[d] || d == r.Address {
-					continue
-				}
-				if deleted[r.Address] {
-					waits[d] = append(waits[d], r.Address)
-					delWaits[d] = append(delWaits[d], r.Address)
-				} else if c := planned[r.Address]; c != nil && (c.Action == Update || c.Action == Replace) {
-					waits[d] = append(waits[d], r.Address)
-				}
-			}
-		}
-		delOrder, err := topoSort(delAddrs, func(a string) []string { return delWaits[a] })
+		deletes, err := planDeletes(delAddrs, act, actualRes, planned)
 		if err != nil {
 			return nil, err
 		}
-		for _, addr := range delOrder {
-			r := act[addr]
-			changes = append(changes, Change{
-				Address:   addr,
-				Kind:      r.Kind,
-				Action:    Delete,
-				Before:    merge(r.Attrs, r.Computed),
-				DependsOn: sortedUnique(waits[addr]),
-				Sensitive: copyBools(r.Sensitive),
-			})
-		}
+		changes = append(changes, deletes...)
 	}
 	res.Changes = changes
 	return res, nil
+}
+
+func copyOutputs(outputs map[string]spec.Output) map[string]spec.Output {
+	if len(outputs) == 0 {
+		return nil
+	}
+	out := make(map[string]spec.Output, len(outputs))
+	for k, o := range outputs {
+		out[k] = o
+	}
+	return out
+}
+
+// indexState maps the state's instances by address; an address listed twice
+// is an error.
+func indexState(actualRes []ResourceState) (map[string]*ResourceState, error) {
+	act := make(map[string]*ResourceState, len(actualRes))
+	for i := range actualRes {
+		r := &actualRes[i]
+		if _, dup := act[r.Address]; dup {
+			return nil, fmt.Errorf("plan: state lists %s twice", r.Address)
+		}
+		act[r.Address] = r
+	}
+	return act, nil
+}
+
+// indexStack maps the stack's instances by address and lists the addresses in
+// stack order. An address listed twice, or a depends_on naming an instance
+// that is not in the stack, is an error.
+func indexStack(desiredRes []*spec.Resource) (map[string]*spec.Resource, []string, error) {
+	des := make(map[string]*spec.Resource, len(desiredRes))
+	desAddrs := make([]string, 0, len(desiredRes))
+	for _, r := range desiredRes {
+		if r == nil {
+			continue
+		}
+		if _, dup := des[r.Address]; dup {
+			return nil, nil, fmt.Errorf("plan: stack lists %s twice", r.Address)
+		}
+		des[r.Address] = r
+		desAddrs = append(desAddrs, r.Address)
+	}
+	for _, addr := range desAddrs {
+		for _, d := range des[addr].DependsOn {
+			if _, ok := des[d]; !ok {
+				return nil, nil, fmt.Errorf("plan: %s depends on %s, which is not in the stack", addr, d)
+			}
+		}
+	}
+	return des, desAddrs, nil
+}
+
+// planDeletes plans the delete of each instance in delAddrs, ordered so that
+// an instance is deleted after the deleted instances that depended on it.
+// planned holds the changes of the desired instances.
+func planDeletes(delAddrs []string, act map[string]*ResourceState, actualRes []ResourceState, planned map[string]*Change) ([]Change, error) {
+	waits, delWaits := deleteWaits(delAddrs, actualRes, planned)
+	delOrder, err := topoSort(delAddrs, func(a string) []string { return delWaits[a] })
+	if err != nil {
+		return nil, err
+	}
+	deletes := make([]Change, 0, len(delOrder))
+	for _, addr := range delOrder {
+		r := act[addr]
+		deletes = append(deletes, Change{
+			Address:   addr,
+			Kind:      r.Kind,
+			Action:    Delete,
+			Before:    merge(r.Attrs, r.Computed),
+			DependsOn: sortedUnique(waits[addr]),
+			Sensitive: copyBools(r.Sensitive),
+		})
+	}
+	return deletes, nil
+}
+
+// deleteWaits works out what must happen before each instance in delAddrs is
+// deleted. waits[d] lists the deletes of the instances that depended on d, and
+// the updates and replaces of desired instances that depended on d when they
+// were last applied; delWaits[d] holds only the deletes.
+func deleteWaits(delAddrs []string, actualRes []ResourceState, planned map[string]*Change) (waits, delWaits map[string][]string) {
+	deleted := make(map[string]bool, len(delAddrs))
+	for _, a := range delAddrs {
+		deleted[a] = true
+	}
+	waits = make(map[string][]string)
+	delWaits = make(map[string][]string)
+	for _, r := range actualRes {
+		for _, d := range r.DependsOn {
+			if !deleted[d] || d == r.Address {
+				continue
+			}
+			if deleted[r.Address] {
+				waits[d] = append(waits[d], r.Address)
+				delWaits[d] = append(delWaits[d], r.Address)
+			} else if c := planned[r.Address]; c != nil && (c.Action == Update || c.Action == Replace) {
+				waits[d] = append(waits[d], r.Address)
+			}
+		}
+	}
+	return waits, delWaits
 }
 
 // planResource computes the change of one desired instance. planned holds the
