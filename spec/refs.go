@@ -55,98 +55,95 @@ var refRoots = "param., local., image., network., volume., server., port_forward
 // depends_on entries, which always make a dependency on whole instances.
 func (l *loader) checkRef(n *node, tr hcl.Traversal, e hcl.Expression, deps map[*node]bool, explicit bool) bool {
 	rng := tr.SourceRange()
-	root := tr.RootName()
-	attrName := func(i int) (string, bool) {
-		if len(tr) <= i {
-			return "", false
-		}
-		a, ok := tr[i].(hcl.TraverseAttr)
-		return a.Name, ok
-	}
-	counted := n.res != nil && n.res.count != nil
-	eached := n.res != nil && n.res.forEach != nil
-	switch root {
+	switch tr.RootName() {
 	case "param":
-		name, ok := attrName(1)
-		if !ok {
-			l.errorf(&rng, "Invalid reference", "Refer to a param by name, such as param.web_count.")
-			return false
-		}
-		if l.paramIdx[name] == nil {
-			l.errorf(&rng, "Reference to undeclared param", "No param named %q is declared.", name)
-			return false
-		}
-		return true
+		return l.checkRefToParam(tr, rng)
 	case "local":
-		name, ok := attrName(1)
-		if !ok {
-			l.errorf(&rng, "Invalid reference", "Refer to a local value by name, such as local.prefix.")
-			return false
-		}
-		t := l.nodes["local."+name]
-		if t == nil {
-			l.errorf(&rng, "Reference to undeclared local value", "No local value named %q is declared in a locals block.", name)
-			return false
-		}
-		deps[t] = true
-		return true
+		return l.checkRefToLocal(tr, rng, deps)
 	case "count":
-		if !counted {
-			l.errorf(&rng, "Reference to count outside a counted resource", "count.index is available only in a resource that sets count.")
-			return false
-		}
-		if name, ok := attrName(1); !ok || name != "index" {
-			l.errorf(&rng, "Invalid count reference", "The only attribute of count is count.index.")
-			return false
-		}
-		return true
+		return l.checkRefToCount(n, tr, rng)
 	case "each":
-		if !eached {
-			l.errorf(&rng, "Reference to each outside a for_each resource", "each.key and each.value are available only in a resource that sets for_each.")
-			return false
-		}
-		if name, ok := attrName(1); !ok || (name != "key" && name != "value") {
-			l.errorf(&rng, "Invalid each reference", "The attributes of each are each.key and each.value.")
-			return false
-		}
-		return true
+		return l.checkRefToEach(n, tr, rng)
 	}
-	ks, isKind := Schemas[root]
-	if !isKind {
-		l.errorf(&rng, "Reference to undeclared name", "%q is not something a template can refer to; references start with %s", root, refRoots)
-		return false
+	return l.checkRefToResource(n, tr, rng, e, deps, explicit)
+}
+
+// refAttr returns the name of step i of tr if that step is an attribute.
+func refAttr(tr hcl.Traversal, i int) (string, bool) {
+	if len(tr) <= i {
+		return "", false
 	}
-	name, ok := attrName(1)
+	a, ok := tr[i].(hcl.TraverseAttr)
+	return a.Name, ok
+}
+
+// checkRefToParam checks param.NAME.
+func (l *loader) checkRefToParam(tr hcl.Traversal, rng hcl.Range) bool {
+	name, ok := refAttr(tr, 1)
 	if !ok {
-		l.errorf(&rng, "Invalid reference", "Refer to a resource by kind and name, such as %s.NAME.", root)
+		l.errorf(&rng, "Invalid reference", "Refer to a param by name, such as param.web_count.")
 		return false
 	}
-	t := l.nodes[root+"."+name]
+	if l.paramIdx[name] == nil {
+		l.errorf(&rng, "Reference to undeclared param", "No param named %q is declared.", name)
+		return false
+	}
+	return true
+}
+
+// checkRefToLocal checks local.NAME, which makes a dependency on the local.
+func (l *loader) checkRefToLocal(tr hcl.Traversal, rng hcl.Range, deps map[*node]bool) bool {
+	name, ok := refAttr(tr, 1)
+	if !ok {
+		l.errorf(&rng, "Invalid reference", "Refer to a local value by name, such as local.prefix.")
+		return false
+	}
+	t := l.nodes["local."+name]
 	if t == nil {
-		l.errorf(&rng, "Reference to undeclared resource", "No %s named %q is declared.", root, name)
+		l.errorf(&rng, "Reference to undeclared local value", "No local value named %q is declared in a locals block.", name)
 		return false
 	}
-	multi := t.res.count != nil || t.res.forEach != nil
-	rest := tr[2:]
-	var key cty.Value
-	if multi && len(rest) > 0 {
-		switch s := rest[0].(type) {
-		case hcl.TraverseIndex:
-			key = s.Key
-			rest = rest[1:]
-		case hcl.TraverseAttr:
-			ex := "[0]"
-			if t.res.forEach != nil {
-				ex = `["KEY"]`
-			}
-			l.errorf(&rng, "Missing resource instance key", "%s sets count or for_each, so refer to one of its instances, such as %s%s.%s, or to all of them with %s[*].%s.", t.key, t.key, ex, s.Name, t.key, s.Name)
-			return false
-		}
-	} else if !multi && len(rest) > 0 {
-		if _, ok := rest[0].(hcl.TraverseIndex); ok {
-			l.errorf(&rng, "Unexpected resource instance key", "%s sets neither count nor for_each, so it has no instances to index; write %s.ATTRIBUTE.", t.key, t.key)
-			return false
-		}
+	deps[t] = true
+	return true
+}
+
+// checkRefToCount checks count.index, which only a counted resource has.
+func (l *loader) checkRefToCount(n *node, tr hcl.Traversal, rng hcl.Range) bool {
+	if n.res == nil || n.res.count == nil {
+		l.errorf(&rng, "Reference to count outside a counted resource", "count.index is available only in a resource that sets count.")
+		return false
+	}
+	if name, ok := refAttr(tr, 1); !ok || name != "index" {
+		l.errorf(&rng, "Invalid count reference", "The only attribute of count is count.index.")
+		return false
+	}
+	return true
+}
+
+// checkRefToEach checks each.key and each.value, which only a for_each
+// resource has.
+func (l *loader) checkRefToEach(n *node, tr hcl.Traversal, rng hcl.Range) bool {
+	if n.res == nil || n.res.forEach == nil {
+		l.errorf(&rng, "Reference to each outside a for_each resource", "each.key and each.value are available only in a resource that sets for_each.")
+		return false
+	}
+	if name, ok := refAttr(tr, 1); !ok || (name != "key" && name != "value") {
+		l.errorf(&rng, "Invalid each reference", "The attributes of each are each.key and each.value.")
+		return false
+	}
+	return true
+}
+
+// checkRefToResource checks KIND.NAME, KIND.NAME.ATTR and, for a counted or
+// for_each resource, KIND.NAME[KEY].ATTR, and records the dependency.
+func (l *loader) checkRefToResource(n *node, tr hcl.Traversal, rng hcl.Range, e hcl.Expression, deps map[*node]bool, explicit bool) bool {
+	t, ks := l.refTarget(tr, rng)
+	if t == nil {
+		return false
+	}
+	key, rest, ok := l.refInstanceKey(t, tr[2:], rng)
+	if !ok {
+		return false
 	}
 	if len(rest) > 0 {
 		if a, ok := rest[0].(hcl.TraverseAttr); ok && ks.Attr(a.Name) == nil {
@@ -154,16 +151,16 @@ func (l *loader) checkRef(n *node, tr hcl.Traversal, e hcl.Expression, deps map[
 			for _, as := range ks.Attrs {
 				names = append(names, as.Name)
 			}
-			l.errorf(&rng, "Unsupported attribute", "A %s has no attribute %q; it has %s.", root, a.Name, strings.Join(names, ", "))
+			l.errorf(&rng, "Unsupported attribute", "A %s has no attribute %q; it has %s.", tr.RootName(), a.Name, strings.Join(names, ", "))
 			return false
 		}
 	}
+	deps[t] = true
 	if t == n {
 		// a resource referring to itself is a cycle of one, reported by order()
-		deps[t] = true
 		return true
 	}
-	deps[t] = true
+	multi := t.res.count != nil || t.res.forEach != nil
 	switch {
 	case !multi:
 		n.fixedDeps[t.key] = true
@@ -175,6 +172,58 @@ func (l *loader) checkRef(n *node, tr hcl.Traversal, e hcl.Expression, deps map[
 		n.dynamicBlocks[t] = true
 	}
 	return true
+}
+
+// refTarget resolves the KIND.NAME a reference starts with to the declared
+// resource and its kind's schema; it reports an error and returns nil if there
+// is none.
+func (l *loader) refTarget(tr hcl.Traversal, rng hcl.Range) (*node, *KindSchema) {
+	root := tr.RootName()
+	ks, isKind := Schemas[root]
+	if !isKind {
+		l.errorf(&rng, "Reference to undeclared name", "%q is not something a template can refer to; references start with %s", root, refRoots)
+		return nil, nil
+	}
+	name, ok := refAttr(tr, 1)
+	if !ok {
+		l.errorf(&rng, "Invalid reference", "Refer to a resource by kind and name, such as %s.NAME.", root)
+		return nil, nil
+	}
+	t := l.nodes[root+"."+name]
+	if t == nil {
+		l.errorf(&rng, "Reference to undeclared resource", "No %s named %q is declared.", root, name)
+		return nil, nil
+	}
+	return t, ks
+}
+
+// refInstanceKey takes the instance key off rest, the steps of a reference
+// after KIND.NAME: a counted or for_each resource is referred to by instance
+// (or as a whole, with no further step), any other resource never is. key is
+// cty.NilVal when the reference names no instance.
+func (l *loader) refInstanceKey(t *node, rest hcl.Traversal, rng hcl.Range) (key cty.Value, after hcl.Traversal, ok bool) {
+	if len(rest) == 0 {
+		return cty.NilVal, rest, true
+	}
+	if t.res.count == nil && t.res.forEach == nil {
+		if _, ok := rest[0].(hcl.TraverseIndex); ok {
+			l.errorf(&rng, "Unexpected resource instance key", "%s sets neither count nor for_each, so it has no instances to index; write %s.ATTRIBUTE.", t.key, t.key)
+			return cty.NilVal, nil, false
+		}
+		return cty.NilVal, rest, true
+	}
+	switch s := rest[0].(type) {
+	case hcl.TraverseIndex:
+		return s.Key, rest[1:], true
+	case hcl.TraverseAttr:
+		ex := "[0]"
+		if t.res.forEach != nil {
+			ex = `["KEY"]`
+		}
+		l.errorf(&rng, "Missing resource instance key", "%s sets count or for_each, so refer to one of its instances, such as %s%s.%s, or to all of them with %s[*].%s.", t.key, t.key, ex, s.Name, t.key, s.Name)
+		return cty.NilVal, nil, false
+	}
+	return cty.NilVal, rest, true
 }
 
 // order returns the nodes in an order in which every node comes after those
