@@ -181,116 +181,154 @@ type instance struct {
 	vars map[string]cty.Value
 }
 
-func (l *loader) expand(n *node, ctx *hcl.EvalContext) ([]instance, cty.ValueMarks, bool) {
-	r := n.res
+// expand works out the instances of a resource node from its count or
+// for_each, or the one instance of a resource that sets neither; it also sets
+// n.mode. On an error (already reported) ok is false.
+func (l *loader) expand(n *node, ctx *hcl.EvalContext) (insts []instance, marks cty.ValueMarks, ok bool) {
 	switch {
-	case r.count != nil:
-		n.mode = modeCount
-		v, marks := unmarkDeep(l.eval(r.count.Expr, ctx))
-		subj := rangePtr(r.count.Expr.Range())
-		if hasErrMark(marks) {
-			return nil, nil, false
-		}
-		if !v.IsKnown() {
-			l.errorf(subj, "Invalid count argument", "The count value depends on attributes that are known only after apply; count must be known when planning.")
-			return nil, nil, false
-		}
-		if v.IsNull() {
-			l.errorf(subj, "Invalid count argument", "count must be a whole number, not null.")
-			return nil, nil, false
-		}
-		cv, err := convert.Convert(v, cty.Number)
-		if err != nil {
-			l.errorf(subj, "Invalid count argument", "count must be a whole number: %s.", err)
-			return nil, nil, false
-		}
-		f := cv.AsBigFloat()
-		if !f.IsInt() {
-			l.errorf(subj, "Invalid count argument", "count must be a whole number, not %s.", f.Text('f', -1))
-			return nil, nil, false
-		}
-		if f.Sign() < 0 {
-			l.errorf(subj, "Invalid count argument", "count must not be negative (it is %s).", f.Text('f', -1))
-			return nil, nil, false
-		}
-		c, acc := f.Int64()
-		if acc != big.Exact || c > maxCount {
-			l.errorf(subj, "Invalid count argument", "count %s is too large; the limit is %d instances per resource.", f.Text('f', -1), maxCount)
-			return nil, nil, false
-		}
-		n.count = int(c)
-		out := make([]instance, c)
-		for i := range out {
-			addr := n.key + "[" + strconv.Itoa(i) + "]"
-			out[i] = instance{key: i, addr: addr, vars: map[string]cty.Value{
-				"count": cty.ObjectVal(map[string]cty.Value{"index": cty.NumberIntVal(int64(i))}),
-			}}
-		}
-		return out, marks, true
-	case r.forEach != nil:
-		n.mode = modeForEach
-		raw := l.eval(r.forEach.Expr, ctx)
-		v, marks := unmarkDeep(raw)
-		subj := rangePtr(r.forEach.Expr.Range())
-		if hasErrMark(marks) {
-			return nil, nil, false
-		}
-		ty := v.Type()
-		if !v.IsKnown() || (ty.IsSetType() && !v.IsWhollyKnown()) {
-			l.errorf(subj, "Invalid for_each argument", "The for_each value depends on attributes that are known only after apply; its keys must be known when planning.")
-			return nil, nil, false
-		}
-		if v.IsNull() {
-			l.errorf(subj, "Invalid for_each argument", "for_each must be a map or a set of strings, not null.")
-			return nil, nil, false
-		}
-		type kv struct {
-			k string
-			v cty.Value
-		}
-		var items []kv
-		switch {
-		case ty.IsMapType() || ty.IsObjectType():
-			// keep the values' own marks (a sensitive value stays sensitive)
-			rv, _ := raw.Unmark()
-			for it := rv.ElementIterator(); it.Next(); {
-				k, e := it.Element()
-				items = append(items, kv{k.AsString(), e})
-			}
-		case ty.IsSetType() && ty.ElementType() == cty.String:
-			for it := v.ElementIterator(); it.Next(); {
-				_, e := it.Element()
-				if e.IsNull() {
-					l.errorf(subj, "Invalid for_each argument", "A for_each set must not hold null.")
-					return nil, nil, false
-				}
-				items = append(items, kv{e.AsString(), e})
-			}
-		default:
-			hint := ""
-			if ty.IsListType() || ty.IsTupleType() {
-				hint = " Convert a list with toset(...)."
-			}
-			l.errorf(subj, "Invalid for_each argument", "for_each must be a map or a set of strings, not %s.%s", ty.FriendlyName(), hint)
-			return nil, nil, false
-		}
-		sort.Slice(items, func(i, j int) bool { return items[i].k < items[j].k })
-		out := make([]instance, 0, len(items))
-		n.instKeys = map[string]bool{}
-		for _, it := range items {
-			if !forEachKeyRe.MatchString(it.k) {
-				l.errorf(subj, "Invalid for_each key", "The key %q is not valid: keys become part of names on the host, so use letters, digits, '_', '-' and '.', starting with a letter or digit.", it.k)
-				continue
-			}
-			n.instKeys[it.k] = true
-			out = append(out, instance{key: it.k, addr: n.key + "[" + quote(it.k) + "]", vars: map[string]cty.Value{
-				"each": cty.ObjectVal(map[string]cty.Value{"key": cty.StringVal(it.k), "value": it.v}),
-			}})
-		}
-		return out, marks, true
+	case n.res.count != nil:
+		return l.expandCount(n, ctx)
+	case n.res.forEach != nil:
+		return l.expandForEach(n, ctx)
 	}
 	n.mode = modeSingle
 	return []instance{{addr: n.key}}, nil, true
+}
+
+// expandCount makes instances 0 to count-1, each with count.index.
+func (l *loader) expandCount(n *node, ctx *hcl.EvalContext) ([]instance, cty.ValueMarks, bool) {
+	n.mode = modeCount
+	expr := n.res.count.Expr
+	v, marks := unmarkDeep(l.eval(expr, ctx))
+	if hasErrMark(marks) {
+		return nil, nil, false
+	}
+	c, ok := l.countValue(v, rangePtr(expr.Range()))
+	if !ok {
+		return nil, nil, false
+	}
+	n.count = c
+	out := make([]instance, c)
+	for i := range out {
+		addr := n.key + "[" + strconv.Itoa(i) + "]"
+		out[i] = instance{key: i, addr: addr, vars: map[string]cty.Value{
+			"count": cty.ObjectVal(map[string]cty.Value{"index": cty.NumberIntVal(int64(i))}),
+		}}
+	}
+	return out, marks, true
+}
+
+// countValue checks that the value of count is a known whole number from 0 to
+// maxCount, and reports at subj why it is not.
+func (l *loader) countValue(v cty.Value, subj *hcl.Range) (int, bool) {
+	if !v.IsKnown() {
+		l.errorf(subj, "Invalid count argument", "The count value depends on attributes that are known only after apply; count must be known when planning.")
+		return 0, false
+	}
+	if v.IsNull() {
+		l.errorf(subj, "Invalid count argument", "count must be a whole number, not null.")
+		return 0, false
+	}
+	cv, err := convert.Convert(v, cty.Number)
+	if err != nil {
+		l.errorf(subj, "Invalid count argument", "count must be a whole number: %s.", err)
+		return 0, false
+	}
+	f := cv.AsBigFloat()
+	if !f.IsInt() {
+		l.errorf(subj, "Invalid count argument", "count must be a whole number, not %s.", f.Text('f', -1))
+		return 0, false
+	}
+	if f.Sign() < 0 {
+		l.errorf(subj, "Invalid count argument", "count must not be negative (it is %s).", f.Text('f', -1))
+		return 0, false
+	}
+	c, acc := f.Int64()
+	if acc != big.Exact || c > maxCount {
+		l.errorf(subj, "Invalid count argument", "count %s is too large; the limit is %d instances per resource.", f.Text('f', -1), maxCount)
+		return 0, false
+	}
+	return int(c), true
+}
+
+// forEachItem is one key of a for_each value and the value each.value takes.
+type forEachItem struct {
+	key   string
+	value cty.Value
+}
+
+// expandForEach makes one instance per for_each key, in key order, each with
+// each.key and each.value. A key that is not valid is reported and skipped.
+func (l *loader) expandForEach(n *node, ctx *hcl.EvalContext) ([]instance, cty.ValueMarks, bool) {
+	n.mode = modeForEach
+	expr := n.res.forEach.Expr
+	raw := l.eval(expr, ctx)
+	v, marks := unmarkDeep(raw)
+	if hasErrMark(marks) {
+		return nil, nil, false
+	}
+	subj := rangePtr(expr.Range())
+	items, ok := l.forEachItems(raw, v, subj)
+	if !ok {
+		return nil, nil, false
+	}
+	out := make([]instance, 0, len(items))
+	n.instKeys = map[string]bool{}
+	for _, it := range items {
+		if !forEachKeyRe.MatchString(it.key) {
+			l.errorf(subj, "Invalid for_each key", "The key %q is not valid: keys become part of names on the host, so use letters, digits, '_', '-' and '.', starting with a letter or digit.", it.key)
+			continue
+		}
+		n.instKeys[it.key] = true
+		out = append(out, instance{key: it.key, addr: n.key + "[" + quote(it.key) + "]", vars: map[string]cty.Value{
+			"each": cty.ObjectVal(map[string]cty.Value{"key": cty.StringVal(it.key), "value": it.value}),
+		}})
+	}
+	return out, marks, true
+}
+
+// forEachItems lists the keys and values of a for_each value, sorted by key:
+// a map or object, or a set of strings whose values are the keys. raw is the
+// value as evaluated, v the same without marks. It reports at subj why the
+// value is neither.
+func (l *loader) forEachItems(raw, v cty.Value, subj *hcl.Range) ([]forEachItem, bool) {
+	ty := v.Type()
+	if !v.IsKnown() || (ty.IsSetType() && !v.IsWhollyKnown()) {
+		l.errorf(subj, "Invalid for_each argument", "The for_each value depends on attributes that are known only after apply; its keys must be known when planning.")
+		return nil, false
+	}
+	if v.IsNull() {
+		l.errorf(subj, "Invalid for_each argument", "for_each must be a map or a set of strings, not null.")
+		return nil, false
+	}
+	var items []forEachItem
+	switch {
+	case ty.IsMapType() || ty.IsObjectType():
+		// keep the values' own marks (a sensitive value stays sensitive)
+		rv, _ := raw.Unmark()
+		for it := rv.ElementIterator(); it.Next(); {
+			k, e := it.Element()
+			items = append(items, forEachItem{k.AsString(), e})
+		}
+	case ty.IsSetType() && ty.ElementType() == cty.String:
+		for it := v.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.IsNull() {
+				l.errorf(subj, "Invalid for_each argument", "A for_each set must not hold null.")
+				return nil, false
+			}
+			items = append(items, forEachItem{e.AsString(), e})
+		}
+	default:
+		hint := ""
+		if ty.IsListType() || ty.IsTupleType() {
+			hint = " Convert a list with toset(...)."
+		}
+		l.errorf(subj, "Invalid for_each argument", "for_each must be a map or a set of strings, not %s.%s", ty.FriendlyName(), hint)
+		return nil, false
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].key < items[j].key })
+	return items, true
 }
 
 func (l *loader) evalResource(n *node, ctx *hcl.EvalContext) {
