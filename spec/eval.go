@@ -413,6 +413,9 @@ func (s *instState) collect(attr string, marks cty.ValueMarks) {
 	}
 }
 
+// evalInstance evaluates one instance of a resource node: it appends the
+// instance's Resource to l.instances and returns the object that references
+// to the instance see.
 func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMarks cty.ValueMarks) cty.Value {
 	r := n.res
 	ks := Schemas[n.kind]
@@ -433,30 +436,7 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 		if as.Computed || nestedBlockAttr(n.kind, as.Name) {
 			continue
 		}
-		ty := schemaType(as.Type)
-		v := cty.NullVal(ty)
-		var marks cty.ValueMarks
-		if a := r.attrs[as.Name]; a != nil {
-			raw := l.eval(a.Expr, ctx)
-			l.checkRefKinds(n, in.addr, as.Name, raw, a)
-			var uv cty.Value
-			uv, marks = unmarkDeep(raw)
-			switch {
-			case hasErrMark(marks):
-				v = cty.UnknownVal(ty)
-			default:
-				cv, cm := l.convertAttr(n.kind, &as, a, uv, ctx).Unmark()
-				v = cv
-				if hasErrMark(cm) {
-					marks = cty.NewValueMarks(errMark{}) // the error replaces the value
-				} else if v.IsWhollyKnown() && !v.IsNull() {
-					l.checkAttr(n, in.addr, as.Name, v, a)
-				}
-			}
-		}
-		if v.IsNull() && as.Default != nil {
-			v, _ = convert.Convert(fromGo(as.Default), ty)
-		}
+		v, marks := l.evalAttr(n, in.addr, &as, ctx)
 		if !v.IsNull() {
 			res.Attrs[as.Name] = toGo(v)
 			vals[as.Name] = v
@@ -471,48 +451,95 @@ func (l *loader) evalInstance(n *node, in instance, ctx *hcl.EvalContext, metaMa
 	if n.kind == KindPortForward {
 		l.checkPort(in.addr, r, vals)
 	}
-	// computed attributes: derived when they can be known now, else from
-	// Prior, else unknown
 	prior := l.opts.Prior[in.addr]
 	for _, as := range ks.Attrs {
 		if !as.Computed {
 			continue
 		}
-		ty := schemaType(as.Type)
-		v := l.derived(n, in.addr, as.Name, vals, res)
-		if v == cty.NilVal {
-			if pv, ok := prior[as.Name]; ok {
-				if cv, err := convert.Convert(fromGo(pv), ty); err == nil {
-					v = cv
-				}
-			}
-		}
-		if v == cty.NilVal {
-			v = cty.UnknownVal(ty)
-		}
+		v := l.computedValue(n, in.addr, &as, vals, res, prior)
 		res.Computed[as.Name] = toGo(v)
 		obj[as.Name] = v.WithMarks(cty.NewValueMarks(dep, refMark{block: n.key, addr: in.addr, attr: as.Name}))
 	}
-	// dependencies
+	st.recordDeps(n, in.addr)
+	l.instances = append(l.instances, res)
+	return cty.ObjectVal(obj)
+}
+
+// evalAttr evaluates one configured attribute of an instance: its expression
+// converted to the schema's type and checked, else the schema's default, else
+// null. The marks say what the value was derived from; an error mark means the
+// value is unknown because of an error already reported.
+func (l *loader) evalAttr(n *node, addr string, as *AttrSchema, ctx *hcl.EvalContext) (cty.Value, cty.ValueMarks) {
+	ty := schemaType(as.Type)
+	v := cty.NullVal(ty)
+	var marks cty.ValueMarks
+	if a := n.res.attrs[as.Name]; a != nil {
+		raw := l.eval(a.Expr, ctx)
+		l.checkRefKinds(n, addr, as.Name, raw, a)
+		var uv cty.Value
+		uv, marks = unmarkDeep(raw)
+		switch {
+		case hasErrMark(marks):
+			v = cty.UnknownVal(ty)
+		default:
+			cv, cm := l.convertAttr(n.kind, as, a, uv, ctx).Unmark()
+			v = cv
+			if hasErrMark(cm) {
+				marks = cty.NewValueMarks(errMark{}) // the error replaces the value
+			} else if v.IsWhollyKnown() && !v.IsNull() {
+				l.checkAttr(n, addr, as.Name, v, a)
+			}
+		}
+	}
+	if v.IsNull() && as.Default != nil {
+		v, _ = convert.Convert(fromGo(as.Default), ty)
+	}
+	return v, marks
+}
+
+// computedValue is a computed attribute of an instance: derived when it can be
+// known now, else the value in prior (the instance's last applied computed
+// attributes), else unknown.
+func (l *loader) computedValue(n *node, addr string, as *AttrSchema, vals map[string]cty.Value, res *Resource, prior map[string]any) cty.Value {
+	ty := schemaType(as.Type)
+	v := l.derived(n, addr, as.Name, vals, res)
+	if v == cty.NilVal {
+		if pv, ok := prior[as.Name]; ok {
+			if cv, err := convert.Convert(fromGo(pv), ty); err == nil {
+				v = cv
+			}
+		}
+	}
+	if v == cty.NilVal {
+		v = cty.UnknownVal(ty)
+	}
+	return v
+}
+
+// recordDeps writes the instance's dependencies into its Resource: every
+// instance its values were derived from; every instance of a block it
+// depends_on as a whole, or refers to without a constant key when none of its
+// values was derived from that block; and the computed attributes each of its
+// attributes refers to. addr is the instance's own address, never a
+// dependency.
+func (s *instState) recordDeps(n *node, addr string) {
 	for b := range n.dynamicBlocks {
-		if !st.blocks[b.key] {
+		if !s.blocks[b.key] {
 			for _, a := range b.instAddrs {
-				st.deps[a] = true
+				s.deps[a] = true
 			}
 		}
 	}
 	for b := range n.allBlocks {
 		for _, a := range b.instAddrs {
-			st.deps[a] = true
+			s.deps[a] = true
 		}
 	}
-	delete(st.deps, in.addr)
-	res.DependsOn = sortedKeys(st.deps)
-	for attr, refs := range st.refs {
-		res.AttrRefs[attr] = sortedKeys(refs)
+	delete(s.deps, addr)
+	s.res.DependsOn = sortedKeys(s.deps)
+	for attr, refs := range s.refs {
+		s.res.AttrRefs[attr] = sortedKeys(refs)
 	}
-	l.instances = append(l.instances, res)
-	return cty.ObjectVal(obj)
 }
 
 // derived returns a computed attribute that is known before apply, or NilVal.
