@@ -92,15 +92,7 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("raftstore: NodeID is required")
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = hclog.NewNullLogger()
-	}
-	if cfg.ApplyTimeout == 0 {
-		cfg.ApplyTimeout = 10 * time.Second
-	}
-	if cfg.MaxAppendEntries == 0 {
-		cfg.MaxAppendEntries = 256
-	}
+	cfg = cfg.withDefaults()
 	s := &Store{
 		cfg:       cfg,
 		log:       cfg.Logger.Named("raftstore"),
@@ -116,6 +108,76 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}()
 
+	rc := raftConfig(cfg)
+	notify := make(chan bool, 8)
+	rc.NotifyCh = notify
+
+	var stores raftStores
+	if cfg.InMemory {
+		mem := raft.NewInmemStore()
+		stores = raftStores{logs: mem, stable: mem, snaps: raft.NewInmemSnapshotStore()}
+	} else {
+		var restored bool
+		var err error
+		stores, restored, err = s.openDiskStores()
+		if err != nil {
+			return nil, err
+		}
+		// The newest snapshot is in the FSM already.
+		rc.NoSnapshotRestoreOnStart = restored
+	}
+
+	trans, err := s.openTransport()
+	if err != nil {
+		return nil, err
+	}
+	s.transport = trans
+
+	if cfg.Bootstrap {
+		if err := bootstrapIfNew(rc, stores, trans); err != nil {
+			return nil, err
+		}
+	}
+
+	r, err := raft.NewRaft(rc, s.fsm, stores.logs, stores.stable, stores.snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	s.raft = r
+	s.startIndex = lastFSMEntry(stores.logs)
+	go s.forwardLeadership(notify)
+	go s.groupCommit()
+	if !cfg.InMemory {
+		go s.markWhenStateful()
+	}
+	ok = true
+	return s, nil
+}
+
+// raftStores are the three stores raft keeps its state in.
+type raftStores struct {
+	logs   raft.LogStore
+	stable raft.StableStore
+	snaps  raft.SnapshotStore
+}
+
+// withDefaults fills the fields of cfg that are zero and have a default.
+func (cfg Config) withDefaults() Config {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if cfg.MaxAppendEntries == 0 {
+		cfg.MaxAppendEntries = 256
+	}
+	return cfg
+}
+
+// raftConfig is hashicorp/raft's configuration for cfg: raft's defaults,
+// overridden by the timeouts and thresholds that cfg sets.
+func raftConfig(cfg Config) *raft.Config {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = cfg.Logger.Named("raft")
@@ -139,133 +201,148 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.SnapshotInterval > 0 {
 		rc.SnapshotInterval = cfg.SnapshotInterval
 	}
-	notify := make(chan bool, 8)
-	rc.NotifyCh = notify
+	return rc
+}
 
-	var (
-		logs   raft.LogStore
-		stable raft.StableStore
-		snaps  raft.SnapshotStore
-	)
-	if cfg.InMemory {
-		mem := raft.NewInmemStore()
-		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
-	} else {
-		if cfg.DataDir == "" {
-			return nil, errors.New("raftstore: DataDir is required")
-		}
-		if err := os.MkdirAll(cfg.DataDir, DirMode); err != nil {
-			return nil, fmt.Errorf("raftstore: data dir: %w", err)
-		}
-		if err := TightenIn(cfg.DataDir, "raft.db", MarkerFile, "snapshots"); err != nil {
-			return nil, fmt.Errorf("raftstore: data dir permissions: %w", err)
-		}
-		// A restore interrupted by a crash leaves its spooled file behind.
-		if old, _ := filepath.Glob(filepath.Join(cfg.DataDir, "restore-*.tmp")); len(old) > 0 {
-			for _, f := range old {
-				os.Remove(f)
-			}
-		}
-		dbPath := filepath.Join(cfg.DataDir, "raft.db")
-		if err := checkBoltFile(dbPath); err != nil {
-			return nil, fmt.Errorf("raftstore: %w", err)
-		}
-		// NoSync stays false: every append is fsynced before it is
-		// acknowledged. The freelist is rebuilt at open instead of written at
-		// every commit (as Consul does): less to write per append.
-		var bolt *raftboltdb.BoltStore
-		err := guard(func() error {
-			var err error
-			bolt, err = raftboltdb.New(raftboltdb.Options{
-				Path: dbPath,
-				BoltOptions: &bbolt.Options{
-					Timeout:        time.Second, // a second process on the same dir fails instead of hanging
-					NoFreelistSync: true,
-					FreelistType:   bbolt.FreelistMapType,
-				},
-			})
-			return err
-		})
-		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("raftstore: %w: %s", ErrDataDirLocked, cfg.DataDir)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: open log store: %w", err)
-		}
-		s.closers = append(s.closers, bolt)
-		stable = bolt
-		cache, err := raft.NewLogCache(512, bolt)
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: log cache: %w", err)
-		}
-		logs = cache
-		fs, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger.Named("snapshot"))
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
-		}
-		snapDir := filepath.Join(cfg.DataDir, "snapshots")
-		if err := Tighten(snapDir); err != nil {
-			return nil, fmt.Errorf("raftstore: snapshots permissions: %w", err)
-		}
-		snaps = &privateSnapshots{FileSnapshotStore: fs, dir: snapDir}
-		restored, err := checkState(cfg, bolt, bolt, snaps, s.fsm)
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: %w", err)
-		}
-		// The newest snapshot is in the FSM already.
-		rc.NoSnapshotRestoreOnStart = restored
+// openDiskStores opens the log, stable and snapshot stores in the data
+// directory and checks them (see checkState), restoring the newest snapshot
+// into the FSM; restored says whether it did. The log store is added to
+// s.closers.
+func (s *Store) openDiskStores() (stores raftStores, restored bool, err error) {
+	cfg := s.cfg
+	if err := prepareDataDir(cfg.DataDir); err != nil {
+		return raftStores{}, false, err
 	}
-
-	trans := cfg.Transport
-	if trans == nil {
-		if cfg.RaftAddr == "" {
-			return nil, errors.New("raftstore: RaftAddr is required")
-		}
-		adv := cfg.AdvertiseAddr
-		if adv == "" {
-			adv = cfg.RaftAddr
-		}
-		advAddr, err := net.ResolveTCPAddr("tcp", adv)
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: advertise address %s: %w", adv, err)
-		}
-		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advAddr, 5, 10*time.Second, cfg.Logger.Named("transport"))
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: transport: %w", err)
-		}
-		trans = tcp
-		s.closers = append(s.closers, tcp)
-	}
-	s.transport = trans
-
-	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(logs, stable, snaps)
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: read state: %w", err)
-		}
-		if !has {
-			conf := raft.Configuration{Servers: []raft.Server{{
-				Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
-			}}}
-			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, conf); err != nil {
-				return nil, fmt.Errorf("raftstore: bootstrap: %w", err)
-			}
-		}
-	}
-
-	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
+	bolt, err := openBolt(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("raftstore: start raft: %w", err)
+		return raftStores{}, false, err
 	}
-	s.raft = r
-	s.startIndex = lastFSMEntry(logs)
-	go s.forwardLeadership(notify)
-	go s.groupCommit()
-	if !cfg.InMemory {
-		go s.markWhenStateful()
+	s.closers = append(s.closers, bolt)
+	cache, err := raft.NewLogCache(512, bolt)
+	if err != nil {
+		return raftStores{}, false, fmt.Errorf("raftstore: log cache: %w", err)
 	}
-	ok = true
-	return s, nil
+	snaps, err := openSnapshots(cfg.DataDir, cfg.Logger)
+	if err != nil {
+		return raftStores{}, false, err
+	}
+	restored, err = checkState(cfg, bolt, bolt, snaps, s.fsm)
+	if err != nil {
+		return raftStores{}, false, fmt.Errorf("raftstore: %w", err)
+	}
+	return raftStores{logs: cache, stable: bolt, snaps: snaps}, restored, nil
+}
+
+// prepareDataDir makes the data directory, tightens the permissions of what
+// it holds and removes the spool files of interrupted restores.
+func prepareDataDir(dir string) error {
+	if dir == "" {
+		return errors.New("raftstore: DataDir is required")
+	}
+	if err := os.MkdirAll(dir, DirMode); err != nil {
+		return fmt.Errorf("raftstore: data dir: %w", err)
+	}
+	if err := TightenIn(dir, "raft.db", MarkerFile, "snapshots"); err != nil {
+		return fmt.Errorf("raftstore: data dir permissions: %w", err)
+	}
+	// A restore interrupted by a crash leaves its spooled file behind.
+	if old, _ := filepath.Glob(filepath.Join(dir, "restore-*.tmp")); len(old) > 0 {
+		for _, f := range old {
+			os.Remove(f)
+		}
+	}
+	return nil
+}
+
+// openBolt checks and opens raft.db in dir, the log and stable store. A
+// second process on the same directory gets ErrDataDirLocked.
+func openBolt(dir string) (*raftboltdb.BoltStore, error) {
+	dbPath := filepath.Join(dir, "raft.db")
+	if err := checkBoltFile(dbPath); err != nil {
+		return nil, fmt.Errorf("raftstore: %w", err)
+	}
+	// NoSync stays false: every append is fsynced before it is
+	// acknowledged. The freelist is rebuilt at open instead of written at
+	// every commit (as Consul does): less to write per append.
+	var bolt *raftboltdb.BoltStore
+	err := guard(func() error {
+		var err error
+		bolt, err = raftboltdb.New(raftboltdb.Options{
+			Path: dbPath,
+			BoltOptions: &bbolt.Options{
+				Timeout:        time.Second, // a second process on the same dir fails instead of hanging
+				NoFreelistSync: true,
+				FreelistType:   bbolt.FreelistMapType,
+			},
+		})
+		return err
+	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("raftstore: %w: %s", ErrDataDirLocked, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open log store: %w", err)
+	}
+	return bolt, nil
+}
+
+// openSnapshots opens the snapshot store in dir/snapshots, keeping two
+// snapshots, with permissions tightened.
+func openSnapshots(dir string, logger hclog.Logger) (*privateSnapshots, error) {
+	fs, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger.Named("snapshot"))
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: snapshot store: %w", err)
+	}
+	snapDir := filepath.Join(dir, "snapshots")
+	if err := Tighten(snapDir); err != nil {
+		return nil, fmt.Errorf("raftstore: snapshots permissions: %w", err)
+	}
+	return &privateSnapshots{FileSnapshotStore: fs, dir: snapDir}, nil
+}
+
+// openTransport returns cfg.Transport, or else a TCP transport bound to
+// RaftAddr and advertising AdvertiseAddr (added to s.closers).
+func (s *Store) openTransport() (raft.Transport, error) {
+	cfg := s.cfg
+	if cfg.Transport != nil {
+		return cfg.Transport, nil
+	}
+	if cfg.RaftAddr == "" {
+		return nil, errors.New("raftstore: RaftAddr is required")
+	}
+	adv := cfg.AdvertiseAddr
+	if adv == "" {
+		adv = cfg.RaftAddr
+	}
+	advAddr, err := net.ResolveTCPAddr("tcp", adv)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: advertise address %s: %w", adv, err)
+	}
+	tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, advAddr, 5, 10*time.Second, cfg.Logger.Named("transport"))
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: transport: %w", err)
+	}
+	s.closers = append(s.closers, tcp)
+	return tcp, nil
+}
+
+// bootstrapIfNew makes a cluster with this node as its only voter, unless
+// the stores hold raft state already.
+func bootstrapIfNew(rc *raft.Config, stores raftStores, trans raft.Transport) error {
+	has, err := raft.HasExistingState(stores.logs, stores.stable, stores.snaps)
+	if err != nil {
+		return fmt.Errorf("raftstore: read state: %w", err)
+	}
+	if has {
+		return nil
+	}
+	conf := raft.Configuration{Servers: []raft.Server{{
+		Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
+	}}}
+	if err := raft.BootstrapCluster(rc, stores.logs, stores.stable, stores.snaps, trans, conf); err != nil {
+		return fmt.Errorf("raftstore: bootstrap: %w", err)
+	}
+	return nil
 }
 
 // Ready reports whether the state has caught up with what this node had on

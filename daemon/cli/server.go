@@ -64,29 +64,47 @@ Options:
 	run: runServer,
 }
 
+// serverOptions are the options of kiln server.
+type serverOptions struct {
+	dataDir, httpAddr, raftAddr, join string
+	bootstrap, withAgent, recoverLog  bool
+	accelMode                         string
+	ratios                            ratioFlags
+	policy                            policyFlags
+	parallelism, maxPlans, maxConns   int
+	evalTimeout                       time.Duration
+	leave                             bool
+	logLevel                          string
+	// Test-only: the in-memory driver for the -agent (never a default).
+	driver   string
+	memDelay time.Duration
+}
+
+func (f *serverOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.dataDir, "data-dir", "", "")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:4646", "")
+	fs.StringVar(&f.raftAddr, "raft-addr", "", "")
+	fs.BoolVar(&f.bootstrap, "bootstrap", false, "")
+	fs.StringVar(&f.join, "join", "", "")
+	fs.BoolVar(&f.withAgent, "agent", false, "")
+	fs.BoolVar(&f.recoverLog, "recover", false, "")
+	fs.StringVar(&f.accelMode, "accel", "auto", "")
+	f.ratios.register(fs)
+	f.policy.register(fs)
+	fs.IntVar(&f.parallelism, "parallelism", 16, "")
+	fs.DurationVar(&f.evalTimeout, "eval-timeout", 10*time.Second, "")
+	fs.IntVar(&f.maxPlans, "max-plans", 4, "")
+	fs.IntVar(&f.maxConns, "max-connections", 1024, "")
+	fs.BoolVar(&f.leave, "leave-on-shutdown", true, "")
+	fs.StringVar(&f.logLevel, "log-level", "info", "")
+	fs.StringVar(&f.driver, "agent-driver", "", "")
+	fs.DurationVar(&f.memDelay, "memory-delay", 0, "")
+}
+
 func runServer(e *Env, c *command, args []string) int {
 	fs := newFlagSet(c.name)
-	dataDir := fs.String("data-dir", "", "")
-	httpAddr := fs.String("http-addr", "127.0.0.1:4646", "")
-	raftAddr := fs.String("raft-addr", "", "")
-	bootstrap := fs.Bool("bootstrap", false, "")
-	join := fs.String("join", "", "")
-	withAgent := fs.Bool("agent", false, "")
-	recoverLog := fs.Bool("recover", false, "")
-	accelMode := fs.String("accel", "auto", "")
-	var ratios ratioFlags
-	ratios.register(fs)
-	var policy policyFlags
-	policy.register(fs)
-	parallelism := fs.Int("parallelism", 16, "")
-	evalTimeout := fs.Duration("eval-timeout", 10*time.Second, "")
-	maxPlans := fs.Int("max-plans", 4, "")
-	maxConns := fs.Int("max-connections", 1024, "")
-	leave := fs.Bool("leave-on-shutdown", true, "")
-	logLevel := fs.String("log-level", "info", "")
-	// Test-only: the in-memory driver for the -agent (never a default).
-	driver := fs.String("agent-driver", "", "")
-	memDelay := fs.Duration("memory-delay", 0, "")
+	var f serverOptions
+	f.register(fs)
 	pos, code, ok := e.parseArgs(c, fs, args)
 	if !ok {
 		return code
@@ -94,69 +112,24 @@ func runServer(e *Env, c *command, args []string) int {
 	if !e.wantArgs(c, pos, 0) {
 		return ExitError
 	}
-	if *evalTimeout <= 0 || *maxPlans <= 0 || *maxConns <= 0 {
-		fmt.Fprintf(e.Stderr, "kiln server: -eval-timeout, -max-plans and -max-connections must be above 0\n")
+	if !f.valid(e, c, fs) {
 		return ExitError
 	}
-	if *dataDir == "" || *raftAddr == "" {
-		fmt.Fprintf(e.Stderr, "kiln server: -data-dir and -raft-addr are required\n\n%s", c.usage)
-		return ExitError
-	}
-	if *bootstrap && *join != "" {
-		fmt.Fprintf(e.Stderr, "kiln server: -bootstrap and -join exclude each other\n")
-		return ExitError
-	}
-	if !*withAgent {
-		var agentOnly []string
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name == "cpu-ratio" || f.Name == "memory-ratio" || slices.Contains(policyFlagNames, f.Name) {
-				agentOnly = append(agentOnly, "-"+f.Name)
-			}
-		})
-		if len(agentOnly) > 0 {
-			need := "needs"
-			if len(agentOnly) > 1 {
-				need = "need"
-			}
-			why := "the allocation ratios are the agent's"
-			if slices.Contains(policyFlagNames, agentOnly[0][1:]) {
-				why = "the host policy is the agent's"
-			}
-			fmt.Fprintf(e.Stderr, "kiln server: %s %s -agent (%s)\n", strings.Join(agentOnly, " and "), need, why)
-			return ExitError
-		}
-	} else if err := ratios.check(); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
-		return ExitError
-	}
-	dir := e.abs(*dataDir)
-	log, err := e.logger(*logLevel)
+	dir := e.abs(f.dataDir)
+	log, err := e.logger(f.logLevel)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
 		return ExitError
 	}
 	var drivers agent.Drivers
-	if *withAgent {
-		hostPolicy, err := policy.policy()
-		if err != nil {
-			fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
-			return ExitError
-		}
-		// The server's ports are never forwarded (the HTTP port again
-		// once it listens, in case it was :0).
-		hostPolicy.ReservedPorts = portsOf(*httpAddr, *raftAddr)
-		drivers, err = agentDrivers(filepath.Join(dir, "agent"), *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log.With("role", "agent"), Policy: hostPolicy})
+	if f.withAgent {
+		drivers, err = f.agentDrivers(dir, log)
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
 			return ExitError
 		}
 	}
-	srv, err := server.New(server.Config{
-		DataDir: dir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr, Bootstrap: *bootstrap,
-		Join: *join, JoinToken: e.getenv(envToken), Parallelism: *parallelism,
-		LeaveOnShutdown: *leave, Logger: log, Recover: *recoverLog,
-		EvalTimeout: *evalTimeout, MaxConcurrentPlans: *maxPlans, MaxConnections: *maxConns,
-	})
+	srv, err := server.New(f.serverConfig(dir, log, e.getenv(envToken)))
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
 		return ExitError
@@ -167,24 +140,10 @@ func runServer(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
 		return ExitError
 	}
-	log.Info("kiln server running", "http", srv.Addr(), "raft", *raftAddr, "node", srv.NodeID())
+	log.Info("kiln server running", "http", srv.Addr(), "raft", f.raftAddr, "node", srv.NodeID())
 	agentDone := make(chan error, 1)
-	if *withAgent {
-		agent.ReserveHostPorts(drivers, portsOf(srv.Addr())...)
-		tok := srv.ManagementToken()
-		if tok == "" {
-			tok = e.getenv(envToken)
-		}
-		cl, err := client.New(client.Config{Addr: srv.Addr(), Token: tok})
-		if err == nil {
-			var a *agent.Agent
-			a, err = agent.New(agent.Config{DataDir: filepath.Join(dir, "agent"), Client: cl, Drivers: drivers,
-				CPURatio: ratios.cpu, MemoryRatio: ratios.memory, Logger: log.With("role", "agent")})
-			if err == nil {
-				go func() { agentDone <- a.Run(ctx) }()
-			}
-		}
-		if err != nil {
+	if f.withAgent {
+		if err := f.startAgent(ctx, e, srv, dir, drivers, log, agentDone); err != nil {
 			fmt.Fprintf(e.Stderr, "kiln server: agent: %v\n", err)
 			srv.Shutdown(context.Background())
 			return ExitError
@@ -193,6 +152,108 @@ func runServer(e *Env, c *command, args []string) int {
 		agentDone <- nil
 	}
 	<-ctx.Done()
+	return shutdownServer(e, log, srv, agentDone)
+}
+
+// valid says whether the options can run a server, and if not writes why
+// to e.Stderr.
+func (f *serverOptions) valid(e *Env, c *command, fs *flag.FlagSet) bool {
+	if f.evalTimeout <= 0 || f.maxPlans <= 0 || f.maxConns <= 0 {
+		fmt.Fprintf(e.Stderr, "kiln server: -eval-timeout, -max-plans and -max-connections must be above 0\n")
+		return false
+	}
+	if f.dataDir == "" || f.raftAddr == "" {
+		fmt.Fprintf(e.Stderr, "kiln server: -data-dir and -raft-addr are required\n\n%s", c.usage)
+		return false
+	}
+	if f.bootstrap && f.join != "" {
+		fmt.Fprintf(e.Stderr, "kiln server: -bootstrap and -join exclude each other\n")
+		return false
+	}
+	if !f.withAgent {
+		if msg := agentOnlyFlags(fs); msg != "" {
+			fmt.Fprintf(e.Stderr, "kiln server: %s\n", msg)
+			return false
+		}
+	} else if err := f.ratios.check(); err != nil {
+		fmt.Fprintf(e.Stderr, "kiln server: -agent: %v\n", err)
+		return false
+	}
+	return true
+}
+
+// agentOnlyFlags says which of the flags set on fs only an -agent takes,
+// and why; "" when there are none.
+func agentOnlyFlags(fs *flag.FlagSet) string {
+	var agentOnly []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "cpu-ratio" || f.Name == "memory-ratio" || slices.Contains(policyFlagNames, f.Name) {
+			agentOnly = append(agentOnly, "-"+f.Name)
+		}
+	})
+	if len(agentOnly) == 0 {
+		return ""
+	}
+	need := "needs"
+	if len(agentOnly) > 1 {
+		need = "need"
+	}
+	why := "the allocation ratios are the agent's"
+	if slices.Contains(policyFlagNames, agentOnly[0][1:]) {
+		why = "the host policy is the agent's"
+	}
+	return fmt.Sprintf("%s %s -agent (%s)", strings.Join(agentOnly, " and "), need, why)
+}
+
+// agentDrivers makes the drivers of the -agent, with its data in
+// dir/agent, under the host policy of the flags.
+func (f *serverOptions) agentDrivers(dir string, log *slog.Logger) (agent.Drivers, error) {
+	hostPolicy, err := f.policy.policy()
+	if err != nil {
+		return nil, err
+	}
+	// The server's ports are never forwarded (the HTTP port again
+	// once it listens, in case it was :0).
+	hostPolicy.ReservedPorts = portsOf(f.httpAddr, f.raftAddr)
+	return agentDrivers(filepath.Join(dir, "agent"), f.driver, f.memDelay, agent.RealOptions{Accel: f.accelMode, Logger: log.With("role", "agent"), Policy: hostPolicy})
+}
+
+// serverConfig is the server's configuration from the flags; joinToken is
+// the token -join presents.
+func (f *serverOptions) serverConfig(dir string, log *slog.Logger, joinToken string) server.Config {
+	return server.Config{
+		DataDir: dir, HTTPAddr: f.httpAddr, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap,
+		Join: f.join, JoinToken: joinToken, Parallelism: f.parallelism,
+		LeaveOnShutdown: f.leave, Logger: log, Recover: f.recoverLog,
+		EvalTimeout: f.evalTimeout, MaxConcurrentPlans: f.maxPlans, MaxConnections: f.maxConns,
+	}
+}
+
+// startAgent runs the -agent over drivers against srv, with the management
+// token (KILN_TOKEN on a server that has none), until ctx is done; its
+// result goes to done.
+func (f *serverOptions) startAgent(ctx context.Context, e *Env, srv *server.Server, dir string, drivers agent.Drivers, log *slog.Logger, done chan<- error) error {
+	agent.ReserveHostPorts(drivers, portsOf(srv.Addr())...)
+	tok := srv.ManagementToken()
+	if tok == "" {
+		tok = e.getenv(envToken)
+	}
+	cl, err := client.New(client.Config{Addr: srv.Addr(), Token: tok})
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{DataDir: filepath.Join(dir, "agent"), Client: cl, Drivers: drivers,
+		CPURatio: f.ratios.cpu, MemoryRatio: f.ratios.memory, Logger: log.With("role", "agent")})
+	if err != nil {
+		return err
+	}
+	go func() { done <- a.Run(ctx) }()
+	return nil
+}
+
+// shutdownServer waits for the agent (if any) to stop and shuts srv down,
+// within 30s.
+func shutdownServer(e *Env, log *slog.Logger, srv *server.Server, agentDone <-chan error) int {
 	log.Info("shutting down")
 	if err := <-agentDone; err != nil {
 		log.Error("agent", "err", err)

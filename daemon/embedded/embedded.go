@@ -90,13 +90,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(cfg.Dir, raftstore.DirMode); err != nil {
-		return nil, fmt.Errorf("embedded: %w", err)
-	}
-	// A directory made by an older kiln may be 0755: it holds the server's
-	// state (bundles, token hashes, the management token).
-	if err := raftstore.TightenIn(cfg.Dir, LockFile, RaftPortFile); err != nil {
-		return nil, fmt.Errorf("embedded: permissions of %s: %w", cfg.Dir, err)
+	if err := prepareDir(cfg.Dir); err != nil {
+		return nil, err
 	}
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {
@@ -109,18 +104,66 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.unlock()
 		}
 	}()
-	var drivers agent.Drivers
 	agentDir := filepath.Join(cfg.Dir, AgentDir)
 	if err := os.MkdirAll(agentDir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
+	drivers, err := n.agentDrivers(cfg, agentDir)
+	if err != nil {
+		return nil, err
+	}
+	raftAddr, err := raftAddr(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := startServer(ctx, cfg, raftAddr)
+	if err != nil {
+		return nil, err
+	}
+	n.Server = srv
+	// The server's ports are never forwarded.
+	agent.ReserveHostPorts(drivers, portOf(srv.Addr()), portOf(raftAddr))
+	if err := n.connect(ctx); err != nil {
+		srv.Shutdown(context.Background())
+		return nil, err
+	}
+	if cfg.NoAgent {
+		ok = true
+		return n, nil
+	}
+	if err := n.startAgent(cfg, agentDir, drivers); err != nil {
+		srv.Shutdown(context.Background())
+		return nil, err
+	}
+	ok = true
+	return n, nil
+}
+
+// prepareDir makes the data directory and tightens its permissions.
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, raftstore.DirMode); err != nil {
+		return fmt.Errorf("embedded: %w", err)
+	}
+	// A directory made by an older kiln may be 0755: it holds the server's
+	// state (bundles, token hashes, the management token).
+	if err := raftstore.TightenIn(dir, LockFile, RaftPortFile); err != nil {
+		return fmt.Errorf("embedded: permissions of %s: %w", dir, err)
+	}
+	return nil
+}
+
+// agentDrivers makes the drivers that cfg.Driver selects, keeping their
+// state in agentDir; none with NoAgent. The memory driver is kept in
+// n.Memory.
+func (n *Node) agentDrivers(cfg Config, agentDir string) (agent.Drivers, error) {
 	switch {
 	case cfg.NoAgent:
+		return nil, nil
 	case cfg.Driver == DriverMemory:
 		n.Memory = agent.NewMemory(agentDir, cfg.MemoryDelay)
-		drivers = n.Memory.Drivers()
+		return n.Memory.Drivers(), nil
 	case cfg.Driver == "":
-		drivers, err = agent.RealDriversIn(agentDir, agent.StorageDir(agent.HostStorageDir), agent.RealOptions{
+		drivers, err := agent.RealDriversIn(agentDir, agent.StorageDir(agent.HostStorageDir), agent.RealOptions{
 			Accel: cfg.Accel, Logger: cfg.Logger.With("role", "agent"),
 			// A kiln command starts this agent every time: keep the probe's
 			// answer until the host reboots or its QEMU or libvirt changes.
@@ -133,13 +176,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("embedded agent: %w", err)
 		}
+		return drivers, nil
 	default:
 		return nil, fmt.Errorf("embedded: unknown driver %q", cfg.Driver)
 	}
-	raftAddr, err := raftAddr(cfg.Dir)
-	if err != nil {
-		return nil, err
-	}
+}
+
+// startServer makes and starts the single-node server, bootstrapped, on a
+// loopback HTTP port and raftAddr.
+func startServer(ctx context.Context, cfg Config, raftAddr string) (*server.Server, error) {
 	srv, err := server.New(server.Config{
 		DataDir:   filepath.Join(cfg.Dir, ServerDir),
 		HTTPAddr:  "127.0.0.1:0",
@@ -158,25 +203,25 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := srv.Start(ctx); err != nil {
 		return nil, err
 	}
-	n.Server = srv
-	// The server's ports are never forwarded.
-	agent.ReserveHostPorts(drivers, portOf(srv.Addr()), portOf(raftAddr))
+	return srv, nil
+}
+
+// connect waits (up to 30s) until n.Server is ready and makes n.Client, a
+// client of it with the management token.
+func (n *Node) connect(ctx context.Context) error {
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-	err = srv.WaitReady(rctx)
+	err := n.Server.WaitReady(rctx)
 	rcancel()
 	if err != nil {
-		srv.Shutdown(context.Background())
-		return nil, err
+		return err
 	}
-	n.Client, err = client.New(client.Config{Addr: srv.Addr(), Token: srv.ManagementToken()})
-	if err != nil {
-		srv.Shutdown(context.Background())
-		return nil, err
-	}
-	if cfg.NoAgent {
-		ok = true
-		return n, nil
-	}
+	n.Client, err = client.New(client.Config{Addr: n.Server.Addr(), Token: n.Server.ManagementToken()})
+	return err
+}
+
+// startAgent makes the agent over drivers and runs it until Close.
+func (n *Node) startAgent(cfg Config, agentDir string, drivers agent.Drivers) error {
+	var err error
 	n.Agent, err = agent.New(agent.Config{
 		ID: AgentID, DataDir: agentDir, Client: n.Client, Drivers: drivers,
 		HeartbeatInterval: time.Second, Wait: 10 * time.Second, Address: "embedded",
@@ -184,15 +229,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Logger: cfg.Logger.With("role", "agent"),
 	})
 	if err != nil {
-		srv.Shutdown(context.Background())
-		return nil, err
+		return err
 	}
 	actx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.agentDone = make(chan error, 1)
 	go func() { n.agentDone <- n.Agent.Run(actx) }()
-	ok = true
-	return n, nil
+	return nil
 }
 
 // Close stops the agent and the server and releases the directory.
