@@ -46,24 +46,78 @@ func Orphans(ctx context.Context, drivers Drivers, owned func(stack, address str
 	if err != nil {
 		return nil, err
 	}
-	var out []api.Orphan
-	add := func(kind, name, stack, phys string) {
-		if owned(stack, baseAddress(phys)) {
-			return
-		}
-		out = append(out, api.Orphan{Kind: kind, Name: name, Owner: executors.Owner(stack, phys)})
-	}
-
-	// Domains.
-	servers, err := r.srv.List(ctx)
-	if err != nil {
+	l := &orphanList{owned: owned}
+	if err := l.addDomains(ctx, r); err != nil {
 		return nil, err
 	}
-	for _, s := range servers {
-		add(OrphanDomain, s.Name, s.Stack, s.Address)
+	if err := l.addVolumes(ctx, r); err != nil {
+		return nil, err
 	}
+	if err := l.addBridges(); err != nil {
+		return nil, err
+	}
+	if err := l.addRules(r); err != nil {
+		return nil, err
+	}
+	l.addDnsmasqDirs(r)
+	if err := l.addRecords(r); err != nil {
+		return nil, err
+	}
+	return l.sorted(), nil
+}
 
-	// Volumes, and the overlays and seeds of servers.
+// orphanList collects, for Orphans, the objects whose owner no stack
+// holds.
+type orphanList struct {
+	owned func(stack, address string) bool
+	out   []api.Orphan
+}
+
+// add lists the object unless its owner (stack, physical address) is
+// held.
+func (l *orphanList) add(kind, name, stack, phys string) {
+	if l.owned(stack, baseAddress(phys)) {
+		return
+	}
+	l.out = append(l.out, api.Orphan{Kind: kind, Name: name, Owner: executors.Owner(stack, phys)})
+}
+
+// addDomains lists the domains, by their kiln metadata.
+func (l *orphanList) addDomains(ctx context.Context, r *Real) error {
+	servers, err := r.srv.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range servers {
+		l.add(OrphanDomain, s.Name, s.Stack, s.Address)
+	}
+	return nil
+}
+
+// addVolumes lists the volumes of the pool, the overlays and seeds of
+// servers included: by the record that holds them, else by the name.
+func (l *orphanList) addVolumes(ctx context.Context, r *Real) error {
+	owners, err := volumeOwners(r)
+	if err != nil {
+		return err
+	}
+	vols, err := r.vols.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		if rec, ok := owners[v.Name]; ok {
+			l.add(OrphanVolume, v.Name, rec.Stack, rec.Phys)
+			continue
+		}
+		l.add(OrphanVolume, v.Name, v.Stack, v.Address)
+	}
+	return nil
+}
+
+// volumeOwners maps each volume name the real drivers have a record of
+// (volumes, and the overlays and seeds of servers) to that record.
+func volumeOwners(r *Real) (map[string]record, error) {
 	owners := map[string]record{}
 	for _, kind := range []string{"volume", "server"} {
 		recs, err := r.reg.list(kind)
@@ -79,78 +133,85 @@ func Orphans(ctx context.Context, drivers Drivers, owned func(stack, address str
 			}
 		}
 	}
-	vols, err := r.vols.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, v := range vols {
-		if rec, ok := owners[v.Name]; ok {
-			add(OrphanVolume, v.Name, rec.Stack, rec.Phys)
-			continue
-		}
-		add(OrphanVolume, v.Name, v.Stack, v.Address)
-	}
+	return owners, nil
+}
 
-	// Bridges.
+// addBridges lists kiln's bridges, by their alias.
+func (l *orphanList) addBridges() error {
 	links, err := netlink.LinkList()
 	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+		return fmt.Errorf("list links: %w", err)
 	}
-	for _, l := range links {
-		if l.Type() != "bridge" || !strings.HasPrefix(l.Attrs().Name, network.BridgePrefix) {
+	for _, link := range links {
+		if link.Type() != "bridge" || !strings.HasPrefix(link.Attrs().Name, network.BridgePrefix) {
 			continue
 		}
-		if stack, phys, ok := executors.ParseOwner(l.Attrs().Alias); ok {
-			add(OrphanBridge, l.Attrs().Name, stack, phys)
+		if stack, phys, ok := executors.ParseOwner(link.Attrs().Alias); ok {
+			l.add(OrphanBridge, link.Attrs().Name, stack, phys)
 		}
 	}
+	return nil
+}
 
-	// iptables rules.
+// addRules lists the iptables rules in kiln's chains, by their comment.
+func (l *orphanList) addRules(r *Real) error {
 	for _, c := range network.Chains {
 		ok, err := r.net.IPTables.ChainExists(c.Table, c.Name)
 		if err != nil {
-			return nil, fmt.Errorf("iptables: %w", err)
+			return fmt.Errorf("iptables: %w", err)
 		}
 		if !ok {
 			continue
 		}
 		lines, err := r.net.IPTables.List(c.Table, c.Name)
 		if err != nil {
-			return nil, fmt.Errorf("iptables: %w", err)
+			return fmt.Errorf("iptables: %w", err)
 		}
-		for _, l := range lines {
-			if stack, phys, ok := executors.ParseOwner(network.Comment(l)); ok {
-				add(OrphanRule, "-t "+c.Table+" "+l, stack, phys)
+		for _, line := range lines {
+			if stack, phys, ok := executors.ParseOwner(network.Comment(line)); ok {
+				l.add(OrphanRule, "-t "+c.Table+" "+line, stack, phys)
 			}
 		}
 	}
+	return nil
+}
 
-	// dnsmasq directories.
+// addDnsmasqDirs lists the networks' dnsmasq directories, by the owner in
+// their configuration.
+func (l *orphanList) addDnsmasqDirs(r *Real) {
 	dirs, _ := filepath.Glob(filepath.Join(r.DataDir, "networks", "*"))
 	for _, d := range dirs {
 		if stack, phys, ok := dnsmasqOwner(d); ok {
-			add(OrphanDnsmasq, d, stack, phys)
+			l.add(OrphanDnsmasq, d, stack, phys)
 		}
 	}
+}
 
-	// The real drivers' records.
+// addRecords lists the real drivers' own records.
+func (l *orphanList) addRecords(r *Real) error {
 	for _, kind := range []string{"image", "network", "volume", "server", "port_forward"} {
 		recs, err := r.reg.list(kind)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, rec := range recs {
 			p, _ := r.reg.path(kind, rec.ID)
-			add(OrphanFile, p, rec.Stack, rec.Phys)
+			l.add(OrphanFile, p, rec.Stack, rec.Phys)
 		}
 	}
+	return nil
+}
+
+// sorted is the list by owner, then kind.
+func (l *orphanList) sorted() []api.Orphan {
+	out := l.out
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Owner != out[j].Owner {
 			return out[i].Owner < out[j].Owner
 		}
 		return out[i].Kind < out[j].Kind
 	})
-	return out, nil
+	return out
 }
 
 // dnsmasqOwner reads the owner from the first line of a network

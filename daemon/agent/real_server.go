@@ -287,12 +287,42 @@ func (k realServer) target(ctx context.Context, a engine.Action) (string, error)
 func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (server.Spec, resolved, error) {
 	var res resolved
 	s := server.Spec{Stack: a.Stack, Address: phys, Hostname: Hostname(a.Stack, phys)}
-	sum, err := k.imageID(a)
+	sum, err := k.specImage(ctx, a, &s)
 	if err != nil {
 		return s, res, err
 	}
-	if err := ownImage(a, sum); err != nil {
+	res.image = sum
+	if err := specSize(a, &s); err != nil {
 		return s, res, err
+	}
+	if err := k.specBoot(a, &s); err != nil {
+		return s, res, err
+	}
+	if res.volumes, err = k.specVolumes(a, &s); err != nil {
+		return s, res, err
+	}
+	if res.nics, err = k.specNICs(ctx, a, phys, &s); err != nil {
+		return s, res, err
+	}
+	if s.Ready, err = k.ready(a, phys, res.nics); err != nil {
+		return s, res, err
+	}
+	if len(res.nics) > 0 && k.r.signals != nil {
+		s.ReadyURL = k.r.signals.URL(res.nics[0].nic.Gateway, server.Name(a.Stack, phys))
+	}
+	s.Progress = serverProgress(ctx, a.Address)
+	return s, res, nil
+}
+
+// specImage sets the server's image, fetching it into this host's cache
+// when the image resource says where from; it returns the image's id.
+func (k realServer) specImage(ctx context.Context, a engine.Action, s *server.Spec) (string, error) {
+	sum, err := k.imageID(a)
+	if err != nil {
+		return "", err
+	}
+	if err := ownImage(a, sum); err != nil {
+		return "", err
 	}
 	img, err := k.r.images.Read(ctx, sum)
 	if errors.Is(err, executors.ErrNotFound) {
@@ -300,92 +330,104 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 		dep, ok := depOfKind(a, "image")
 		src, _ := dep["source"].(string)
 		if !ok || src == "" || dep["id"] != sum {
-			return s, res, fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
+			return "", fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
 		}
 		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
 	}
 	if err != nil {
 		var pe *image.PolicyError
 		if errors.As(err, &pe) {
-			return s, res, fmt.Errorf("%s: image: %w (%s)", a.Address, err, flagOf(pe.Rule))
+			return "", fmt.Errorf("%s: image: %w (%s)", a.Address, err, flagOf(pe.Rule))
 		}
-		return s, res, fmt.Errorf("%s: image: %w", a.Address, err)
+		return "", fmt.Errorf("%s: image: %w", a.Address, err)
 	}
 	s.Image, s.ImageFormat = img.Path, img.Format
-	res.image = sum
+	return sum, nil
+}
+
+// specSize sets the server's cpus, memory and disk.
+func specSize(a engine.Action, s *server.Spec) error {
 	cpus, err := attrInt(a, "cpus", 1)
 	if err != nil {
-		return s, res, err
+		return err
 	}
 	if s.Memory, err = attrInt(a, "memory", 512<<20); err != nil {
-		return s, res, err
+		return err
 	}
 	if s.Disk, err = attrInt(a, "disk", 0); err != nil {
-		return s, res, err
+		return err
 	}
 	s.CPUs = int(cpus)
+	return nil
+}
+
+// specBoot sets what the guest boots with: user data, kernel, initrd and
+// command line, SSH keys and CPU mode.
+func (k realServer) specBoot(a engine.Action, s *server.Spec) error {
+	var err error
 	for _, f := range []struct {
 		name string
 		to   *string
 	}{{"user_data", &s.UserData}, {"kernel", &s.Kernel}, {"initrd", &s.Initrd}, {"cmdline", &s.Cmdline}} {
 		if *f.to, err = attrString(a, f.name, false); err != nil {
-			return s, res, err
+			return err
 		}
 	}
 	// QEMU reads the kernel and initrd as root: only from where the
 	// operator allows, links resolved.
 	if s.Kernel, err = k.r.checkLocal(a, "kernel", s.Kernel); err != nil {
-		return s, res, err
+		return err
 	}
 	if s.Initrd, err = k.r.checkLocal(a, "initrd", s.Initrd); err != nil {
-		return s, res, err
+		return err
 	}
 	if s.SSHKeys, err = attrStrings(a, "ssh_keys"); err != nil {
-		return s, res, err
+		return err
 	}
 	if s.CPUMode, err = attrString(a, "cpu_mode", false); err != nil {
-		return s, res, err
+		return err
 	}
+	return nil
+}
+
+// specVolumes attaches the server's volumes; it returns their ids.
+func (k realServer) specVolumes(a engine.Action, s *server.Spec) ([]string, error) {
 	ids, err := k.volumeIDs(a)
 	if err != nil {
-		return s, res, err
+		return nil, err
 	}
-	res.volumes = ids
 	for _, id := range ids {
 		// Only the stack's own volumes: the pool also holds other stacks'
 		// volumes, and every server's root overlay and seed.
 		if err := k.r.ownVolume(a, id); err != nil {
-			return s, res, err
+			return ids, err
 		}
 		v, err := k.r.vols.Lookup(id)
 		if err != nil {
-			return s, res, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
+			return ids, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
 		}
 		s.Volumes = append(s.Volumes, v.Path)
 	}
+	return ids, nil
+}
+
+// specNICs registers the server's NICs on their networks; on an error it
+// returns the NICs registered so far.
+func (k realServer) specNICs(ctx context.Context, a engine.Action, phys string, s *server.Spec) ([]nicInfo, error) {
 	blocks, err := netBlocks(a)
 	if err != nil {
-		return s, res, err
+		return nil, err
 	}
 	var nics []nicInfo
 	for _, b := range blocks {
 		n, err := k.r.attach(ctx, a, phys, b)
 		if err != nil {
-			res.nics = nics
-			return s, res, err
+			return nics, err
 		}
 		nics = append(nics, n)
 		s.NICs = append(s.NICs, n.nic)
 	}
-	res.nics = nics
-	if s.Ready, err = k.ready(a, phys, nics); err != nil {
-		return s, res, err
-	}
-	if len(nics) > 0 && k.r.signals != nil {
-		s.ReadyURL = k.r.signals.URL(nics[0].nic.Gateway, server.Name(a.Stack, phys))
-	}
-	s.Progress = serverProgress(ctx, a.Address)
-	return s, res, nil
+	return nics, nil
 }
 
 // ready turns the server's ready attribute (spec's normalised map) into

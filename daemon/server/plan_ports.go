@@ -73,8 +73,40 @@ func portRefusal(a raftstore.Agent, port int64) string {
 // The agent refuses too, when the forward is made (a plan made meanwhile,
 // an agent that did not report its policy).
 func (s *Server) checkHostPorts(project, stack string, desired *spec.Stack) error {
-	want := map[string]string{} // key -> address
-	ports := map[string]int64{} // key -> port
+	want, ports := wantedHostPorts(desired)
+	if len(want) == 0 {
+		return nil
+	}
+	st := s.store.State()
+	nodes := stackNodes(st, project, stack)
+	if len(nodes) == 0 {
+		return nil
+	}
+	c := hostPortCheck{st: st, project: project, nodes: nodes,
+		holders: hostPortHolders(st, project, stack, nodes, want)}
+	var msgs []string
+	code := http.StatusBadRequest
+	for _, k := range sortedKeys(want) {
+		msg, conflict := c.refusal(want[k], k, ports[k])
+		if msg == "" {
+			continue
+		}
+		msgs = append(msgs, msg)
+		if conflict {
+			code = http.StatusConflict
+		}
+	}
+	if len(msgs) > 0 {
+		return &httpError{code: code, field: "template", msg: strings.Join(msgs, "; ") + "; pick another host_port"}
+	}
+	return nil
+}
+
+// wantedHostPorts is the host ports the stack's port forwards take that
+// are known at plan time: the address of the forward and the port, by
+// key ("tcp/8080").
+func wantedHostPorts(desired *spec.Stack) (want map[string]string, ports map[string]int64) {
+	want, ports = map[string]string{}, map[string]int64{}
 	for _, r := range desired.Resources {
 		if r.Kind != spec.KindPortForward {
 			continue
@@ -83,11 +115,12 @@ func (s *Server) checkHostPorts(project, stack string, desired *spec.Stack) erro
 			want[k], ports[k] = r.Address, port
 		}
 	}
-	if len(want) == 0 {
-		return nil
-	}
-	st := s.store.State()
-	// The agents the stack is on, or could be placed on.
+	return want, ports
+}
+
+// stackNodes is the agents the stack is on or, when it is not placed
+// yet, the agents up that it could be placed on.
+func stackNodes(st *raftstore.State, project, stack string) map[string]bool {
 	nodes := map[string]bool{}
 	for _, r := range st.Resources(project, stack) {
 		if r.Node != "" {
@@ -101,10 +134,13 @@ func (s *Server) checkHostPorts(project, stack string, desired *spec.Stack) erro
 			}
 		}
 	}
-	if len(nodes) == 0 {
-		return nil
-	}
-	// holders[key][node] is the other stack's forward on that node.
+	return nodes
+}
+
+// hostPortHolders finds the port forwards of other stacks that hold a
+// wanted host port on one of nodes: holders[key][node] is the (first)
+// other stack's forward on that node.
+func hostPortHolders(st *raftstore.State, project, stack string, nodes map[string]bool, want map[string]string) map[string]map[string]raftstore.Resource {
 	holders := map[string]map[string]raftstore.Resource{}
 	for _, other := range st.Stacks("") {
 		if other.Project == project && other.Name == stack {
@@ -126,53 +162,68 @@ func (s *Server) checkHostPorts(project, stack string, desired *spec.Stack) erro
 			}
 		}
 	}
-	heldBy := func(r raftstore.Resource) string {
-		if r.Project == project {
-			return fmt.Sprintf("stack %s (%s)", r.Stack, r.State.Address)
-		}
-		return "another project's stack"
+	return holders
+}
+
+// hostPortCheck is what checkHostPorts knows of the agents a stack can
+// use: the state, the caller's project, the agents (nodes) and the other
+// stacks' forwards on them (holders, by key and node).
+type hostPortCheck struct {
+	st      *raftstore.State
+	project string
+	nodes   map[string]bool
+	holders map[string]map[string]raftstore.Resource
+}
+
+// refusal says why the forward at address cannot have host port key
+// (port): "" when some agent the stack can use is free and allows it.
+// conflict is true when another stack's forward holds it on an agent.
+func (c hostPortCheck) refusal(address, k string, port int64) (msg string, conflict bool) {
+	held, refused := c.whyNot(k, port)
+	if len(held)+len(refused) < len(c.nodes) {
+		return "", false // free and allowed on some agent the stack can use
 	}
-	var msgs []string
-	code := http.StatusBadRequest
-	for _, k := range sortedKeys(want) {
-		// Why each agent cannot give the port; the port is refused when
-		// none can.
-		held, refused := map[string]string{}, map[string]string{}
-		for n := range nodes {
-			if r, ok := holders[k][n]; ok {
-				held[n] = heldBy(r)
-			} else if a, ok := st.Agent(n); ok {
-				if why := portRefusal(a, ports[k]); why != "" {
-					refused[n] = why
-				}
-			}
-		}
-		if len(held)+len(refused) < len(nodes) {
-			continue // free and allowed on some agent the stack can use
-		}
-		if len(refused) == 0 {
-			var by []string
-			for _, n := range sortedKeys(held) {
-				by = append(by, fmt.Sprintf("%s on agent %s", held[n], n))
-			}
-			sort.Strings(by)
-			msgs = append(msgs, fmt.Sprintf("%s: host port %s is already forwarded by %s", want[k], k, strings.Join(by, ", ")))
-			code = http.StatusConflict
-			continue
-		}
-		var why []string
-		for _, n := range sortedKeys(refused) {
-			why = append(why, refused[n])
-		}
+	if len(refused) == 0 {
+		var by []string
 		for _, n := range sortedKeys(held) {
-			why = append(why, fmt.Sprintf("%s already forwards it on agent %s", held[n], n))
-			code = http.StatusConflict
+			by = append(by, fmt.Sprintf("%s on agent %s", held[n], n))
 		}
-		msgs = append(msgs, fmt.Sprintf("%s: attribute \"host_port\": host port %d is not allowed on any agent this stack can use: %s (an agent's -host-ports sets its range)",
-			want[k], ports[k], strings.Join(why, " and ")))
+		sort.Strings(by)
+		return fmt.Sprintf("%s: host port %s is already forwarded by %s", address, k, strings.Join(by, ", ")), true
 	}
-	if len(msgs) > 0 {
-		return &httpError{code: code, field: "template", msg: strings.Join(msgs, "; ") + "; pick another host_port"}
+	var why []string
+	for _, n := range sortedKeys(refused) {
+		why = append(why, refused[n])
 	}
-	return nil
+	for _, n := range sortedKeys(held) {
+		why = append(why, fmt.Sprintf("%s already forwards it on agent %s", held[n], n))
+	}
+	return fmt.Sprintf("%s: attribute \"host_port\": host port %d is not allowed on any agent this stack can use: %s (an agent's -host-ports sets its range)",
+		address, port, strings.Join(why, " and ")), len(held) > 0
+}
+
+// whyNot says, for each agent that cannot give host port key (port), why:
+// held[node] names the other stack whose forward holds it there,
+// refused[node] the agent's host-port policy that does not allow it.
+func (c hostPortCheck) whyNot(k string, port int64) (held, refused map[string]string) {
+	held, refused = map[string]string{}, map[string]string{}
+	for n := range c.nodes {
+		if r, ok := c.holders[k][n]; ok {
+			held[n] = c.heldBy(r)
+		} else if a, ok := c.st.Agent(n); ok {
+			if why := portRefusal(a, port); why != "" {
+				refused[n] = why
+			}
+		}
+	}
+	return held, refused
+}
+
+// heldBy names the stack of a forward that holds a host port: by name
+// when it is in the caller's project.
+func (c hostPortCheck) heldBy(r raftstore.Resource) string {
+	if r.Project == c.project {
+		return fmt.Sprintf("stack %s (%s)", r.Stack, r.State.Address)
+	}
+	return "another project's stack"
 }
