@@ -5,7 +5,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO      ?= go
 BIN     := bin/kiln
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-LDFLAGS := -X github.com/kiln-dev/kiln/daemon/cli.Version=$(VERSION)
+LDFLAGS := -X github.com/kiln-dev/kiln/cli.Version=$(VERSION)
 
 .PHONY: all help build test e2e lint bench bench-real fuzz demo test-image deps clean
 

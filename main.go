@@ -4,7 +4,7 @@ package main
 import (
 	"os"
 
-	"github.com/kiln-dev/kiln/daemon/cli"
+	"github.com/kiln-dev/kiln/cli"
 )
 
 func main() { os.Exit(cli.Run(os.Args)) }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2/hclwrite"
 
-	"github.com/kiln-dev/kiln/daemon/cli"
+	"github.com/kiln-dev/kiln/cli"
 	"github.com/kiln-dev/kiln/spec"
 )
 

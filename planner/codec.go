@@ -228,7 +228,7 @@ func unwrapValues(m map[string]value) map[string]any {
 
 // Values is a map of attribute values that encodes to JSON with every
 // value tagged (as above) and decodes back to the same Go values: for wire
-// types that carry attributes (see daemon/api's host operations).
+// types that carry attributes (see api's host operations).
 type Values map[string]any
 
 // MarshalJSON encodes the values tagged; nil is null.

@@ -4,7 +4,12 @@
 #   - spec and planner are pure: they import no os, net, os/exec, io/ioutil or
 #     syscall, and depend on no raft, libvirt, netlink or iptables package;
 #   - executors never depend on raftstore;
-#   - nothing imports kiln's daemon packages except main and daemon itself.
+#   - the wire contract (api) and the Go client (client) import no daemon,
+#     raftstore or executors package: both sides of the contract import them;
+#   - nothing imports kiln's daemon packages except the CLI (cli) and daemon
+#     itself, and nothing but main imports the CLI;
+#   - the agent imports neither the leader's engine nor the server: it talks
+#     to the servers only over HTTP, in api's types.
 # Test files are not checked: a test may use whatever it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,13 +44,32 @@ if [[ -d executors ]]; then
 	fi
 fi
 
-# 4. Only main and daemon import daemon.
+# 4. The contract and the client stand below the daemon.
 while read -r p imports; do
-	[[ $p == "$mod" || $p == "$mod/daemon" || $p == "$mod/daemon/"* ]] && continue
 	for i in $imports; do
-		[[ $i == "$mod/daemon" || $i == "$mod/daemon/"* ]] && complain "$p imports $i (only main and daemon may)"
+		case $i in
+		"$mod/daemon"* | "$mod/raftstore"* | "$mod/executors"* | "$mod/cli" | "$mod/cli/"*)
+			complain "$p imports $i (api and client import only spec, planner and api)" ;;
+		esac
+	done
+done < <(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./api/... ./client/...)
+
+# 5. Only cli and daemon import daemon; only main imports cli.
+while read -r p imports; do
+	for i in $imports; do
+		if [[ $i == "$mod/daemon/"* && $p != "$mod/cli" && $p != "$mod/daemon/"* ]]; then
+			complain "$p imports $i (only cli and daemon may)"
+		fi
+		if [[ ($i == "$mod/cli" || $i == "$mod/cli/"*) && $p != "$mod" ]]; then
+			complain "$p imports $i (only main may)"
+		fi
 	done
 done < <(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./...)
+
+# 6. The agent reaches the servers only over HTTP.
+if go list -deps ./daemon/agent/... | grep -qE "^$mod/daemon/(engine|server)\$"; then
+	complain "daemon/agent depends on the leader's engine or the server"
+fi
 
 if [[ $fail == 0 ]]; then
 	echo "check-deps: ok"

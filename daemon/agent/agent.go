@@ -21,9 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/client"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 )
 
@@ -99,8 +98,9 @@ type Agent struct {
 }
 
 type itemKey struct {
-	work, opID, address, op string
-	attempt                 int
+	work, opID, address string
+	op                  api.Op
+	attempt             int
 }
 
 // New checks cfg and returns an agent; Run starts it.
@@ -428,11 +428,11 @@ func (a *Agent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 	log := a.log.With("op", it.OperationID, "address", it.Address, "action", it.Op)
 	var obj Object
 	switch it.Op {
-	case string(engine.OpCreate):
+	case api.OpCreate:
 		obj, err = d.Create(ctx, act)
-	case string(engine.OpUpdate):
+	case api.OpUpdate:
 		obj, err = d.Update(ctx, act)
-	case string(engine.OpDelete):
+	case api.OpDelete:
 		err = d.Delete(ctx, act)
 	case "read":
 		var exists bool

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/executors/server"
 )
 
@@ -83,7 +83,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func item(workID, op, addr string, attrs map[string]any) api.WorkItem {
+func item(workID string, op api.Op, addr string, attrs map[string]any) api.WorkItem {
 	enc, _ := api.EncodeValues(attrs)
 	return api.WorkItem{WorkID: workID, OperationID: "op-1", Stack: "web", Address: addr, Kind: "network", Op: op, Attrs: enc, Attempt: 1}
 }

@@ -3,19 +3,18 @@ package agent
 import (
 	"fmt"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
 )
 
 // actionOf turns a work item into the engine action a driver runs.
-func actionOf(it api.WorkItem) (engine.Action, error) {
+func actionOf(it api.WorkItem) (Action, error) {
 	if err := executors.CheckOwner(it.Project, it.Stack, it.Address); err != nil {
-		return engine.Action{}, err
+		return Action{}, err
 	}
 	attrs, err := api.DecodeValues(it.Attrs)
 	if err != nil {
-		return engine.Action{}, fmt.Errorf("decode attributes of %s: %w", it.Address, err)
+		return Action{}, fmt.Errorf("decode attributes of %s: %w", it.Address, err)
 	}
 	var deps map[string]map[string]any
 	if it.Deps != nil {
@@ -23,21 +22,21 @@ func actionOf(it api.WorkItem) (engine.Action, error) {
 		for addr, m := range it.Deps {
 			d, err := api.DecodeValues(m)
 			if err != nil {
-				return engine.Action{}, fmt.Errorf("decode attributes of dependency %s: %w", addr, err)
+				return Action{}, fmt.Errorf("decode attributes of dependency %s: %w", addr, err)
 			}
 			deps[addr] = d
 		}
 	}
-	op := engine.Op(it.Op)
+	op := it.Op
 	if it.Op == "read" {
 		// A read is about the instance the interrupted action was making or
 		// changing; the item's ID and Generation say which.
-		op = engine.OpCreate
+		op = api.OpCreate
 		if it.ID != "" && it.Generation == "" {
-			op = engine.OpDelete
+			op = api.OpDelete
 		}
 	}
-	return engine.Action{
+	return Action{
 		OpID: it.OperationID,
 		// The drivers name and tag host objects after the stack's scope
 		// (the project and the stack), so that stacks of one name in two

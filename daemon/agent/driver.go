@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"time"
-
-	"github.com/kiln-dev/kiln/daemon/engine"
 )
 
 // Object is what a driver knows of one resource instance after an action.
@@ -24,10 +22,10 @@ type Object struct {
 // delete of something missing succeeds. Read returns exists false when
 // there is nothing.
 type Driver interface {
-	Create(ctx context.Context, a engine.Action) (Object, error)
-	Update(ctx context.Context, a engine.Action) (Object, error)
-	Delete(ctx context.Context, a engine.Action) error
-	Read(ctx context.Context, a engine.Action) (obj Object, exists bool, err error)
+	Create(ctx context.Context, a Action) (Object, error)
+	Update(ctx context.Context, a Action) (Object, error)
+	Delete(ctx context.Context, a Action) error
+	Read(ctx context.Context, a Action) (obj Object, exists bool, err error)
 }
 
 // ImageLister is implemented by a driver (the image kind's) that can say

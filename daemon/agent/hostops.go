@@ -7,15 +7,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/executors"
 )
 
 // Host operations: questions about the host itself rather than about one
 // resource of one stack (the refresh of a plan, `kiln image list`, `kiln
 // image prune`, `kiln gc`, `kiln console`). The protocol, the op names and
-// their typed requests and answers are in daemon/api's hostops.go.
+// their typed requests and answers are in api's hostops.go.
 
 // HostOps is what a driver set can do on its host besides actions. The
 // real drivers (Real) and the memory set (Memory) implement it.

@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/testguest"
 	"github.com/kiln-dev/kiln/internal/testwait"
@@ -90,7 +89,7 @@ func TestRealHostOps(t *testing.T) {
 		msgs []string
 	)
 	pctx := context.WithValue(ctx, progressKey{}, func(m string) { mu.Lock(); msgs = append(msgs, m); mu.Unlock() })
-	extraImg := create(engine.Action{Stack: stack, Address: "image.extra", Kind: "image", Attrs: map[string]any{"source": extra, "sha256": extraSum}})
+	extraImg := create(Action{Stack: stack, Address: "image.extra", Kind: "image", Attrs: map[string]any{"source": extra, "sha256": extraSum}})
 	if _, err := d["image"].Create(pctx, extraImg); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +100,7 @@ func TestRealHostOps(t *testing.T) {
 	mu.Unlock()
 
 	results := map[string]map[string]any{}
-	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	img := create(Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
 	run(t, d["image"], &img, results)
 
 	// images: both, with format and size.
@@ -132,9 +131,9 @@ func TestRealHostOps(t *testing.T) {
 	}
 
 	// A server of the stack.
-	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.79.0.0/24"}})
+	lan := create(Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.79.0.0/24"}})
 	run(t, d["network"], &lan, results)
-	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
+	srv := create(Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
 		"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
 		"networks": []any{map[string]any{"name": "lan", "address": "10.79.0.10"}},
 	}})

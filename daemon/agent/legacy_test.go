@@ -1,9 +1,9 @@
 package agent
 
 import (
+	"github.com/kiln-dev/kiln/api"
 	"testing"
 
-	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/volume"
 )
@@ -22,7 +22,7 @@ func TestTargetLegacy(t *testing.T) {
 	volID := func(stack, phys string) string { return volume.Name(stack, phys, volume.QCOW2) }
 
 	// Named as the default project's web names it.
-	a := engine.Action{Stack: "p1/web", Address: "volume.data", Kind: "volume", Op: engine.OpDelete, ID: volID("web", "volume.data")}
+	a := Action{Stack: "p1/web", Address: "volume.data", Kind: "volume", Op: api.OpDelete, ID: volID("web", "volume.data")}
 	if _, err := r.target("volume", a, volID); !isLegacy(err) {
 		t.Fatalf("a legacy volume id: %v, want errLegacy", err)
 	}
@@ -31,7 +31,7 @@ func TestTargetLegacy(t *testing.T) {
 	if err := reg.put(legacyNet); err != nil {
 		t.Fatal(err)
 	}
-	a = engine.Action{Stack: "p1/web", Address: "network.lan", Kind: "network", Op: engine.OpDelete, ID: legacyNet.ID}
+	a = Action{Stack: "p1/web", Address: "network.lan", Kind: "network", Op: api.OpDelete, ID: legacyNet.ID}
 	if _, err := r.target("network", a, network.BridgeName); !isLegacy(err) {
 		t.Fatalf("a legacy network record: %v, want errLegacy", err)
 	}
@@ -41,7 +41,7 @@ func TestTargetLegacy(t *testing.T) {
 		t.Fatalf("default project: %q, %v", phys, err)
 	}
 	// p1's own instances resolve; an unknown id is an error, not legacy.
-	a = engine.Action{Stack: "p1/web", Address: "volume.data", Kind: "volume", Op: engine.OpDelete, ID: volID("p1/web", "volume.data")}
+	a = Action{Stack: "p1/web", Address: "volume.data", Kind: "volume", Op: api.OpDelete, ID: volID("p1/web", "volume.data")}
 	if phys, err := r.target("volume", a, volID); err != nil || phys != "volume.data" {
 		t.Fatalf("p1's own volume: %q, %v", phys, err)
 	}

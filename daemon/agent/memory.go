@@ -10,8 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/memdriver"
 )
 
@@ -215,14 +214,14 @@ type memKind struct{ m *Memory }
 // in any other project it is "<project>/<stack>/<address>" (the scope,
 // see executors.Scope, and the address), so that stacks of one name in two
 // projects never share an object.
-func memAddress(a engine.Action) string {
+func memAddress(a Action) string {
 	if strings.Contains(a.Stack, "/") {
 		return a.Stack + "/" + a.Address
 	}
 	return a.Address
 }
 
-func (k memKind) Create(ctx context.Context, a engine.Action) (Object, error) {
+func (k memKind) Create(ctx context.Context, a Action) (Object, error) {
 	defer k.m.written()
 	if err := k.m.delay(ctx); err != nil {
 		return Object{}, err
@@ -232,7 +231,7 @@ func (k memKind) Create(ctx context.Context, a engine.Action) (Object, error) {
 	return Object{PhysicalName: o.ID, Attrs: o.Values()}, err
 }
 
-func (k memKind) Update(ctx context.Context, a engine.Action) (Object, error) {
+func (k memKind) Update(ctx context.Context, a Action) (Object, error) {
 	defer k.m.written()
 	if err := k.m.delay(ctx); err != nil {
 		return Object{}, err
@@ -241,7 +240,7 @@ func (k memKind) Update(ctx context.Context, a engine.Action) (Object, error) {
 	return Object{PhysicalName: o.ID, Attrs: o.Values()}, err
 }
 
-func (k memKind) Delete(ctx context.Context, a engine.Action) error {
+func (k memKind) Delete(ctx context.Context, a Action) error {
 	defer k.m.written()
 	if err := k.m.delay(ctx); err != nil {
 		return err
@@ -249,20 +248,20 @@ func (k memKind) Delete(ctx context.Context, a engine.Action) error {
 	return k.m.D.Delete(ctx, a.Kind, memAddress(a), a.ID)
 }
 
-func (k memKind) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+func (k memKind) Read(ctx context.Context, a Action) (Object, bool, error) {
 	defer k.m.written()
 	var (
 		o   memdriver.Object
 		ok  bool
 		err error
 	)
-	if a.Op == engine.OpDelete && a.ID != "" {
+	if a.Op == api.OpDelete && a.ID != "" {
 		o, ok, err = k.m.D.ReadID(ctx, a.Kind, memAddress(a), a.ID)
 	} else {
 		o, ok, err = k.m.D.Read(ctx, a.Kind, memAddress(a))
 		// A create of a new generation is not done until that generation
 		// exists.
-		if ok && a.Op == engine.OpCreate && o.Generation != a.Generation {
+		if ok && a.Op == api.OpCreate && o.Generation != a.Generation {
 			ok = false
 		}
 	}

@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
 )
 
@@ -74,7 +73,7 @@ func (m *Memory) RemoveOrphans(ctx context.Context, orphans []api.Orphan) error 
 		if !ok {
 			return fmt.Errorf("orphan %s: owner %q is not a kiln owner", or.Name, or.Owner)
 		}
-		if err := m.D.Delete(ctx, or.Kind, memAddress(engine.Action{Stack: scope, Address: address}), or.Name); err != nil {
+		if err := m.D.Delete(ctx, or.Kind, memAddress(Action{Stack: scope, Address: address}), or.Name); err != nil {
 			return err
 		}
 	}

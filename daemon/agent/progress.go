@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/image"
 )
 

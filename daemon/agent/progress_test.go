@@ -9,15 +9,14 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/client"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/client"
 )
 
 // fetchingDriver's Create reports a download of 100 MiB in 1 MiB steps.
 type fetchingDriver struct{ memKind }
 
-func (d fetchingDriver) Create(ctx context.Context, a engine.Action) (Object, error) {
+func (d fetchingDriver) Create(ctx context.Context, a Action) (Object, error) {
 	p := fetchProgress(ctx, a.Address)
 	if p == nil {
 		return Object{}, nil

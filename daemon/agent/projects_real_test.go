@@ -11,8 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/volume"
@@ -21,7 +20,7 @@ import (
 // projectStack is what one stack made through the real drivers.
 type projectStack struct {
 	scope              string
-	lan, vol, srv, pf  engine.Action
+	lan, vol, srv, pf  Action
 	bridge, volID, dom string
 	pfID               string
 }
@@ -34,11 +33,11 @@ func makeProjectStack(t *testing.T, r *Real, project, cidr string, hostPort int6
 	d := r.Drivers()
 	p := &projectStack{scope: executors.Scope(project, "web")}
 	results := map[string]map[string]any{"image.guest": imgAttrs}
-	p.lan = create(engine.Action{Stack: p.scope, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": cidr, "nat": true, "dhcp": true}})
+	p.lan = create(Action{Stack: p.scope, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": cidr, "nat": true, "dhcp": true}})
 	p.bridge, _ = run(t, d["network"], &p.lan, results).Attrs["id"].(string)
-	p.vol = create(engine.Action{Stack: p.scope, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(16 << 20), "format": "qcow2"}})
+	p.vol = create(Action{Stack: p.scope, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(16 << 20), "format": "qcow2"}})
 	p.volID, _ = run(t, d["volume"], &p.vol, results).Attrs["id"].(string)
-	p.srv = create(engine.Action{Stack: p.scope, Address: "server.web", Kind: "server", Attrs: map[string]any{
+	p.srv = create(Action{Stack: p.scope, Address: "server.web", Kind: "server", Attrs: map[string]any{
 		"image": imgAttrs["id"], "cpus": int64(1), "memory": int64(128 << 20),
 		"networks": []any{map[string]any{"name": "lan"}},
 		"volumes":  []any{p.volID},
@@ -50,10 +49,10 @@ func makeProjectStack(t *testing.T, r *Real, project, cidr string, hostPort int6
 		t.Fatalf("%s: server made without a ready time: %+v", p.scope, o)
 	}
 	results["server.web"] = o.Attrs
-	p.pf = create(engine.Action{Stack: p.scope, Address: "port_forward.http", Kind: "port_forward", Attrs: map[string]any{
+	p.pf = create(Action{Stack: p.scope, Address: "port_forward.http", Kind: "port_forward", Attrs: map[string]any{
 		"host_port": hostPort, "protocol": "tcp", "target": o.Attrs["address"], "target_port": int64(80)}})
 	p.pfID, _ = run(t, d["port_forward"], &p.pf, results).Attrs["id"].(string)
-	for _, a := range []*engine.Action{&p.lan, &p.vol, &p.srv, &p.pf} {
+	for _, a := range []*Action{&p.lan, &p.vol, &p.srv, &p.pf} {
 		a.ID, _ = results[a.Address]["id"].(string)
 	}
 	return p
@@ -64,8 +63,8 @@ func makeProjectStack(t *testing.T, r *Real, project, cidr string, hostPort int6
 func (p *projectStack) destroy(t *testing.T, r *Real) {
 	t.Helper()
 	d := r.Drivers()
-	for _, a := range []engine.Action{p.pf, p.srv, p.vol, p.lan} {
-		a.Op = engine.OpDelete
+	for _, a := range []Action{p.pf, p.srv, p.vol, p.lan} {
+		a.Op = api.OpDelete
 		if err := d[a.Kind].Delete(context.Background(), a); err != nil {
 			t.Fatalf("delete %s of %s: %v", a.Address, p.scope, err)
 		}
@@ -100,8 +99,8 @@ func (p *projectStack) assertIntact(t *testing.T, r *Real) {
 	if rules, err := network.OwnerRules(r.net.IPTables, executors.Owner(p.scope, "port_forward.http")); err != nil || len(rules) == 0 {
 		t.Fatalf("%s: port forward rules %q, %v", p.scope, rules, err)
 	}
-	for _, a := range []engine.Action{p.lan, p.vol, p.srv, p.pf} {
-		a.Op = engine.OpUpdate
+	for _, a := range []Action{p.lan, p.vol, p.srv, p.pf} {
+		a.Op = api.OpUpdate
 		if _, exists, err := r.Drivers()[a.Kind].Read(ctx, a); err != nil || !exists {
 			t.Fatalf("%s: read %s: exists %v, %v", p.scope, a.Address, exists, err)
 		}
@@ -175,25 +174,25 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 	d := r.Drivers()
 	a := &Agent{id: "projects-test", cfg: Config{Drivers: d}, log: slog.New(slog.DiscardHandler)}
 	path, sum := testGuest(t)
-	img := create(engine.Action{Stack: "web", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	img := create(Action{Stack: "web", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
 	imgAttrs := run(t, d["image"], &img, map[string]map[string]any{}).Attrs
 
 	p1 := makeProjectStack(t, r, "p1", "10.83.1.0/24", 18081, imgAttrs)
 	p2 := makeProjectStack(t, r, "p2", "10.83.2.0/24", 18082, imgAttrs)
 	t.Cleanup(func() {
 		for _, p := range []*projectStack{p1, p2} {
-			for _, a := range []engine.Action{p.pf, p.srv, p.vol, p.lan} {
-				a.Op = engine.OpDelete
+			for _, a := range []Action{p.pf, p.srv, p.vol, p.lan} {
+				a.Op = api.OpDelete
 				d[a.Kind].Delete(context.Background(), a)
 			}
 		}
 	})
 	// A default-project stack whose name is p1's scope with a '-'.
-	dflt := create(engine.Action{Stack: executors.Scope("default", "p1-web"), Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.83.3.0/24", "dhcp": true}})
+	dflt := create(Action{Stack: executors.Scope("default", "p1-web"), Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.83.3.0/24", "dhcp": true}})
 	dfltBridge, _ := run(t, d["network"], &dflt, map[string]map[string]any{}).Attrs["id"].(string)
 	t.Cleanup(func() {
 		del := dflt
-		del.Op = engine.OpDelete
+		del.Op = api.OpDelete
 		d["network"].Delete(context.Background(), del)
 	})
 
@@ -214,14 +213,14 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 	// A p1 server cannot attach p2's volume, nor p2's server's overlay or
 	// seed, by naming their ids.
 	for _, id := range []string{p2.volID, volume.Name(p2.scope, "server.web", volume.QCOW2), volume.BaseName(p2.scope, "server.web") + "-seed.iso", "../x"} {
-		thief := create(engine.Action{Stack: p1.scope, Address: "server.thief", Kind: "server", Attrs: map[string]any{
+		thief := create(Action{Stack: p1.scope, Address: "server.thief", Kind: "server", Attrs: map[string]any{
 			"image": sum, "cpus": int64(1), "memory": int64(128 << 20), "volumes": []any{id}},
 			Deps: map[string]map[string]any{"image.guest": {"id": sum}}})
 		_, err := d["server"].Create(ctx, thief)
 		if err == nil || !strings.Contains(err.Error(), "is not a volume of stack") {
 			t.Errorf("p1 attaching %s: %v", id, err)
 		}
-		thief.Op = engine.OpDelete
+		thief.Op = api.OpDelete
 		if err := d["server"].Delete(ctx, thief); err != nil {
 			t.Errorf("delete p1's server.thief: %v", err)
 		}
@@ -295,15 +294,15 @@ func TestRealTwoProjectsOneStackName(t *testing.T) {
 	// A network an older kiln made for p1/web carries the default
 	// project's name and tag (here: made as default web's). p1/web's
 	// read of that id says it is gone and its delete leaves it alone.
-	old := create(engine.Action{Stack: "web", Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.83.4.0/24"}})
+	old := create(Action{Stack: "web", Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.83.4.0/24"}})
 	oldBridge, _ := run(t, d["network"], &old, map[string]map[string]any{}).Attrs["id"].(string)
 	t.Cleanup(func() {
 		del := old
-		del.Op, del.ID = engine.OpDelete, oldBridge
+		del.Op, del.ID = api.OpDelete, oldBridge
 		d["network"].Delete(context.Background(), del)
 	})
 	legacy := old
-	legacy.Stack, legacy.Op, legacy.ID = p1.scope, engine.OpDelete, oldBridge
+	legacy.Stack, legacy.Op, legacy.ID = p1.scope, api.OpDelete, oldBridge
 	if _, exists, err := d["network"].Read(ctx, legacy); err != nil || exists {
 		t.Fatalf("p1/web's read of an older kiln's network: exists %v, %v", exists, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kiln-dev/kiln/api"
 	"log/slog"
 	"maps"
 	"os"
@@ -19,7 +20,6 @@ import (
 
 	"libvirt.org/go/libvirt"
 
-	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/network"
@@ -388,8 +388,8 @@ func baseAddress(phys string) string {
 // physical address of the instance with id a.ID when set (found through
 // idOf for the first generation, else the registry), else the instance of
 // a's generation.
-func (r *Real) target(kind string, a engine.Action, idOf func(stack, phys string) string) (string, error) {
-	if a.ID == "" || (a.Op == engine.OpCreate && a.Generation != "") {
+func (r *Real) target(kind string, a Action, idOf func(stack, phys string) string) (string, error) {
+	if a.ID == "" || (a.Op == api.OpCreate && a.Generation != "") {
 		return physAddress(a.Address, a.Generation), nil
 	}
 	if idOf(a.Stack, a.Address) == a.ID {
@@ -409,7 +409,7 @@ func (r *Real) target(kind string, a engine.Action, idOf func(stack, phys string
 
 // attrs is the configured attributes of an action with computed ones
 // added; unknown values are dropped (the computed ones replace them).
-func withComputed(a engine.Action, computed map[string]any) map[string]any {
+func withComputed(a Action, computed map[string]any) map[string]any {
 	out := make(map[string]any, len(a.Attrs)+len(computed))
 	for k, v := range a.Attrs {
 		if !spec.IsUnknown(v) {
@@ -423,11 +423,11 @@ func withComputed(a engine.Action, computed map[string]any) map[string]any {
 // Attribute readers. Each fails with a message naming the attribute when
 // the value is unknown or of the wrong type.
 
-func unknownErr(a engine.Action, name string) error {
+func unknownErr(a Action, name string) error {
 	return fmt.Errorf("%s: attribute %q is still unknown (known after apply) when the action runs: the value it depends on was not resolved", a.Address, name)
 }
 
-func attrString(a engine.Action, name string, required bool) (string, error) {
+func attrString(a Action, name string, required bool) (string, error) {
 	v, ok := a.Attrs[name]
 	if !ok || v == nil {
 		if required {
@@ -445,7 +445,7 @@ func attrString(a engine.Action, name string, required bool) (string, error) {
 	return s, nil
 }
 
-func attrInt(a engine.Action, name string, def int64) (int64, error) {
+func attrInt(a Action, name string, def int64) (int64, error) {
 	v, ok := a.Attrs[name]
 	if !ok || v == nil {
 		return def, nil
@@ -466,7 +466,7 @@ func attrInt(a engine.Action, name string, def int64) (int64, error) {
 	return 0, fmt.Errorf("%s: attribute %q is a %T, want a number", a.Address, name, v)
 }
 
-func attrBool(a engine.Action, name string, def bool) (bool, error) {
+func attrBool(a Action, name string, def bool) (bool, error) {
 	v, ok := a.Attrs[name]
 	if !ok || v == nil {
 		return def, nil
@@ -480,7 +480,7 @@ func attrBool(a engine.Action, name string, def bool) (bool, error) {
 	return false, fmt.Errorf("%s: attribute %q is a %T, want a bool", a.Address, name, v)
 }
 
-func attrStrings(a engine.Action, name string) ([]string, error) {
+func attrStrings(a Action, name string) ([]string, error) {
 	v, ok := a.Attrs[name]
 	if !ok || v == nil {
 		return nil, nil
@@ -509,7 +509,7 @@ func attrStrings(a engine.Action, name string) ([]string, error) {
 // depOfKind returns the attributes of the only dependency of a kind, for
 // filling an attribute that is still unknown; ok is false when there is
 // not exactly one.
-func depOfKind(a engine.Action, kind string) (map[string]any, bool) {
+func depOfKind(a Action, kind string) (map[string]any, bool) {
 	var found map[string]any
 	n := 0
 	for addr, attrs := range a.Deps {

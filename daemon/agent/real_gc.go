@@ -12,7 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/volume"

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/image"
 )
 

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kiln-dev/kiln/api"
 
-	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/portforward"
@@ -20,7 +20,7 @@ type realImage struct{ r *Real }
 
 func (k realImage) real() *Real { return k.r }
 
-func (k realImage) Create(ctx context.Context, a engine.Action) (Object, error) {
+func (k realImage) Create(ctx context.Context, a Action) (Object, error) {
 	src, err := attrString(a, "source", true)
 	if err != nil {
 		return Object{}, err
@@ -46,7 +46,7 @@ func (k realImage) Create(ctx context.Context, a engine.Action) (Object, error) 
 // imageObject is the image's attributes. sha256 and format are set when the
 // template sets them (to what is really cached); left out otherwise, so an
 // unset optional attribute does not read as a change.
-func imageObject(a engine.Action, img image.Image) Object {
+func imageObject(a Action, img image.Image) Object {
 	c := map[string]any{"id": img.SHA256, "size": img.Size}
 	if _, ok := a.Attrs["sha256"]; ok {
 		c["sha256"] = img.SHA256
@@ -57,19 +57,19 @@ func imageObject(a engine.Action, img image.Image) Object {
 	return Object{PhysicalName: img.Volume, Attrs: withComputed(a, c)}
 }
 
-func (k realImage) Update(ctx context.Context, a engine.Action) (Object, error) {
+func (k realImage) Update(ctx context.Context, a Action) (Object, error) {
 	// Every attribute of an image forces a replacement; an update only
 	// makes sure the image is cached.
 	return k.Create(ctx, a)
 }
 
-func (k realImage) Delete(ctx context.Context, a engine.Action) error {
+func (k realImage) Delete(ctx context.Context, a Action) error {
 	return ctx.Err()
 }
 
-func (k realImage) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+func (k realImage) Read(ctx context.Context, a Action) (Object, bool, error) {
 	sum := a.ID
-	if sum == "" || (a.Op == engine.OpCreate && a.Generation != "") {
+	if sum == "" || (a.Op == api.OpCreate && a.Generation != "") {
 		s, err := attrString(a, "sha256", false)
 		if err != nil {
 			return Object{}, false, err
@@ -110,7 +110,7 @@ type realVolume struct{ r *Real }
 
 func (k realVolume) real() *Real { return k.r }
 
-func (k realVolume) spec(a engine.Action, phys string) (volume.Spec, error) {
+func (k realVolume) spec(a Action, phys string) (volume.Spec, error) {
 	size, err := attrInt(a, "size", 0)
 	if err != nil {
 		return volume.Spec{}, err
@@ -125,7 +125,7 @@ func (k realVolume) spec(a engine.Action, phys string) (volume.Spec, error) {
 	return volume.Spec{Stack: a.Stack, Address: phys, Size: size, Format: format}, nil
 }
 
-func (k realVolume) target(a engine.Action) (string, error) {
+func (k realVolume) target(a Action) (string, error) {
 	format, _ := a.Attrs["format"].(string)
 	if format == "" {
 		format = volume.QCOW2
@@ -133,11 +133,11 @@ func (k realVolume) target(a engine.Action) (string, error) {
 	return k.r.target("volume", a, func(stack, phys string) string { return volume.Name(stack, phys, format) })
 }
 
-func volumeObject(a engine.Action, v volume.Volume) Object {
+func volumeObject(a Action, v volume.Volume) Object {
 	return Object{PhysicalName: v.Name, Attrs: withComputed(a, map[string]any{"id": v.Name, "size": v.Size, "format": v.Format})}
 }
 
-func (k realVolume) Create(ctx context.Context, a engine.Action) (Object, error) {
+func (k realVolume) Create(ctx context.Context, a Action) (Object, error) {
 	phys := physAddress(a.Address, a.Generation)
 	s, err := k.spec(a, phys)
 	if err != nil {
@@ -157,7 +157,7 @@ func (k realVolume) Create(ctx context.Context, a engine.Action) (Object, error)
 	return volumeObject(a, v), nil
 }
 
-func (k realVolume) Update(ctx context.Context, a engine.Action) (Object, error) {
+func (k realVolume) Update(ctx context.Context, a Action) (Object, error) {
 	phys, err := k.target(a)
 	if err != nil {
 		return Object{}, err
@@ -191,7 +191,7 @@ func (k realVolume) Update(ctx context.Context, a engine.Action) (Object, error)
 	return volumeObject(a, v), nil
 }
 
-func (k realVolume) Delete(ctx context.Context, a engine.Action) error {
+func (k realVolume) Delete(ctx context.Context, a Action) error {
 	phys, err := k.target(a)
 	if err != nil {
 		if isLegacy(err) {
@@ -210,7 +210,7 @@ func (k realVolume) Delete(ctx context.Context, a engine.Action) error {
 	return nil
 }
 
-func (k realVolume) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+func (k realVolume) Read(ctx context.Context, a Action) (Object, bool, error) {
 	phys, err := k.target(a)
 	if err != nil {
 		if isLegacy(err) {
@@ -236,7 +236,7 @@ func (k realPortForward) real() *Real { return k.r }
 
 func portForwardID(stack, phys string) string { return executors.PhysicalName(stack, phys, 64) }
 
-func (k realPortForward) spec(a engine.Action, phys string, full bool) (portforward.Spec, error) {
+func (k realPortForward) spec(a Action, phys string, full bool) (portforward.Spec, error) {
 	s := portforward.Spec{Stack: a.Stack, Address: phys}
 	if !full {
 		return s, nil
@@ -272,7 +272,7 @@ func (k realPortForward) spec(a engine.Action, phys string, full bool) (portforw
 	return s, fmt.Errorf("%s: attribute \"target\" is %T, want an address", a.Address, target)
 }
 
-func (k realPortForward) apply(ctx context.Context, a engine.Action, phys string) (Object, error) {
+func (k realPortForward) apply(ctx context.Context, a Action, phys string) (Object, error) {
 	s, err := k.spec(a, phys, true)
 	if err != nil {
 		return Object{}, err
@@ -292,11 +292,11 @@ func (k realPortForward) apply(ctx context.Context, a engine.Action, phys string
 	return obj, nil
 }
 
-func (k realPortForward) Create(ctx context.Context, a engine.Action) (Object, error) {
+func (k realPortForward) Create(ctx context.Context, a Action) (Object, error) {
 	return k.apply(ctx, a, physAddress(a.Address, a.Generation))
 }
 
-func (k realPortForward) Update(ctx context.Context, a engine.Action) (Object, error) {
+func (k realPortForward) Update(ctx context.Context, a Action) (Object, error) {
 	phys, err := k.r.target("port_forward", a, portForwardID)
 	if err != nil {
 		return Object{}, err
@@ -304,7 +304,7 @@ func (k realPortForward) Update(ctx context.Context, a engine.Action) (Object, e
 	return k.apply(ctx, a, phys)
 }
 
-func (k realPortForward) Delete(ctx context.Context, a engine.Action) error {
+func (k realPortForward) Delete(ctx context.Context, a Action) error {
 	phys, err := k.r.target("port_forward", a, portForwardID)
 	if err != nil {
 		if isLegacy(err) {
@@ -322,7 +322,7 @@ func (k realPortForward) Delete(ctx context.Context, a engine.Action) error {
 // Read says the port forward exists when all its rules are there as the
 // attributes want them (a create repairs the rest); for a delete, when any
 // of its rules is left.
-func (k realPortForward) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+func (k realPortForward) Read(ctx context.Context, a Action) (Object, bool, error) {
 	phys, err := k.r.target("port_forward", a, portForwardID)
 	if err != nil {
 		if isLegacy(err) {
@@ -341,7 +341,7 @@ func (k realPortForward) Read(ctx context.Context, a engine.Action) (Object, boo
 	if err != nil {
 		return Object{}, false, err
 	}
-	if a.Op != engine.OpDelete && !st.Exact {
+	if a.Op != api.OpDelete && !st.Exact {
 		return Object{}, false, nil
 	}
 	id := portForwardID(a.Stack, phys)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors"
 )
 
@@ -21,7 +20,7 @@ var errLegacy = errors.New("made by a kiln version without projects: its objects
 // non-default project, is about an instance (a.ID) named as the default
 // project's stack of the same name names it (idOf) or registered to that
 // stack (rec, found).
-func legacyInstance(kind string, a engine.Action, idOf func(stack, phys string) string, rec record, found bool) error {
+func legacyInstance(kind string, a Action, idOf func(stack, phys string) string, rec record, found bool) error {
 	project, bare := executors.SplitScope(a.Stack)
 	if project == executors.DefaultProject || a.ID == "" {
 		return nil

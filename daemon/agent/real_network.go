@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/network"
 )
@@ -21,7 +20,7 @@ type realNetwork struct{ r *Real }
 func (k realNetwork) real() *Real { return k.r }
 
 // config fills rec's configuration from the action's attributes.
-func netConfig(a engine.Action, rec *record) error {
+func netConfig(a Action, rec *record) error {
 	cidr, err := attrString(a, "cidr", true)
 	if err != nil {
 		return err
@@ -48,7 +47,7 @@ func gatewayOf(cidr string) (netip.Prefix, error) {
 	return netip.PrefixFrom(p.Addr().Next(), p.Bits()), nil
 }
 
-func networkObject(a engine.Action, rec record, st network.State) Object {
+func networkObject(a Action, rec record, st network.State) Object {
 	c := map[string]any{"id": rec.ID, "bridge": st.Bridge}
 	if gw, err := gatewayOf(rec.CIDR); err == nil {
 		c["gateway"] = gw.Addr().String()
@@ -56,7 +55,7 @@ func networkObject(a engine.Action, rec record, st network.State) Object {
 	return Object{PhysicalName: st.Bridge, Attrs: withComputed(a, c)}
 }
 
-func (k realNetwork) apply(ctx context.Context, a engine.Action, phys string, create bool) (Object, error) {
+func (k realNetwork) apply(ctx context.Context, a Action, phys string, create bool) (Object, error) {
 	id := network.BridgeName(a.Stack, phys)
 	defer k.r.lock(id)()
 	rec, _, err := k.r.reg.get("network", id)
@@ -82,11 +81,11 @@ func (k realNetwork) apply(ctx context.Context, a engine.Action, phys string, cr
 	return networkObject(a, rec, st), nil
 }
 
-func (k realNetwork) Create(ctx context.Context, a engine.Action) (Object, error) {
+func (k realNetwork) Create(ctx context.Context, a Action) (Object, error) {
 	return k.apply(ctx, a, physAddress(a.Address, a.Generation), true)
 }
 
-func (k realNetwork) Update(ctx context.Context, a engine.Action) (Object, error) {
+func (k realNetwork) Update(ctx context.Context, a Action) (Object, error) {
 	phys, err := k.r.target("network", a, network.BridgeName)
 	if err != nil {
 		return Object{}, err
@@ -94,7 +93,7 @@ func (k realNetwork) Update(ctx context.Context, a engine.Action) (Object, error
 	return k.apply(ctx, a, phys, false)
 }
 
-func (k realNetwork) Delete(ctx context.Context, a engine.Action) error {
+func (k realNetwork) Delete(ctx context.Context, a Action) error {
 	phys, err := k.r.target("network", a, network.BridgeName)
 	if err != nil {
 		if isLegacy(err) {
@@ -112,7 +111,7 @@ func (k realNetwork) Delete(ctx context.Context, a engine.Action) error {
 
 // Read returns the network as the host has it: exists is false when its
 // bridge is gone; nat and dhcp say what is really running.
-func (k realNetwork) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+func (k realNetwork) Read(ctx context.Context, a Action) (Object, bool, error) {
 	phys, err := k.r.target("network", a, network.BridgeName)
 	if err != nil {
 		if isLegacy(err) {
@@ -149,7 +148,7 @@ func (k realNetwork) Read(ctx context.Context, a engine.Action) (Object, bool, e
 // networkFor finds the record of the network a server's network block
 // names: the id the dependency reported when the action carries it, else
 // the stack's one instance of network.<name> on this host.
-func (r *Real) networkFor(a engine.Action, name string) (record, error) {
+func (r *Real) networkFor(a Action, name string) (record, error) {
 	addr := "network." + name
 	if dep, ok := a.Deps[addr]; ok {
 		if id, ok := dep["id"].(string); ok && id != "" {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"github.com/kiln-dev/kiln/api"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -9,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/kiln-dev/kiln/daemon/engine"
 )
 
 // registerHost records ip as a server NIC on the stack's network netAddr,
@@ -65,8 +64,8 @@ func TestRealPolicyLocalPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	const stack = "polpaths"
-	img := func(src string) engine.Action {
-		return create(engine.Action{Stack: stack, Address: "image.base", Kind: "image", Attrs: map[string]any{"source": src}})
+	img := func(src string) Action {
+		return create(Action{Stack: stack, Address: "image.base", Kind: "image", Attrs: map[string]any{"source": src}})
 	}
 
 	// A remote agent's default: no local path at all.
@@ -99,7 +98,7 @@ func TestRealPolicyLocalPaths(t *testing.T) {
 	// A server's kernel and initrd: the same rule, checked before anything
 	// is made.
 	for _, attr := range []string{"kernel", "initrd"} {
-		s := create(engine.Action{Stack: stack, Address: "server.k", Kind: "server", Attrs: map[string]any{
+		s := create(Action{Stack: stack, Address: "server.k", Kind: "server", Attrs: map[string]any{
 			"image": sum, attr: "/etc/shadow", "memory": int64(128 << 20)},
 			Deps: map[string]map[string]any{"image.guest": {"id": sum}}})
 		_, err = d["server"].Create(ctx, s)
@@ -108,12 +107,12 @@ func TestRealPolicyLocalPaths(t *testing.T) {
 		_, err = d["server"].Create(ctx, s)
 		wantErr(t, attr+" through a link", err, "server.k", `attribute "`+attr+`"`, "resolves to /etc/passwd")
 		del := s
-		del.Op = engine.OpDelete
+		del.Op = api.OpDelete
 		if err := d["server"].Delete(ctx, del); err != nil {
 			t.Fatal(err)
 		}
 	}
-	real, err := r.checkLocal(engine.Action{Address: "server.k"}, "kernel", filepath.Join(allowed, "vmlinuz"))
+	real, err := r.checkLocal(Action{Address: "server.k"}, "kernel", filepath.Join(allowed, "vmlinuz"))
 	if err != nil || real != filepath.Join(allowed, "vmlinuz") {
 		t.Fatalf("an allowed kernel: %q, %v", real, err)
 	}
@@ -128,9 +127,9 @@ func TestRealPolicyPortForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	ReserveHostPorts(d, 14646)
-	nets := map[string]engine.Action{}
+	nets := map[string]Action{}
 	for stack, cidr := range map[string]string{"pfa": "10.82.0.0/24", "pfb": "10.83.0.0/24"} {
-		n := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": cidr, "dhcp": false}})
+		n := create(Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": cidr, "dhcp": false}})
 		if _, err := d["network"].Create(ctx, n); err != nil {
 			t.Fatal(err)
 		}
@@ -138,13 +137,13 @@ func TestRealPolicyPortForward(t *testing.T) {
 	}
 	registerHost(t, r, "pfa", "network.lan", "10.82.0.10")
 	registerHost(t, r, "pfb", "network.lan", "10.83.0.10")
-	pf := func(stack string, hostPort int, target string) engine.Action {
-		return create(engine.Action{Stack: stack, Address: "port_forward.p", Kind: "port_forward", Attrs: map[string]any{
+	pf := func(stack string, hostPort int, target string) Action {
+		return create(Action{Stack: stack, Address: "port_forward.p", Kind: "port_forward", Attrs: map[string]any{
 			"host_port": int64(hostPort), "protocol": "tcp", "target": target, "target_port": int64(80)}})
 	}
 	refused := []struct {
 		name  string
-		a     engine.Action
+		a     Action
 		parts []string
 	}{
 		{"ssh port", pf("pfa", 22, "10.82.0.10"), []string{"port_forward.p", `attribute "host_port"`, "22 is outside", "10000-60000", "-host-ports"}},
@@ -181,8 +180,8 @@ func TestRealPolicyPortForward(t *testing.T) {
 		t.Fatalf("udp/12000 beside tcp/12000: %v", err)
 	}
 
-	for _, x := range []engine.Action{a, b, nets["pfa"], nets["pfb"]} {
-		x.Op = engine.OpDelete
+	for _, x := range []Action{a, b, nets["pfa"], nets["pfb"]} {
+		x.Op = api.OpDelete
 		if err := d[x.Kind].Delete(ctx, x); err != nil {
 			t.Fatal(err)
 		}
@@ -199,22 +198,22 @@ func TestRealPolicyForeignVolume(t *testing.T) {
 	d := r.Drivers()
 	path, sum := testGuest(t)
 	results := map[string]map[string]any{}
-	img := create(engine.Action{Stack: "volb", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	img := create(Action{Stack: "volb", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
 	run(t, d["image"], &img, results)
-	vol := create(engine.Action{Stack: "vola", Address: "volume.secret", Kind: "volume", Attrs: map[string]any{"size": int64(8 << 20), "format": "qcow2"}})
+	vol := create(Action{Stack: "vola", Address: "volume.secret", Kind: "volume", Attrs: map[string]any{"size": int64(8 << 20), "format": "qcow2"}})
 	o := run(t, d["volume"], &vol, results)
 	for _, id := range []string{o.Attrs["id"].(string), "kiln-vola-server-web.qcow2", "nonexistent"} {
-		s := create(engine.Action{Stack: "volb", Address: "server.thief", Kind: "server", Attrs: map[string]any{
+		s := create(Action{Stack: "volb", Address: "server.thief", Kind: "server", Attrs: map[string]any{
 			"image": sum, "memory": int64(128 << 20), "volumes": []any{id}},
 			Deps: map[string]map[string]any{"image.guest": {"id": sum}}})
 		_, err := d["server"].Create(ctx, s)
 		wantErr(t, id, err, "server.thief", `attribute "volumes"`, "is not a volume of stack volb")
-		s.Op = engine.OpDelete
+		s.Op = api.OpDelete
 		if err := d["server"].Delete(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	vol.Op = engine.OpDelete
+	vol.Op = api.OpDelete
 	if err := d["volume"].Delete(ctx, vol); err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +230,8 @@ func TestRealPolicySources(t *testing.T) {
 	path, sum := testGuest(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { http.ServeFile(w, req, path) }))
 	t.Cleanup(srv.Close)
-	img := func(s string) engine.Action {
-		return create(engine.Action{Stack: "polsrc", Address: "image.web", Kind: "image", Attrs: map[string]any{"source": srv.URL + "/guest.qcow2", "sha256": s}})
+	img := func(s string) Action {
+		return create(Action{Stack: "polsrc", Address: "image.web", Kind: "image", Attrs: map[string]any{"source": srv.URL + "/guest.qcow2", "sha256": s}})
 	}
 	if err := r.SetPolicy(HostPolicy{}); err != nil {
 		t.Fatal(err)
@@ -255,7 +254,7 @@ func TestRealPolicySources(t *testing.T) {
 // of its image dependencies, whatever the shared cache holds.
 func TestOwnImage(t *testing.T) {
 	const sum = "4f1c0a3b6d2e8f7a9c0b1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a"
-	a := engine.Action{Address: "server.web", Deps: map[string]map[string]any{
+	a := Action{Address: "server.web", Deps: map[string]map[string]any{
 		"network.lan": {"id": sum}, "image.base": {"id": "other"}}}
 	err := ownImage(a, sum)
 	if err == nil || !strings.Contains(err.Error(), `server.web: attribute "image"`) || !strings.Contains(err.Error(), "image.NAME.id") {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/server"
@@ -40,7 +39,7 @@ func Hostname(scope, phys string) string {
 // netBlock is one `network "NAME" { address = ... }` block of a server.
 type netBlock struct{ name, address string }
 
-func netBlocks(a engine.Action) ([]netBlock, error) {
+func netBlocks(a Action) ([]netBlock, error) {
 	v, ok := a.Attrs["networks"]
 	if !ok || v == nil {
 		return nil, nil
@@ -96,7 +95,7 @@ type nicInfo struct {
 
 // attach registers the server's NIC on network b as a fixed DHCP host
 // (allocating an address when the block gives none) and tells dnsmasq.
-func (r *Real) attach(ctx context.Context, a engine.Action, phys string, b netBlock) (nicInfo, error) {
+func (r *Real) attach(ctx context.Context, a Action, phys string, b netBlock) (nicInfo, error) {
 	rec, err := r.networkFor(a, b.name)
 	if err != nil {
 		return nicInfo{}, err
@@ -261,7 +260,7 @@ func hasHost(rec record, server string) bool {
 
 // target finds the physical address of the server an action is about; for
 // an id the registry does not know, from the domain's kiln metadata.
-func (k realServer) target(ctx context.Context, a engine.Action) (string, error) {
+func (k realServer) target(ctx context.Context, a Action) (string, error) {
 	phys, err := k.r.target("server", a, server.Name)
 	if err == nil || isLegacy(err) {
 		return phys, err
@@ -284,7 +283,7 @@ func (k realServer) target(ctx context.Context, a engine.Action) (string, error)
 }
 
 // spec turns the action into the executor's spec, registering the NICs.
-func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (server.Spec, resolved, error) {
+func (k realServer) spec(ctx context.Context, a Action, phys string) (server.Spec, resolved, error) {
 	var res resolved
 	s := server.Spec{Stack: a.Stack, Address: phys, Hostname: Hostname(a.Stack, phys)}
 	sum, err := k.specImage(ctx, a, &s)
@@ -316,7 +315,7 @@ func (k realServer) spec(ctx context.Context, a engine.Action, phys string) (ser
 
 // specImage sets the server's image, fetching it into this host's cache
 // when the image resource says where from; it returns the image's id.
-func (k realServer) specImage(ctx context.Context, a engine.Action, s *server.Spec) (string, error) {
+func (k realServer) specImage(ctx context.Context, a Action, s *server.Spec) (string, error) {
 	sum, err := k.imageID(a)
 	if err != nil {
 		return "", err
@@ -346,7 +345,7 @@ func (k realServer) specImage(ctx context.Context, a engine.Action, s *server.Sp
 }
 
 // specSize sets the server's cpus, memory and disk.
-func specSize(a engine.Action, s *server.Spec) error {
+func specSize(a Action, s *server.Spec) error {
 	cpus, err := attrInt(a, "cpus", 1)
 	if err != nil {
 		return err
@@ -363,7 +362,7 @@ func specSize(a engine.Action, s *server.Spec) error {
 
 // specBoot sets what the guest boots with: user data, kernel, initrd and
 // command line, SSH keys and CPU mode.
-func (k realServer) specBoot(a engine.Action, s *server.Spec) error {
+func (k realServer) specBoot(a Action, s *server.Spec) error {
 	var err error
 	for _, f := range []struct {
 		name string
@@ -391,7 +390,7 @@ func (k realServer) specBoot(a engine.Action, s *server.Spec) error {
 }
 
 // specVolumes attaches the server's volumes; it returns their ids.
-func (k realServer) specVolumes(a engine.Action, s *server.Spec) ([]string, error) {
+func (k realServer) specVolumes(a Action, s *server.Spec) ([]string, error) {
 	ids, err := k.volumeIDs(a)
 	if err != nil {
 		return nil, err
@@ -413,7 +412,7 @@ func (k realServer) specVolumes(a engine.Action, s *server.Spec) ([]string, erro
 
 // specNICs registers the server's NICs on their networks; on an error it
 // returns the NICs registered so far.
-func (k realServer) specNICs(ctx context.Context, a engine.Action, phys string, s *server.Spec) ([]nicInfo, error) {
+func (k realServer) specNICs(ctx context.Context, a Action, phys string, s *server.Spec) ([]nicInfo, error) {
 	blocks, err := netBlocks(a)
 	if err != nil {
 		return nil, err
@@ -433,7 +432,7 @@ func (k realServer) specNICs(ctx context.Context, a engine.Action, phys string, 
 // ready turns the server's ready attribute (spec's normalised map) into
 // the driver's check; with no ready block, the guest's DHCP lease on its
 // first DHCP network, or the domain running for a few seconds.
-func (k realServer) ready(a engine.Action, phys string, nics []nicInfo) (server.Ready, error) {
+func (k realServer) ready(a Action, phys string, nics []nicInfo) (server.Ready, error) {
 	v, ok := a.Attrs["ready"]
 	if !ok || v == nil {
 		for _, n := range nics {
@@ -506,7 +505,7 @@ func serverProgress(ctx context.Context, address string) server.Progress {
 
 // imageID is the server's image attribute, or the id of its only image
 // dependency when that attribute is still unknown.
-func (k realServer) imageID(a engine.Action) (string, error) {
+func (k realServer) imageID(a Action) (string, error) {
 	if v, ok := a.Attrs["image"]; ok && spec.IsUnknown(v) {
 		if dep, ok := depOfKind(a, "image"); ok {
 			if id, ok := dep["id"].(string); ok && id != "" {
@@ -519,7 +518,7 @@ func (k realServer) imageID(a engine.Action) (string, error) {
 
 // volumeIDs is the server's volumes attribute; a single unknown entry is
 // taken from its only volume dependency.
-func (k realServer) volumeIDs(a engine.Action) ([]string, error) {
+func (k realServer) volumeIDs(a Action) ([]string, error) {
 	if l, ok := a.Attrs["volumes"].([]any); ok && len(l) == 1 && spec.IsUnknown(l[0]) {
 		if dep, ok := depOfKind(a, "volume"); ok {
 			if id, ok := dep["id"].(string); ok && id != "" {
@@ -530,7 +529,7 @@ func (k realServer) volumeIDs(a engine.Action) ([]string, error) {
 	return attrStrings(a, "volumes")
 }
 
-func serverObject(a engine.Action, s server.Server, res resolved) Object {
+func serverObject(a Action, s server.Server, res resolved) Object {
 	nics := res.nics
 	c := map[string]any{"id": s.Name}
 	if res.image != "" {
@@ -557,7 +556,7 @@ func serverObject(a engine.Action, s server.Server, res resolved) Object {
 	return Object{PhysicalName: s.Name, Attrs: withComputed(a, c), ReadyAfter: s.ReadyAfter}
 }
 
-func (k realServer) Create(ctx context.Context, a engine.Action) (Object, error) {
+func (k realServer) Create(ctx context.Context, a Action) (Object, error) {
 	phys := physAddress(a.Address, a.Generation)
 	name := server.Name(a.Stack, phys)
 	rec := record{Kind: "server", ID: name, Stack: a.Stack, Phys: phys,
@@ -598,7 +597,7 @@ func (k realServer) listen(s server.Spec) error {
 	return k.r.signals.Listen(s.NICs[0].Gateway)
 }
 
-func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error) {
+func (k realServer) Update(ctx context.Context, a Action) (Object, error) {
 	phys, err := k.target(ctx, a)
 	if err != nil {
 		return Object{}, err
@@ -617,7 +616,7 @@ func (k realServer) Update(ctx context.Context, a engine.Action) (Object, error)
 	return serverObject(a, got, res), nil
 }
 
-func (k realServer) Delete(ctx context.Context, a engine.Action) error {
+func (k realServer) Delete(ctx context.Context, a Action) error {
 	phys, err := k.target(ctx, a)
 	if err != nil {
 		if isLegacy(err) {
@@ -640,7 +639,7 @@ func (k realServer) Delete(ctx context.Context, a engine.Action) error {
 
 // Read returns the domain as libvirt has it: cpus, memory and volumes are
 // the real ones; exists is false when the domain is gone.
-func (k realServer) Read(ctx context.Context, a engine.Action) (Object, bool, error) {
+func (k realServer) Read(ctx context.Context, a Action) (Object, bool, error) {
 	phys, err := k.target(ctx, a)
 	if err != nil {
 		if isLegacy(err) {

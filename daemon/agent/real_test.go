@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/kiln-dev/kiln/api"
 	"io"
 	"io/fs"
 	"net/http"
@@ -20,7 +21,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/server"
@@ -84,10 +84,10 @@ func testGuest(t *testing.T) (path, sum string) {
 // dependency order; Deps are filled as results come in.
 type stackActions struct {
 	stack                  string
-	img, net, vol, srv, pf engine.Action
+	img, net, vol, srv, pf Action
 }
 
-func run(t *testing.T, d Driver, a *engine.Action, results map[string]map[string]any) Object {
+func run(t *testing.T, d Driver, a *Action, results map[string]map[string]any) Object {
 	t.Helper()
 	a.Deps = map[string]map[string]any{}
 	for addr, attrs := range results {
@@ -101,8 +101,8 @@ func run(t *testing.T, d Driver, a *engine.Action, results map[string]map[string
 	return obj
 }
 
-func create(a engine.Action) engine.Action {
-	a.Op = engine.OpCreate
+func create(a Action) Action {
+	a.Op = api.OpCreate
 	return a
 }
 
@@ -113,20 +113,20 @@ func TestRealStackEndToEnd(t *testing.T) {
 	path, sum := testGuest(t)
 	const stack = "rtstack"
 
-	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image",
+	img := create(Action{Stack: stack, Address: "image.guest", Kind: "image",
 		Attrs: map[string]any{"source": path, "sha256": sum}})
-	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network",
+	lan := create(Action{Stack: stack, Address: "network.lan", Kind: "network",
 		Attrs: map[string]any{"cidr": "10.77.0.0/24", "nat": true, "dhcp": true}})
-	vol := create(engine.Action{Stack: stack, Address: "volume.data", Kind: "volume",
+	vol := create(Action{Stack: stack, Address: "volume.data", Kind: "volume",
 		Attrs: map[string]any{"size": int64(64 << 20), "format": "qcow2"}})
-	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server",
+	srv := create(Action{Stack: stack, Address: "server.web", Kind: "server",
 		Attrs: map[string]any{
 			"image":    spec.Unknown{}, // taken from the image dependency
 			"cpus":     int64(1),
 			"memory":   int64(192 << 20),
 			"networks": []any{map[string]any{"name": "lan", "address": "10.77.0.10"}},
 		}})
-	pf := create(engine.Action{Stack: stack, Address: "port_forward.http", Kind: "port_forward",
+	pf := create(Action{Stack: stack, Address: "port_forward.http", Kind: "port_forward",
 		Attrs: map[string]any{"host_port": int64(8080), "protocol": "tcp", "target": spec.Unknown{}, "target_port": int64(80)}})
 
 	results := map[string]map[string]any{}
@@ -198,9 +198,9 @@ func TestRealStackEndToEnd(t *testing.T) {
 	}
 
 	// Read reflects the host.
-	for _, a := range []engine.Action{img, lan, vol, srv, pf} {
+	for _, a := range []Action{img, lan, vol, srv, pf} {
 		a.ID, _ = results[a.Address]["id"].(string)
-		a.Op = engine.OpUpdate
+		a.Op = api.OpUpdate
 		obj, exists, err := d[a.Kind].Read(ctx, a)
 		if err != nil || !exists {
 			t.Fatalf("read %s: exists %v, %v", a.Address, exists, err)
@@ -224,7 +224,7 @@ func TestRealStackEndToEnd(t *testing.T) {
 
 	// An update of memory restarts the domain; Read shows the new size.
 	up := srv
-	up.Op, up.ID = engine.OpUpdate, server.Name(stack, "server.web")
+	up.Op, up.ID = api.OpUpdate, server.Name(stack, "server.web")
 	up.Attrs = map[string]any{}
 	for k, v := range srv.Attrs {
 		up.Attrs[k] = v
@@ -251,7 +251,7 @@ func TestRealStackEndToEnd(t *testing.T) {
 	// the guest's domain (qemu holds the image): libvirt's view of the
 	// guest's vdb and the volume's Read both show the new size.
 	grow := vol
-	grow.Op = engine.OpUpdate
+	grow.Op = api.OpUpdate
 	grow.ID, _ = results["volume.data"]["id"].(string)
 	grow.Attrs = map[string]any{"size": int64(96 << 20), "format": "qcow2"}
 	if obj, err := d["volume"].Update(ctx, grow); err != nil || obj.Attrs["size"] != int64(96<<20) {
@@ -278,8 +278,8 @@ func TestRealStackEndToEnd(t *testing.T) {
 
 	// Delete everything in reverse order, twice.
 	for i := 0; i < 2; i++ {
-		for _, a := range []engine.Action{pf, srv, vol, lan, img} {
-			a.Op = engine.OpDelete
+		for _, a := range []Action{pf, srv, vol, lan, img} {
+			a.Op = api.OpDelete
 			a.ID, _ = results[a.Address]["id"].(string)
 			if err := d[a.Kind].Delete(ctx, a); err != nil {
 				t.Fatalf("delete %s (#%d): %v", a.Address, i+1, err)
@@ -287,7 +287,7 @@ func TestRealStackEndToEnd(t *testing.T) {
 		}
 	}
 	assertNothingLeft(t, r, stack)
-	for _, a := range []engine.Action{pf, srv, vol, lan} {
+	for _, a := range []Action{pf, srv, vol, lan} {
 		if _, exists, err := d[a.Kind].Read(ctx, a); err != nil || exists {
 			t.Fatalf("read %s after delete: exists %v, %v", a.Address, exists, err)
 		}
@@ -439,17 +439,17 @@ func TestRealOrphans(t *testing.T) {
 	path, sum := testGuest(t)
 	const stack = "gcstack"
 	results := map[string]map[string]any{}
-	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	img := create(Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
 	run(t, d["image"], &img, results)
-	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.78.0.0/24", "dhcp": true}})
+	lan := create(Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.78.0.0/24", "dhcp": true}})
 	run(t, d["network"], &lan, results)
-	vol := create(engine.Action{Stack: stack, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(16 << 20), "format": "qcow2"}})
+	vol := create(Action{Stack: stack, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(16 << 20), "format": "qcow2"}})
 	run(t, d["volume"], &vol, results)
 	// Two servers without addresses: the lowest free ones from .10 on.
 	var addrs []any
 	for _, name := range []string{"server.a", "server.b"} {
 		for i := 0; i < 2; i++ { // again: the same address
-			s := create(engine.Action{Stack: stack, Address: name, Kind: "server", Attrs: map[string]any{
+			s := create(Action{Stack: stack, Address: name, Kind: "server", Attrs: map[string]any{
 				"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
 				"networks": []any{map[string]any{"name": "lan"}},
 			}})
@@ -465,7 +465,7 @@ func TestRealOrphans(t *testing.T) {
 	if !reflect.DeepEqual(addrs, []any{"10.78.0.10", "10.78.0.11"}) {
 		t.Fatalf("allocated addresses %v, want 10.78.0.10 and 10.78.0.11", addrs)
 	}
-	pf := create(engine.Action{Stack: stack, Address: "port_forward.ssh", Kind: "port_forward", Attrs: map[string]any{
+	pf := create(Action{Stack: stack, Address: "port_forward.ssh", Kind: "port_forward", Attrs: map[string]any{
 		"host_port": int64(2222), "target": "10.78.0.10", "target_port": int64(22)}})
 	run(t, d["port_forward"], &pf, results)
 
@@ -558,12 +558,12 @@ func TestPhysAddress(t *testing.T) {
 }
 
 func TestUnknownAttributeNamed(t *testing.T) {
-	a := engine.Action{Address: "server.web", Attrs: map[string]any{"volumes": []any{"v1", spec.Unknown{}}}}
+	a := Action{Address: "server.web", Attrs: map[string]any{"volumes": []any{"v1", spec.Unknown{}}}}
 	_, err := attrStrings(a, "volumes")
 	if err == nil || !strings.Contains(err.Error(), `"volumes[1]"`) || !strings.Contains(err.Error(), "unknown") {
 		t.Fatalf("err = %v", err)
 	}
-	if _, err := attrString(engine.Action{Address: "x", Attrs: map[string]any{"target": spec.Unknown{}}}, "target", true); err == nil {
+	if _, err := attrString(Action{Address: "x", Attrs: map[string]any{"target": spec.Unknown{}}}, "target", true); err == nil {
 		t.Fatal("an unknown target was taken")
 	}
 }
@@ -577,12 +577,12 @@ func TestRealReplaceGenerations(t *testing.T) {
 	d := r.Drivers()
 	const stack = "genstack"
 	// The port forward needs a route to its target.
-	route := create(engine.Action{Stack: stack, Address: "network.route", Kind: "network", Attrs: map[string]any{"cidr": "10.80.0.0/24", "dhcp": false}})
+	route := create(Action{Stack: stack, Address: "network.route", Kind: "network", Attrs: map[string]any{"cidr": "10.80.0.0/24", "dhcp": false}})
 	if _, err := d["network"].Create(ctx, route); err != nil {
 		t.Fatal(err)
 	}
 	registerHost(t, r, stack, "network.route", "10.80.0.10") // a server of the stack
-	for _, a := range []engine.Action{
+	for _, a := range []Action{
 		{Stack: stack, Address: "volume.data", Kind: "volume", Attrs: map[string]any{"size": int64(8 << 20), "format": "qcow2"}},
 		{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": "10.79.0.0/24", "dhcp": false}},
 		{Stack: stack, Address: "port_forward.p", Kind: "port_forward", Attrs: map[string]any{"host_port": int64(7070), "target": "10.80.0.10", "target_port": int64(70)}},
@@ -612,7 +612,7 @@ func TestRealReplaceGenerations(t *testing.T) {
 		}
 		// The delete half: by the old id.
 		del := a
-		del.Op, del.ID = engine.OpDelete, oldID
+		del.Op, del.ID = api.OpDelete, oldID
 		if err := d[a.Kind].Delete(ctx, del); err != nil {
 			t.Fatalf("delete old %s: %v", a.Address, err)
 		}
@@ -620,7 +620,7 @@ func TestRealReplaceGenerations(t *testing.T) {
 			t.Fatalf("%s: the old instance is still there: %v, %v", a.Address, exists, err)
 		}
 		up := a
-		up.Op, up.ID = engine.OpUpdate, newID
+		up.Op, up.ID = api.OpUpdate, newID
 		if _, exists, err := d[a.Kind].Read(ctx, up); err != nil || !exists {
 			t.Fatalf("%s: deleting the old instance took the new one: %v, %v", a.Address, exists, err)
 		}
@@ -629,7 +629,7 @@ func TestRealReplaceGenerations(t *testing.T) {
 			t.Fatalf("delete new %s: %v", a.Address, err)
 		}
 	}
-	route.Op = engine.OpDelete
+	route.Op = api.OpDelete
 	if err := d["network"].Delete(ctx, route); err != nil {
 		t.Fatal(err)
 	}
@@ -714,9 +714,9 @@ func oneServer(t *testing.T, r *Real, stack, cidr string, ready map[string]any) 
 	t.Helper()
 	d := r.Drivers()
 	path, sum := testGuest(t)
-	img := create(engine.Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
-	lan := create(engine.Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": cidr, "dhcp": true}})
-	srv := create(engine.Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
+	img := create(Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
+	lan := create(Action{Stack: stack, Address: "network.lan", Kind: "network", Attrs: map[string]any{"cidr": cidr, "dhcp": true}})
+	srv := create(Action{Stack: stack, Address: "server.web", Kind: "server", Attrs: map[string]any{
 		"image": sum, "cpus": int64(1), "memory": int64(128 << 20),
 		"networks": []any{map[string]any{"name": "lan"}},
 		"ready":    ready,
@@ -726,9 +726,9 @@ func oneServer(t *testing.T, r *Real, stack, cidr string, ready map[string]any) 
 	results["network.lan"] = run(t, d["network"], &lan, results).Attrs
 	t.Cleanup(func() {
 		del := srv
-		del.Op, del.ID = engine.OpDelete, server.Name(stack, "server.web")
+		del.Op, del.ID = api.OpDelete, server.Name(stack, "server.web")
 		d["server"].Delete(context.Background(), del)
-		lan.Op = engine.OpDelete
+		lan.Op = api.OpDelete
 		d["network"].Delete(context.Background(), lan)
 	})
 	return run(t, d["server"], &srv, results)

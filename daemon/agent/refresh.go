@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
 )
 
@@ -22,11 +21,11 @@ func (a *Agent) refresh(ctx context.Context, req api.RefreshRequest) (*api.Refre
 		}
 		// With an id the read is about that existing instance (as for a
 		// delete); without one, about the newest instance at the address.
-		op := engine.OpCreate
+		op := api.OpCreate
 		if res.ID != "" {
-			op = engine.OpDelete
+			op = api.OpDelete
 		}
-		obj, exists, err := d.Read(ctx, engine.Action{Stack: stack, Address: res.Address, Kind: res.Kind, Op: op, Attrs: res.Attrs, ID: res.ID})
+		obj, exists, err := d.Read(ctx, Action{Stack: stack, Address: res.Address, Kind: res.Kind, Op: op, Attrs: res.Attrs, ID: res.ID})
 		if err != nil {
 			return nil, fmt.Errorf("refresh %s: %w", res.Address, err)
 		}

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 

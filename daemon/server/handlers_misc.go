@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/raftstore"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/executors/memdriver"
 )

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/planner"
 	"github.com/kiln-dev/kiln/raftstore"
@@ -26,7 +26,7 @@ import (
 // forwards to the leader (GET /v1/agents/{id}/hostwork) and answers with
 // POST /v1/agents/{id}/hostresults, and the HTTP request that waits for
 // the answer replies to its client. The protocol (ops, their typed
-// requests and answers) is in daemon/api's hostops.go. A lost leadership
+// requests and answers) is in api's hostops.go. A lost leadership
 // loses the questions in flight; the client asks again.
 
 // How long the leader waits for an agent's answer.

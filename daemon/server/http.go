@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/raftstore"
 	"github.com/kiln-dev/kiln/spec"
 )

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 )
 
 // joinProbeTimeout bounds each check of a joining peer.

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/raftstore"
@@ -136,7 +136,7 @@ func (d *opDispatcher) Run(ctx context.Context, a engine.Action) (engine.Result,
 	}
 	tried := map[string]bool{}
 	for attempt := 1; ; attempt++ {
-		rep, err := d.ask(a, node, string(a.Op), attempt)
+		rep, err := d.ask(a, node, api.Op(a.Op), attempt)
 		if err != nil {
 			if !errors.Is(err, errAgentDown) || !d.canMove(a, attempt) {
 				return engine.Result{Node: node}, err
@@ -195,7 +195,7 @@ func (d *opDispatcher) Read(ctx context.Context, a engine.Action) (engine.Result
 	}
 	for _, w := range d.s.store.State().WorkFor(d.op.ID, a.Address) {
 		var wi api.WorkItem
-		if json.Unmarshal(w.Payload, &wi) != nil || wi.Op != string(a.Op) || wi.Generation != a.Generation {
+		if json.Unmarshal(w.Payload, &wi) != nil || wi.Op != api.Op(a.Op) || wi.Generation != a.Generation {
 			continue
 		}
 		rep, err := d.wait(w.ID, w.Agent)
@@ -208,7 +208,7 @@ func (d *opDispatcher) Read(ctx context.Context, a engine.Action) (engine.Result
 			return engine.Result{Node: w.Agent, Attrs: attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}, a.Op != engine.OpDelete, nil
 		}
 	}
-	rep, err := d.ask(a, node, "read", 1)
+	rep, err := d.ask(a, node, api.OpRead, 1)
 	if err != nil {
 		return engine.Result{Node: node}, false, err
 	}
@@ -224,9 +224,9 @@ func (d *opDispatcher) Read(ctx context.Context, a engine.Action) (engine.Result
 }
 
 // ask puts a work item for an agent and waits for its report.
-func (d *opDispatcher) ask(a engine.Action, node, op string, attempt int) (api.ActionReport, error) {
+func (d *opDispatcher) ask(a engine.Action, node string, op api.Op, attempt int) (api.ActionReport, error) {
 	attrs := a.Attrs
-	if a.Op != engine.OpDelete && op != "read" {
+	if a.Op != engine.OpDelete && op != api.OpRead {
 		attrs = d.eval.known(a.Address, attrs)
 	}
 	enc, err := api.EncodeValues(attrs)
@@ -242,14 +242,14 @@ func (d *opDispatcher) ask(a engine.Action, node, op string, attempt int) (api.A
 	wi := api.WorkItem{
 		OperationID: d.op.ID, Stack: d.op.Stack, Project: d.op.Project, Address: a.Address, Kind: a.Kind,
 		Op: op, Attrs: enc, ID: a.ID, Generation: a.Generation, Deps: deps, Attempt: attempt,
-		WorkID: "w-" + randomHex(8), AwaitReady: a.AwaitReady && op == "read",
+		WorkID: "w-" + randomHex(8), AwaitReady: a.AwaitReady && op == api.OpRead,
 	}
 	payload, err := json.Marshal(wi)
 	if err != nil {
 		return api.ActionReport{}, err
 	}
 	err = d.rec.record(d.lead, &raftstore.PutWork{Work: raftstore.Work{
-		ID: wi.WorkID, Agent: node, Operation: d.op.ID, Address: a.Address, Op: op, Payload: payload, Created: time.Now().UTC(),
+		ID: wi.WorkID, Agent: node, Operation: d.op.ID, Address: a.Address, Op: string(op), Payload: payload, Created: time.Now().UTC(),
 	}})
 	if err != nil {
 		return api.ActionReport{}, err
@@ -263,7 +263,7 @@ func (d *opDispatcher) ask(a engine.Action, node, op string, attempt int) (api.A
 	if !rep.OK {
 		res = "failed"
 	}
-	d.s.metrics.actions.WithLabelValues(op, res).Inc()
+	d.s.metrics.actions.WithLabelValues(string(op), res).Inc()
 	return rep, nil
 }
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/planner"
 	"github.com/kiln-dev/kiln/raftstore"
 	"github.com/kiln-dev/kiln/spec"

@@ -1,5 +1,5 @@
 // Package server is kiln's server process: a raft voter (raftstore) that
-// serves the HTTP API of daemon/api and, while it is the leader, drives
+// serves the HTTP API of api and, while it is the leader, drives
 // operations (the engine), places work on agents (the scheduler), marks
 // silent agents down and destroys stacks whose TTL is over.
 //
@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/raftstore"
 	"github.com/kiln-dev/kiln/spec"

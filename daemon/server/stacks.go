@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/planner"
 	"github.com/kiln-dev/kiln/raftstore"
 	"github.com/kiln-dev/kiln/spec"

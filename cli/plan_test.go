@@ -180,7 +180,7 @@ output "n" {
 func TestPlanExamples(t *testing.T) {
 	for _, ex := range []string{"quickstart", "web", "ci"} {
 		t.Run(ex, func(t *testing.T) {
-			r := kiln(t, &Env{Dir: "../../examples"}, "plan", ex, "-detailed-exitcode", "-no-color")
+			r := kiln(t, &Env{Dir: "../examples"}, "plan", ex, "-detailed-exitcode", "-no-color")
 			if r.code != ExitChanges {
 				t.Fatalf("exit %d, want 2; stderr:\n%s", r.code, r.stderr)
 			}

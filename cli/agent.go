@@ -10,8 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/agent"
-	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 )
 

@@ -8,7 +8,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 )
 
 // Health answers GET /v1/health of the server that answers first.

@@ -6,11 +6,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 )
 
 // Host operations between an agent and the leader (the protocol is in
-// daemon/api's hostops.go): the blocking query for host work, the answers,
+// api's hostops.go): the blocking query for host work, the answers,
 // and the progress events of long actions.
 
 // HostWork waits up to wait for host work (refresh, image list, prune, gc,

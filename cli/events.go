@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 )
 
 var eventsCommand = &command{

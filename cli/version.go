@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 )
 
-// Version is set at build time with -ldflags "-X .../daemon/cli.Version=v1.2.3";
+// Version is set at build time with -ldflags "-X .../cli.Version=v1.2.3";
 // otherwise it comes from the module's build information.
 var Version = ""
 

@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/daemon/agent"
-	"github.com/kiln-dev/kiln/daemon/api"
-	"github.com/kiln-dev/kiln/daemon/client"
 	"github.com/kiln-dev/kiln/daemon/embedded"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 )

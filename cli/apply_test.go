@@ -14,9 +14,9 @@ import (
 func embeddedEnv(t *testing.T) (*Env, *bytes.Buffer, *bytes.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
-	src, err := os.ReadFile(filepath.Join("..", "..", "examples", "quickstart", "main.hcl"))
+	src, err := os.ReadFile(filepath.Join("..", "examples", "quickstart", "main.hcl"))
 	if err != nil {
-		matches, _ := filepath.Glob(filepath.Join("..", "..", "examples", "quickstart", "*.hcl"))
+		matches, _ := filepath.Glob(filepath.Join("..", "examples", "quickstart", "*.hcl"))
 		if len(matches) == 0 {
 			t.Fatal(err)
 		}

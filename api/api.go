@@ -1,5 +1,5 @@
 // Package api holds the wire types of kiln's HTTP API (JSON under /v1): the
-// contract between the server (daemon/server), the Go client (daemon/client),
+// contract between the server (daemon/server), the Go client (client),
 // agents and the CLI. docs/api.yaml documents the same contract (OpenAPI).
 //
 // Authentication: every route except GET /v1/health needs
@@ -415,6 +415,18 @@ type AgentInfo struct {
 	Credential string `json:"credential,omitempty"`
 }
 
+// Op is what a work item asks of an agent for one resource instance.
+type Op string
+
+// Work item operations. A read asks for the actual state of the instance an
+// interrupted action was making or changing (see WorkItem.ID).
+const (
+	OpCreate Op = "create"
+	OpUpdate Op = "update"
+	OpDelete Op = "delete"
+	OpRead   Op = "read"
+)
+
 // WorkItem is one action assigned to an agent.
 type WorkItem struct {
 	OperationID string `json:"operation_id"`
@@ -422,7 +434,7 @@ type WorkItem struct {
 	Project     string `json:"project"`
 	Address     string `json:"address"`
 	Kind        string `json:"kind"`
-	Op          string `json:"op"` // create | update | delete | read
+	Op          Op     `json:"op"`
 	// Attrs, ID, Generation and Deps as in engine.Action; values use the
 	// planner's tagged JSON encoding for unknowns and int64.
 	Attrs      map[string]any            `json:"attrs,omitempty"`
@@ -447,7 +459,7 @@ type WorkResponse struct {
 type ActionReport struct {
 	OperationID string `json:"operation_id"`
 	Address     string `json:"address"`
-	Op          string `json:"op"`
+	Op          Op     `json:"op"`
 	// OK false means the action failed; Refused means the agent could not take
 	// it (no room, missing capability) and the leader should place it
 	// elsewhere.

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/daemon/agent"
-	"github.com/kiln-dev/kiln/daemon/client"
 	"github.com/kiln-dev/kiln/daemon/server"
 )
 

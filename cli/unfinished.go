@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/kiln-dev/kiln/daemon/client"
+	"github.com/kiln-dev/kiln/client"
 )
 
 // finishUnfinished is for the embedded default: an operation that an

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 )
 
 // opFinal reports whether an operation status is final.

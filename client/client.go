@@ -1,4 +1,4 @@
-// Package client is the Go client of kiln's HTTP API (daemon/api): what the
+// Package client is the Go client of kiln's HTTP API (api): what the
 // CLI and the agents use to talk to the servers.
 //
 // A client may be given several servers. A request goes to the server that
@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kiln-dev/kiln/daemon/api"
+	"github.com/kiln-dev/kiln/api"
 )
 
 // Config configures a Client.

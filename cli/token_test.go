@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/agent"
-	"github.com/kiln-dev/kiln/daemon/api"
 	"github.com/kiln-dev/kiln/daemon/embedded"
 )
 
