@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/executors/memdriver"
+	"github.com/kiln-dev/kiln/daemon/agent"
 )
 
 // TestAgentCapacity: the ratios, the accelerator and the host-port policy
@@ -84,14 +84,10 @@ func TestAgentCapacity(t *testing.T) {
 
 // TestPlacementUsesAgentRatio: 20 two-vCPU servers do not fit a 2-core
 // agent at the default ratio (16), and the failure says so; once the agent
-// reports ratio 32 they do.
+// reports ratio 32 (restarted with it) they do.
 func TestPlacementUsesAgentRatio(t *testing.T) {
 	s, c := single(t, nil)
-	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
-	register := func(ratio float64) {
-		c.must("POST", "/v1/agents", api.AgentRegister{ID: "agent-1", Address: "test",
-			Capacity: api.Capacity{CPUs: 2, MemoryBytes: 1 << 40, DiskBytes: 1 << 44, CPURatio: ratio}}, http.StatusOK, nil)
-	}
+	a := agentOn(t, s, "agent-1", onHost(api.Capacity{CPUs: 2, MemoryBytes: 1 << 40, DiskBytes: 1 << 44}))
 	tpl := bundle(map[string]string{"main.hcl": `
 network "lan" {
   cidr = "10.70.0.0/24"
@@ -111,14 +107,13 @@ server "ci" {
 		return c.waitOp(ref.OperationID)
 	}
 
-	register(0)
 	op := apply()
 	want := "agent agent-1: cpus: 40 wanted, 32 free of 2 host CPUs × ratio 16"
 	if op.Status != "failed" || !strings.Contains(op.Error, want) {
 		t.Fatalf("apply at the default ratio: %s %q, want failed with %q", op.Status, op.Error, want)
 	}
 
-	register(32)
+	a.restart(withConfig(func(c *agent.Config) { c.CPURatio = 32 }))
 	if op := apply(); op.Status != "complete" {
 		t.Fatalf("apply at ratio 32: %s %s", op.Status, op.Error)
 	}

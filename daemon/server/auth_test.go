@@ -1,11 +1,9 @@
 package server
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kiln-dev/kiln/api"
 )
@@ -13,23 +11,8 @@ import (
 // TestAuth: every route needs a token, a wrong token is 401, another
 // project's stack is 404, roles are enforced, bodies are checked.
 func TestAuth(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mgmt := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
-	tok := func(project, role string) string {
-		var tc api.TokenCreated
-		mgmt.must("POST", "/v1/tokens", api.TokenRequest{Project: project, Role: role}, http.StatusCreated, &tc)
-		return tc.Secret
-	}
-	reader := client{t: t, addr: s.Addr(), token: tok("p1", "reader")}
-	member := client{t: t, addr: s.Addr(), token: tok("p1", "member")}
-	other := client{t: t, addr: s.Addr(), token: tok("p2", "member")}
+	s, mgmt := single(t, nil)
+	reader, member, other := mgmt.as("p1", "reader"), mgmt.as("p1", "member"), mgmt.as("p2", "member")
 	// A stack of p2 with nothing in it (no changes: recorded at once).
 	empty := bundle(map[string]string{"main.hcl": "# nothing\n"})
 	other.must("POST", "/v1/stacks/s2/apply", api.ApplyRequest{Template: empty}, http.StatusOK, nil)

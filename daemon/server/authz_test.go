@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -59,63 +58,6 @@ var routeRules = map[string]string{
 	"PUT /v1/operator/snapshot":                          "global",
 }
 
-// startCluster starts three servers on loopback with raft on disk and
-// waits until all are voters that know the leader's HTTP address.
-func startCluster(t *testing.T) (servers []*Server, mgmt string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s1 := startServer(t, cfg)
-	if err := s1.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mgmt = s1.ManagementToken()
-	servers = []*Server{s1}
-	for range 2 {
-		c := testConfig(t, t.TempDir())
-		c.Join, c.JoinToken = s1.Addr(), mgmt
-		servers = append(servers, startServer(t, c))
-	}
-	mc := client{t: t, addr: s1.Addr(), token: mgmt}
-	testwait.ForNil(t, 60*time.Second, "the cluster to form", func() error {
-		var peers []api.Peer
-		mc.must("GET", "/v1/operator/raft/peers", nil, http.StatusOK, &peers)
-		ready := len(peers) == 3
-		for _, s := range servers {
-			ready = ready && s.leaderHTTP() != "" && s.store.Ready()
-		}
-		if !ready {
-			return fmt.Errorf("peers %+v", peers)
-		}
-		return nil
-	})
-	return servers, mgmt
-}
-
-// runAgent runs a kiln agent on the memory drivers with its data in dir
-// until the test ends or stop is called; done is closed when Run returned,
-// with runErr() its error.
-func runAgent(t *testing.T, id, dir, token string, servers ...string) (stop func(), done <-chan struct{}, runErr func() error) {
-	t.Helper()
-	mem := agent.NewMemory("", 0)
-	ag, err := agent.New(agent.Config{
-		ID: id, DataDir: dir, Servers: servers, Token: token,
-		Drivers: mem.Drivers(), HeartbeatInterval: 100 * time.Millisecond, Wait: 2 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan struct{})
-	var rerr error
-	go func() { defer close(ch); rerr = ag.Run(ctx) }()
-	stop = func() { cancel(); <-ch }
-	t.Cleanup(stop)
-	return stop, ch, func() error { <-ch; return rerr }
-}
-
 // waitCredential waits until the agent stored its credential and returns it.
 func waitCredential(t *testing.T, dir string) string {
 	t.Helper()
@@ -135,13 +77,6 @@ func waitCredential(t *testing.T, dir string) string {
 	return cred
 }
 
-func mkToken(t *testing.T, c client, req api.TokenRequest) api.TokenCreated {
-	t.Helper()
-	var tc api.TokenCreated
-	c.must("POST", "/v1/tokens", req, http.StatusCreated, &tc)
-	return tc
-}
-
 // TestAuthorizationMatrix calls every route of Routes() as every kind of
 // caller, on objects of its own and of another project (or agent), on the
 // three servers of a real cluster in turn, and checks the class of the
@@ -149,17 +84,14 @@ func mkToken(t *testing.T, c client, req api.TokenRequest) api.TokenCreated {
 // (anything else: the handler ran).
 func TestAuthorizationMatrix(t *testing.T) {
 	servers, mgmtTok := startCluster(t)
-	var addrs []string
-	for _, s := range servers {
-		addrs = append(addrs, s.Addr())
-	}
+	addrs := addrs(servers)
 	mgmt := client{t: t, addr: addrs[0], token: mgmtTok}
 
 	// Two agents with credentials of their own, issued at their first
 	// registration with the management token.
 	dirA, dirB := t.TempDir(), t.TempDir()
-	runAgent(t, "agent-a", dirA, mgmtTok, addrs...)
-	runAgent(t, "agent-b", dirB, mgmtTok, addrs...)
+	startAgent(t, "agent-a", mgmtTok, addrs, inDir(dirA))
+	startAgent(t, "agent-b", mgmtTok, addrs, inDir(dirB))
 	credA := waitCredential(t, dirA)
 	waitCredential(t, dirB)
 
@@ -168,8 +100,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	p1reader := mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "reader"}).Secret
 	p2admin := mkToken(t, mgmt, api.TokenRequest{Project: "p2", Role: "admin"}).Secret
 	join := mkToken(t, mgmt, api.TokenRequest{Join: true, TTL: "1h"}).Secret
-	expired := mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "admin", TTL: "1ms"}).Secret
-	time.Sleep(5 * time.Millisecond)
+	expired := mkExpired(t, mgmt, api.TokenRequest{Project: "p1", Role: "admin"})
 
 	// A stack and an operation in each project.
 	ops := map[string]string{}
@@ -407,13 +338,12 @@ func TestJoinTokenFlow(t *testing.T) {
 func TestAgentCredentialRevoke(t *testing.T) {
 	s, mgmt := single(t, nil)
 	dir := t.TempDir()
-	stop, _, _ := runAgent(t, "a1", dir, s.ManagementToken(), s.Addr())
+	a1 := agentOn(t, s, "a1", inDir(dir))
 	cred := client{t: t, addr: s.Addr(), token: waitCredential(t, dir)}
 	cred.must("POST", "/v1/agents/a1/heartbeat", api.AgentHeartbeat{}, http.StatusNoContent, nil)
-	stop()
 
 	// Restart with a wrong configured token: the stored credential wins.
-	_, done, runErr := runAgent(t, "a1", dir, "kiln_wrong", s.Addr())
+	a1.restart(withConfig(func(c *agent.Config) { c.Token = "kiln_wrong" }))
 	c := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "member"}).Secret}
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
@@ -421,8 +351,8 @@ func TestAgentCredentialRevoke(t *testing.T) {
 		t.Fatalf("apply through the restarted agent: %s %s", op.Status, op.Error)
 	}
 	select {
-	case <-done:
-		t.Fatalf("agent stopped: %v", runErr())
+	case <-a1.done:
+		t.Fatalf("agent stopped: %v", a1.runErr())
 	default:
 	}
 
@@ -444,8 +374,8 @@ func TestAgentCredentialRevoke(t *testing.T) {
 	}
 	// The running agent stops: its credential is refused.
 	select {
-	case <-done:
-		if err := runErr(); err == nil || !strings.Contains(err.Error(), "refuse") {
+	case <-a1.done:
+		if err := a1.runErr(); err == nil || !strings.Contains(err.Error(), "refuse") {
 			t.Errorf("revoked agent stopped with %v", err)
 		}
 	case <-time.After(30 * time.Second):
@@ -453,7 +383,7 @@ func TestAgentCredentialRevoke(t *testing.T) {
 	}
 	// It gets no work: the next apply runs on another agent.
 	dir2 := t.TempDir()
-	runAgent(t, "a2", dir2, s.ManagementToken(), s.Addr())
+	agentOn(t, s, "a2", inDir(dir2))
 	waitCredential(t, dir2) // registered
 	c.must("POST", "/v1/stacks/web2/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
 	op := c.waitOp(ref.OperationID)
@@ -526,9 +456,8 @@ func TestTokenScopeAndTTL(t *testing.T) {
 		t.Errorf("expires %v, want in 24h", long.Expires)
 	}
 	(client{t: t, addr: s.Addr(), token: long.Secret}).must("GET", "/v1/stacks", nil, http.StatusOK, nil)
-	short := mkToken(t, p1, api.TokenRequest{Project: "p1", Role: "reader", TTL: "1ms"})
-	time.Sleep(5 * time.Millisecond)
-	code, out := (client{t: t, addr: s.Addr(), token: short.Secret}).do("GET", "/v1/stacks", nil)
+	short := mkExpired(t, p1, api.TokenRequest{Project: "p1", Role: "reader"})
+	code, out := (client{t: t, addr: s.Addr(), token: short}).do("GET", "/v1/stacks", nil)
 	if code != http.StatusUnauthorized || !strings.Contains(string(out), "token expired") {
 		t.Errorf("expired token: %d %s, want 401 token expired", code, out)
 	}

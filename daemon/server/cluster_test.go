@@ -18,13 +18,8 @@ func TestClusterFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	d := memdriver.New()
+	d := startAgent(t, "agent-1", token, addrs(servers)).D
 	gate := d.Block("volume.data[1]", memdriver.OpCreate, memdriver.BeforeEffect)
-	var addrs []string
-	for _, s := range servers {
-		addrs = append(addrs, s.Addr())
-	}
-	startAgent(t, "agent-1", token, d, addrs...)
 
 	var leader, follower *Server
 	for _, s := range servers {

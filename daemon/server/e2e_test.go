@@ -23,21 +23,13 @@ import (
 // test is e2e's TestEndToEnd), follows the operation, reads the outputs,
 // plans again (no changes) and destroys everything.
 func TestMemoryEndToEnd(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	info, err := filepathInfo(filepath.Join(cfg.DataDir, ManagementTokenFile))
+	var dir string
+	s, c := single(t, func(cfg *Config) { dir = cfg.DataDir })
+	info, err := filepathInfo(filepath.Join(dir, ManagementTokenFile))
 	if err != nil || info != 0o600 {
 		t.Fatalf("management.token mode %v, %v; want 0600", info, err)
 	}
-	d := memdriver.New()
-	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
-	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	d := agentOn(t, s, "agent-1").D
 
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
@@ -111,7 +103,7 @@ func TestMemoryEndToEnd(t *testing.T) {
 // TestStalePlan: a plan made before the stack changed is refused.
 func TestStalePlan(t *testing.T) {
 	s, c := single(t, nil)
-	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
+	agentOn(t, s, "agent-1")
 
 	var plan api.PlanResponse
 	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &plan)
@@ -132,7 +124,7 @@ func TestStalePlan(t *testing.T) {
 // changes.
 func TestApplyPlanID(t *testing.T) {
 	s, c := single(t, nil)
-	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
+	agentOn(t, s, "agent-1")
 	tpl := bundle(map[string]string{"main.hcl": smallTemplate})
 
 	var plan api.PlanResponse
@@ -152,8 +144,7 @@ func TestApplyPlanID(t *testing.T) {
 // TestTTL: the leader destroys a stack whose TTL is over; a renewed one stays.
 func TestTTL(t *testing.T) {
 	s, c := single(t, nil)
-	d := memdriver.New()
-	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	agentOn(t, s, "agent-1")
 	tpl := bundle(map[string]string{"main.hcl": `volume "v" { size = "1GiB" }`})
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/short/apply", api.ApplyRequest{Template: tpl, TTL: "1s"}, http.StatusAccepted, &ref)
@@ -191,8 +182,7 @@ func TestCreateMovesOffDownAgent(t *testing.T) {
 	// The silent agent is roomier, so the scheduler prefers it.
 	c.must("POST", "/v1/agents", api.AgentRegister{ID: "a-silent", Address: "test",
 		Capacity: api.Capacity{CPUs: 1024, MemoryBytes: 1 << 50, DiskBytes: 1 << 50}}, http.StatusOK, nil)
-	d := memdriver.New()
-	startAgent(t, "b-live", s.ManagementToken(), d, s.Addr())
+	d := agentOn(t, s, "b-live").D
 
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
@@ -222,8 +212,7 @@ func TestCreateMovesOffDownAgent(t *testing.T) {
 // create and an update; applying repairs both, and the next plan is empty.
 func TestPlanShowsDrift(t *testing.T) {
 	s, c := single(t, nil)
-	d := memdriver.New()
-	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	d := agentOn(t, s, "agent-1").D
 	tpl := bundle(map[string]string{"main.hcl": `
 network "lan" {
   cidr = "10.60.0.0/24"
@@ -313,8 +302,7 @@ func TestApplyWaitsForItsAgent(t *testing.T) {
 	s, c := single(t, func(cfg *Config) {
 		cfg.AgentHeartbeat = scheduler.Heartbeat{Interval: 100 * time.Millisecond, Missed: 5}
 	})
-	d := memdriver.New()
-	a := startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	a := agentOn(t, s, "agent-1")
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
 	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
@@ -334,11 +322,11 @@ func TestApplyWaitsForItsAgent(t *testing.T) {
 	more := bundle(map[string]string{"main.hcl": smallTemplate + "\nvolume \"extra\" {\n  size = \"1GiB\"\n}\n"})
 	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: more}, http.StatusAccepted, &ref)
 	testwait.For(t, 10*time.Second, "the apply to wait for agent-1", waitingForAgent)
-	startAgent(t, "agent-1", s.ManagementToken(), d, s.Addr())
+	a.restart()
 	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
 		t.Fatalf("apply while agent-1 was coming back: %s %s", op.Status, op.Error)
 	}
-	if n := d.Calls("volume", "volume.extra", "create"); n != 1 {
+	if n := a.D.Calls("volume", "volume.extra", "create"); n != 1 {
 		t.Errorf("volume.extra created %d times, want 1", n)
 	}
 }

@@ -9,13 +9,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	kclient "github.com/kiln-dev/kiln/client"
+	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
-	"github.com/kiln-dev/kiln/executors/memdriver"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // freePort returns a loopback address with a port nobody listens on.
@@ -157,199 +159,252 @@ func (c client) waitOp(id string) api.Operation {
 	}
 }
 
-// testAgent is a minimal agent loop: it registers, heartbeats, fetches work
-// with blocking queries from any of the servers and runs it on memdriver.
-type testAgent struct {
+// startCluster starts three servers on loopback with raft on disk and
+// waits until all are voters that know the leader's HTTP address.
+func startCluster(t *testing.T) (servers []*Server, mgmt string) {
+	t.Helper()
+	s1, mc := single(t, nil)
+	mgmt = s1.ManagementToken()
+	servers = []*Server{s1}
+	for range 2 {
+		c := testConfig(t, t.TempDir())
+		c.Join, c.JoinToken = s1.Addr(), mgmt
+		servers = append(servers, startServer(t, c))
+	}
+	testwait.ForNil(t, 60*time.Second, "the cluster to form", func() error {
+		var peers []api.Peer
+		mc.must("GET", "/v1/operator/raft/peers", nil, http.StatusOK, &peers)
+		ready := len(peers) == 3
+		for _, s := range servers {
+			ready = ready && s.leaderHTTP() != "" && s.store.Ready()
+		}
+		if !ready {
+			return fmt.Errorf("peers %+v", peers)
+		}
+		return nil
+	})
+	return servers, mgmt
+}
+
+// addrs returns the HTTP addresses of servers.
+func addrs(servers []*Server) []string {
+	var out []string
+	for _, s := range servers {
+		out = append(out, s.Addr())
+	}
+	return out
+}
+
+// mkToken makes a token with c (an admin) and returns it.
+func mkToken(t *testing.T, c client, req api.TokenRequest) api.TokenCreated {
+	t.Helper()
+	var tc api.TokenCreated
+	c.must("POST", "/v1/tokens", req, http.StatusCreated, &tc)
+	return tc
+}
+
+// mkExpired makes a token of req with a TTL of 1ms with c, waits until
+// that has passed and returns its secret.
+func mkExpired(t *testing.T, c client, req api.TokenRequest) string {
+	t.Helper()
+	req.TTL = "1ms"
+	tc := mkToken(t, c, req)
+	testwait.For(t, 5*time.Second, "a 1ms token to expire", func() bool { return time.Now().After(tc.Expires) })
+	return tc.Secret
+}
+
+// as returns a client of c's server holding a new token of project with
+// role, made with c (an admin).
+func (c client) as(project, role string) client {
+	c.t.Helper()
+	return client{t: c.t, addr: c.addr, token: mkToken(c.t, c, api.TokenRequest{Project: project, Role: role}).Secret}
+}
+
+// memAgent is a kiln agent (daemon/agent, the code `kiln agent
+// -driver=memory` runs) on the in-memory driver set: nothing real is made.
+// Faults and counts go through its memory driver (m.D: FailOn, Block,
+// Calls).
+type memAgent struct {
+	*agent.Memory
 	t       *testing.T
-	id      string
-	token   string
-	driver  *memdriver.Driver
-	mu      sync.Mutex
-	servers []string
-	seen    map[string]bool
+	cfg     agent.Config
+	host    api.Capacity
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	done    chan struct{}
+	err     error
+	stopped bool
 }
 
-func startAgent(t *testing.T, id, token string, d *memdriver.Driver, servers ...string) *testAgent {
-	return startAgentWith(t, id, token, d, api.Capacity{}, servers...)
+// agentOpt changes how startAgent runs an agent.
+type agentOpt func(*memAgent)
+
+// inDir keeps the agent's data (id, credential) in dir.
+func inDir(dir string) agentOpt { return func(a *memAgent) { a.cfg.DataDir = dir } }
+
+// onMemory runs the agent on mem (another agent's, to restart it with its
+// objects).
+func onMemory(mem *agent.Memory) agentOpt { return func(a *memAgent) { a.Memory = mem } }
+
+// onHost makes the agent report the host size and host-port policy of h
+// (the memory driver has no host to measure; see hostTransport).
+func onHost(h api.Capacity) agentOpt { return func(a *memAgent) { a.host = h } }
+
+// withConfig edits the agent's configuration.
+func withConfig(change func(*agent.Config)) agentOpt {
+	return func(a *memAgent) { change(&a.cfg) }
 }
 
-// startAgentWith starts an agent that registers with capa's host-port
-// policy (and a large host).
-func startAgentWith(t *testing.T, id, token string, d *memdriver.Driver, capa api.Capacity, servers ...string) *testAgent {
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &testAgent{t: t, id: id, token: token, driver: d, servers: servers, seen: map[string]bool{}, cancel: cancel}
-	capa.CPUs, capa.MemoryBytes, capa.DiskBytes = 64, 1<<40, 1<<44
-	a.post(ctx, "/v1/agents", api.AgentRegister{ID: id, Address: "test", Capacity: capa})
-	a.wg.Add(3)
-	go func() { defer a.wg.Done(); a.heartbeat(ctx) }()
-	go func() { defer a.wg.Done(); a.loop(ctx) }()
-	go func() { defer a.wg.Done(); a.hostLoop(ctx) }()
+// bigHost is the host an agent reports by default: room for anything a
+// test places.
+var bigHost = api.Capacity{CPUs: 64, MemoryBytes: 1 << 40, DiskBytes: 1 << 44}
+
+// startAgent runs an agent named id that registers with token and talks to
+// servers, until the test ends or stop is called.
+func startAgent(t *testing.T, id, token string, servers []string, opts ...agentOpt) *memAgent {
+	t.Helper()
+	a := &memAgent{t: t, host: bigHost, cfg: agent.Config{
+		ID: id, Servers: servers, Token: token,
+		HeartbeatInterval: 100 * time.Millisecond, Wait: 2 * time.Second,
+	}}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.cfg.DataDir == "" {
+		a.cfg.DataDir = t.TempDir()
+	}
+	if a.Memory == nil {
+		a.Memory = agent.NewMemory("", 0)
+	}
+	a.start()
 	t.Cleanup(a.stop)
 	return a
 }
 
-func (a *testAgent) stop() {
+// agentOn runs an agent named id on s with the management token.
+func agentOn(t *testing.T, s *Server, id string, opts ...agentOpt) *memAgent {
+	t.Helper()
+	return startAgent(t, id, s.ManagementToken(), []string{s.Addr()}, opts...)
+}
+
+func (a *memAgent) start() {
+	a.t.Helper()
+	cfg := a.cfg
+	cfg.Drivers = a.Memory.Drivers()
+	tr := &hostTransport{host: a.host, registered: make(chan struct{}, 1)}
+	c, err := kclient.New(kclient.Config{Servers: cfg.Servers, Token: cfg.Token, Rounds: 3,
+		HTTPClient: &http.Client{Transport: tr, CheckRedirect: keepAuth}})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	cfg.Client = c
+	ag, err := agent.New(cfg)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done, a.err, a.stopped = cancel, make(chan struct{}), nil, false
+	go func() { defer close(a.done); a.err = ag.Run(ctx) }()
+	// Registered (with the capacity it reports), or stopped trying.
+	select {
+	case <-tr.registered:
+	case <-a.done:
+	case <-time.After(30 * time.Second):
+		a.t.Fatalf("agent %s did not register in 30s", cfg.ID)
+	}
+}
+
+// stop stops the agent and waits until it returned.
+func (a *memAgent) stop() {
 	a.cancel()
-	a.wg.Wait()
+	<-a.done
+	a.stopped = true
 }
 
-// post sends to the servers in turn until one accepts (2xx or a 4xx that
-// retrying cannot fix).
-func (a *testAgent) post(ctx context.Context, path string, body any) {
-	data, _ := json.Marshal(body)
-	for i := 0; ctx.Err() == nil; i++ {
-		srv := a.servers[i%len(a.servers)]
-		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+srv+path, bytes.NewReader(data))
-		req.Header.Set("Authorization", "Bearer "+a.token)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+// restart stops the agent and starts it again with the same id, data
+// directory and objects, edited by opts.
+func (a *memAgent) restart(opts ...agentOpt) {
+	a.t.Helper()
+	if !a.stopped {
+		a.stop()
 	}
+	for _, o := range opts {
+		o(a)
+	}
+	a.start()
 }
 
-func (a *testAgent) heartbeat(ctx context.Context) {
-	for ctx.Err() == nil {
-		a.post(ctx, "/v1/agents/"+a.id+"/heartbeat", api.AgentHeartbeat{})
+// runErr waits until the agent's Run returned and returns its error.
+func (a *memAgent) runErr() error {
+	<-a.done
+	return a.err
+}
+
+// keepAuth follows redirects (to the leader) with the token.
+func keepAuth(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return fmt.Errorf("stopped after %d redirects", len(via))
+	}
+	req.Header.Set("Authorization", via[0].Header.Get("Authorization"))
+	return nil
+}
+
+// hostTransport carries an agent's requests and puts the test's host into
+// the capacity it reports at registration and in heartbeats: its CPUs,
+// memory and disk, and its host-port policy when host has one. The
+// agent's own ratios and accelerator pass unchanged. A registration that
+// succeeds is signalled on registered.
+type hostTransport struct {
+	host       api.Capacity
+	registered chan struct{}
+}
+
+func (h *hostTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost || (req.URL.Path != "/v1/agents" && !strings.HasSuffix(req.URL.Path, "/heartbeat")) || req.Body == nil {
+		return http.DefaultTransport.RoundTrip(req)
+	}
+	req, err := h.withHost(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil && req.URL.Path == "/v1/agents" && resp.StatusCode < 300 {
 		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
+		case h.registered <- struct{}{}:
+		default:
 		}
 	}
+	return resp, err
 }
 
-func (a *testAgent) loop(ctx context.Context) {
-	a.poll(ctx, "work", func(it api.WorkItem) {
-		a.mu.Lock()
-		seen := a.seen[it.WorkID]
-		a.seen[it.WorkID] = true
-		a.mu.Unlock()
-		if seen {
-			return
-		}
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			rep := a.run(ctx, it)
-			a.post(context.WithoutCancel(ctx), "/v1/agents/"+a.id+"/results", rep)
-		}()
-	})
-}
-
-// hostLoop answers the leader's refresh questions (the only host work a
-// plan asks) from memdriver.
-func (a *testAgent) hostLoop(ctx context.Context) {
-	pollRoute(ctx, a, "hostwork", func(it api.HostRequest) {
-		if it.Op == api.HostRefresh && it.Refresh != nil {
-			a.post(ctx, "/v1/agents/"+a.id+"/hostresults", a.refresh(ctx, it))
-		}
-	})
-}
-
-// poll follows one of the agent's blocking work routes ("work" or
-// "hostwork") on the servers in turn, staying on one that answers, and
-// hands every item to handle.
-func (a *testAgent) poll(ctx context.Context, route string, handle func(api.WorkItem)) {
-	pollRoute(ctx, a, route, handle)
-}
-
-// pollRoute is poll for the items of either route (api.WorkItem or
-// api.HostRequest).
-func pollRoute[T any](ctx context.Context, a *testAgent, route string, handle func(T)) {
-	var index uint64
-	for i := 0; ctx.Err() == nil; i++ {
-		srv := a.servers[i%len(a.servers)]
-		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/v1/agents/%s/%s?index=%d&wait=1s", srv, a.id, route, index), nil)
-		req.Header.Set("Authorization", "Bearer "+a.token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		var wr struct {
-			Items []T    `json:"items"`
-			Index uint64 `json:"index"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&wr)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		i-- // stay on a server that answers
-		index = wr.Index
-		for _, it := range wr.Items {
-			handle(it)
-		}
-	}
-}
-
-func (a *testAgent) refresh(ctx context.Context, it api.HostRequest) api.HostAnswer {
-	rep := api.HostAnswer{Op: it.Op, WorkID: it.WorkID}
-	out := &api.RefreshAnswer{}
-	for _, res := range it.Refresh.Resources {
-		var obj memdriver.Object
-		var exists bool
-		var err error
-		if res.ID != "" {
-			obj, exists, err = a.driver.ReadID(ctx, res.Kind, res.Address, res.ID)
-		} else {
-			obj, exists, err = a.driver.Read(ctx, res.Kind, res.Address)
-		}
-		if err != nil {
-			rep.Error = err.Error()
-			return rep
-		}
-		r := api.ResourceRead{Address: res.Address, Exists: exists}
-		if exists {
-			r.Attrs = obj.Values()
-		}
-		out.Resources = append(out.Resources, r)
-	}
-	rep.Refresh, rep.OK = out, true
-	return rep
-}
-
-func (a *testAgent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
-	rep := api.ActionReport{OperationID: it.OperationID, Address: it.Address, Op: it.Op, WorkID: it.WorkID}
-	attrs, err := api.DecodeValues(it.Attrs)
+// withHost returns req with h.host in the capacity of its body.
+func (h *hostTransport) withHost(req *http.Request) (*http.Request, error) {
+	data, err := io.ReadAll(req.Body)
+	req.Body.Close()
 	if err != nil {
-		rep.Error = err.Error()
-		return rep
+		return nil, err
 	}
-	var obj memdriver.Object
-	exists := true
-	switch it.Op {
-	case "create":
-		obj, err = a.driver.Create(ctx, it.Kind, it.Address, it.Generation, attrs)
-	case "update":
-		obj, err = a.driver.Update(ctx, it.Kind, it.Address, attrs)
-	case "delete":
-		err = a.driver.Delete(ctx, it.Kind, it.Address, it.ID)
-		exists = false
-	case "read":
-		if it.ID != "" {
-			obj, exists, err = a.driver.ReadID(ctx, it.Kind, it.Address, it.ID)
-		} else {
-			obj, exists, err = a.driver.Read(ctx, it.Kind, it.Address)
-		}
+	var body map[string]json.RawMessage
+	var capa api.Capacity
+	if err := json.Unmarshal(data, &body); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		rep.Error = err.Error()
-		return rep
+	if err := json.Unmarshal(body["capacity"], &capa); err != nil {
+		return nil, err
 	}
-	rep.OK, rep.Exists = true, exists
-	if exists {
-		rep.Attrs, _ = api.EncodeValues(obj.Values())
-		rep.PhysicalName = obj.ID
+	capa.CPUs, capa.MemoryBytes, capa.DiskBytes = h.host.CPUs, h.host.MemoryBytes, h.host.DiskBytes
+	if h.host.HostPortsHi != 0 {
+		capa.HostPortsLo, capa.HostPortsHi, capa.ReservedPorts = h.host.HostPortsLo, h.host.HostPortsHi, h.host.ReservedPorts
 	}
-	return rep
+	if body["capacity"], err = json.Marshal(capa); err != nil {
+		return nil, err
+	}
+	if data, err = json.Marshal(body); err != nil {
+		return nil, err
+	}
+	req = req.Clone(req.Context())
+	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(data)), int64(len(data))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+	return req, nil
 }
 
 // bundle makes a template upload from file contents.

@@ -5,10 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/raftstore"
 )
@@ -37,44 +35,12 @@ server "web_SUFFIX" {
 `)})
 }
 
-// startMemAgent runs the daemon's own agent loop (daemon/agent) on the
-// memory driver set against s.
-func startMemAgent(t *testing.T, s *Server, id string) *agent.Memory {
-	t.Helper()
-	mem := agent.NewMemory("", 0)
-	ag, err := agent.New(agent.Config{
-		ID: id, DataDir: t.TempDir(), Servers: []string{s.Addr()}, Token: s.ManagementToken(),
-		Drivers: mem.Drivers(), HeartbeatInterval: 100 * time.Millisecond, Wait: 2 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); ag.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return mem
-}
-
 // TestHostOps: image list, image prune, gc and console through the API,
 // answered by an agent on the memory drivers, with the roles of each.
 func TestHostOps(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mem := startMemAgent(t, s, "agent-1")
-	mgmt := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
-	tok := func(project, role string) client {
-		var tc api.TokenCreated
-		mgmt.must("POST", "/v1/tokens", api.TokenRequest{Project: project, Role: role}, http.StatusCreated, &tc)
-		return client{t: t, addr: s.Addr(), token: tc.Secret}
-	}
-	reader, member, admin := tok("default", "reader"), tok("default", "member"), tok("default", "admin")
+	s, mgmt := single(t, nil)
+	mem := agentOn(t, s, "agent-1")
+	reader, member, admin := mgmt.as("default", "reader"), mgmt.as("default", "member"), mgmt.as("default", "admin")
 
 	// Two stacks on two images; the second stack goes away, leaving its
 	// image unused.
@@ -123,7 +89,7 @@ func TestHostOps(t *testing.T) {
 	var oldDetail api.StackDetail
 	member.must("GET", "/v1/stacks/old", nil, http.StatusOK, &oldDetail)
 	for _, r := range oldDetail.Resources {
-		if err := s.apply(ctx, &raftstore.DeleteResource{Project: "default", Stack: "old", Address: r.Address}); err != nil {
+		if err := s.apply(context.Background(), &raftstore.DeleteResource{Project: "default", Stack: "old", Address: r.Address}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -203,7 +169,7 @@ func TestHostOps(t *testing.T) {
 		}
 	}
 	// Another project's stack does not exist for its tokens.
-	if code, _ := tok("p2", "admin").do("GET", "/v1/stacks/web/resources/server.web_web/console", nil); code != http.StatusNotFound {
+	if code, _ := mgmt.as("p2", "admin").do("GET", "/v1/stacks/web/resources/server.web_web/console", nil); code != http.StatusNotFound {
 		t.Errorf("console across projects: %d, want 404", code)
 	}
 }
@@ -211,16 +177,8 @@ func TestHostOps(t *testing.T) {
 // TestImageProgressEvents: an agent's event lands in the stack's events;
 // an event of an unknown operation is 404.
 func TestImageProgressEvents(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	startMemAgent(t, s, "agent-1")
-	c := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
+	s, c := single(t, nil)
+	agentOn(t, s, "agent-1")
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: hostTemplate("web", strings.Repeat("c", 64))}, http.StatusAccepted, &ref)
 	c.waitOp(ref.OperationID)

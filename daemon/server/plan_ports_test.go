@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/executors/memdriver"
 )
 
 // forwardTemplate is a stack with one server and a forward of host port
@@ -44,13 +43,8 @@ port_forward "http" {
 // refused at plan time, naming the stack only to its own project.
 func TestPlanHostPortTaken(t *testing.T) {
 	s, mgmt := single(t, nil)
-	startAgent(t, "agent-1", s.ManagementToken(), memdriver.New(), s.Addr())
-	tok := func(project string) client {
-		var tc api.TokenCreated
-		mgmt.must("POST", "/v1/tokens", api.TokenRequest{Project: project, Role: "member"}, http.StatusCreated, &tc)
-		return client{t: t, addr: s.Addr(), token: tc.Secret}
-	}
-	p1, p2 := tok("p1"), tok("p2")
+	agentOn(t, s, "agent-1")
+	p1, p2 := mgmt.as("p1", "member"), mgmt.as("p2", "member")
 
 	var ref api.OperationRef
 	p1.must("POST", "/v1/stacks/first/apply", api.ApplyRequest{Template: forwardTemplate("10.41.0.0/24", 18080, "tcp")}, http.StatusAccepted, &ref)
@@ -96,13 +90,15 @@ func TestPlanHostPortTaken(t *testing.T) {
 // no policy refuses nothing at plan time.
 func TestPlanHostPortRange(t *testing.T) {
 	s, mgmt := single(t, nil)
-	policy := func(lo, hi int, reserved ...int) api.Capacity {
-		return api.Capacity{HostPortsLo: lo, HostPortsHi: hi, ReservedPorts: reserved}
+	// The agents report the policies of hosts whose real drivers forward
+	// these ports (see onHost).
+	policy := func(lo, hi int, reserved ...int) agentOpt {
+		h := bigHost
+		h.HostPortsLo, h.HostPortsHi, h.ReservedPorts = lo, hi, reserved
+		return onHost(h)
 	}
-	startAgentWith(t, "agent-1", s.ManagementToken(), memdriver.New(), policy(10000, 60000, 8775, 14646), s.Addr())
-	var tc api.TokenCreated
-	mgmt.must("POST", "/v1/tokens", api.TokenRequest{Project: "p1", Role: "member"}, http.StatusCreated, &tc)
-	p1 := client{t: t, addr: s.Addr(), token: tc.Secret}
+	agentOn(t, s, "agent-1", policy(10000, 60000, 8775, 14646))
+	p1 := mgmt.as("p1", "member")
 	plan := func(stack string, port int) (int, api.Error) {
 		t.Helper()
 		code, body := p1.do("POST", "/v1/stacks/"+stack+"/plan", api.PlanRequest{Template: *forwardTemplate("10.51.0.0/24", port, "tcp")})
@@ -150,7 +146,7 @@ func TestPlanHostPortRange(t *testing.T) {
 	// A second agent with another range: a new stack may use a port of
 	// either; one that neither forwards names both ranges. The stack placed
 	// on agent-1 stays bound by agent-1's range.
-	startAgentWith(t, "agent-2", s.ManagementToken(), memdriver.New(), policy(2000, 9000), s.Addr())
+	agentOn(t, s, "agent-2", policy(2000, 9000))
 	if code, e := plan("other", 2222); code != http.StatusOK {
 		t.Fatalf("plan of a port agent-2 forwards: %d %+v", code, e)
 	}
@@ -186,7 +182,7 @@ func TestPlanHostPortRange(t *testing.T) {
 
 	// An agent that reports no policy (an older agent): no plan-time
 	// refusal for a new stack, which may land there.
-	startAgent(t, "agent-3", s.ManagementToken(), memdriver.New(), s.Addr())
+	agentOn(t, s, "agent-3")
 	if code, e := plan("third", 22); code != http.StatusOK {
 		t.Fatalf("plan of port 22 with an agent without a policy: %d %+v", code, e)
 	}

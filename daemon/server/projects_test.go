@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
@@ -19,22 +18,9 @@ import (
 // are orphans although p1/web and default web have the same addresses,
 // and gc -force removes only those.
 func TestTwoProjectsSameStackName(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = true
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mem := startMemAgent(t, s, "agent-1")
-	mgmt := client{t: t, addr: s.Addr(), token: s.ManagementToken()}
-	tok := func(project string) client {
-		var tc api.TokenCreated
-		mgmt.must("POST", "/v1/tokens", api.TokenRequest{Project: project, Role: "member"}, http.StatusCreated, &tc)
-		return client{t: t, addr: s.Addr(), token: tc.Secret}
-	}
-	members := map[string]client{"p1": tok("p1"), "p2": tok("p2"), "default": tok("default")}
+	s, mgmt := single(t, nil)
+	mem := agentOn(t, s, "agent-1")
+	members := map[string]client{"p1": mgmt.as("p1", "member"), "p2": mgmt.as("p2", "member"), "default": mgmt.as("default", "member")}
 	sum := strings.Repeat("c", 64)
 	ids := map[string]map[string]string{} // project -> address -> physical name
 	for _, project := range []string{"p1", "p2", "default"} {
@@ -112,7 +98,7 @@ func TestTwoProjectsSameStackName(t *testing.T) {
 	var detail api.StackDetail
 	members["p2"].must("GET", "/v1/stacks/web", nil, http.StatusOK, &detail)
 	for _, r := range detail.Resources {
-		if err := s.apply(ctx, &raftstore.DeleteResource{Project: "p2", Stack: "web", Address: r.Address}); err != nil {
+		if err := s.apply(context.Background(), &raftstore.DeleteResource{Project: "p2", Stack: "web", Address: r.Address}); err != nil {
 			t.Fatal(err)
 		}
 	}
