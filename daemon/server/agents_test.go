@@ -88,7 +88,7 @@ func TestAgentCapacity(t *testing.T) {
 func TestPlacementUsesAgentRatio(t *testing.T) {
 	s, c := single(t, nil)
 	a := agentOn(t, s, "agent-1", onHost(api.Capacity{CPUs: 2, MemoryBytes: 1 << 40, DiskBytes: 1 << 44}))
-	tpl := bundle(map[string]string{"main.hcl": `
+	tpl := mainHCL(`
 network "lan" {
   cidr = "10.70.0.0/24"
 }
@@ -100,12 +100,8 @@ server "ci" {
   memory = "64MiB"
   network "lan" { address = cidrhost(network.lan.cidr, 10 + count.index) }
 }
-`})
-	apply := func() api.Operation {
-		var ref api.OperationRef
-		c.must("POST", "/v1/stacks/ci/apply", api.ApplyRequest{Template: tpl}, http.StatusAccepted, &ref)
-		return c.waitOp(ref.OperationID)
-	}
+`)
+	apply := func() api.Operation { return c.run("apply", "ci", api.ApplyRequest{Template: tpl}) }
 
 	op := apply()
 	want := "agent agent-1: cpus: 40 wanted, 32 free of 2 host CPUs × ratio 16"

@@ -14,7 +14,7 @@ func TestAuth(t *testing.T) {
 	s, mgmt := single(t, nil)
 	reader, member, other := mgmt.as("p1", "reader"), mgmt.as("p1", "member"), mgmt.as("p2", "member")
 	// A stack of p2 with nothing in it (no changes: recorded at once).
-	empty := bundle(map[string]string{"main.hcl": "# nothing\n"})
+	empty := mainHCL("# nothing\n")
 	other.must("POST", "/v1/stacks/s2/apply", api.ApplyRequest{Template: empty}, http.StatusOK, nil)
 	other.must("GET", "/v1/stacks/s2", nil, http.StatusOK, nil)
 

@@ -106,12 +106,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	ops := map[string]string{}
 	for _, p := range []struct{ project, stack, token string }{{"p1", "s1", p1member}, {"p2", "s2", p2admin}} {
 		c := client{t: t, addr: addrs[1], token: p.token}
-		var ref api.OperationRef
-		c.must("POST", "/v1/stacks/"+p.stack+"/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
-		if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-			t.Fatalf("apply %s/%s: %s %s", p.project, p.stack, op.Status, op.Error)
-		}
-		ops[p.project] = ref.OperationID
+		ops[p.project] = c.complete("apply", p.stack, api.ApplyRequest{Template: mainHCL(smallTemplate)}).ID
 	}
 
 	type callerCase struct {
@@ -345,11 +340,7 @@ func TestAgentCredentialRevoke(t *testing.T) {
 	// Restart with a wrong configured token: the stored credential wins.
 	a1.restart(withConfig(func(c *agent.Config) { c.Token = "kiln_wrong" }))
 	c := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "member"}).Secret}
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
-	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("apply through the restarted agent: %s %s", op.Status, op.Error)
-	}
+	c.complete("apply", "web", api.ApplyRequest{Template: mainHCL(smallTemplate)})
 	select {
 	case <-a1.done:
 		t.Fatalf("agent stopped: %v", a1.runErr())
@@ -385,11 +376,7 @@ func TestAgentCredentialRevoke(t *testing.T) {
 	dir2 := t.TempDir()
 	agentOn(t, s, "a2", inDir(dir2))
 	waitCredential(t, dir2) // registered
-	c.must("POST", "/v1/stacks/web2/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
-	op := c.waitOp(ref.OperationID)
-	if op.Status != "complete" {
-		t.Fatalf("apply after the revoke: %s %s", op.Status, op.Error)
-	}
+	op := c.complete("apply", "web2", api.ApplyRequest{Template: mainHCL(smallTemplate)})
 	for _, a := range op.Actions {
 		if a.Agent != "a2" {
 			t.Errorf("action %s ran on %q, want a2", a.Address, a.Agent)

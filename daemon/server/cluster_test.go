@@ -31,7 +31,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	fc := client{t: t, addr: follower.Addr(), token: token}
 	var ref api.OperationRef
-	fc.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
+	fc.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: mainHCL(smallTemplate)}, http.StatusAccepted, &ref)
 
 	select {
 	case <-gate.Reached():

@@ -31,12 +31,7 @@ func TestMemoryEndToEnd(t *testing.T) {
 	}
 	d := agentOn(t, s, "agent-1").D
 
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
-	op := c.waitOp(ref.OperationID)
-	if op.Status != "complete" {
-		t.Fatalf("operation %s: %s %s: %+v", op.ID, op.Status, op.Error, op.Actions)
-	}
+	op := c.complete("apply", "web", api.ApplyRequest{Template: mainHCL(smallTemplate)})
 	if len(op.Actions) != 3 {
 		t.Errorf("actions = %d, want 3", len(op.Actions))
 	}
@@ -61,11 +56,12 @@ func TestMemoryEndToEnd(t *testing.T) {
 	}
 
 	var plan api.PlanResponse
-	c.must("POST", "/v1/stacks/web/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &plan)
+	c.must("POST", "/v1/stacks/web/plan", api.PlanRequest{Template: *mainHCL(smallTemplate)}, http.StatusOK, &plan)
 	if plan.HasChanges {
 		t.Errorf("plan after apply has changes:\n%s", plan.Text)
 	}
-	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &ref)
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: mainHCL(smallTemplate)}, http.StatusOK, &ref)
 	if !ref.NoChanges {
 		t.Errorf("second apply: %+v, want no_changes", ref)
 	}
@@ -76,10 +72,7 @@ func TestMemoryEndToEnd(t *testing.T) {
 		t.Error("no events")
 	}
 
-	c.must("POST", "/v1/stacks/web/destroy", nil, http.StatusAccepted, &ref)
-	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("destroy: %s %s", op.Status, op.Error)
-	}
+	c.complete("destroy", "web", nil)
 	c.must("GET", "/v1/stacks/web", nil, http.StatusOK, &detail)
 	if detail.Status != "DESTROYED" || len(detail.Resources) != 0 {
 		t.Errorf("after destroy: %s with %d resources", detail.Status, len(detail.Resources))
@@ -106,13 +99,11 @@ func TestStalePlan(t *testing.T) {
 	agentOn(t, s, "agent-1")
 
 	var plan api.PlanResponse
-	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusOK, &plan)
+	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *mainHCL(smallTemplate)}, http.StatusOK, &plan)
 	if plan.PlanID == "" || !plan.HasChanges {
 		t.Fatalf("plan: %+v", plan)
 	}
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": `network "lan" { cidr = "10.50.0.0/24" }`})}, http.StatusAccepted, &ref)
-	c.waitOp(ref.OperationID)
+	c.run("apply", "app", api.ApplyRequest{Template: mainHCL(`network "lan" { cidr = "10.50.0.0/24" }`)})
 	code, out := c.do("POST", "/v1/stacks/app/apply", api.ApplyRequest{PlanID: plan.PlanID})
 	if code != http.StatusConflict {
 		t.Fatalf("stale plan: %d %s, want 409", code, out)
@@ -125,15 +116,11 @@ func TestStalePlan(t *testing.T) {
 func TestApplyPlanID(t *testing.T) {
 	s, c := single(t, nil)
 	agentOn(t, s, "agent-1")
-	tpl := bundle(map[string]string{"main.hcl": smallTemplate})
+	tpl := mainHCL(smallTemplate)
 
 	var plan api.PlanResponse
 	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *tpl}, http.StatusOK, &plan)
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{PlanID: plan.PlanID}, http.StatusAccepted, &ref)
-	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("operation: %+v", op)
-	}
+	c.complete("apply", "app", api.ApplyRequest{PlanID: plan.PlanID})
 	var again api.PlanResponse
 	c.must("POST", "/v1/stacks/app/plan", api.PlanRequest{Template: *tpl}, http.StatusOK, &again)
 	if again.HasChanges {
@@ -145,12 +132,9 @@ func TestApplyPlanID(t *testing.T) {
 func TestTTL(t *testing.T) {
 	s, c := single(t, nil)
 	agentOn(t, s, "agent-1")
-	tpl := bundle(map[string]string{"main.hcl": `volume "v" { size = "1GiB" }`})
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/short/apply", api.ApplyRequest{Template: tpl, TTL: "1s"}, http.StatusAccepted, &ref)
-	c.waitOp(ref.OperationID)
-	c.must("POST", "/v1/stacks/kept/apply", api.ApplyRequest{Template: tpl, TTL: "1s"}, http.StatusAccepted, &ref)
-	c.waitOp(ref.OperationID)
+	tpl := mainHCL(`volume "v" { size = "1GiB" }`)
+	c.run("apply", "short", api.ApplyRequest{Template: tpl, TTL: "1s"})
+	c.run("apply", "kept", api.ApplyRequest{Template: tpl, TTL: "1s"})
 	c.must("POST", "/v1/stacks/kept/renew", api.RenewRequest{TTL: "1h"}, http.StatusOK, nil)
 
 	// Follow the events of "short" until it is destroyed.
@@ -184,12 +168,7 @@ func TestCreateMovesOffDownAgent(t *testing.T) {
 		Capacity: api.Capacity{CPUs: 1024, MemoryBytes: 1 << 50, DiskBytes: 1 << 50}}, http.StatusOK, nil)
 	d := agentOn(t, s, "b-live").D
 
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
-	op := c.waitOp(ref.OperationID)
-	if op.Status != "complete" {
-		t.Fatalf("operation %s: %s", op.Status, op.Error)
-	}
+	op := c.complete("apply", "app", api.ApplyRequest{Template: mainHCL(smallTemplate)})
 	for _, a := range op.Actions {
 		if a.Agent != "b-live" {
 			t.Errorf("%s ran on %q, want b-live", a.Address, a.Agent)
@@ -213,7 +192,7 @@ func TestCreateMovesOffDownAgent(t *testing.T) {
 func TestPlanShowsDrift(t *testing.T) {
 	s, c := single(t, nil)
 	d := agentOn(t, s, "agent-1").D
-	tpl := bundle(map[string]string{"main.hcl": `
+	tpl := mainHCL(`
 network "lan" {
   cidr = "10.60.0.0/24"
 }
@@ -228,12 +207,8 @@ server "web" {
   memory = "256MiB"
   network "lan" { address = "10.60.0.10" }
 }
-`})
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: tpl}, http.StatusAccepted, &ref)
-	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("apply: %s %s", op.Status, op.Error)
-	}
+`)
+	c.complete("apply", "app", api.ApplyRequest{Template: tpl})
 
 	// Behind kiln's back.
 	ctx := context.Background()
@@ -259,10 +234,7 @@ server "web" {
 		}
 	}
 
-	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: tpl}, http.StatusAccepted, &ref)
-	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("repair: %s %s", op.Status, op.Error)
-	}
+	c.complete("apply", "app", api.ApplyRequest{Template: tpl})
 	if _, ok, _ := d.Read(ctx, "volume", "volume.data[1]"); !ok {
 		t.Error("volume.data[1] was not made again")
 	}
@@ -303,11 +275,7 @@ func TestApplyWaitsForItsAgent(t *testing.T) {
 		cfg.AgentHeartbeat = scheduler.Heartbeat{Interval: 100 * time.Millisecond, Missed: 5}
 	})
 	a := agentOn(t, s, "agent-1")
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": smallTemplate})}, http.StatusAccepted, &ref)
-	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("first apply: %s %s", op.Status, op.Error)
-	}
+	c.complete("apply", "app", api.ApplyRequest{Template: mainHCL(smallTemplate)})
 
 	a.stop()
 	testwait.ForNil(t, 10*time.Second, "agent-1 to be marked down", func() error {
@@ -319,7 +287,8 @@ func TestApplyWaitsForItsAgent(t *testing.T) {
 		return fmt.Errorf("agents %+v", agents)
 	})
 
-	more := bundle(map[string]string{"main.hcl": smallTemplate + "\nvolume \"extra\" {\n  size = \"1GiB\"\n}\n"})
+	more := mainHCL(smallTemplate + "\nvolume \"extra\" {\n  size = \"1GiB\"\n}\n")
+	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: more}, http.StatusAccepted, &ref)
 	testwait.For(t, 10*time.Second, "the apply to wait for agent-1", waitingForAgent)
 	a.restart()

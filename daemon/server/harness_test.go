@@ -407,6 +407,28 @@ func (h *hostTransport) withHost(req *http.Request) (*http.Request, error) {
 	return req, nil
 }
 
+// mainHCL is a template upload of one file, main.hcl, holding src.
+func mainHCL(src string) *api.Template { return bundle(map[string]string{"main.hcl": src}) }
+
+// run posts req to the route ("apply" or "destroy") of stack, wants 202,
+// and follows the operation until it is final.
+func (c client) run(route, stack string, req any) api.Operation {
+	c.t.Helper()
+	var ref api.OperationRef
+	c.must("POST", "/v1/stacks/"+stack+"/"+route, req, http.StatusAccepted, &ref)
+	return c.waitOp(ref.OperationID)
+}
+
+// complete is run that fails the test unless the operation completed.
+func (c client) complete(route, stack string, req any) api.Operation {
+	c.t.Helper()
+	op := c.run(route, stack, req)
+	if op.Status != "complete" {
+		c.t.Fatalf("%s %s: %s %s %+v", route, stack, op.Status, op.Error, op.Actions)
+	}
+	return op
+}
+
 // bundle makes a template upload from file contents.
 func bundle(files map[string]string) *api.Template {
 	b := api.Bundle{}

@@ -14,7 +14,7 @@ import (
 // hostTemplate is a stack of an image, a network and a server whose names
 // end in suffix (the memory driver keys objects by address alone).
 func hostTemplate(suffix, sum string) *api.Template {
-	return bundle(map[string]string{"main.hcl": strings.NewReplacer("SUFFIX", suffix, "SUM", sum).Replace(`
+	return mainHCL(strings.NewReplacer("SUFFIX", suffix, "SUM", sum).Replace(`
 image "base_SUFFIX" {
   source = "/srv/images/base.qcow2"
   sha256 = "SUM"
@@ -32,7 +32,7 @@ server "web_SUFFIX" {
     address = "10.41.0.10"
   }
 }
-`)})
+`))
 }
 
 // TestHostOps: image list, image prune, gc and console through the API,
@@ -47,11 +47,7 @@ func TestHostOps(t *testing.T) {
 	sumA, sumB := strings.Repeat("a", 64), strings.Repeat("b", 64)
 	apply := func(stack, sum string) {
 		t.Helper()
-		var ref api.OperationRef
-		member.must("POST", "/v1/stacks/"+stack+"/apply", api.ApplyRequest{Template: hostTemplate(stack, sum)}, http.StatusAccepted, &ref)
-		if op := member.waitOp(ref.OperationID); op.Status != "complete" {
-			t.Fatalf("apply %s: %s %s %+v", stack, op.Status, op.Error, op.Actions)
-		}
+		member.complete("apply", ""+stack+"", api.ApplyRequest{Template: hostTemplate(stack, sum)})
 	}
 	apply("web", sumA)
 	apply("old", sumB)
@@ -179,10 +175,8 @@ func TestHostOps(t *testing.T) {
 func TestImageProgressEvents(t *testing.T) {
 	s, c := single(t, nil)
 	agentOn(t, s, "agent-1")
-	var ref api.OperationRef
-	c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: hostTemplate("web", strings.Repeat("c", 64))}, http.StatusAccepted, &ref)
-	c.waitOp(ref.OperationID)
-	c.must("POST", "/v1/agents/agent-1/events", api.Event{Operation: ref.OperationID, Stack: "web", Address: "image.base", Message: "image.base: fetched 40% (12.0 MiB of 30.0 MiB)"}, http.StatusNoContent, nil)
+	op := c.run("apply", "web", api.ApplyRequest{Template: hostTemplate("web", strings.Repeat("c", 64))})
+	c.must("POST", "/v1/agents/agent-1/events", api.Event{Operation: op.ID, Stack: "web", Address: "image.base", Message: "image.base: fetched 40% (12.0 MiB of 30.0 MiB)"}, http.StatusNoContent, nil)
 	var evs api.EventsResponse
 	c.must("GET", "/v1/stacks/web/events", nil, http.StatusOK, &evs)
 	found := false
@@ -197,7 +191,7 @@ func TestImageProgressEvents(t *testing.T) {
 	if code, out := c.do("POST", "/v1/agents/agent-1/events", api.Event{Operation: "op-nope", Message: "x"}); code != http.StatusNotFound {
 		t.Errorf("event of an unknown operation: %d %s", code, out)
 	}
-	if code, out := c.do("POST", "/v1/agents/agent-1/events", api.Event{Operation: ref.OperationID}); code != http.StatusBadRequest {
+	if code, out := c.do("POST", "/v1/agents/agent-1/events", api.Event{Operation: op.ID}); code != http.StatusBadRequest {
 		t.Errorf("event without a message: %d %s", code, out)
 	}
 }

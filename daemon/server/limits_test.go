@@ -63,9 +63,9 @@ func TestTemplateErrorsAnswer400(t *testing.T) {
 	}
 	for _, tt := range tests {
 		for _, route := range []string{"plan", "apply"} {
-			var body any = api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": tt.src})}
+			var body any = api.PlanRequest{Template: *mainHCL(tt.src)}
 			if route == "apply" {
-				body = api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": tt.src})}
+				body = api.ApplyRequest{Template: mainHCL(tt.src)}
 			}
 			code, out := c.do("POST", "/v1/stacks/s1/"+route, body)
 			if code != http.StatusBadRequest {
@@ -101,9 +101,9 @@ func TestPlanEvaluationLimit(t *testing.T) {
 	s, c := single(t, nil)
 	src := "locals {\n  a = range(150)\n  p = setproduct(local.a, local.a, local.a)\n}\n\noutput \"n\" {\n  value = length(local.p)\n}\n"
 	for _, route := range []string{"plan", "apply"} {
-		var body any = api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": src})}
+		var body any = api.PlanRequest{Template: *mainHCL(src)}
 		if route == "apply" {
-			body = api.ApplyRequest{Template: bundle(map[string]string{"main.hcl": src})}
+			body = api.ApplyRequest{Template: mainHCL(src)}
 		}
 		code, out := c.do("POST", "/v1/stacks/big/"+route, body)
 		var e api.Error
@@ -125,7 +125,7 @@ func TestPlanEvaluationLimit(t *testing.T) {
 func TestPlanEvaluationTimeout(t *testing.T) {
 	_, c := single(t, func(cfg *Config) { cfg.EvalTimeout = time.Millisecond })
 	src := "locals {\n  a = [for i in range(900) : [for j in range(900) : i * j]]\n}\n"
-	code, out := c.do("POST", "/v1/stacks/slow/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": src})})
+	code, out := c.do("POST", "/v1/stacks/slow/plan", api.PlanRequest{Template: *mainHCL(src)})
 	var e api.Error
 	if code != http.StatusBadRequest || json.Unmarshal(out, &e) != nil || len(e.Diagnostics) == 0 ||
 		e.Diagnostics[0].Summary != spec.LimitSummary || !strings.Contains(e.Diagnostics[0].Detail, "time limit") || e.Diagnostics[0].Line != 2 {
@@ -141,7 +141,7 @@ func TestConcurrentPlansBounded(t *testing.T) {
 		cfg.MaxConcurrentPlans = 1
 		cfg.PlanQueueWait = time.Second
 	})
-	req := api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})}
+	req := api.PlanRequest{Template: *mainHCL(smallTemplate)}
 	s.planSlots <- struct{}{} // a plan in progress
 	hreq, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/stacks/s1/plan", strings.NewReader(mustJSON(t, req)))
 	hreq.Header.Set("Authorization", "Bearer "+c.token)
@@ -254,7 +254,7 @@ func TestHTTPBlockingQueryOutlivesTimeouts(t *testing.T) {
 	// body (a plan waiting a second for a slot) still answers
 	s.planSlots <- struct{}{}
 	defer func() { <-s.planSlots }()
-	code, out := c.do("POST", "/v1/stacks/s1/plan", api.PlanRequest{Template: *bundle(map[string]string{"main.hcl": smallTemplate})})
+	code, out := c.do("POST", "/v1/stacks/s1/plan", api.PlanRequest{Template: *mainHCL(smallTemplate)})
 	if code != http.StatusTooManyRequests {
 		t.Errorf("plan waiting for a slot: %d %s, want 429", code, out)
 	}

@@ -13,7 +13,7 @@ import (
 // forwardTemplate is a stack with one server and a forward of host port
 // hostPort (protocol proto) to it, on network cidr.
 func forwardTemplate(cidr string, hostPort int, proto string) *api.Template {
-	return bundle(map[string]string{"main.hcl": fmt.Sprintf(`
+	return mainHCL(fmt.Sprintf(`
 image "i" {
   source = "https://images.example.org/i.qcow2"
   sha256 = "%s"
@@ -36,7 +36,7 @@ port_forward "http" {
   target      = server.web.address
   target_port = 80
 }
-`, strings.Repeat("ab", 32), cidr, hostPort, proto)})
+`, strings.Repeat("ab", 32), cidr, hostPort, proto))
 }
 
 // TestPlanHostPortTaken: a host port another stack forwards on the agent is
@@ -46,11 +46,7 @@ func TestPlanHostPortTaken(t *testing.T) {
 	agentOn(t, s, "agent-1")
 	p1, p2 := mgmt.as("p1", "member"), mgmt.as("p2", "member")
 
-	var ref api.OperationRef
-	p1.must("POST", "/v1/stacks/first/apply", api.ApplyRequest{Template: forwardTemplate("10.41.0.0/24", 18080, "tcp")}, http.StatusAccepted, &ref)
-	if op := p1.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("apply first: %s %s", op.Status, op.Error)
-	}
+	p1.complete("apply", "first", api.ApplyRequest{Template: forwardTemplate("10.41.0.0/24", 18080, "tcp")})
 
 	plan := func(c client, stack string, tmpl *api.Template) (int, string) {
 		code, body := c.do("POST", "/v1/stacks/"+stack+"/plan", api.PlanRequest{Template: *tmpl})
@@ -137,11 +133,7 @@ func TestPlanHostPortRange(t *testing.T) {
 	if code, e := plan("web", 18080); code != http.StatusOK {
 		t.Fatalf("plan of port 18080: %d %+v", code, e)
 	}
-	var ref api.OperationRef
-	p1.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: forwardTemplate("10.51.0.0/24", 18080, "tcp")}, http.StatusAccepted, &ref)
-	if op := p1.waitOp(ref.OperationID); op.Status != "complete" {
-		t.Fatalf("apply web: %s %s", op.Status, op.Error)
-	}
+	p1.complete("apply", "web", api.ApplyRequest{Template: forwardTemplate("10.51.0.0/24", 18080, "tcp")})
 
 	// A second agent with another range: a new stack may use a port of
 	// either; one that neither forwards names both ranges. The stack placed
@@ -167,11 +159,7 @@ func TestPlanHostPortRange(t *testing.T) {
 
 	// The scheduler places a new stack only on an agent that allows its
 	// ports: 2222 goes to agent-2 (agent-1 would win the tie otherwise).
-	var ref2 api.OperationRef
-	p1.must("POST", "/v1/stacks/other/apply", api.ApplyRequest{Template: forwardTemplate("10.52.0.0/24", 2222, "tcp")}, http.StatusAccepted, &ref2)
-	if op := p1.waitOp(ref2.OperationID); op.Status != "complete" {
-		t.Fatalf("apply other: %s %s", op.Status, op.Error)
-	}
+	p1.complete("apply", "other", api.ApplyRequest{Template: forwardTemplate("10.52.0.0/24", 2222, "tcp")})
 	var detail api.StackDetail
 	p1.must("GET", "/v1/stacks/other", nil, http.StatusOK, &detail)
 	for _, r := range detail.Resources {

@@ -25,11 +25,7 @@ func TestTwoProjectsSameStackName(t *testing.T) {
 	ids := map[string]map[string]string{} // project -> address -> physical name
 	for _, project := range []string{"p1", "p2", "default"} {
 		c := members[project]
-		var ref api.OperationRef
-		c.must("POST", "/v1/stacks/web/apply", api.ApplyRequest{Template: hostTemplate("x", sum)}, http.StatusAccepted, &ref)
-		if op := c.waitOp(ref.OperationID); op.Status != "complete" {
-			t.Fatalf("apply %s/web: %s %s %+v", project, op.Status, op.Error, op.Actions)
-		}
+		c.complete("apply", "web", api.ApplyRequest{Template: hostTemplate("x", sum)})
 		var detail api.StackDetail
 		c.must("GET", "/v1/stacks/web", nil, http.StatusOK, &detail)
 		ids[project] = map[string]string{}

@@ -46,7 +46,7 @@ func TestPlansExpireBlobsReturnToBaseline(t *testing.T) {
 	base, _ := s.Store().State().BlobStats()
 	var last api.PlanResponse
 	for i := range 30 {
-		tpl := bundle(map[string]string{"main.hcl": fmt.Sprintf("# plan %d\n", i)})
+		tpl := mainHCL(fmt.Sprintf("# plan %d\n", i))
 		reader.must("POST", fmt.Sprintf("/v1/stacks/s%d/plan", i%7), api.PlanRequest{Template: *tpl}, http.StatusOK, &last)
 	}
 	if n, _ := s.Store().State().BlobStats(); n <= base {
