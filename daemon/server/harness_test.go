@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -241,10 +243,6 @@ type agentOpt func(*memAgent)
 // inDir keeps the agent's data (id, credential) in dir.
 func inDir(dir string) agentOpt { return func(a *memAgent) { a.cfg.DataDir = dir } }
 
-// onMemory runs the agent on mem (another agent's, to restart it with its
-// objects).
-func onMemory(mem *agent.Memory) agentOpt { return func(a *memAgent) { a.Memory = mem } }
-
 // onHost makes the agent report the host size and host-port policy of h
 // (the memory driver has no host to measure; see hostTransport).
 func onHost(h api.Capacity) agentOpt { return func(a *memAgent) { a.host = h } }
@@ -405,6 +403,25 @@ func (h *hostTransport) withHost(req *http.Request) (*http.Request, error) {
 	req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(data)), int64(len(data))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 	return req, nil
+}
+
+// inCall returns a condition that holds while a goroutine of the test
+// binary is in fn, a function or method expression such as
+// (*Server).planSlot (no other test of this package runs at the same
+// time). The name comes from fn itself, so a rename breaks the build here
+// rather than making a wait time out.
+func inCall(fn any) func() bool {
+	frame := []byte(runtime.FuncForPC(reflect.ValueOf(fn).Pointer()).Name() + "(")
+	return func() bool {
+		buf := make([]byte, 1<<16)
+		for {
+			n := runtime.Stack(buf, true)
+			if n < len(buf) {
+				return bytes.Contains(buf[:n], frame)
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+	}
 }
 
 // mainHCL is a template upload of one file, main.hcl, holding src.

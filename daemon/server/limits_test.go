@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/internal/testwait"
 	"github.com/kiln-dev/kiln/spec"
 )
 
@@ -142,10 +143,13 @@ func TestConcurrentPlansBounded(t *testing.T) {
 		cfg.PlanQueueWait = time.Second
 	})
 	req := api.PlanRequest{Template: *mainHCL(smallTemplate)}
+	plan := func() (*http.Response, error) {
+		hreq, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/stacks/s1/plan", strings.NewReader(mustJSON(t, req)))
+		hreq.Header.Set("Authorization", "Bearer "+c.token)
+		return http.DefaultClient.Do(hreq)
+	}
 	s.planSlots <- struct{}{} // a plan in progress
-	hreq, _ := http.NewRequest("POST", "http://"+c.addr+"/v1/stacks/s1/plan", strings.NewReader(mustJSON(t, req)))
-	hreq.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := http.DefaultClient.Do(hreq)
+	resp, err := plan()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,11 +158,26 @@ func TestConcurrentPlansBounded(t *testing.T) {
 		t.Fatalf("status %d Retry-After %q, want 429 with Retry-After 1", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	// a slot freed while the plan waits: it goes through
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	answers := make(chan answer, 1)
 	go func() {
-		time.Sleep(50 * time.Millisecond)
-		<-s.planSlots
+		resp, err := plan()
+		answers <- answer{resp, err}
 	}()
-	c.must("POST", "/v1/stacks/s1/plan", req, http.StatusOK, nil)
+	testwait.For(t, 10*time.Second, "the plan to wait for a slot", inCall((*Server).planSlot))
+	<-s.planSlots
+	a := <-answers
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	out, _ := io.ReadAll(a.resp.Body)
+	a.resp.Body.Close()
+	if a.resp.StatusCode != http.StatusOK {
+		t.Fatalf("plan once a slot freed: status %d, want 200: %s", a.resp.StatusCode, out)
+	}
 	if len(s.planSlots) != 0 {
 		t.Errorf("the plan did not give its slot back")
 	}

@@ -1,14 +1,11 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"reflect"
-	"runtime"
 	"testing"
 	"time"
 
@@ -18,7 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
-// TestMemoryEndToEnd applies a template through one server and a test
+// TestMemoryEndToEnd applies a template through one server and the kiln
 // agent on the in-memory driver (nothing real is made: the real end-to-end
 // test is e2e's TestEndToEnd), follows the operation, reads the outputs,
 // plans again (no changes) and destroys everything.
@@ -290,29 +287,14 @@ func TestApplyWaitsForItsAgent(t *testing.T) {
 	more := mainHCL(smallTemplate + "\nvolume \"extra\" {\n  size = \"1GiB\"\n}\n")
 	var ref api.OperationRef
 	c.must("POST", "/v1/stacks/app/apply", api.ApplyRequest{Template: more}, http.StatusAccepted, &ref)
-	testwait.For(t, 10*time.Second, "the apply to wait for agent-1", waitingForAgent)
+	// The apply waits in opDispatcher.waitUp for the agent its stack lives
+	// on to come back.
+	testwait.For(t, 10*time.Second, "the apply to wait for agent-1", inCall((*opDispatcher).waitUp))
 	a.restart()
 	if op := c.waitOp(ref.OperationID); op.Status != "complete" {
 		t.Fatalf("apply while agent-1 was coming back: %s %s", op.Status, op.Error)
 	}
 	if n := a.D.Calls("volume", "volume.extra", "create"); n != 1 {
 		t.Errorf("volume.extra created %d times, want 1", n)
-	}
-}
-
-// waitingForAgent reports whether an operation waits in opDispatcher.waitUp for the
-// agent its stack lives on to come back: a goroutine of the test binary is
-// there (no other test of this package runs at the same time).
-func waitingForAgent() bool {
-	// The name comes from the method itself, so a rename breaks the build
-	// here rather than making this wait time out.
-	frame := []byte(runtime.FuncForPC(reflect.ValueOf((*opDispatcher).waitUp).Pointer()).Name() + "(")
-	buf := make([]byte, 1<<16)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			return bytes.Contains(buf[:n], frame)
-		}
-		buf = make([]byte, 2*len(buf))
 	}
 }
