@@ -136,16 +136,17 @@ func TestTTL(t *testing.T) {
 
 	// Follow the events of "short" until it is destroyed.
 	var index uint64
-	for {
+	testwait.For(t, 60*time.Second, "stack short to be destroyed at the end of its TTL", func() bool {
 		var detail api.StackDetail
 		c.must("GET", "/v1/stacks/short", nil, http.StatusOK, &detail)
 		if detail.Status == "DESTROYED" {
-			break
+			return true
 		}
 		var evs api.EventsResponse
 		c.must("GET", "/v1/stacks/short/events?wait=5s&index="+itoa(index), nil, http.StatusOK, &evs)
 		index = evs.Index
-	}
+		return false
+	})
 	var kept api.StackDetail
 	c.must("GET", "/v1/stacks/kept", nil, http.StatusOK, &kept)
 	if kept.Status != "COMPLETE" || len(kept.Resources) != 1 {
