@@ -259,7 +259,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 // join or global tokens.
 func TestJoinTokenFlow(t *testing.T) {
 	s, mgmt := single(t, nil)
-	p1admin := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "admin"}).Secret}
+	p1admin := mgmt.as("p1", "admin")
 	for _, req := range []api.TokenRequest{{Join: true}, {Global: true, Role: "admin"}} {
 		if code, out := p1admin.do("POST", "/v1/tokens", req); code != http.StatusForbidden {
 			t.Errorf("project admin makes %+v: %d %s, want 403", req, code, out)
@@ -339,7 +339,7 @@ func TestAgentCredentialRevoke(t *testing.T) {
 
 	// Restart with a wrong configured token: the stored credential wins.
 	a1.restart(withConfig(func(c *agent.Config) { c.Token = "kiln_wrong" }))
-	c := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "member"}).Secret}
+	c := mgmt.as("p1", "member")
 	c.complete("apply", "web", api.ApplyRequest{Template: mainHCL(smallTemplate)})
 	select {
 	case <-a1.done:
@@ -424,7 +424,7 @@ func TestAgentCredentialRevoke(t *testing.T) {
 // "token expired"; the list shows the expiry.
 func TestTokenScopeAndTTL(t *testing.T) {
 	s, mgmt := single(t, nil)
-	p1 := client{t: t, addr: s.Addr(), token: mkToken(t, mgmt, api.TokenRequest{Project: "p1", Role: "admin"}).Secret}
+	p1 := mgmt.as("p1", "admin")
 	p2tok := mkToken(t, mgmt, api.TokenRequest{Project: "p2", Role: "reader"})
 	if code, out := p1.do("POST", "/v1/tokens", api.TokenRequest{Project: "p2", Role: "admin"}); code != http.StatusForbidden {
 		t.Errorf("p1 admin makes a p2 token: %d %s", code, out)
