@@ -53,8 +53,13 @@ func TestForwardKeepsConnections(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	if n := conns.Load(); n > clients {
-		t.Errorf("%d requests (%d at a time) opened %d connections to the leader, want at most %d", clients*rounds, clients, n, clients)
+	// Without keep-alive every request dials (64 connections). With it,
+	// most requests reuse one: a connection goes back to the idle pool
+	// just after its answer is read, so on a loaded machine the next round
+	// may dial a few more than clients before it is back; half the requests
+	// is the bound that still tells the two apart.
+	if n, most := conns.Load(), int64(clients*rounds/2); n > most {
+		t.Errorf("%d requests (%d at a time) opened %d connections to the leader, want at most %d", clients*rounds, clients, n, most)
 	}
 	if n := unmarked.Load(); n != 0 {
 		t.Errorf("%d forwarded requests lacked the %s header", n, forwardedHeader)
