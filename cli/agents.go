@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -40,8 +39,7 @@ Options:
 }
 
 func runAgents(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
@@ -59,7 +57,7 @@ func runAgents(e *Env, c *command, args []string) int {
 		if err != nil {
 			return e.apiErr("agents revoke", err)
 		}
-		if *asJSON {
+		if v.asJSON {
 			return e.printJSON(a)
 		}
 		fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
@@ -77,10 +75,8 @@ func runAgents(e *Env, c *command, args []string) int {
 	if err != nil {
 		return e.apiErr(c.name, err)
 	}
-	if list == nil {
-		list = []api.AgentInfo{}
-	}
-	if *asJSON {
+	list = nonNil(list)
+	if v.asJSON {
 		out := make([]agentJSON, len(list))
 		for i, a := range list {
 			out[i] = agentJSON{AgentInfo: a, Accel: a.Capacity.Accel, AccelReason: a.Capacity.AccelReason}
@@ -90,18 +86,15 @@ func runAgents(e *Env, c *command, args []string) int {
 		}
 		return e.printJSON(out)
 	}
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tHOST PORTS\tACTIONS\tLAST HEARTBEAT")
-	for _, a := range list {
+	writeTable(e.Stdout, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tHOST PORTS\tACTIONS\tLAST HEARTBEAT", list, func(a api.AgentInfo) string {
 		st := a.Status
 		if a.StatusReason != "" {
 			st += " (" + a.StatusReason + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
 			cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), hostPortsCell(a.Capacity), a.Actions,
 			a.LastHeartbeat.Local().Format(time.DateTime))
-	}
-	tw.Flush()
+	})
 	return ExitOK
 }
 

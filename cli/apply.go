@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -44,13 +41,7 @@ Options:
 }
 
 func runApply(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	var vars varFlags
-	vars.register(v.flags)
-	auto := v.flags.Bool("auto-approve", false, "")
-	detach := v.flags.Bool("detach", false, "")
-	asJSON := v.flags.Bool("json", false, "")
-	noColor := v.flags.Bool("no-color", false, "")
+	v := e.newVerb(c, withAgent, flagVars|flagAutoApprove|flagDetach|flagJSON|flagNoColor)
 	ttl := v.flags.Duration("ttl", 0, "")
 	pos, code, ok := v.parse(args, 1)
 	if !ok {
@@ -62,19 +53,15 @@ func runApply(e *Env, c *command, args []string) int {
 	}
 	// Validate locally first: diagnostics with snippets, and no daemon
 	// started for a template with errors.
-	l := e.load(c.name, pos[0], &vars, nil)
+	l := v.loadValid(pos[0], nil)
 	if l == nil {
 		return ExitError
 	}
-	e.writeDiags(l, l.diags, *noColor)
-	if l.diags.HasErrors() || l.stack == nil {
-		return ExitError
-	}
-	if !*auto && !*asJSON && !e.stdinTerminal() {
+	if !v.auto && !v.asJSON && !e.stdinTerminal() {
 		fmt.Fprintf(e.Stderr, "kiln apply: no terminal to confirm on; run with -auto-approve to apply without confirmation\n")
 		return ExitError
 	}
-	if *asJSON && !*auto {
+	if v.asJSON && !v.auto {
 		fmt.Fprintf(e.Stderr, "kiln apply: -json needs -auto-approve (there is no prompt in JSON mode)\n")
 		return ExitError
 	}
@@ -86,7 +73,7 @@ func runApply(e *Env, c *command, args []string) int {
 	stack := l.stack.Name
 	tmpl := apiTemplate(l)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	defer stop()
 
 	if !e.finishUnfinished(ctx, r, c.name, stack) {
@@ -101,19 +88,14 @@ func runApply(e *Env, c *command, args []string) int {
 		return e.apiErr(c.name, err)
 	}
 	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
-	if !*asJSON {
+	if !v.asJSON {
 		fmt.Fprint(e.Stdout, plan.Text)
 	}
 	if !plan.HasChanges && *ttl == 0 {
 		outs, _ := r.c.Outputs(ctx, stack, false)
-		if *asJSON {
-			return e.printJSON(opJSON{Stack: stack, Kind: "apply", Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
-		}
-		fmt.Fprintln(e.Stdout, "\nNo changes: the stack matches the template.")
-		e.printOutputs(outs)
-		return ExitOK
+		return e.noChanges(stack, "apply", "\nNo changes: the stack matches the template.", outs, v.asJSON)
 	}
-	if !*auto && !e.confirm(fmt.Sprintf("Apply these changes to stack %s?", stack)) {
+	if !v.auto && !e.confirm(fmt.Sprintf("Apply these changes to stack %s?", stack)) {
 		fmt.Fprintln(e.Stdout, "Apply cancelled.")
 		return ExitError
 	}
@@ -133,14 +115,20 @@ func runApply(e *Env, c *command, args []string) int {
 	}
 	if ref.NoChanges || ref.OperationID == "" {
 		outs, _ := r.c.Outputs(ctx, stack, false)
-		if *asJSON {
-			return e.printJSON(opJSON{Stack: stack, Kind: "apply", Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
-		}
-		fmt.Fprintln(e.Stdout, "\nNo changes.")
-		e.printOutputs(outs)
-		return ExitOK
+		return e.noChanges(stack, "apply", "\nNo changes.", outs, v.asJSON)
 	}
-	return e.followOp(ctx, r, c.name, stack, "apply", ref.OperationID, *detach, *asJSON)
+	return e.followOp(ctx, r, c.name, stack, "apply", ref.OperationID, v.detach, v.asJSON)
+}
+
+// noChanges ends an operation that had nothing to do (kind apply or
+// destroy): the JSON document, or the line done and the outputs.
+func (e *Env) noChanges(stack, kind, done string, outs map[string]api.OutputValue, asJSON bool) int {
+	if asJSON {
+		return e.printJSON(opJSON{Stack: stack, Kind: kind, Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
+	}
+	fmt.Fprintln(e.Stdout, done)
+	e.printOutputs(outs)
+	return ExitOK
 }
 
 // followOp follows an accepted operation to its end (or detaches) and
@@ -190,7 +178,7 @@ func (e *Env) followOp(ctx context.Context, r *remote, cmd, stack, kind, id stri
 		}
 	}
 	if asJSON {
-		code := e.printJSON(opJSON{Stack: stack, OperationID: id, Kind: kind, Status: op.Status, Error: op.Error, Actions: nonNilActions(op.Actions), Outputs: outs})
+		code := e.printJSON(opJSON{Stack: stack, OperationID: id, Kind: kind, Status: op.Status, Error: op.Error, Actions: nonNil(op.Actions), Outputs: outs})
 		if !opSucceeded(op.Status) {
 			return ExitError
 		}
@@ -234,11 +222,4 @@ func nonNilOutputs(m map[string]api.OutputValue) map[string]api.OutputValue {
 		return map[string]api.OutputValue{}
 	}
 	return m
-}
-
-func nonNilActions(a []api.ActionStatus) []api.ActionStatus {
-	if a == nil {
-		return []api.ActionStatus{}
-	}
-	return a
 }

@@ -1,11 +1,7 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 )
 
@@ -25,8 +21,7 @@ Options:
 }
 
 func runConsole(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	follow := v.flags.Bool("follow", false, "")
+	v := e.newVerb(c, withAgent, flagFollow)
 	interval := v.flags.Duration("interval", time.Second, "")
 	pos, code, ok := v.parse(args, 2)
 	if !ok {
@@ -42,14 +37,14 @@ func runConsole(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	defer r.close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	defer stop()
 	chunk, err := r.c.ConsoleFrom(ctx, stack, address, -1)
 	if err != nil {
 		return e.apiErr(c.name, err)
 	}
 	fmt.Fprint(e.Stdout, chunk.Text)
-	if !*follow {
+	if !v.follow {
 		return ExitOK
 	}
 	next := chunk.Next

@@ -1,11 +1,7 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 )
 
 var destroyCommand = &command{
@@ -27,16 +23,13 @@ Options:
 }
 
 func runDestroy(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	auto := v.flags.Bool("auto-approve", false, "")
-	detach := v.flags.Bool("detach", false, "")
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, withAgent, flagAutoApprove|flagDetach|flagJSON)
 	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
 	stack := pos[0]
-	if !*auto && (*asJSON || !e.stdinTerminal()) {
+	if !v.auto && (v.asJSON || !e.stdinTerminal()) {
 		fmt.Fprintf(e.Stderr, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation\n")
 		return ExitError
 	}
@@ -45,7 +38,7 @@ func runDestroy(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	defer r.close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	defer stop()
 	if !e.finishUnfinished(ctx, r, c.name, stack) {
 		return ExitError
@@ -54,7 +47,7 @@ func runDestroy(e *Env, c *command, args []string) int {
 	if err != nil {
 		return e.apiErr(c.name, err)
 	}
-	if !*auto {
+	if !v.auto {
 		fmt.Fprintf(e.Stdout, "Stack %s has %d resources; all of them will be deleted.\n", stack, len(st.Resources))
 		if !e.confirm(fmt.Sprintf("Destroy stack %s?", stack)) {
 			fmt.Fprintln(e.Stdout, "Destroy cancelled.")
@@ -66,11 +59,7 @@ func runDestroy(e *Env, c *command, args []string) int {
 		return e.apiErr(c.name, err)
 	}
 	if ref.NoChanges || ref.OperationID == "" {
-		if *asJSON {
-			return e.printJSON(opJSON{Stack: stack, Kind: "destroy", Status: "no_changes", Actions: nonNilActions(nil), Outputs: nonNilOutputs(nil)})
-		}
-		fmt.Fprintln(e.Stdout, "Nothing to destroy.")
-		return ExitOK
+		return e.noChanges(stack, "destroy", "Nothing to destroy.", nil, v.asJSON)
 	}
-	return e.followOp(ctx, r, c.name, stack, "destroy", ref.OperationID, *detach, *asJSON)
+	return e.followOp(ctx, r, c.name, stack, "destroy", ref.OperationID, v.detach, v.asJSON)
 }

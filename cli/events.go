@@ -1,12 +1,8 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -29,21 +25,19 @@ Options:
 }
 
 func runEvents(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	followF := v.flags.Bool("follow", false, "")
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagFollow|flagJSON)
 	r, pos, code := v.open(args, 1)
 	if r == nil {
 		return code
 	}
 	defer r.close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	defer stop()
 	enc := json.NewEncoder(e.Stdout)
 	var index uint64
 	for {
 		wait := time.Duration(0)
-		if *followF && index > 0 {
+		if v.follow && index > 0 {
 			wait = 30 * time.Second
 		}
 		resp, err := r.c.Events(ctx, pos[0], index, wait)
@@ -54,13 +48,13 @@ func runEvents(e *Env, c *command, args []string) int {
 			return e.apiErr(c.name, err)
 		}
 		for _, ev := range resp.Events {
-			if *asJSON {
+			if v.asJSON {
 				enc.Encode(ev)
 			} else {
 				e.eventLine(ev)
 			}
 		}
-		if !*followF {
+		if !v.follow {
 			return ExitOK
 		}
 		if resp.Index > index {

@@ -37,20 +37,16 @@ Options:
 }
 
 func runFmt(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	check := fs.Bool("check", false, "")
-	diff := fs.Bool("diff", false, "")
-	recursive := fs.Bool("recursive", false, "")
-	noColor := fs.Bool("no-color", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, offline, flagNoColor)
+	check := v.flags.Bool("check", false, "")
+	diff := v.flags.Bool("diff", false, "")
+	recursive := v.flags.Bool("recursive", false, "")
+	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
-	}
 	if pos[0] == "-" {
-		return e.fmtStdin(*check, *noColor)
+		return e.fmtStdin(*check, v.noColor)
 	}
 	files, err := fmtFiles(e.Dir, pos[0], *recursive)
 	if err != nil {
@@ -71,7 +67,7 @@ func runFmt(e *Env, c *command, args []string) int {
 		}
 		out, diags := formatHCL(src, name)
 		if diags.HasErrors() {
-			writeFileDiags(e, diags, name, src, *noColor)
+			writeFileDiags(e, diags, name, src, v.noColor)
 			exit = ExitError
 			continue
 		}

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/kiln-dev/kiln/api"
 )
@@ -28,9 +27,8 @@ Options:
 }
 
 func runGC(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
+	v := e.newVerb(c, withAgent, flagJSON)
 	force := v.flags.Bool("force", false, "")
-	asJSON := v.flags.Bool("json", false, "")
 	r, _, code := v.open(args, 0)
 	if r == nil {
 		return code
@@ -41,22 +39,17 @@ func runGC(e *Env, c *command, args []string) int {
 	if err != nil {
 		return e.apiErr(c.name, err)
 	}
-	if *asJSON {
-		if rep.Orphans == nil {
-			rep.Orphans = []api.Orphan{}
-		}
+	if v.asJSON {
+		rep.Orphans = nonNil(rep.Orphans)
 		return e.printJSON(rep)
 	}
 	if len(rep.Orphans) == 0 {
 		fmt.Fprintln(e.Stdout, "Nothing to collect: every object of kiln belongs to a stack.")
 		return ExitOK
 	}
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AGENT\tKIND\tNAME\tOWNER")
-	for _, o := range rep.Orphans {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.Agent, o.Kind, o.Name, o.Owner)
-	}
-	tw.Flush()
+	writeTable(e.Stdout, "AGENT\tKIND\tNAME\tOWNER", rep.Orphans, func(o api.Orphan) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s", o.Agent, o.Kind, o.Name, o.Owner)
+	})
 	if rep.Removed {
 		fmt.Fprintf(e.Stdout, "Removed %d objects.\n", len(rep.Orphans))
 	} else {

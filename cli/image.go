@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -35,9 +34,7 @@ Options:
 }
 
 func runImage(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	auto := v.flags.Bool("auto-approve", false, "")
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, withAgent, flagAutoApprove|flagJSON)
 	sub, rest, code, ok := v.parseSub(args, "want a subcommand: list or prune", "list", "prune")
 	if !ok {
 		return code
@@ -46,7 +43,7 @@ func runImage(e *Env, c *command, args []string) int {
 	if !e.wantArgs(c, rest, 0) {
 		return ExitError
 	}
-	if sub == "prune" && !*auto && (*asJSON || !e.stdinTerminal()) {
+	if sub == "prune" && !v.auto && (v.asJSON || !e.stdinTerminal()) {
 		fmt.Fprintf(e.Stderr, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation\n")
 		return ExitError
 	}
@@ -60,11 +57,9 @@ func runImage(e *Env, c *command, args []string) int {
 	if err != nil {
 		return e.apiErr(cmd, err)
 	}
-	if list == nil {
-		list = []api.ImageInfo{}
-	}
+	list = nonNil(list)
 	if sub == "list" {
-		if *asJSON {
+		if v.asJSON {
 			return e.printJSON(list)
 		}
 		if len(list) == 0 {
@@ -75,7 +70,7 @@ func runImage(e *Env, c *command, args []string) int {
 		return ExitOK
 	}
 
-	if !*auto {
+	if !v.auto {
 		var unused []api.ImageInfo
 		for _, i := range list {
 			if len(i.Stacks) == 0 {
@@ -102,7 +97,7 @@ func runImage(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln %s: decode the answer: %v\n", cmd, err)
 		return ExitError
 	}
-	if *asJSON {
+	if v.asJSON {
 		return e.printJSON(removed)
 	}
 	if len(removed) == 0 {
@@ -119,20 +114,17 @@ func runImage(e *Env, c *command, args []string) int {
 }
 
 func (e *Env) printImages(list []api.ImageInfo, stacks bool) {
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
 	head := "AGENT\tSHA256\tFORMAT\tSIZE"
 	if stacks {
 		head += "\tSTACKS"
 	}
-	fmt.Fprintln(tw, head)
-	for _, i := range list {
+	writeTable(e.Stdout, head, list, func(i api.ImageInfo) string {
 		line := fmt.Sprintf("%s\t%s\t%s\t%s", i.Agent, shortSum(i.SHA256), i.Format, planner.FormatSize(i.Size))
 		if stacks {
 			line += "\t" + dash(strings.Join(i.Stacks, ","))
 		}
-		fmt.Fprintln(tw, line)
-	}
-	tw.Flush()
+		return line
+	})
 }
 
 // shortSum shortens a sha256 to 12 digits, as images are usually shown.

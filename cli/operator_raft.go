@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/kiln-dev/kiln/api"
 )
@@ -24,8 +23,7 @@ Options:
 }
 
 func runOperatorRaft(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	sub, rest, code, ok := v.parseSub(args, "want list-peers or remove-peer", "list-peers", "remove-peer")
 	if !ok {
 		return code
@@ -52,21 +50,16 @@ func runOperatorRaft(e *Env, c *command, args []string) int {
 	if err != nil {
 		return e.apiErr(cmd, err)
 	}
-	if peers == nil {
-		peers = []api.Peer{}
-	}
-	if *asJSON {
+	peers = nonNil(peers)
+	if v.asJSON {
 		return e.printJSON(peers)
 	}
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER")
-	for _, p := range peers {
+	writeTable(e.Stdout, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER", peers, func(p api.Peer) string {
 		state := "follower"
 		if p.Leader {
 			state = "leader"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\n", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
-	}
-	tw.Flush()
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%t", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
+	})
 	return ExitOK
 }

@@ -21,7 +21,7 @@ Options:
 }
 
 func runOperatorSnapshot(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
+	v := e.newVerb(c, serverOnly, 0)
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code

@@ -22,8 +22,7 @@ Options:
 }
 
 func runOutput(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	sensitive := v.flags.Bool("sensitive", false, "")
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
@@ -48,13 +47,13 @@ func runOutput(e *Env, c *command, args []string) int {
 			fmt.Fprintf(e.Stderr, "kiln output: stack %s has no output %q\n", pos[0], pos[1])
 			return ExitError
 		}
-		if *asJSON {
+		if v.asJSON {
 			return e.printJSON(o.Value)
 		}
 		fmt.Fprintln(e.Stdout, formatValue(o.Value))
 		return ExitOK
 	}
-	if *asJSON {
+	if v.asJSON {
 		vals := map[string]any{}
 		for k, o := range outs {
 			vals[k] = o.Value

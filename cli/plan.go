@@ -34,38 +34,30 @@ Options:
 }
 
 func runPlan(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	var vars varFlags
-	vars.register(v.flags)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagVars|flagJSON|flagNoColor)
 	detailed := v.flags.Bool("detailed-exitcode", false, "")
-	noColor := v.flags.Bool("no-color", false, "")
 	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
 	// No store yet: the actual state is empty.
 	var actual *planner.State
-	l := e.load(c.name, pos[0], &vars, actual.Prior())
+	l := v.loadValid(pos[0], actual.Prior())
 	if l == nil {
 		return ExitError
 	}
-	e.writeDiags(l, l.diags, *noColor)
-	if l.diags.HasErrors() || l.stack == nil {
-		return ExitError
-	}
 	if v.servers() != "" || e.embeddedExists() {
-		return e.planRemote(v, l, *asJSON, *detailed)
+		return e.planRemote(v, l, *detailed)
 	}
 	r, err := planner.Plan(l.stack, actual)
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
 		return ExitError
 	}
-	if *asJSON {
+	if v.asJSON {
 		err = planner.RenderJSON(e.Stdout, r)
 	} else {
-		err = planner.RenderText(e.Stdout, r, planner.TextOptions{Color: e.color(e.Stdout, *noColor)})
+		err = planner.RenderText(e.Stdout, r, planner.TextOptions{Color: e.color(e.Stdout, v.noColor)})
 	}
 	if err != nil {
 		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
@@ -84,7 +76,7 @@ func (e *Env) embeddedExists() bool {
 }
 
 // planRemote plans on the daemon, against the stack's actual state.
-func (e *Env) planRemote(v *verb, l *loaded, asJSON, detailed bool) int {
+func (e *Env) planRemote(v *verb, l *loaded, detailed bool) int {
 	r := v.connect(v.c.name)
 	if r == nil {
 		return ExitError
@@ -99,7 +91,7 @@ func (e *Env) planRemote(v *verb, l *loaded, asJSON, detailed bool) int {
 		return e.apiErr(v.c.name, err)
 	}
 	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
-	if asJSON {
+	if v.asJSON {
 		if code := e.printJSON(resp.Plan); code != ExitOK {
 			return code
 		}

@@ -22,9 +22,8 @@ Options:
 }
 
 func runStack(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
+	v := e.newVerb(c, serverOnly, flagJSON)
 	ttl := v.flags.Duration("ttl", 0, "")
-	asJSON := v.flags.Bool("json", false, "")
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
@@ -49,7 +48,7 @@ func runStack(e *Env, c *command, args []string) int {
 	if err != nil {
 		return e.apiErr("stack renew", err)
 	}
-	if *asJSON {
+	if v.asJSON {
 		return e.printJSON(st)
 	}
 	fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))

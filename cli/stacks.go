@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -24,8 +23,7 @@ Options:
 }
 
 func runStacks(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	r, _, code := v.open(args, 0)
 	if r == nil {
 		return code
@@ -35,25 +33,20 @@ func runStacks(e *Env, c *command, args []string) int {
 	if err != nil {
 		return e.apiErr(c.name, err)
 	}
-	if list == nil {
-		list = []api.StackSummary{}
-	}
-	if *asJSON {
+	list = nonNil(list)
+	if v.asJSON {
 		return e.printJSON(list)
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(e.Stdout, "No stacks.")
 		return ExitOK
 	}
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPROJECT\tSTATUS\tRESOURCES\tEXPIRES\tUPDATED")
-	for _, s := range list {
+	writeTable(e.Stdout, "NAME\tPROJECT\tSTATUS\tRESOURCES\tEXPIRES\tUPDATED", list, func(s api.StackSummary) string {
 		exp := "-"
 		if !s.Expires.IsZero() {
 			exp = s.Expires.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, dash(s.Project), s.Status, s.Resources, exp, s.Updated.Local().Format(time.DateTime))
-	}
-	tw.Flush()
+		return fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%s", s.Name, dash(s.Project), s.Status, s.Resources, exp, s.Updated.Local().Format(time.DateTime))
+	})
 	return ExitOK
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -26,8 +25,7 @@ Options:
 }
 
 func runStatus(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	r, pos, code := v.open(args, 1)
 	if r == nil {
 		return code
@@ -38,10 +36,8 @@ func runStatus(e *Env, c *command, args []string) int {
 		return e.apiErr(c.name, err)
 	}
 	failed := st.Status == "FAILED"
-	if *asJSON {
-		if st.Resources == nil {
-			st.Resources = []api.ResourceInfo{}
-		}
+	if v.asJSON {
+		st.Resources = nonNil(st.Resources)
 		if code := e.printJSON(st); code != ExitOK || !failed {
 			return code
 		}
@@ -61,27 +57,17 @@ func runStatus(e *Env, c *command, args []string) int {
 	fmt.Fprintf(e.Stdout, "Updated:   %s\n", st.Updated.Format(time.RFC3339))
 	if len(st.Resources) > 0 {
 		fmt.Fprintln(e.Stdout, "\nResources:")
-		tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  ADDRESS\tSTATUS\tREADY\tNODE\tPHYSICAL NAME\tERROR")
-		for _, res := range st.Resources {
+		writeTable(e.Stdout, "  ADDRESS\tSTATUS\tREADY\tNODE\tPHYSICAL NAME\tERROR", st.Resources, func(res api.ResourceInfo) string {
 			ready := "-"
 			if res.ReadyAt != nil {
 				ready = fmt.Sprintf("%.1fs at %s", res.ReadySeconds, res.ReadyAt.Local().Format(time.TimeOnly))
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", res.Address, res.Status, ready, dash(res.Node), dash(res.PhysicalName), res.Error)
-		}
-		tw.Flush()
+			return fmt.Sprintf("  %s\t%s\t%s\t%s\t%s\t%s", res.Address, res.Status, ready, dash(res.Node), dash(res.PhysicalName), res.Error)
+		})
 	}
 	e.printOutputs(st.Outputs)
 	if failed {
 		return ExitError
 	}
 	return ExitOK
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -46,14 +45,13 @@ Options:
 }
 
 func runToken(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
+	v := e.newVerb(c, serverOnly, flagJSON)
 	project := v.flags.String("project", "", "")
 	role := v.flags.String("role", "", "")
 	name := v.flags.String("name", "", "")
 	global := v.flags.Bool("global", false, "")
 	join := v.flags.Bool("join", false, "")
 	ttl := v.flags.Duration("ttl", 0, "")
-	asJSON := v.flags.Bool("json", false, "")
 	sub, rest, code, ok := v.parseSub(args, "want a subcommand: create, list or revoke", "create", "list", "revoke")
 	if !ok {
 		return code
@@ -104,7 +102,7 @@ func runToken(e *Env, c *command, args []string) int {
 		if err != nil {
 			return e.apiErr(cmd, err)
 		}
-		if *asJSON {
+		if v.asJSON {
 			return e.printJSON(tok)
 		}
 		fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
@@ -113,18 +111,13 @@ func runToken(e *Env, c *command, args []string) int {
 		if err != nil {
 			return e.apiErr(cmd, err)
 		}
-		if list == nil {
-			list = []api.TokenInfo{}
-		}
-		if *asJSON {
+		list = nonNil(list)
+		if v.asJSON {
 			return e.printJSON(list)
 		}
-		tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES")
-		for _, t := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
-		}
-		tw.Flush()
+		writeTable(e.Stdout, "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES", list, func(t api.TokenInfo) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
+		})
 	case "revoke":
 		if err := r.c.RevokeToken(ctx, rest[0]); err != nil {
 			return e.apiErr(cmd, err)
