@@ -48,54 +48,48 @@ func runAgents(e *Env, c *command, args []string) int {
 		if !e.wantArgs(c, pos[1:], 1) {
 			return ExitError
 		}
-		r := v.connect("agents revoke")
-		if r == nil {
-			return ExitError
-		}
-		defer r.close()
-		a, err := r.c.RevokeAgent(context.Background(), pos[1])
-		if err != nil {
-			return e.apiErr("agents revoke", err)
-		}
-		if v.asJSON {
-			return e.printJSON(a)
-		}
-		fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
-		return ExitOK
+		return v.with("agents revoke", func(r *remote) int {
+			a, err := r.c.RevokeAgent(context.Background(), pos[1])
+			if err != nil {
+				return e.apiErr("agents revoke", err)
+			}
+			if v.asJSON {
+				return e.printJSON(a)
+			}
+			fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
+			return ExitOK
+		})
 	}
 	if !e.wantArgs(c, pos, 0) {
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	list, err := r.c.Agents(context.Background())
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	list = nonNil(list)
-	if v.asJSON {
-		out := make([]agentJSON, len(list))
-		for i, a := range list {
-			out[i] = agentJSON{AgentInfo: a, Accel: a.Capacity.Accel, AccelReason: a.Capacity.AccelReason}
-			if a.Capacity.HostPortsKnown() {
-				out[i].HostPorts = hostPortsCell(a.Capacity)
+	return v.with(c.name, func(r *remote) int {
+		list, err := r.c.Agents(context.Background())
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		list = nonNil(list)
+		if v.asJSON {
+			out := make([]agentJSON, len(list))
+			for i, a := range list {
+				out[i] = agentJSON{AgentInfo: a, Accel: a.Capacity.Accel, AccelReason: a.Capacity.AccelReason}
+				if a.Capacity.HostPortsKnown() {
+					out[i].HostPorts = hostPortsCell(a.Capacity)
+				}
 			}
+			return e.printJSON(out)
 		}
-		return e.printJSON(out)
-	}
-	writeTable(e.Stdout, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tHOST PORTS\tACTIONS\tLAST HEARTBEAT", list, func(a api.AgentInfo) string {
-		st := a.Status
-		if a.StatusReason != "" {
-			st += " (" + a.StatusReason + ")"
-		}
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
-			cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), hostPortsCell(a.Capacity), a.Actions,
-			a.LastHeartbeat.Local().Format(time.DateTime))
+		writeTable(e.Stdout, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tHOST PORTS\tACTIONS\tLAST HEARTBEAT", list, func(a api.AgentInfo) string {
+			st := a.Status
+			if a.StatusReason != "" {
+				st += " (" + a.StatusReason + ")"
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
+				cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), hostPortsCell(a.Capacity), a.Actions,
+				a.LastHeartbeat.Local().Format(time.DateTime))
+		})
+		return ExitOK
 	})
-	return ExitOK
 }
 
 // agentJSON is one agent of `kiln agents -json`: the API's AgentInfo with

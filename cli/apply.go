@@ -65,59 +65,56 @@ func runApply(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln apply: -json needs -auto-approve (there is no prompt in JSON mode)\n")
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	stack := l.stack.Name
-	tmpl := apiTemplate(l)
+	return v.with(c.name, func(r *remote) int {
+		stack := l.stack.Name
+		tmpl := apiTemplate(l)
 
-	ctx, stop := interruptible()
-	defer stop()
+		ctx, stop := interruptible()
+		defer stop()
 
-	if !e.finishUnfinished(ctx, r, c.name, stack) {
-		return ExitError
-	}
-	plan, diags, err := r.c.PlanDiagnostics(ctx, stack, api.PlanRequest{Template: tmpl})
-	if err != nil {
-		if len(diags) > 0 {
-			e.writeAPIDiags(diags)
+		if !e.finishUnfinished(ctx, r, c.name, stack) {
 			return ExitError
 		}
-		return e.apiErr(c.name, err)
-	}
-	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
-	if !v.asJSON {
-		fmt.Fprint(e.Stdout, plan.Text)
-	}
-	if !plan.HasChanges && *ttl == 0 {
-		outs, _ := r.c.Outputs(ctx, stack, false)
-		return e.noChanges(stack, "apply", "\nNo changes: the stack matches the template.", outs, v.asJSON)
-	}
-	if !v.auto && !e.confirm(fmt.Sprintf("Apply these changes to stack %s?", stack)) {
-		fmt.Fprintln(e.Stdout, "Apply cancelled.")
-		return ExitError
-	}
-	req := api.ApplyRequest{PlanID: plan.PlanID}
-	if *ttl > 0 {
-		req.TTL = ttl.String()
-	}
-	ref, err := r.c.Apply(ctx, stack, req)
-	if client.IsNotFound(err) {
-		// The daemon no longer holds the plan (or its bundle): apply the
-		// template, which the leader plans again.
-		req.PlanID, req.Template = "", &tmpl
-		ref, err = r.c.Apply(ctx, stack, req)
-	}
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if ref.NoChanges || ref.OperationID == "" {
-		outs, _ := r.c.Outputs(ctx, stack, false)
-		return e.noChanges(stack, "apply", "\nNo changes.", outs, v.asJSON)
-	}
-	return e.followOp(ctx, r, c.name, stack, "apply", ref.OperationID, v.detach, v.asJSON)
+		plan, diags, err := r.c.PlanDiagnostics(ctx, stack, api.PlanRequest{Template: tmpl})
+		if err != nil {
+			if len(diags) > 0 {
+				e.writeAPIDiags(diags)
+				return ExitError
+			}
+			return e.apiErr(c.name, err)
+		}
+		e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
+		if !v.asJSON {
+			fmt.Fprint(e.Stdout, plan.Text)
+		}
+		if !plan.HasChanges && *ttl == 0 {
+			outs, _ := r.c.Outputs(ctx, stack, false)
+			return e.noChanges(stack, "apply", "\nNo changes: the stack matches the template.", outs, v.asJSON)
+		}
+		if !v.auto && !e.confirm(fmt.Sprintf("Apply these changes to stack %s?", stack)) {
+			fmt.Fprintln(e.Stdout, "Apply cancelled.")
+			return ExitError
+		}
+		req := api.ApplyRequest{PlanID: plan.PlanID}
+		if *ttl > 0 {
+			req.TTL = ttl.String()
+		}
+		ref, err := r.c.Apply(ctx, stack, req)
+		if client.IsNotFound(err) {
+			// The daemon no longer holds the plan (or its bundle): apply the
+			// template, which the leader plans again.
+			req.PlanID, req.Template = "", &tmpl
+			ref, err = r.c.Apply(ctx, stack, req)
+		}
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		if ref.NoChanges || ref.OperationID == "" {
+			outs, _ := r.c.Outputs(ctx, stack, false)
+			return e.noChanges(stack, "apply", "\nNo changes.", outs, v.asJSON)
+		}
+		return e.followOp(ctx, r, c.name, stack, "apply", ref.OperationID, v.detach, v.asJSON)
+	})
 }
 
 // noChanges ends an operation that had nothing to do (kind apply or

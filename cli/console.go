@@ -32,41 +32,38 @@ func runConsole(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	stack, address := pos[0], pos[1]
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx, stop := interruptible()
-	defer stop()
-	chunk, err := r.c.ConsoleFrom(ctx, stack, address, -1)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	fmt.Fprint(e.Stdout, chunk.Text)
-	if !v.follow {
-		return ExitOK
-	}
-	next := chunk.Next
-	t := time.NewTicker(*interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ExitOK
-		case <-t.C:
-		}
-		chunk, err := r.c.ConsoleFrom(ctx, stack, address, next)
+	return v.with(c.name, func(r *remote) int {
+		ctx, stop := interruptible()
+		defer stop()
+		chunk, err := r.c.ConsoleFrom(ctx, stack, address, -1)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ExitOK
-			}
 			return e.apiErr(c.name, err)
 		}
-		if chunk.Next < next {
-			fmt.Fprintln(e.Stdout, "\n[console log truncated: the server was re-created]")
-		}
 		fmt.Fprint(e.Stdout, chunk.Text)
-		next = chunk.Next
-	}
+		if !v.follow {
+			return ExitOK
+		}
+		next := chunk.Next
+		t := time.NewTicker(*interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return ExitOK
+			case <-t.C:
+			}
+			chunk, err := r.c.ConsoleFrom(ctx, stack, address, next)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ExitOK
+				}
+				return e.apiErr(c.name, err)
+			}
+			if chunk.Next < next {
+				fmt.Fprintln(e.Stdout, "\n[console log truncated: the server was re-created]")
+			}
+			fmt.Fprint(e.Stdout, chunk.Text)
+			next = chunk.Next
+		}
+	})
 }

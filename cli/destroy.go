@@ -33,33 +33,30 @@ func runDestroy(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation\n")
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx, stop := interruptible()
-	defer stop()
-	if !e.finishUnfinished(ctx, r, c.name, stack) {
-		return ExitError
-	}
-	st, err := r.c.Stack(ctx, stack)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if !v.auto {
-		fmt.Fprintf(e.Stdout, "Stack %s has %d resources; all of them will be deleted.\n", stack, len(st.Resources))
-		if !e.confirm(fmt.Sprintf("Destroy stack %s?", stack)) {
-			fmt.Fprintln(e.Stdout, "Destroy cancelled.")
+	return v.with(c.name, func(r *remote) int {
+		ctx, stop := interruptible()
+		defer stop()
+		if !e.finishUnfinished(ctx, r, c.name, stack) {
 			return ExitError
 		}
-	}
-	ref, err := r.c.Destroy(ctx, stack)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if ref.NoChanges || ref.OperationID == "" {
-		return e.noChanges(stack, "destroy", "Nothing to destroy.", nil, v.asJSON)
-	}
-	return e.followOp(ctx, r, c.name, stack, "destroy", ref.OperationID, v.detach, v.asJSON)
+		st, err := r.c.Stack(ctx, stack)
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		if !v.auto {
+			fmt.Fprintf(e.Stdout, "Stack %s has %d resources; all of them will be deleted.\n", stack, len(st.Resources))
+			if !e.confirm(fmt.Sprintf("Destroy stack %s?", stack)) {
+				fmt.Fprintln(e.Stdout, "Destroy cancelled.")
+				return ExitError
+			}
+		}
+		ref, err := r.c.Destroy(ctx, stack)
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		if ref.NoChanges || ref.OperationID == "" {
+			return e.noChanges(stack, "destroy", "Nothing to destroy.", nil, v.asJSON)
+		}
+		return e.followOp(ctx, r, c.name, stack, "destroy", ref.OperationID, v.detach, v.asJSON)
+	})
 }

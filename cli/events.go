@@ -26,43 +26,40 @@ Options:
 
 func runEvents(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagFollow|flagJSON)
-	r, pos, code := v.open(args, 1)
-	if r == nil {
-		return code
-	}
-	defer r.close()
-	ctx, stop := interruptible()
-	defer stop()
-	enc := json.NewEncoder(e.Stdout)
-	var index uint64
-	for {
-		wait := time.Duration(0)
-		if v.follow && index > 0 {
-			wait = 30 * time.Second
-		}
-		resp, err := r.c.Events(ctx, pos[0], index, wait)
-		if err != nil {
-			if ctx.Err() != nil {
+	return v.run(args, 1, func(r *remote, pos []string) int {
+		ctx, stop := interruptible()
+		defer stop()
+		enc := json.NewEncoder(e.Stdout)
+		var index uint64
+		for {
+			wait := time.Duration(0)
+			if v.follow && index > 0 {
+				wait = 30 * time.Second
+			}
+			resp, err := r.c.Events(ctx, pos[0], index, wait)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ExitOK
+				}
+				return e.apiErr(c.name, err)
+			}
+			for _, ev := range resp.Events {
+				if v.asJSON {
+					enc.Encode(ev)
+				} else {
+					e.eventLine(ev)
+				}
+			}
+			if !v.follow {
 				return ExitOK
 			}
-			return e.apiErr(c.name, err)
-		}
-		for _, ev := range resp.Events {
-			if v.asJSON {
-				enc.Encode(ev)
-			} else {
-				e.eventLine(ev)
+			if resp.Index > index {
+				index = resp.Index
+			} else if index == 0 {
+				index = 1
 			}
 		}
-		if !v.follow {
-			return ExitOK
-		}
-		if resp.Index > index {
-			index = resp.Index
-		} else if index == 0 {
-			index = 1
-		}
-	}
+	})
 }
 
 func (e *Env) eventLine(ev api.Event) {

@@ -47,70 +47,67 @@ func runImage(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation\n")
 		return ExitError
 	}
-	r := v.connect(cmd)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx := context.Background()
-	list, err := r.c.Images(ctx)
-	if err != nil {
-		return e.apiErr(cmd, err)
-	}
-	list = nonNil(list)
-	if sub == "list" {
-		if v.asJSON {
-			return e.printJSON(list)
+	return v.with(cmd, func(r *remote) int {
+		ctx := context.Background()
+		list, err := r.c.Images(ctx)
+		if err != nil {
+			return e.apiErr(cmd, err)
 		}
-		if len(list) == 0 {
-			fmt.Fprintln(e.Stdout, "No cached images.")
+		list = nonNil(list)
+		if sub == "list" {
+			if v.asJSON {
+				return e.printJSON(list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(e.Stdout, "No cached images.")
+				return ExitOK
+			}
+			e.printImages(list, true)
 			return ExitOK
 		}
-		e.printImages(list, true)
-		return ExitOK
-	}
 
-	if !v.auto {
-		var unused []api.ImageInfo
-		for _, i := range list {
-			if len(i.Stacks) == 0 {
-				unused = append(unused, i)
+		if !v.auto {
+			var unused []api.ImageInfo
+			for _, i := range list {
+				if len(i.Stacks) == 0 {
+					unused = append(unused, i)
+				}
+			}
+			if len(unused) == 0 {
+				fmt.Fprintln(e.Stdout, "No image seems unused (the servers check again when pruning).")
+			} else {
+				fmt.Fprintln(e.Stdout, "These images seem unused and will be removed:")
+				e.printImages(unused, false)
+			}
+			if !e.confirm("Prune the images no stack uses?") {
+				fmt.Fprintln(e.Stdout, "Prune cancelled.")
+				return ExitError
 			}
 		}
-		if len(unused) == 0 {
-			fmt.Fprintln(e.Stdout, "No image seems unused (the servers check again when pruning).")
-		} else {
-			fmt.Fprintln(e.Stdout, "These images seem unused and will be removed:")
-			e.printImages(unused, false)
+		raw, err := r.c.PruneImages(ctx)
+		if err != nil {
+			return e.apiErr(cmd, err)
 		}
-		if !e.confirm("Prune the images no stack uses?") {
-			fmt.Fprintln(e.Stdout, "Prune cancelled.")
+		removed := []api.ImageInfo{}
+		if err := json.Unmarshal(raw, &removed); err != nil {
+			fmt.Fprintf(e.Stderr, "kiln %s: decode the answer: %v\n", cmd, err)
 			return ExitError
 		}
-	}
-	raw, err := r.c.PruneImages(ctx)
-	if err != nil {
-		return e.apiErr(cmd, err)
-	}
-	removed := []api.ImageInfo{}
-	if err := json.Unmarshal(raw, &removed); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln %s: decode the answer: %v\n", cmd, err)
-		return ExitError
-	}
-	if v.asJSON {
-		return e.printJSON(removed)
-	}
-	if len(removed) == 0 {
-		fmt.Fprintln(e.Stdout, "Nothing to prune.")
+		if v.asJSON {
+			return e.printJSON(removed)
+		}
+		if len(removed) == 0 {
+			fmt.Fprintln(e.Stdout, "Nothing to prune.")
+			return ExitOK
+		}
+		var total int64
+		for _, i := range removed {
+			total += i.Size
+		}
+		e.printImages(removed, false)
+		fmt.Fprintf(e.Stdout, "Removed %d images (%s).\n", len(removed), planner.FormatSize(total))
 		return ExitOK
-	}
-	var total int64
-	for _, i := range removed {
-		total += i.Size
-	}
-	e.printImages(removed, false)
-	fmt.Fprintf(e.Stdout, "Removed %d images (%s).\n", len(removed), planner.FormatSize(total))
-	return ExitOK
+	})
 }
 
 func (e *Env) printImages(list []api.ImageInfo, stacks bool) {

@@ -33,33 +33,30 @@ func runOperatorRaft(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	cmd := "operator raft " + sub
-	r := v.connect(cmd)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx := context.Background()
-	if sub == "remove-peer" {
-		if err := r.c.RemovePeer(ctx, rest[0]); err != nil {
+	return v.with(cmd, func(r *remote) int {
+		ctx := context.Background()
+		if sub == "remove-peer" {
+			if err := r.c.RemovePeer(ctx, rest[0]); err != nil {
+				return e.apiErr(cmd, err)
+			}
+			fmt.Fprintf(e.Stdout, "Removed peer %s.\n", rest[0])
+			return ExitOK
+		}
+		peers, err := r.c.Peers(ctx)
+		if err != nil {
 			return e.apiErr(cmd, err)
 		}
-		fmt.Fprintf(e.Stdout, "Removed peer %s.\n", rest[0])
-		return ExitOK
-	}
-	peers, err := r.c.Peers(ctx)
-	if err != nil {
-		return e.apiErr(cmd, err)
-	}
-	peers = nonNil(peers)
-	if v.asJSON {
-		return e.printJSON(peers)
-	}
-	writeTable(e.Stdout, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER", peers, func(p api.Peer) string {
-		state := "follower"
-		if p.Leader {
-			state = "leader"
+		peers = nonNil(peers)
+		if v.asJSON {
+			return e.printJSON(peers)
 		}
-		return fmt.Sprintf("%s\t%s\t%s\t%s\t%t", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
+		writeTable(e.Stdout, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER", peers, func(p api.Peer) string {
+			state := "follower"
+			if p.Leader {
+				state = "leader"
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%t", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
+		})
+		return ExitOK
 	})
-	return ExitOK
 }

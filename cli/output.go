@@ -32,36 +32,33 @@ func runOutput(e *Env, c *command, args []string) int {
 		e.wantArgs(c, pos, 1)
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	outs, err := r.c.Outputs(context.Background(), pos[0], *sensitive)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if len(pos) == 2 {
-		o, ok := outs[pos[1]]
-		if !ok {
-			fmt.Fprintf(e.Stderr, "kiln output: stack %s has no output %q\n", pos[0], pos[1])
-			return ExitError
+	return v.with(c.name, func(r *remote) int {
+		outs, err := r.c.Outputs(context.Background(), pos[0], *sensitive)
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		if len(pos) == 2 {
+			o, ok := outs[pos[1]]
+			if !ok {
+				fmt.Fprintf(e.Stderr, "kiln output: stack %s has no output %q\n", pos[0], pos[1])
+				return ExitError
+			}
+			if v.asJSON {
+				return e.printJSON(o.Value)
+			}
+			fmt.Fprintln(e.Stdout, formatValue(o.Value))
+			return ExitOK
 		}
 		if v.asJSON {
-			return e.printJSON(o.Value)
+			vals := map[string]any{}
+			for k, o := range outs {
+				vals[k] = o.Value
+			}
+			return e.printJSON(vals)
 		}
-		fmt.Fprintln(e.Stdout, formatValue(o.Value))
+		for _, k := range sortedKeys(outs) {
+			fmt.Fprintf(e.Stdout, "%s = %s\n", k, formatValue(outs[k].Value))
+		}
 		return ExitOK
-	}
-	if v.asJSON {
-		vals := map[string]any{}
-		for k, o := range outs {
-			vals[k] = o.Value
-		}
-		return e.printJSON(vals)
-	}
-	for _, k := range sortedKeys(outs) {
-		fmt.Fprintf(e.Stdout, "%s = %s\n", k, formatValue(outs[k].Value))
-	}
-	return ExitOK
+	})
 }

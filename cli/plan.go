@@ -77,29 +77,26 @@ func (e *Env) embeddedExists() bool {
 
 // planRemote plans on the daemon, against the stack's actual state.
 func (e *Env) planRemote(v *verb, l *loaded, detailed bool) int {
-	r := v.connect(v.c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	resp, diags, err := r.c.PlanDiagnostics(context.Background(), l.stack.Name, api.PlanRequest{Template: apiTemplate(l)})
-	if err != nil {
-		if len(diags) > 0 {
-			e.writeAPIDiags(diags)
-			return ExitError
+	return v.with(v.c.name, func(r *remote) int {
+		resp, diags, err := r.c.PlanDiagnostics(context.Background(), l.stack.Name, api.PlanRequest{Template: apiTemplate(l)})
+		if err != nil {
+			if len(diags) > 0 {
+				e.writeAPIDiags(diags)
+				return ExitError
+			}
+			return e.apiErr(v.c.name, err)
 		}
-		return e.apiErr(v.c.name, err)
-	}
-	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
-	if v.asJSON {
-		if code := e.printJSON(resp.Plan); code != ExitOK {
-			return code
+		e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
+		if v.asJSON {
+			if code := e.printJSON(resp.Plan); code != ExitOK {
+				return code
+			}
+		} else {
+			fmt.Fprint(e.Stdout, resp.Text)
 		}
-	} else {
-		fmt.Fprint(e.Stdout, resp.Text)
-	}
-	if detailed && resp.HasChanges {
-		return ExitChanges
-	}
-	return ExitOK
+		if detailed && resp.HasChanges {
+			return ExitChanges
+		}
+		return ExitOK
+	})
 }

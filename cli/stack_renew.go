@@ -39,18 +39,15 @@ func runStack(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln stack renew: -ttl DURATION is required (like -ttl 1h)\n")
 		return ExitError
 	}
-	r := v.connect("stack renew")
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	st, err := r.c.Renew(context.Background(), pos[1], *ttl)
-	if err != nil {
-		return e.apiErr("stack renew", err)
-	}
-	if v.asJSON {
-		return e.printJSON(st)
-	}
-	fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))
-	return ExitOK
+	return v.with("stack renew", func(r *remote) int {
+		st, err := r.c.Renew(context.Background(), pos[1], *ttl)
+		if err != nil {
+			return e.apiErr("stack renew", err)
+		}
+		if v.asJSON {
+			return e.printJSON(st)
+		}
+		fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))
+		return ExitOK
+	})
 }

@@ -26,48 +26,45 @@ Options:
 
 func runStatus(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)
-	r, pos, code := v.open(args, 1)
-	if r == nil {
-		return code
-	}
-	defer r.close()
-	st, err := r.c.Stack(context.Background(), pos[0])
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	failed := st.Status == "FAILED"
-	if v.asJSON {
-		st.Resources = nonNil(st.Resources)
-		if code := e.printJSON(st); code != ExitOK || !failed {
-			return code
+	return v.run(args, 1, func(r *remote, pos []string) int {
+		st, err := r.c.Stack(context.Background(), pos[0])
+		if err != nil {
+			return e.apiErr(c.name, err)
 		}
-		return ExitError
-	}
-	fmt.Fprintf(e.Stdout, "Stack:     %s (project %s)\n", st.Name, st.Project)
-	fmt.Fprintf(e.Stdout, "Status:    %s\n", st.Status)
-	if st.StatusReason != "" {
-		fmt.Fprintf(e.Stdout, "Reason:    %s\n", st.StatusReason)
-	}
-	if st.ActiveOperation != "" {
-		fmt.Fprintf(e.Stdout, "Operation: %s (in progress)\n", st.ActiveOperation)
-	}
-	if !st.Expires.IsZero() {
-		fmt.Fprintf(e.Stdout, "Expires:   %s (in %s)\n", st.Expires.Format(time.RFC3339), roundDur(time.Until(st.Expires)))
-	}
-	fmt.Fprintf(e.Stdout, "Updated:   %s\n", st.Updated.Format(time.RFC3339))
-	if len(st.Resources) > 0 {
-		fmt.Fprintln(e.Stdout, "\nResources:")
-		writeTable(e.Stdout, "  ADDRESS\tSTATUS\tREADY\tNODE\tPHYSICAL NAME\tERROR", st.Resources, func(res api.ResourceInfo) string {
-			ready := "-"
-			if res.ReadyAt != nil {
-				ready = fmt.Sprintf("%.1fs at %s", res.ReadySeconds, res.ReadyAt.Local().Format(time.TimeOnly))
+		failed := st.Status == "FAILED"
+		if v.asJSON {
+			st.Resources = nonNil(st.Resources)
+			if code := e.printJSON(st); code != ExitOK || !failed {
+				return code
 			}
-			return fmt.Sprintf("  %s\t%s\t%s\t%s\t%s\t%s", res.Address, res.Status, ready, dash(res.Node), dash(res.PhysicalName), res.Error)
-		})
-	}
-	e.printOutputs(st.Outputs)
-	if failed {
-		return ExitError
-	}
-	return ExitOK
+			return ExitError
+		}
+		fmt.Fprintf(e.Stdout, "Stack:     %s (project %s)\n", st.Name, st.Project)
+		fmt.Fprintf(e.Stdout, "Status:    %s\n", st.Status)
+		if st.StatusReason != "" {
+			fmt.Fprintf(e.Stdout, "Reason:    %s\n", st.StatusReason)
+		}
+		if st.ActiveOperation != "" {
+			fmt.Fprintf(e.Stdout, "Operation: %s (in progress)\n", st.ActiveOperation)
+		}
+		if !st.Expires.IsZero() {
+			fmt.Fprintf(e.Stdout, "Expires:   %s (in %s)\n", st.Expires.Format(time.RFC3339), roundDur(time.Until(st.Expires)))
+		}
+		fmt.Fprintf(e.Stdout, "Updated:   %s\n", st.Updated.Format(time.RFC3339))
+		if len(st.Resources) > 0 {
+			fmt.Fprintln(e.Stdout, "\nResources:")
+			writeTable(e.Stdout, "  ADDRESS\tSTATUS\tREADY\tNODE\tPHYSICAL NAME\tERROR", st.Resources, func(res api.ResourceInfo) string {
+				ready := "-"
+				if res.ReadyAt != nil {
+					ready = fmt.Sprintf("%.1fs at %s", res.ReadySeconds, res.ReadyAt.Local().Format(time.TimeOnly))
+				}
+				return fmt.Sprintf("  %s\t%s\t%s\t%s\t%s\t%s", res.Address, res.Status, ready, dash(res.Node), dash(res.PhysicalName), res.Error)
+			})
+		}
+		e.printOutputs(st.Outputs)
+		if failed {
+			return ExitError
+		}
+		return ExitOK
+	})
 }

@@ -86,45 +86,42 @@ func runToken(e *Env, c *command, args []string) int {
 			return ExitError
 		}
 	}
-	r := v.connect(cmd)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx := context.Background()
-	switch sub {
-	case "create":
-		req := api.TokenRequest{Project: *project, Role: *role, Name: *name, Global: *global, Join: *join}
-		if *ttl > 0 {
-			req.TTL = ttl.String()
+	return v.with(cmd, func(r *remote) int {
+		ctx := context.Background()
+		switch sub {
+		case "create":
+			req := api.TokenRequest{Project: *project, Role: *role, Name: *name, Global: *global, Join: *join}
+			if *ttl > 0 {
+				req.TTL = ttl.String()
+			}
+			tok, err := r.c.CreateToken(ctx, req)
+			if err != nil {
+				return e.apiErr(cmd, err)
+			}
+			if v.asJSON {
+				return e.printJSON(tok)
+			}
+			fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
+		case "list":
+			list, err := r.c.Tokens(ctx)
+			if err != nil {
+				return e.apiErr(cmd, err)
+			}
+			list = nonNil(list)
+			if v.asJSON {
+				return e.printJSON(list)
+			}
+			writeTable(e.Stdout, "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES", list, func(t api.TokenInfo) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
+			})
+		case "revoke":
+			if err := r.c.RevokeToken(ctx, rest[0]); err != nil {
+				return e.apiErr(cmd, err)
+			}
+			fmt.Fprintf(e.Stdout, "Token %s revoked.\n", rest[0])
 		}
-		tok, err := r.c.CreateToken(ctx, req)
-		if err != nil {
-			return e.apiErr(cmd, err)
-		}
-		if v.asJSON {
-			return e.printJSON(tok)
-		}
-		fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
-	case "list":
-		list, err := r.c.Tokens(ctx)
-		if err != nil {
-			return e.apiErr(cmd, err)
-		}
-		list = nonNil(list)
-		if v.asJSON {
-			return e.printJSON(list)
-		}
-		writeTable(e.Stdout, "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES", list, func(t api.TokenInfo) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
-		})
-	case "revoke":
-		if err := r.c.RevokeToken(ctx, rest[0]); err != nil {
-			return e.apiErr(cmd, err)
-		}
-		fmt.Fprintf(e.Stdout, "Token %s revoked.\n", rest[0])
-	}
-	return ExitOK
+		return ExitOK
+	})
 }
 
 // tokenRole is the ROLE cell: the role of an API token, "join" for a join

@@ -18,15 +18,12 @@ import (
 // -servers or KILN_ADDR, or to the embedded default.
 //
 //	v := e.newVerb(c, serverOnly, flagJSON)
-//	r, pos, code := v.open(args, 1)
-//	if r == nil {
-//		return code
-//	}
-//	defer r.close()
-//	... v.asJSON ...
+//	return v.run(args, 1, func(r *remote, pos []string) int {
+//		... r.c ... v.asJSON ...
+//	})
 //
 // A verb with checks of its own between the parse and the connection calls
-// v.parse and v.connect instead of v.open. The verbs that work offline
+// v.parse and v.with instead of v.run. The verbs that work offline
 // (validate, fmt) use the same flag set and parse, without -servers.
 type verb struct {
 	e     *Env
@@ -143,18 +140,27 @@ func (v *verb) servers() string {
 	return v.e.remoteAddr(&v.sf)
 }
 
-// open is parse, then connect under the verb's own name: all that a verb
-// with no checks of its own does before it asks the daemon. When r is nil
-// the error is printed and the verb returns code.
-func (v *verb) open(args []string, n int) (r *remote, pos []string, code int) {
+// with connects under the name cmd, runs act with the connection and
+// closes it: act's result is the verb's. When it cannot connect the error
+// is printed and the verb returns ExitError.
+func (v *verb) with(cmd string, act func(r *remote) int) int {
+	r := v.connect(cmd)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	return act(r)
+}
+
+// run is parse, then with under the verb's own name: all that a verb with
+// no checks of its own does around what it asks the daemon. act gets the
+// positional arguments.
+func (v *verb) run(args []string, n int, act func(r *remote, pos []string) int) int {
 	pos, code, ok := v.parse(args, n)
 	if !ok {
-		return nil, nil, code
+		return code
 	}
-	if r = v.connect(v.c.name); r == nil {
-		return nil, nil, ExitError
-	}
-	return r, pos, ExitOK
+	return v.with(v.c.name, func(r *remote) int { return act(r, pos) })
 }
 
 // loadValid loads the template at p with the verb's -var flags and prints
