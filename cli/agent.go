@@ -15,10 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 )
 
-var agentCommand = &command{
-	name:     "agent",
-	synopsis: "Run a kiln agent (the executors of this host)",
-	usage: `Usage: kiln agent -data-dir DIR -servers HOST:PORT,... [options]
+const agentUsage = `Usage: kiln agent -data-dir DIR -servers HOST:PORT,... [options]
 
   Run an agent: it registers with the servers, heartbeats with this host's
   capacity and cached images, waits for the actions assigned to it and runs
@@ -52,9 +49,7 @@ Options:
                         this host, else under TCG, and logs why; kvm makes a
                         host where KVM cannot run a guest an error at start.
 ` + ratioUsage + policyUsage + `  -log-level LEVEL      debug, info, warn or error (default info).
-`,
-	run: runAgent,
-}
+`
 
 // ratioUsage documents the allocation ratio flags of an agent.
 const ratioUsage = `  -cpu-ratio N          Guest vCPUs one host CPU counts for when the

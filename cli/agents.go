@@ -12,10 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/planner"
 )
 
-var agentsCommand = &command{
-	name:     "agents",
-	synopsis: "List the agents and their state",
-	usage: `Usage: kiln agents [options]
+const agentsUsage = `Usage: kiln agents [options]
        kiln agents revoke ID
 
   List the agents: id, address, up or down (and why), the accelerator its
@@ -34,9 +31,7 @@ Options:
   -json              Print a JSON array of the API's AgentInfo, each with
                      "accel" and "accel_reason" also at the top level, and
                      "host_ports" (the HOST PORTS cell, "" when unknown).
-` + serversUsage,
-	run: runAgents,
-}
+` + serversUsage
 
 func runAgents(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)

@@ -10,10 +10,7 @@ import (
 	"github.com/kiln-dev/kiln/client"
 )
 
-var applyCommand = &command{
-	name:     "apply",
-	synopsis: "Make a stack match a template",
-	usage: `Usage: kiln apply [options] PATH
+const applyUsage = `Usage: kiln apply [options] PATH
 
   Plan the template at PATH against the stack's actual state, show the plan,
   ask for confirmation on a terminal, then submit it and follow the
@@ -36,9 +33,7 @@ Options:
   -json              Print one JSON document at the end (see docs/cli.md);
                      the plan and progress are not printed.
   -no-color          Do not colour the output.
-` + serversUsage,
-	run: runApply,
-}
+` + serversUsage
 
 func runApply(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, withAgent, flagVars|flagAutoApprove|flagDetach|flagJSON|flagNoColor)

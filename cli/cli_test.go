@@ -164,7 +164,7 @@ func TestParseArgsInterspersed(t *testing.T) {
 			v.register(fs)
 			asJSON := fs.Bool("json", false, "")
 			e := &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
-			pos, _, ok := e.parseArgs(planCommand, fs, tt.args)
+			pos, _, ok := e.parseArgs(lookup("plan"), fs, tt.args)
 			if !ok {
 				t.Fatalf("parse failed: %s", e.Stderr)
 			}

@@ -5,10 +5,7 @@ import (
 	"time"
 )
 
-var consoleCommand = &command{
-	name:     "console",
-	synopsis: "Show the serial console log of a server",
-	usage: `Usage: kiln console [options] STACK ADDRESS
+const consoleUsage = `Usage: kiln console [options] STACK ADDRESS
 
   Print the serial console log of server ADDRESS (server.web[0]) of stack
   STACK, as the agent that runs it has it: its last 256 KiB.
@@ -16,9 +13,7 @@ var consoleCommand = &command{
 Options:
   -follow            Keep printing what the server writes, until Ctrl-C.
   -interval D        How often -follow asks for more (default 1s).
-` + serversUsage,
-	run: runConsole,
-}
+` + serversUsage
 
 func runConsole(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, withAgent, flagFollow)

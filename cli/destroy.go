@@ -4,10 +4,7 @@ import (
 	"fmt"
 )
 
-var destroyCommand = &command{
-	name:     "destroy",
-	synopsis: "Destroy every resource of a stack",
-	usage: `Usage: kiln destroy [options] NAME
+const destroyUsage = `Usage: kiln destroy [options] NAME
 
   Delete every resource of stack NAME, in reverse dependency order, and
   follow the operation as kiln apply does.
@@ -18,9 +15,7 @@ Options:
   -detach            Print the operation id at once and exit (not in the
                      embedded default).
   -json              Print one JSON document at the end (as kiln apply).
-` + serversUsage,
-	run: runDestroy,
-}
+` + serversUsage
 
 func runDestroy(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, withAgent, flagAutoApprove|flagDetach|flagJSON)

@@ -8,10 +8,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 )
 
-var eventsCommand = &command{
-	name:     "events",
-	synopsis: "Show what happened to a stack",
-	usage: `Usage: kiln events [options] NAME
+const eventsUsage = `Usage: kiln events [options] NAME
 
   Print the events of stack NAME, oldest first: time, level, node, the
   resource and the message. The daemon keeps a bounded number per stack.
@@ -20,9 +17,7 @@ Options:
   -follow            Keep waiting for new events (a blocking query) until
                      Ctrl-C.
   -json              One JSON object per event per line (the API's Event).
-` + serversUsage,
-	run: runEvents,
-}
+` + serversUsage
 
 func runEvents(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagFollow|flagJSON)

@@ -14,10 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
-var fmtCommand = &command{
-	name:     "fmt",
-	synopsis: "Rewrite template files in the canonical style",
-	usage: `Usage: kiln fmt [options] PATH
+const fmtUsage = `Usage: kiln fmt [options] PATH
 
   Rewrite the template files at PATH in the canonical style (aligned equals
   signs, two-space indentation). PATH is a .hcl file, a directory (its
@@ -32,9 +29,7 @@ Options:
   -recursive  Also format *.hcl files in subdirectories (dot-directories are
               skipped).
   -no-color   Do not colour diagnostics.
-`,
-	run: runFmt,
-}
+`
 
 func runFmt(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, offline, flagNoColor)

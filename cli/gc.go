@@ -7,10 +7,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 )
 
-var gcCommand = &command{
-	name:     "gc",
-	synopsis: "List (and with -force remove) objects of kiln that no stack owns",
-	usage: `Usage: kiln gc [-force] [-json]
+const gcUsage = `Usage: kiln gc [-force] [-json]
 
   Ask every agent that is up for the objects on its host that kiln tagged
   (domains, volumes, bridges, iptables rules in kiln's chains, dnsmasq
@@ -22,9 +19,7 @@ var gcCommand = &command{
 Options:
   -force             Remove what is listed.
   -json              Print the API's GCReport: {"orphans": [...], "removed"}.
-` + serversUsage,
-	run: runGC,
-}
+` + serversUsage
 
 func runGC(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, withAgent, flagJSON)

@@ -11,10 +11,7 @@ import (
 	"github.com/kiln-dev/kiln/planner"
 )
 
-var imageCommand = &command{
-	name:     "image",
-	synopsis: "List the cached images of the hosts, prune the unused ones",
-	usage: `Usage: kiln image list [-json]
+const imageUsage = `Usage: kiln image list [-json]
        kiln image prune [-auto-approve] [-json]
 
   list     List the images cached on every agent that is up: agent, sha256,
@@ -29,9 +26,7 @@ Options:
                      prune refuses unless this is given.
   -json              list: a JSON array of the API's ImageInfo; prune: the
                      array of the images removed.
-` + serversUsage,
-	run: runImage,
-}
+` + serversUsage
 
 func runImage(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, withAgent, flagAutoApprove|flagJSON)

@@ -5,10 +5,7 @@ import (
 	"fmt"
 )
 
-var outputCommand = &command{
-	name:     "output",
-	synopsis: "Show a stack's outputs",
-	usage: `Usage: kiln output [options] NAME [OUTPUT]
+const outputUsage = `Usage: kiln output [options] NAME [OUTPUT]
 
   Print the outputs of stack NAME as "name = value" lines, or the value of
   one OUTPUT alone (a string raw, anything else as JSON), ready for a
@@ -17,9 +14,7 @@ var outputCommand = &command{
 Options:
   -json              Print {"name": value, ...} (or the one value) as JSON.
   -sensitive         Show sensitive values (member or admin token).
-` + serversUsage,
-	run: runOutput,
-}
+` + serversUsage
 
 func runOutput(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)

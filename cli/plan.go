@@ -12,10 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/planner"
 )
 
-var planCommand = &command{
-	name:     "plan",
-	synopsis: "Show what applying a template would change",
-	usage: `Usage: kiln plan [options] PATH
+const planUsage = `Usage: kiln plan [options] PATH
 
   Load the template at PATH (a .hcl file or a directory) and show the changes
   that applying it would make: + create, ~ update in place, -/+ replace,
@@ -29,9 +26,7 @@ Options:
   -detailed-exitcode Exit 0 when there are no changes, 2 when there are
                      changes, 1 on error. Without it, success is always 0.
   -no-color          Do not colour the output.
-`,
-	run: runPlan,
-}
+`
 
 func runPlan(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagVars|flagJSON|flagNoColor)

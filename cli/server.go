@@ -18,10 +18,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/server"
 )
 
-var serverCommand = &command{
-	name:     "server",
-	synopsis: "Run a kiln server (a raft voter serving the API)",
-	usage: `Usage: kiln server -data-dir DIR -raft-addr HOST:PORT [options]
+const serverUsage = `Usage: kiln server -data-dir DIR -raft-addr HOST:PORT [options]
 
   Run a server: it holds the state in a raft log under DIR, serves the HTTP
   API, and while it is the leader drives operations and places work on
@@ -60,9 +57,7 @@ Options:
                         its newest snapshot, accepting the loss of the
                         writes after it (see "Damaged data" in
                         docs/operations.md; never on a cluster member).
-`,
-	run: runServer,
-}
+`
 
 // serverOptions are the options of kiln server.
 type serverOptions struct {

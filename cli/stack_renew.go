@@ -6,10 +6,7 @@ import (
 	"time"
 )
 
-var stackCommand = &command{
-	name:     "stack",
-	synopsis: "Manage one stack (renew)",
-	usage: `Usage: kiln stack renew [options] NAME -ttl DURATION
+const stackUsage = `Usage: kiln stack renew [options] NAME -ttl DURATION
 
   renew    Set the TTL of stack NAME to DURATION from now (like 1h): the
            leader destroys the stack when it expires.
@@ -17,9 +14,7 @@ var stackCommand = &command{
 Options:
   -ttl DURATION      The new TTL (required).
   -json              Print the stack (the API's StackDetail) as JSON.
-` + serversUsage,
-	run: runStack,
-}
+` + serversUsage
 
 func runStack(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)

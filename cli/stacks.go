@@ -8,19 +8,14 @@ import (
 	"github.com/kiln-dev/kiln/api"
 )
 
-var stacksCommand = &command{
-	name:     "stacks",
-	synopsis: "List the stacks",
-	usage: `Usage: kiln stacks [options]
+const stacksUsage = `Usage: kiln stacks [options]
 
   List the stacks the token can see: name, project, status, resources,
   expiry and last change.
 
 Options:
   -json              Print a JSON array of the API's StackSummary.
-` + serversUsage,
-	run: runStacks,
-}
+` + serversUsage
 
 func runStacks(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)

@@ -8,10 +8,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 )
 
-var statusCommand = &command{
-	name:     "status",
-	synopsis: "Show a stack's status and the state of its resources",
-	usage: `Usage: kiln status [options] NAME
+const statusUsage = `Usage: kiln status [options] NAME
 
   Show the status of stack NAME (COMPLETE, IN_PROGRESS, FAILED, ...), why,
   its operation in progress if any, and the state of every resource.
@@ -20,9 +17,7 @@ var statusCommand = &command{
 Options:
   -json              Print the stack as one JSON document (the API's
                      StackDetail, see docs/cli.md).
-` + serversUsage,
-	run: runStatus,
-}
+` + serversUsage
 
 func runStatus(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)

@@ -8,10 +8,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 )
 
-var tokenCommand = &command{
-	name:     "token",
-	synopsis: "Create, list and revoke API tokens (admin)",
-	usage: `Usage: kiln token create -project P -role admin|member|reader [-name N] [-ttl D]
+const tokenUsage = `Usage: kiln token create -project P -role admin|member|reader [-name N] [-ttl D]
        kiln token create -global -role admin|member|reader [-name N] [-ttl D]
        kiln token create -join [-name N] [-ttl D]
        kiln token list
@@ -40,9 +37,7 @@ Options:
                      expired token gets 401 "token expired". Default: never.
   -name N            A label for the new token.
   -json              Print the API's TokenCreated / []TokenInfo as JSON.
-` + serversUsage,
-	run: runToken,
-}
+` + serversUsage
 
 func runToken(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)

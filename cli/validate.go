@@ -7,10 +7,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
-var validateCommand = &command{
-	name:     "validate",
-	synopsis: "Check a template: syntax, types, references, addresses",
-	usage: `Usage: kiln validate [options] PATH
+const validateUsage = `Usage: kiln validate [options] PATH
 
   Parse, evaluate and validate the template at PATH: a .hcl file, or a
   directory whose top-level *.hcl files make one template. Every problem is
@@ -20,9 +17,7 @@ var validateCommand = &command{
 Options:
 ` + varsUsage + `  -json              Print the result as JSON on stdout.
   -no-color          Do not colour the output.
-`,
-	run: runValidate,
-}
+`
 
 func runValidate(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, offline, flagVars|flagJSON|flagNoColor)

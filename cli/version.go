@@ -10,16 +10,11 @@ import (
 // otherwise it comes from the module's build information.
 var Version = ""
 
-var versionCommand = &command{
-	name:     "version",
-	synopsis: "Print kiln's version",
-	usage: `Usage: kiln version
+const versionUsage = `Usage: kiln version
 
   Print the version of kiln, the VCS revision it was built from when known,
   and the Go version.
-`,
-	run: runVersion,
-}
+`
 
 func version() string {
 	if Version != "" {
