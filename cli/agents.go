@@ -45,14 +45,10 @@ func runAgents(e *Env, c *command, args []string) int {
 		}
 		return v.with("agents revoke", func(r *remote) int {
 			a, err := r.c.RevokeAgent(context.Background(), pos[1])
-			if err != nil {
-				return e.apiErr("agents revoke", err)
-			}
-			if v.asJSON {
-				return e.printJSON(a)
-			}
-			fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
-			return ExitOK
+			return answered(v, "agents revoke", a, err, func(a api.AgentInfo) int {
+				fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
+				return ExitOK
+			})
 		})
 	}
 	if !e.wantArgs(c, pos, 0) {

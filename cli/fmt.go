@@ -50,10 +50,7 @@ func runFmt(e *Env, c *command, args []string) int {
 	}
 	exit := ExitOK
 	for _, name := range files {
-		abs := name
-		if !filepath.IsAbs(abs) {
-			abs = filepath.Join(e.Dir, name)
-		}
+		abs := e.abs(name)
 		src, err := os.ReadFile(abs)
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "kiln fmt: %v\n", err)
@@ -122,10 +119,7 @@ func writeFileDiags(e *Env, diags hcl.Diagnostics, name string, src []byte, noCo
 // *.hcl files of the directory (and its subdirectories with recursive, dot-
 // directories skipped), sorted, named as the user would write them.
 func fmtFiles(dir, p string, recursive bool) ([]string, error) {
-	abs := p
-	if !filepath.IsAbs(abs) {
-		abs = filepath.Join(dir, p)
-	}
+	abs := resolve(dir, p)
 	fi, err := os.Stat(abs)
 	if err != nil {
 		return nil, err

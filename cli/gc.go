@@ -25,27 +25,22 @@ func runGC(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, withAgent, flagJSON)
 	force := v.flags.Bool("force", false, "")
 	return v.run(args, 0, func(r *remote, _ []string) int {
-		ctx := context.Background()
-		rep, err := r.c.GC(ctx, *force)
-		if err != nil {
-			return e.apiErr(c.name, err)
-		}
-		if v.asJSON {
-			rep.Orphans = nonNil(rep.Orphans)
-			return e.printJSON(rep)
-		}
-		if len(rep.Orphans) == 0 {
-			fmt.Fprintln(e.Stdout, "Nothing to collect: every object of kiln belongs to a stack.")
+		rep, err := r.c.GC(context.Background(), *force)
+		rep.Orphans = nonNil(rep.Orphans)
+		return answered(v, c.name, rep, err, func(rep api.GCReport) int {
+			if len(rep.Orphans) == 0 {
+				fmt.Fprintln(e.Stdout, "Nothing to collect: every object of kiln belongs to a stack.")
+				return ExitOK
+			}
+			writeTable(e.Stdout, "AGENT\tKIND\tNAME\tOWNER", rep.Orphans, func(o api.Orphan) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s", o.Agent, o.Kind, o.Name, o.Owner)
+			})
+			if rep.Removed {
+				fmt.Fprintf(e.Stdout, "Removed %d objects.\n", len(rep.Orphans))
+			} else {
+				fmt.Fprintf(e.Stdout, "%d objects no stack owns; run kiln gc -force to remove them.\n", len(rep.Orphans))
+			}
 			return ExitOK
-		}
-		writeTable(e.Stdout, "AGENT\tKIND\tNAME\tOWNER", rep.Orphans, func(o api.Orphan) string {
-			return fmt.Sprintf("%s\t%s\t%s\t%s", o.Agent, o.Kind, o.Name, o.Owner)
 		})
-		if rep.Removed {
-			fmt.Fprintf(e.Stdout, "Removed %d objects.\n", len(rep.Orphans))
-		} else {
-			fmt.Fprintf(e.Stdout, "%d objects no stack owns; run kiln gc -force to remove them.\n", len(rep.Orphans))
-		}
-		return ExitOK
 	})
 }

@@ -43,20 +43,12 @@ func runOperatorRaft(e *Env, c *command, args []string) int {
 			return ExitOK
 		}
 		peers, err := r.c.Peers(ctx)
-		if err != nil {
-			return e.apiErr(cmd, err)
-		}
-		peers = nonNil(peers)
-		if v.asJSON {
-			return e.printJSON(peers)
-		}
-		writeTable(e.Stdout, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER", peers, func(p api.Peer) string {
+		return printList(v, cmd, peers, err, "", "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER", func(p api.Peer) string {
 			state := "follower"
 			if p.Leader {
 				state = "leader"
 			}
 			return fmt.Sprintf("%s\t%s\t%s\t%s\t%t", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
 		})
-		return ExitOK
 	})
 }

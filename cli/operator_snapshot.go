@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 )
 
 var operatorSnapshotCommand = &command{
@@ -34,10 +33,7 @@ func runOperatorSnapshot(e *Env, c *command, args []string) int {
 	if !e.wantArgs(c, pos[1:], 1) {
 		return ExitError
 	}
-	file := pos[1]
-	if !filepath.IsAbs(file) {
-		file = filepath.Join(e.Dir, file)
-	}
+	file := e.abs(pos[1])
 	cmd := "operator snapshot " + sub
 	return v.with(cmd, func(r *remote) int {
 		ctx := context.Background()

@@ -263,11 +263,14 @@ func shutdownServer(e *Env, log *slog.Logger, srv *server.Server, agentDone <-ch
 }
 
 // abs resolves p against the working directory.
-func (e *Env) abs(p string) string {
+func (e *Env) abs(p string) string { return resolve(e.Dir, p) }
+
+// resolve is p, or p joined to dir when p is relative.
+func resolve(dir, p string) string {
 	if filepath.IsAbs(p) {
 		return p
 	}
-	return filepath.Join(e.Dir, p)
+	return filepath.Join(dir, p)
 }
 
 // logger is a text logger on stderr at the given level.

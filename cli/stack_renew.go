@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/kiln-dev/kiln/api"
 )
 
 const stackUsage = `Usage: kiln stack renew [options] NAME -ttl DURATION
@@ -36,13 +38,9 @@ func runStack(e *Env, c *command, args []string) int {
 	}
 	return v.with("stack renew", func(r *remote) int {
 		st, err := r.c.Renew(context.Background(), pos[1], *ttl)
-		if err != nil {
-			return e.apiErr("stack renew", err)
-		}
-		if v.asJSON {
-			return e.printJSON(st)
-		}
-		fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))
-		return ExitOK
+		return answered(v, "stack renew", st, err, func(st api.StackDetail) int {
+			fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))
+			return ExitOK
+		})
 	})
 }

@@ -21,24 +21,12 @@ func runStacks(e *Env, c *command, args []string) int {
 	v := e.newVerb(c, serverOnly, flagJSON)
 	return v.run(args, 0, func(r *remote, _ []string) int {
 		list, err := r.c.Stacks(context.Background())
-		if err != nil {
-			return e.apiErr(c.name, err)
-		}
-		list = nonNil(list)
-		if v.asJSON {
-			return e.printJSON(list)
-		}
-		if len(list) == 0 {
-			fmt.Fprintln(e.Stdout, "No stacks.")
-			return ExitOK
-		}
-		writeTable(e.Stdout, "NAME\tPROJECT\tSTATUS\tRESOURCES\tEXPIRES\tUPDATED", list, func(s api.StackSummary) string {
+		return printList(v, c.name, list, err, "No stacks.", "NAME\tPROJECT\tSTATUS\tRESOURCES\tEXPIRES\tUPDATED", func(s api.StackSummary) string {
 			exp := "-"
 			if !s.Expires.IsZero() {
 				exp = s.Expires.Local().Format(time.DateTime)
 			}
 			return fmt.Sprintf("%s\t%s\t%s\t%d\t%s\t%s", s.Name, dash(s.Project), s.Status, s.Resources, exp, s.Updated.Local().Format(time.DateTime))
 		})
-		return ExitOK
 	})
 }

@@ -34,3 +34,29 @@ func dash(s string) string {
 	}
 	return s
 }
+
+// answered prints what the daemon answered: the error err under cmd; with
+// -json, x as one JSON document; else what text prints.
+func answered[T any](v *verb, cmd string, x T, err error, text func(x T) int) int {
+	if err != nil {
+		return v.e.apiErr(cmd, err)
+	}
+	if v.asJSON {
+		return v.e.printJSON(x)
+	}
+	return text(x)
+}
+
+// printList prints a list the daemon answered, as answered does: the JSON
+// array ([] for none), or the table with its header head and a line per
+// item; the line empty instead when there are none and empty is not "".
+func printList[T any](v *verb, cmd string, list []T, err error, empty, head string, row func(T) string) int {
+	return answered(v, cmd, nonNil(list), err, func(list []T) int {
+		if len(list) == 0 && empty != "" {
+			fmt.Fprintln(v.e.Stdout, empty)
+			return ExitOK
+		}
+		writeTable(v.e.Stdout, head, list, row)
+		return ExitOK
+	})
+}

@@ -90,23 +90,13 @@ func runToken(e *Env, c *command, args []string) int {
 				req.TTL = ttl.String()
 			}
 			tok, err := r.c.CreateToken(ctx, req)
-			if err != nil {
-				return e.apiErr(cmd, err)
-			}
-			if v.asJSON {
-				return e.printJSON(tok)
-			}
-			fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
+			return answered(v, cmd, tok, err, func(tok api.TokenCreated) int {
+				fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
+				return ExitOK
+			})
 		case "list":
 			list, err := r.c.Tokens(ctx)
-			if err != nil {
-				return e.apiErr(cmd, err)
-			}
-			list = nonNil(list)
-			if v.asJSON {
-				return e.printJSON(list)
-			}
-			writeTable(e.Stdout, "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES", list, func(t api.TokenInfo) string {
+			return printList(v, cmd, list, err, "", "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES", func(t api.TokenInfo) string {
 				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
 			})
 		case "revoke":
