@@ -52,12 +52,11 @@ func runApply(e *Env, c *command, args []string) int {
 	if l == nil {
 		return ExitError
 	}
-	if !v.auto && !v.asJSON && !e.stdinTerminal() {
-		fmt.Fprintf(e.Stderr, "kiln apply: no terminal to confirm on; run with -auto-approve to apply without confirmation\n")
-		return ExitError
-	}
 	if v.asJSON && !v.auto {
 		fmt.Fprintf(e.Stderr, "kiln apply: -json needs -auto-approve (there is no prompt in JSON mode)\n")
+		return ExitError
+	}
+	if !v.mayConfirm("apply", "apply") {
 		return ExitError
 	}
 	return v.with(c.name, func(r *remote) int {

@@ -24,8 +24,7 @@ func runDestroy(e *Env, c *command, args []string) int {
 		return code
 	}
 	stack := pos[0]
-	if !v.auto && (v.asJSON || !e.stdinTerminal()) {
-		fmt.Fprintf(e.Stderr, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation\n")
+	if !v.mayConfirm("destroy", "destroy") {
 		return ExitError
 	}
 	return v.with(c.name, func(r *remote) int {

@@ -38,8 +38,7 @@ func runImage(e *Env, c *command, args []string) int {
 	if !e.wantArgs(c, rest, 0) {
 		return ExitError
 	}
-	if sub == "prune" && !v.auto && (v.asJSON || !e.stdinTerminal()) {
-		fmt.Fprintf(e.Stderr, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation\n")
+	if sub == "prune" && !v.mayConfirm(cmd, "prune") {
 		return ExitError
 	}
 	return v.with(cmd, func(r *remote) int {

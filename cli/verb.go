@@ -163,6 +163,18 @@ func (v *verb) run(args []string, n int, act func(r *remote, pos []string) int) 
 	return v.with(v.c.name, func(r *remote) int { return act(r, pos) })
 }
 
+// mayConfirm reports whether a verb that asks before it changes anything
+// may go on: with -auto-approve, or with a terminal to ask on (never in
+// JSON mode). When not, it says so under cmd: "run with -auto-approve to
+// what without confirmation".
+func (v *verb) mayConfirm(cmd, what string) bool {
+	if v.auto || (!v.asJSON && v.e.stdinTerminal()) {
+		return true
+	}
+	fmt.Fprintf(v.e.Stderr, "kiln %s: no terminal to confirm on; run with -auto-approve to %s without confirmation\n", cmd, what)
+	return false
+}
+
 // loadValid loads the template at p with the verb's -var flags and prints
 // its diagnostics (coloured unless -no-color). It returns nil when the
 // template has errors or cannot be read: the verb returns ExitError.

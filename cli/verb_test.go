@@ -82,3 +82,24 @@ func noEmbeddedServer(t *testing.T, dir string) {
 		t.Errorf("./%s made (%v): no embedded server should start", embeddedDir, err)
 	}
 }
+
+// The verbs that ask before they change anything refuse, before anything
+// is started, when there is no terminal to ask on and no -auto-approve
+// (and apply -json without it: there is no prompt in JSON mode).
+func TestVerbConfirm(t *testing.T) {
+	// want is the whole of stderr.
+	eachRefusal(t, []refusal{
+		{[]string{"apply", "quickstart"}, "kiln apply: no terminal to confirm on; run with -auto-approve to apply without confirmation"},
+		{[]string{"apply", "-json", "quickstart"}, "kiln apply: -json needs -auto-approve (there is no prompt in JSON mode)"},
+		{[]string{"destroy", "quickstart"}, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation"},
+		{[]string{"destroy", "-json", "quickstart"}, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation"},
+		{[]string{"image", "prune"}, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation"},
+		{[]string{"image", "prune", "-json"}, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation"},
+	}, func(t *testing.T, tt refusal) {
+		e, out, errb := embeddedEnv(t)
+		if code := run(t, e, out, errb, tt.args...); code != ExitError || errb.String() != tt.want+"\n" || out.Len() != 0 {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 1, nothing and %q", code, out, errb, tt.want)
+		}
+		noEmbeddedServer(t, e.Dir)
+	})
+}
