@@ -222,6 +222,12 @@ func (e *Env) parseArgs(c *command, fs *flag.FlagSet, args []string) (pos []stri
 	}
 }
 
+// fail prints err under cmd ("kiln CMD: err") and returns ExitError.
+func (e *Env) fail(cmd string, err error) int {
+	fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
+	return ExitError
+}
+
 // wantArgs checks the number of positional arguments.
 func (e *Env) wantArgs(c *command, pos []string, n int) bool {
 	if len(pos) == n {

@@ -45,8 +45,7 @@ func runFmt(e *Env, c *command, args []string) int {
 	}
 	files, err := fmtFiles(e.Dir, pos[0], *recursive)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln fmt: %v\n", err)
-		return ExitError
+		return e.fail("fmt", err)
 	}
 	exit := ExitOK
 	for _, name := range files {

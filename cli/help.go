@@ -11,7 +11,7 @@ const helpUsage = `Usage: kiln help [COMMAND]
 func init() { lookup("help").run = runHelp }
 
 func runHelp(e *Env, c *command, args []string) int {
-	pos, code, ok := e.parseArgs(c, newFlagSet(c.name), args)
+	pos, code, ok := e.newVerb(c, offline, 0).parse(args, -1)
 	if !ok {
 		return code
 	}

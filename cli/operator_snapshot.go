@@ -41,8 +41,7 @@ func runOperatorSnapshot(e *Env, c *command, args []string) int {
 			tmp := file + ".tmp"
 			f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 			if err != nil {
-				fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
-				return ExitError
+				return e.fail(cmd, err)
 			}
 			err = r.c.SnapshotSave(ctx, f)
 			if cerr := f.Close(); err == nil {
@@ -61,8 +60,7 @@ func runOperatorSnapshot(e *Env, c *command, args []string) int {
 		}
 		f, err := os.Open(file)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
-			return ExitError
+			return e.fail(cmd, err)
 		}
 		defer f.Close()
 		if err := r.c.SnapshotRestore(ctx, f); err != nil {

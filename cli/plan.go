@@ -46,8 +46,7 @@ func runPlan(e *Env, c *command, args []string) int {
 	}
 	r, err := planner.Plan(l.stack, actual)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
-		return ExitError
+		return e.fail("plan", err)
 	}
 	if v.asJSON {
 		err = planner.RenderJSON(e.Stdout, r)
@@ -55,8 +54,7 @@ func runPlan(e *Env, c *command, args []string) int {
 		err = planner.RenderText(e.Stdout, r, planner.TextOptions{Color: e.color(e.Stdout, v.noColor)})
 	}
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
-		return ExitError
+		return e.fail("plan", err)
 	}
 	if *detailed && r.HasChanges() {
 		return ExitChanges

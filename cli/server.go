@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/client"
@@ -97,24 +95,20 @@ func (f *serverOptions) register(fs *flag.FlagSet) {
 }
 
 func runServer(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
+	v := e.newVerb(c, offline, 0)
 	var f serverOptions
-	f.register(fs)
-	pos, code, ok := e.parseArgs(c, fs, args)
+	f.register(v.flags)
+	_, code, ok := v.parse(args, 0)
 	if !ok {
 		return code
 	}
-	if !e.wantArgs(c, pos, 0) {
-		return ExitError
-	}
-	if !f.valid(e, c, fs) {
+	if !f.valid(e, c, v.flags) {
 		return ExitError
 	}
 	dir := e.abs(f.dataDir)
 	log, err := e.logger(f.logLevel)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
-		return ExitError
+		return e.fail("server", err)
 	}
 	var drivers agent.Drivers
 	if f.withAgent {
@@ -126,14 +120,12 @@ func runServer(e *Env, c *command, args []string) int {
 	}
 	srv, err := server.New(f.serverConfig(dir, log, e.getenv(envToken)))
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
-		return ExitError
+		return e.fail("server", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	defer stop()
 	if err := srv.Start(ctx); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
-		return ExitError
+		return e.fail("server", err)
 	}
 	log.Info("kiln server running", "http", srv.Addr(), "raft", f.raftAddr, "node", srv.NodeID())
 	agentDone := make(chan error, 1)

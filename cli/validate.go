@@ -72,8 +72,7 @@ func (e *Env) validateJSON(v *verb, p string) int {
 		return ExitError
 	}
 	if err := writeValidateJSON(e, l.diags); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln validate: %v\n", err)
-		return ExitError
+		return e.fail("validate", err)
 	}
 	if l.diags.HasErrors() {
 		return ExitError
