@@ -23,8 +23,9 @@ import (
 //	})
 //
 // A verb with checks of its own between the parse and the connection calls
-// v.parse and v.with instead of v.run. The verbs that work offline
-// (validate, fmt) use the same flag set and parse, without -servers.
+// v.parse and v.with instead of v.run. The verbs that talk to no daemon
+// (validate, fmt, server, agent, version, help) use the same flag set and
+// parse, without -servers (mode offline).
 type verb struct {
 	e     *Env
 	c     *command
