@@ -1,24 +1,18 @@
 package cli
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 )
 
-var agentCommand = &command{
-	name:     "agent",
-	synopsis: "Run a kiln agent (the executors of this host)",
-	usage: `Usage: kiln agent -data-dir DIR -servers HOST:PORT,... [options]
+const agentUsage = `Usage: kiln agent -data-dir DIR -servers HOST:PORT,... [options]
 
   Run an agent: it registers with the servers, heartbeats with this host's
   capacity and cached images, waits for the actions assigned to it and runs
@@ -52,9 +46,7 @@ Options:
                         this host, else under TCG, and logs why; kvm makes a
                         host where KVM cannot run a guest an error at start.
 ` + ratioUsage + policyUsage + `  -log-level LEVEL      debug, info, warn or error (default info).
-`,
-	run: runAgent,
-}
+`
 
 // ratioUsage documents the allocation ratio flags of an agent.
 const ratioUsage = `  -cpu-ratio N          Guest vCPUs one host CPU counts for when the
@@ -83,7 +75,8 @@ func (r ratioFlags) check() error {
 }
 
 func runAgent(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
+	v := e.newVerb(c, offline, 0)
+	fs := v.flags
 	dataDir := fs.String("data-dir", "", "")
 	servers := fs.String("servers", "", "")
 	id := fs.String("id", "", "")
@@ -99,12 +92,9 @@ func runAgent(e *Env, c *command, args []string) int {
 	// call counts to DIR/memdriver-calls.json; -memory-delay slows it.
 	driver := fs.String("driver", "", "")
 	memDelay := fs.Duration("memory-delay", 0, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	_, code, ok := v.parse(args, 0)
 	if !ok {
 		return code
-	}
-	if !e.wantArgs(c, pos, 0) {
-		return ExitError
 	}
 	if *servers == "" {
 		*servers = e.getenv(envAddr)
@@ -114,21 +104,18 @@ func runAgent(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	if err := ratios.check(); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
-		return ExitError
+		return e.fail("agent", err)
 	}
 	hostPolicy, err := policy.policy()
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
-		return ExitError
+		return e.fail("agent", err)
 	}
 	// The servers' API ports are never forwarded (they may be on this
 	// host).
 	hostPolicy.ReservedPorts = portsOf(strings.Split(*servers, ",")...)
 	log, err := e.logger(*logLevel)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
-		return ExitError
+		return e.fail("agent", err)
 	}
 	dir := e.abs(*dataDir)
 	if *token == "" {
@@ -140,23 +127,20 @@ func runAgent(e *Env, c *command, args []string) int {
 	}
 	drivers, err := agentDrivers(dir, *driver, *memDelay, agent.RealOptions{Accel: *accelMode, Logger: log, Policy: hostPolicy})
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
-		return ExitError
+		return e.fail("agent", err)
 	}
 	a, err := agent.New(agent.Config{
 		ID: *id, DataDir: dir, Servers: strings.Split(*servers, ","), Token: *token,
 		Drivers: drivers, HeartbeatInterval: *hb, CPURatio: ratios.cpu, MemoryRatio: ratios.memory, Logger: log,
 	})
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
-		return ExitError
+		return e.fail("agent", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	defer stop()
 	log.Info("kiln agent running", "id", a.ID(), "servers", *servers)
 	if err := a.Run(ctx); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln agent: %v\n", err)
-		return ExitError
+		return e.fail("agent", err)
 	}
 	return ExitOK
 }

@@ -9,20 +9,14 @@ import (
 // `kiln server -agent` before anything starts, naming the flag; they are
 // refused on a server without -agent.
 func TestPolicyFlagsChecked(t *testing.T) {
-	tests := []struct {
-		args []string
-		want string
-	}{
+	eachRefusal(t, []refusal{
 		{[]string{"agent", "-host-ports", "60000-10000"}, `kiln agent: -host-ports: port range "60000-10000": want LO-HI`},
 		{[]string{"agent", "-host-ports", "0-100"}, `kiln agent: -host-ports: port range "0-100": want LO-HI`},
 		{[]string{"agent", "-allow-local-images", "relative/dir"}, `kiln agent: -allow-local-images "relative/dir": want an absolute directory`},
 		{[]string{"server", "-agent", "-agent-driver", "memory", "-host-ports", "x"}, `kiln server: -agent: -host-ports: port range "x": want LO-HI`},
 		{[]string{"server", "-allow-local-images", "/srv/images"}, "kiln server: -allow-local-images needs -agent (the host policy is the agent's)"},
 		{[]string{"server", "-allow-insecure-http", "-allow-local-sources"}, "kiln server: -allow-insecure-http and -allow-local-sources need -agent (the host policy is the agent's)"},
-	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { refusedAtStart(t, tt.args, tt.want) })
-	}
+	}, refusedAtStart)
 }
 
 func TestParsePolicyFlags(t *testing.T) {

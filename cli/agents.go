@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -13,10 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/planner"
 )
 
-var agentsCommand = &command{
-	name:     "agents",
-	synopsis: "List the agents and their state",
-	usage: `Usage: kiln agents [options]
+const agentsUsage = `Usage: kiln agents [options]
        kiln agents revoke ID
 
   List the agents: id, address, up or down (and why), the accelerator its
@@ -35,13 +31,10 @@ Options:
   -json              Print a JSON array of the API's AgentInfo, each with
                      "accel" and "accel_reason" also at the top level, and
                      "host_ports" (the HOST PORTS cell, "" when unknown).
-` + serversUsage,
-	run: runAgents,
-}
+` + serversUsage
 
 func runAgents(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
@@ -50,59 +43,44 @@ func runAgents(e *Env, c *command, args []string) int {
 		if !e.wantArgs(c, pos[1:], 1) {
 			return ExitError
 		}
-		r := v.connect("agents revoke")
-		if r == nil {
-			return ExitError
-		}
-		defer r.close()
-		a, err := r.c.RevokeAgent(context.Background(), pos[1])
-		if err != nil {
-			return e.apiErr("agents revoke", err)
-		}
-		if *asJSON {
-			return e.printJSON(a)
-		}
-		fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
-		return ExitOK
+		return v.with("agents revoke", func(r *remote) int {
+			a, err := r.c.RevokeAgent(context.Background(), pos[1])
+			return answered(v, "agents revoke", a, err, func(a api.AgentInfo) int {
+				fmt.Fprintf(e.Stdout, "Agent %s revoked: its credentials no longer work and it gets no work.\n", a.ID)
+				return ExitOK
+			})
+		})
 	}
 	if !e.wantArgs(c, pos, 0) {
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	list, err := r.c.Agents(context.Background())
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if list == nil {
-		list = []api.AgentInfo{}
-	}
-	if *asJSON {
-		out := make([]agentJSON, len(list))
-		for i, a := range list {
-			out[i] = agentJSON{AgentInfo: a, Accel: a.Capacity.Accel, AccelReason: a.Capacity.AccelReason}
-			if a.Capacity.HostPortsKnown() {
-				out[i].HostPorts = hostPortsCell(a.Capacity)
+	return v.with(c.name, func(r *remote) int {
+		list, err := r.c.Agents(context.Background())
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		list = nonNil(list)
+		if v.asJSON {
+			out := make([]agentJSON, len(list))
+			for i, a := range list {
+				out[i] = agentJSON{AgentInfo: a, Accel: a.Capacity.Accel, AccelReason: a.Capacity.AccelReason}
+				if a.Capacity.HostPortsKnown() {
+					out[i].HostPorts = hostPortsCell(a.Capacity)
+				}
 			}
+			return e.printJSON(out)
 		}
-		return e.printJSON(out)
-	}
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tHOST PORTS\tACTIONS\tLAST HEARTBEAT")
-	for _, a := range list {
-		st := a.Status
-		if a.StatusReason != "" {
-			st += " (" + a.StatusReason + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
-			cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), hostPortsCell(a.Capacity), a.Actions,
-			a.LastHeartbeat.Local().Format(time.DateTime))
-	}
-	tw.Flush()
-	return ExitOK
+		writeTable(e.Stdout, "ID\tADDRESS\tSTATUS\tACCEL\tCPUS\tMEMORY\tDISK\tHOST PORTS\tACTIONS\tLAST HEARTBEAT", list, func(a api.AgentInfo) string {
+			st := a.Status
+			if a.StatusReason != "" {
+				st += " (" + a.StatusReason + ")"
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s", a.ID, dash(a.Address), st, dash(a.Capacity.Accel),
+				cpusCell(a.Capacity), memoryCell(a.Capacity), planner.FormatSize(a.Capacity.DiskBytes), hostPortsCell(a.Capacity), a.Actions,
+				a.LastHeartbeat.Local().Format(time.DateTime))
+		})
+		return ExitOK
+	})
 }
 
 // agentJSON is one agent of `kiln agents -json`: the API's AgentInfo with

@@ -14,10 +14,7 @@ import (
 // `kiln server -agent` before anything starts, with an error that names
 // the flag; the ratios are refused on a server without -agent.
 func TestRatioFlagsChecked(t *testing.T) {
-	tests := []struct {
-		args []string
-		want string
-	}{
+	eachRefusal(t, []refusal{
 		{[]string{"agent", "-cpu-ratio", "0"}, "kiln agent: -cpu-ratio 0: want a number above 0 and at most 1000"},
 		{[]string{"agent", "-cpu-ratio", "1000.5"}, "kiln agent: -cpu-ratio 1000.5: want a number above 0 and at most 1000"},
 		{[]string{"agent", "-memory-ratio", "-1"}, "kiln agent: -memory-ratio -1: want a number above 0 and at most 100"},
@@ -27,10 +24,7 @@ func TestRatioFlagsChecked(t *testing.T) {
 		{[]string{"server", "-agent", "-agent-driver", "memory", "-memory-ratio", "101"}, "kiln server: -agent: -memory-ratio 101: want a number above 0 and at most 100"},
 		{[]string{"server", "-cpu-ratio", "32", "-memory-ratio", "2"}, "kiln server: -cpu-ratio and -memory-ratio need -agent (the allocation ratios are the agent's)"},
 		{[]string{"server", "-memory-ratio", "2"}, "kiln server: -memory-ratio needs -agent (the allocation ratios are the agent's)"},
-	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { refusedAtStart(t, tt.args, tt.want) })
-	}
+	}, refusedAtStart)
 }
 
 // TestEmbeddedRatiosAndAgents: KILN_CPU_RATIO and KILN_MEMORY_RATIO set

@@ -4,19 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/client"
 )
 
-var applyCommand = &command{
-	name:     "apply",
-	synopsis: "Make a stack match a template",
-	usage: `Usage: kiln apply [options] PATH
+const applyUsage = `Usage: kiln apply [options] PATH
 
   Plan the template at PATH against the stack's actual state, show the plan,
   ask for confirmation on a terminal, then submit it and follow the
@@ -39,18 +33,10 @@ Options:
   -json              Print one JSON document at the end (see docs/cli.md);
                      the plan and progress are not printed.
   -no-color          Do not colour the output.
-` + serversUsage,
-	run: runApply,
-}
+` + serversUsage
 
 func runApply(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	var vars varFlags
-	vars.register(v.flags)
-	auto := v.flags.Bool("auto-approve", false, "")
-	detach := v.flags.Bool("detach", false, "")
-	asJSON := v.flags.Bool("json", false, "")
-	noColor := v.flags.Bool("no-color", false, "")
+	v := e.newVerb(c, withAgent, flagVars|flagAutoApprove|flagDetach|flagJSON|flagNoColor)
 	ttl := v.flags.Duration("ttl", 0, "")
 	pos, code, ok := v.parse(args, 1)
 	if !ok {
@@ -62,85 +48,78 @@ func runApply(e *Env, c *command, args []string) int {
 	}
 	// Validate locally first: diagnostics with snippets, and no daemon
 	// started for a template with errors.
-	l := e.load(c.name, pos[0], &vars, nil)
+	l := v.loadValid(pos[0], nil)
 	if l == nil {
 		return ExitError
 	}
-	e.writeDiags(l, l.diags, *noColor)
-	if l.diags.HasErrors() || l.stack == nil {
-		return ExitError
-	}
-	if !*auto && !*asJSON && !e.stdinTerminal() {
-		fmt.Fprintf(e.Stderr, "kiln apply: no terminal to confirm on; run with -auto-approve to apply without confirmation\n")
-		return ExitError
-	}
-	if *asJSON && !*auto {
+	if v.asJSON && !v.auto {
 		fmt.Fprintf(e.Stderr, "kiln apply: -json needs -auto-approve (there is no prompt in JSON mode)\n")
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
+	if !v.mayConfirm("apply", "apply") {
 		return ExitError
 	}
-	defer r.close()
-	stack := l.stack.Name
-	tmpl := apiTemplate(l)
+	return v.with(c.name, func(r *remote) int {
+		stack := l.stack.Name
+		tmpl := apiTemplate(l)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+		ctx, stop := interruptible()
+		defer stop()
 
-	if !e.finishUnfinished(ctx, r, c.name, stack) {
-		return ExitError
-	}
-	plan, diags, err := r.c.PlanDiagnostics(ctx, stack, api.PlanRequest{Template: tmpl})
-	if err != nil {
-		if len(diags) > 0 {
-			e.writeAPIDiags(diags)
+		if !e.finishUnfinished(ctx, r, c.name, stack) {
 			return ExitError
 		}
-		return e.apiErr(c.name, err)
-	}
-	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
-	if !*asJSON {
-		fmt.Fprint(e.Stdout, plan.Text)
-	}
-	if !plan.HasChanges && *ttl == 0 {
-		outs, _ := r.c.Outputs(ctx, stack, false)
-		if *asJSON {
-			return e.printJSON(opJSON{Stack: stack, Kind: "apply", Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
+		plan, diags, err := r.c.PlanDiagnostics(ctx, stack, api.PlanRequest{Template: tmpl})
+		if err != nil {
+			if len(diags) > 0 {
+				e.writeAPIDiags(diags)
+				return ExitError
+			}
+			return e.apiErr(c.name, err)
 		}
-		fmt.Fprintln(e.Stdout, "\nNo changes: the stack matches the template.")
-		e.printOutputs(outs)
-		return ExitOK
-	}
-	if !*auto && !e.confirm(fmt.Sprintf("Apply these changes to stack %s?", stack)) {
-		fmt.Fprintln(e.Stdout, "Apply cancelled.")
-		return ExitError
-	}
-	req := api.ApplyRequest{PlanID: plan.PlanID}
-	if *ttl > 0 {
-		req.TTL = ttl.String()
-	}
-	ref, err := r.c.Apply(ctx, stack, req)
-	if client.IsNotFound(err) {
-		// The daemon no longer holds the plan (or its bundle): apply the
-		// template, which the leader plans again.
-		req.PlanID, req.Template = "", &tmpl
-		ref, err = r.c.Apply(ctx, stack, req)
-	}
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if ref.NoChanges || ref.OperationID == "" {
-		outs, _ := r.c.Outputs(ctx, stack, false)
-		if *asJSON {
-			return e.printJSON(opJSON{Stack: stack, Kind: "apply", Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
+		e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
+		if !v.asJSON {
+			fmt.Fprint(e.Stdout, plan.Text)
 		}
-		fmt.Fprintln(e.Stdout, "\nNo changes.")
-		e.printOutputs(outs)
-		return ExitOK
+		if !plan.HasChanges && *ttl == 0 {
+			outs, _ := r.c.Outputs(ctx, stack, false)
+			return e.noChanges(stack, "apply", "\nNo changes: the stack matches the template.", outs, v.asJSON)
+		}
+		if !v.auto && !e.confirm(fmt.Sprintf("Apply these changes to stack %s?", stack)) {
+			fmt.Fprintln(e.Stdout, "Apply cancelled.")
+			return ExitError
+		}
+		req := api.ApplyRequest{PlanID: plan.PlanID}
+		if *ttl > 0 {
+			req.TTL = ttl.String()
+		}
+		ref, err := r.c.Apply(ctx, stack, req)
+		if client.IsNotFound(err) {
+			// The daemon no longer holds the plan (or its bundle): apply the
+			// template, which the leader plans again.
+			req.PlanID, req.Template = "", &tmpl
+			ref, err = r.c.Apply(ctx, stack, req)
+		}
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		if ref.NoChanges || ref.OperationID == "" {
+			outs, _ := r.c.Outputs(ctx, stack, false)
+			return e.noChanges(stack, "apply", "\nNo changes.", outs, v.asJSON)
+		}
+		return e.followOp(ctx, r, c.name, stack, "apply", ref.OperationID, v.detach, v.asJSON)
+	})
+}
+
+// noChanges ends an operation that had nothing to do (kind apply or
+// destroy): the JSON document, or the line done and the outputs.
+func (e *Env) noChanges(stack, kind, done string, outs map[string]api.OutputValue, asJSON bool) int {
+	if asJSON {
+		return e.printJSON(opJSON{Stack: stack, Kind: kind, Status: "no_changes", Actions: []api.ActionStatus{}, Outputs: nonNilOutputs(outs)})
 	}
-	return e.followOp(ctx, r, c.name, stack, "apply", ref.OperationID, *detach, *asJSON)
+	fmt.Fprintln(e.Stdout, done)
+	e.printOutputs(outs)
+	return ExitOK
 }
 
 // followOp follows an accepted operation to its end (or detaches) and
@@ -190,7 +169,7 @@ func (e *Env) followOp(ctx context.Context, r *remote, cmd, stack, kind, id stri
 		}
 	}
 	if asJSON {
-		code := e.printJSON(opJSON{Stack: stack, OperationID: id, Kind: kind, Status: op.Status, Error: op.Error, Actions: nonNilActions(op.Actions), Outputs: outs})
+		code := e.printJSON(opJSON{Stack: stack, OperationID: id, Kind: kind, Status: op.Status, Error: op.Error, Actions: nonNil(op.Actions), Outputs: outs})
 		if !opSucceeded(op.Status) {
 			return ExitError
 		}
@@ -234,11 +213,4 @@ func nonNilOutputs(m map[string]api.OutputValue) map[string]api.OutputValue {
 		return map[string]api.OutputValue{}
 	}
 	return m
-}
-
-func nonNilActions(a []api.ActionStatus) []api.ActionStatus {
-	if a == nil {
-		return []api.ActionStatus{}
-	}
-	return a
 }

@@ -44,10 +44,7 @@ type Template struct {
 // directory when p is a file): regular files only, dot-directories such as
 // .git and .kiln skipped, symlinks followed only when they stay inside it.
 func ReadTemplate(dir, p string) (*Template, error) {
-	abs := p
-	if !filepath.IsAbs(abs) {
-		abs = filepath.Join(dir, p)
-	}
+	abs := resolve(dir, p)
 	fi, err := os.Stat(abs)
 	if err != nil {
 		return nil, err

@@ -76,28 +76,30 @@ type command struct {
 	run   func(e *Env, c *command, args []string) int
 }
 
-// commands lists every verb, in the order help shows them.
+// commands lists every verb, in the order help shows them: its name, the
+// line help gives it, its usage (the help text, in the verb's file with its
+// run function).
 var commands = []*command{
-	validateCommand,
-	fmtCommand,
-	planCommand,
-	applyCommand,
-	destroyCommand,
-	statusCommand,
-	eventsCommand,
-	outputCommand,
-	stacksCommand,
-	stackCommand,
-	tokenCommand,
-	agentsCommand,
-	imageCommand,
-	gcCommand,
-	consoleCommand,
-	operatorCommand,
-	serverCommand,
-	agentCommand,
-	versionCommand,
-	helpCommand,
+	{name: "validate", synopsis: "Check a template: syntax, types, references, addresses", usage: validateUsage, run: runValidate},
+	{name: "fmt", synopsis: "Rewrite template files in the canonical style", usage: fmtUsage, run: runFmt},
+	{name: "plan", synopsis: "Show what applying a template would change", usage: planUsage, run: runPlan},
+	{name: "apply", synopsis: "Make a stack match a template", usage: applyUsage, run: runApply},
+	{name: "destroy", synopsis: "Destroy every resource of a stack", usage: destroyUsage, run: runDestroy},
+	{name: "status", synopsis: "Show a stack's status and the state of its resources", usage: statusUsage, run: runStatus},
+	{name: "events", synopsis: "Show what happened to a stack", usage: eventsUsage, run: runEvents},
+	{name: "output", synopsis: "Show a stack's outputs", usage: outputUsage, run: runOutput},
+	{name: "stacks", synopsis: "List the stacks", usage: stacksUsage, run: runStacks},
+	{name: "stack", synopsis: "Manage one stack (renew)", usage: stackUsage, run: runStack},
+	{name: "token", synopsis: "Create, list and revoke API tokens (admin)", usage: tokenUsage, run: runToken},
+	{name: "agents", synopsis: "List the agents and their state", usage: agentsUsage, run: runAgents},
+	{name: "image", synopsis: "List the cached images of the hosts, prune the unused ones", usage: imageUsage, run: runImage},
+	{name: "gc", synopsis: "List (and with -force remove) objects of kiln that no stack owns", usage: gcUsage, run: runGC},
+	{name: "console", synopsis: "Show the serial console log of a server", usage: consoleUsage, run: runConsole},
+	{name: "operator", synopsis: "Operate the server cluster (raft peers, snapshots)", usage: operatorUsage, run: runOperator},
+	{name: "server", synopsis: "Run a kiln server (a raft voter serving the API)", usage: serverUsage, run: runServer},
+	{name: "agent", synopsis: "Run a kiln agent (the executors of this host)", usage: agentUsage, run: runAgent},
+	{name: "version", synopsis: "Print kiln's version", usage: versionUsage, run: runVersion},
+	{name: "help", synopsis: "Show help for kiln or one command", usage: helpUsage},
 }
 
 func lookup(name string) *command {
@@ -218,6 +220,12 @@ func (e *Env) parseArgs(c *command, fs *flag.FlagSet, args []string) (pos []stri
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// fail prints err under cmd ("kiln CMD: err") and returns ExitError.
+func (e *Env) fail(cmd string, err error) int {
+	fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
+	return ExitError
 }
 
 // wantArgs checks the number of positional arguments.

@@ -33,11 +33,28 @@ func kiln(t *testing.T, e *Env, args ...string) result {
 	return result{code, stdout.String(), stderr.String()}
 }
 
+// refusal is a command line that kiln refuses, and what stderr says: its
+// start, or its first line, as the test checks.
+type refusal struct {
+	args []string
+	want string
+}
+
+// eachRefusal runs check on every refusal, as a subtest named by its
+// command line.
+func eachRefusal(t *testing.T, tests []refusal, check func(t *testing.T, tt refusal)) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { check(t, tt) })
+	}
+}
+
 // refusedAtStart runs `kiln agent` or `kiln server` (args[0]) with args and
 // what it needs to start otherwise, and checks that it exits 1 with stderr
 // starting with want.
-func refusedAtStart(t *testing.T, args []string, want string) {
+func refusedAtStart(t *testing.T, tt refusal) {
 	t.Helper()
+	args, want := tt.args, tt.want
 	dir := t.TempDir()
 	full := append([]string{args[0], "-data-dir", dir}, args[1:]...)
 	switch args[0] {
@@ -164,7 +181,7 @@ func TestParseArgsInterspersed(t *testing.T) {
 			v.register(fs)
 			asJSON := fs.Bool("json", false, "")
 			e := &Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
-			pos, _, ok := e.parseArgs(planCommand, fs, tt.args)
+			pos, _, ok := e.parseArgs(lookup("plan"), fs, tt.args)
 			if !ok {
 				t.Fatalf("parse failed: %s", e.Stderr)
 			}

@@ -1,18 +1,11 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 )
 
-var consoleCommand = &command{
-	name:     "console",
-	synopsis: "Show the serial console log of a server",
-	usage: `Usage: kiln console [options] STACK ADDRESS
+const consoleUsage = `Usage: kiln console [options] STACK ADDRESS
 
   Print the serial console log of server ADDRESS (server.web[0]) of stack
   STACK, as the agent that runs it has it: its last 256 KiB.
@@ -20,13 +13,10 @@ var consoleCommand = &command{
 Options:
   -follow            Keep printing what the server writes, until Ctrl-C.
   -interval D        How often -follow asks for more (default 1s).
-` + serversUsage,
-	run: runConsole,
-}
+` + serversUsage
 
 func runConsole(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	follow := v.flags.Bool("follow", false, "")
+	v := e.newVerb(c, withAgent, flagFollow)
 	interval := v.flags.Duration("interval", time.Second, "")
 	pos, code, ok := v.parse(args, 2)
 	if !ok {
@@ -37,41 +27,38 @@ func runConsole(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	stack, address := pos[0], pos[1]
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	chunk, err := r.c.ConsoleFrom(ctx, stack, address, -1)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	fmt.Fprint(e.Stdout, chunk.Text)
-	if !*follow {
-		return ExitOK
-	}
-	next := chunk.Next
-	t := time.NewTicker(*interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ExitOK
-		case <-t.C:
-		}
-		chunk, err := r.c.ConsoleFrom(ctx, stack, address, next)
+	return v.with(c.name, func(r *remote) int {
+		ctx, stop := interruptible()
+		defer stop()
+		chunk, err := r.c.ConsoleFrom(ctx, stack, address, -1)
 		if err != nil {
-			if ctx.Err() != nil {
-				return ExitOK
-			}
 			return e.apiErr(c.name, err)
 		}
-		if chunk.Next < next {
-			fmt.Fprintln(e.Stdout, "\n[console log truncated: the server was re-created]")
-		}
 		fmt.Fprint(e.Stdout, chunk.Text)
-		next = chunk.Next
-	}
+		if !v.follow {
+			return ExitOK
+		}
+		next := chunk.Next
+		t := time.NewTicker(*interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return ExitOK
+			case <-t.C:
+			}
+			chunk, err := r.c.ConsoleFrom(ctx, stack, address, next)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ExitOK
+				}
+				return e.apiErr(c.name, err)
+			}
+			if chunk.Next < next {
+				fmt.Fprintln(e.Stdout, "\n[console log truncated: the server was re-created]")
+			}
+			fmt.Fprint(e.Stdout, chunk.Text)
+			next = chunk.Next
+		}
+	})
 }

@@ -1,17 +1,10 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 )
 
-var destroyCommand = &command{
-	name:     "destroy",
-	synopsis: "Destroy every resource of a stack",
-	usage: `Usage: kiln destroy [options] NAME
+const destroyUsage = `Usage: kiln destroy [options] NAME
 
   Delete every resource of stack NAME, in reverse dependency order, and
   follow the operation as kiln apply does.
@@ -22,55 +15,42 @@ Options:
   -detach            Print the operation id at once and exit (not in the
                      embedded default).
   -json              Print one JSON document at the end (as kiln apply).
-` + serversUsage,
-	run: runDestroy,
-}
+` + serversUsage
 
 func runDestroy(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	auto := v.flags.Bool("auto-approve", false, "")
-	detach := v.flags.Bool("detach", false, "")
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, withAgent, flagAutoApprove|flagDetach|flagJSON)
 	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
 	stack := pos[0]
-	if !*auto && (*asJSON || !e.stdinTerminal()) {
-		fmt.Fprintf(e.Stderr, "kiln destroy: no terminal to confirm on; run with -auto-approve to destroy without confirmation\n")
+	if !v.mayConfirm("destroy", "destroy") {
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if !e.finishUnfinished(ctx, r, c.name, stack) {
-		return ExitError
-	}
-	st, err := r.c.Stack(ctx, stack)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if !*auto {
-		fmt.Fprintf(e.Stdout, "Stack %s has %d resources; all of them will be deleted.\n", stack, len(st.Resources))
-		if !e.confirm(fmt.Sprintf("Destroy stack %s?", stack)) {
-			fmt.Fprintln(e.Stdout, "Destroy cancelled.")
+	return v.with(c.name, func(r *remote) int {
+		ctx, stop := interruptible()
+		defer stop()
+		if !e.finishUnfinished(ctx, r, c.name, stack) {
 			return ExitError
 		}
-	}
-	ref, err := r.c.Destroy(ctx, stack)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if ref.NoChanges || ref.OperationID == "" {
-		if *asJSON {
-			return e.printJSON(opJSON{Stack: stack, Kind: "destroy", Status: "no_changes", Actions: nonNilActions(nil), Outputs: nonNilOutputs(nil)})
+		st, err := r.c.Stack(ctx, stack)
+		if err != nil {
+			return e.apiErr(c.name, err)
 		}
-		fmt.Fprintln(e.Stdout, "Nothing to destroy.")
-		return ExitOK
-	}
-	return e.followOp(ctx, r, c.name, stack, "destroy", ref.OperationID, *detach, *asJSON)
+		if !v.auto {
+			fmt.Fprintf(e.Stdout, "Stack %s has %d resources; all of them will be deleted.\n", stack, len(st.Resources))
+			if !e.confirm(fmt.Sprintf("Destroy stack %s?", stack)) {
+				fmt.Fprintln(e.Stdout, "Destroy cancelled.")
+				return ExitError
+			}
+		}
+		ref, err := r.c.Destroy(ctx, stack)
+		if err != nil {
+			return e.apiErr(c.name, err)
+		}
+		if ref.NoChanges || ref.OperationID == "" {
+			return e.noChanges(stack, "destroy", "Nothing to destroy.", nil, v.asJSON)
+		}
+		return e.followOp(ctx, r, c.name, stack, "destroy", ref.OperationID, v.detach, v.asJSON)
+	})
 }

@@ -1,21 +1,14 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
 )
 
-var eventsCommand = &command{
-	name:     "events",
-	synopsis: "Show what happened to a stack",
-	usage: `Usage: kiln events [options] NAME
+const eventsUsage = `Usage: kiln events [options] NAME
 
   Print the events of stack NAME, oldest first: time, level, node, the
   resource and the message. The daemon keeps a bounded number per stack.
@@ -24,51 +17,44 @@ Options:
   -follow            Keep waiting for new events (a blocking query) until
                      Ctrl-C.
   -json              One JSON object per event per line (the API's Event).
-` + serversUsage,
-	run: runEvents,
-}
+` + serversUsage
 
 func runEvents(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	followF := v.flags.Bool("follow", false, "")
-	asJSON := v.flags.Bool("json", false, "")
-	r, pos, code := v.open(args, 1)
-	if r == nil {
-		return code
-	}
-	defer r.close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	enc := json.NewEncoder(e.Stdout)
-	var index uint64
-	for {
-		wait := time.Duration(0)
-		if *followF && index > 0 {
-			wait = 30 * time.Second
-		}
-		resp, err := r.c.Events(ctx, pos[0], index, wait)
-		if err != nil {
-			if ctx.Err() != nil {
+	v := e.newVerb(c, serverOnly, flagFollow|flagJSON)
+	return v.run(args, 1, func(r *remote, pos []string) int {
+		ctx, stop := interruptible()
+		defer stop()
+		enc := json.NewEncoder(e.Stdout)
+		var index uint64
+		for {
+			wait := time.Duration(0)
+			if v.follow && index > 0 {
+				wait = 30 * time.Second
+			}
+			resp, err := r.c.Events(ctx, pos[0], index, wait)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ExitOK
+				}
+				return e.apiErr(c.name, err)
+			}
+			for _, ev := range resp.Events {
+				if v.asJSON {
+					enc.Encode(ev)
+				} else {
+					e.eventLine(ev)
+				}
+			}
+			if !v.follow {
 				return ExitOK
 			}
-			return e.apiErr(c.name, err)
-		}
-		for _, ev := range resp.Events {
-			if *asJSON {
-				enc.Encode(ev)
-			} else {
-				e.eventLine(ev)
+			if resp.Index > index {
+				index = resp.Index
+			} else if index == 0 {
+				index = 1
 			}
 		}
-		if !*followF {
-			return ExitOK
-		}
-		if resp.Index > index {
-			index = resp.Index
-		} else if index == 0 {
-			index = 1
-		}
-	}
+	})
 }
 
 func (e *Env) eventLine(ev api.Event) {

@@ -14,10 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
-var fmtCommand = &command{
-	name:     "fmt",
-	synopsis: "Rewrite template files in the canonical style",
-	usage: `Usage: kiln fmt [options] PATH
+const fmtUsage = `Usage: kiln fmt [options] PATH
 
   Rewrite the template files at PATH in the canonical style (aligned equals
   signs, two-space indentation). PATH is a .hcl file, a directory (its
@@ -32,37 +29,27 @@ Options:
   -recursive  Also format *.hcl files in subdirectories (dot-directories are
               skipped).
   -no-color   Do not colour diagnostics.
-`,
-	run: runFmt,
-}
+`
 
 func runFmt(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	check := fs.Bool("check", false, "")
-	diff := fs.Bool("diff", false, "")
-	recursive := fs.Bool("recursive", false, "")
-	noColor := fs.Bool("no-color", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, offline, flagNoColor)
+	check := v.flags.Bool("check", false, "")
+	diff := v.flags.Bool("diff", false, "")
+	recursive := v.flags.Bool("recursive", false, "")
+	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
-	}
 	if pos[0] == "-" {
-		return e.fmtStdin(*check, *noColor)
+		return e.fmtStdin(*check, v.noColor)
 	}
 	files, err := fmtFiles(e.Dir, pos[0], *recursive)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln fmt: %v\n", err)
-		return ExitError
+		return e.fail("fmt", err)
 	}
 	exit := ExitOK
 	for _, name := range files {
-		abs := name
-		if !filepath.IsAbs(abs) {
-			abs = filepath.Join(e.Dir, name)
-		}
+		abs := e.abs(name)
 		src, err := os.ReadFile(abs)
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "kiln fmt: %v\n", err)
@@ -71,7 +58,7 @@ func runFmt(e *Env, c *command, args []string) int {
 		}
 		out, diags := formatHCL(src, name)
 		if diags.HasErrors() {
-			writeFileDiags(e, diags, name, src, *noColor)
+			writeFileDiags(e, diags, name, src, v.noColor)
 			exit = ExitError
 			continue
 		}
@@ -131,10 +118,7 @@ func writeFileDiags(e *Env, diags hcl.Diagnostics, name string, src []byte, noCo
 // *.hcl files of the directory (and its subdirectories with recursive, dot-
 // directories skipped), sorted, named as the user would write them.
 func fmtFiles(dir, p string, recursive bool) ([]string, error) {
-	abs := p
-	if !filepath.IsAbs(abs) {
-		abs = filepath.Join(dir, p)
-	}
+	abs := resolve(dir, p)
 	fi, err := os.Stat(abs)
 	if err != nil {
 		return nil, err

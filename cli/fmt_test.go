@@ -12,79 +12,84 @@ const (
 	formatted   = "server \"web\" {\n  image  = \"x\"\n  cpus   = 1\n  memory = \"1GiB\"\n}\n"
 )
 
+// fmtCase is one case of TestFmt: files in a directory tmpl, kiln fmt run
+// on it, and what it does.
+type fmtCase struct {
+	name   string
+	files  map[string]string
+	args   []string // PATH is added last, relative to the directory
+	path   string
+	code   int
+	stdout []string // each must appear
+	stderr string
+	// after: expected content of files after the run
+	after map[string]string
+}
+
+var fmtCases = []fmtCase{
+	{
+		name:   "check lists unformatted files and changes nothing",
+		files:  map[string]string{"a.hcl": unformatted, "b.hcl": formatted},
+		args:   []string{"-check"},
+		code:   ExitError,
+		stdout: []string{"a.hcl"},
+		after:  map[string]string{"a.hcl": unformatted, "b.hcl": formatted},
+	},
+	{
+		name:  "check on formatted files succeeds silently",
+		files: map[string]string{"a.hcl": formatted},
+		args:  []string{"-check"},
+		code:  ExitOK,
+		after: map[string]string{"a.hcl": formatted},
+	},
+	{
+		name:   "check with diff after the path",
+		files:  map[string]string{"a.hcl": unformatted},
+		args:   []string{"-check", "-diff"},
+		code:   ExitError,
+		stdout: []string{"--- ", "-    cpus= 1", "+  cpus   = 1", "@@ -1,5 +1,5 @@"},
+		after:  map[string]string{"a.hcl": unformatted},
+	},
+	{
+		name:   "rewrites and names what changed",
+		files:  map[string]string{"a.hcl": unformatted, "b.hcl": formatted, "notes.txt": unformatted},
+		code:   ExitOK,
+		stdout: []string{"a.hcl"},
+		after:  map[string]string{"a.hcl": formatted, "b.hcl": formatted, "notes.txt": unformatted},
+	},
+	{
+		name:  "subdirectories only with -recursive",
+		files: map[string]string{"a.hcl": formatted, "sub/c.hcl": unformatted},
+		code:  ExitOK,
+		after: map[string]string{"sub/c.hcl": unformatted},
+	},
+	{
+		name:   "recursive",
+		files:  map[string]string{"a.hcl": formatted, "sub/c.hcl": unformatted, ".kiln/d.hcl": unformatted},
+		args:   []string{"-recursive"},
+		code:   ExitOK,
+		stdout: []string{filepath.Join("sub", "c.hcl")},
+		after:  map[string]string{"sub/c.hcl": formatted, ".kiln/d.hcl": unformatted},
+	},
+	{
+		name:   "one file",
+		files:  map[string]string{"a.hcl": unformatted, "b.hcl": unformatted},
+		path:   "a.hcl",
+		code:   ExitOK,
+		after:  map[string]string{"a.hcl": formatted, "b.hcl": unformatted},
+		stdout: []string{"a.hcl"},
+	},
+	{
+		name:   "syntax error is a diagnostic, file untouched",
+		files:  map[string]string{"bad.hcl": "server \"web\" {\n  image = \n"},
+		code:   ExitError,
+		stderr: "on " + filepath.Join("tmpl", "bad.hcl") + " line 2",
+		after:  map[string]string{"bad.hcl": "server \"web\" {\n  image = \n"},
+	},
+}
+
 func TestFmt(t *testing.T) {
-	tests := []struct {
-		name   string
-		files  map[string]string
-		args   []string // PATH is added last, relative to the directory
-		path   string
-		code   int
-		stdout []string // each must appear
-		stderr string
-		// after: expected content of files after the run
-		after map[string]string
-	}{
-		{
-			name:   "check lists unformatted files and changes nothing",
-			files:  map[string]string{"a.hcl": unformatted, "b.hcl": formatted},
-			args:   []string{"-check"},
-			code:   ExitError,
-			stdout: []string{"a.hcl"},
-			after:  map[string]string{"a.hcl": unformatted, "b.hcl": formatted},
-		},
-		{
-			name:  "check on formatted files succeeds silently",
-			files: map[string]string{"a.hcl": formatted},
-			args:  []string{"-check"},
-			code:  ExitOK,
-			after: map[string]string{"a.hcl": formatted},
-		},
-		{
-			name:   "check with diff after the path",
-			files:  map[string]string{"a.hcl": unformatted},
-			args:   []string{"-check", "-diff"},
-			code:   ExitError,
-			stdout: []string{"--- ", "-    cpus= 1", "+  cpus   = 1", "@@ -1,5 +1,5 @@"},
-			after:  map[string]string{"a.hcl": unformatted},
-		},
-		{
-			name:   "rewrites and names what changed",
-			files:  map[string]string{"a.hcl": unformatted, "b.hcl": formatted, "notes.txt": unformatted},
-			code:   ExitOK,
-			stdout: []string{"a.hcl"},
-			after:  map[string]string{"a.hcl": formatted, "b.hcl": formatted, "notes.txt": unformatted},
-		},
-		{
-			name:  "subdirectories only with -recursive",
-			files: map[string]string{"a.hcl": formatted, "sub/c.hcl": unformatted},
-			code:  ExitOK,
-			after: map[string]string{"sub/c.hcl": unformatted},
-		},
-		{
-			name:   "recursive",
-			files:  map[string]string{"a.hcl": formatted, "sub/c.hcl": unformatted, ".kiln/d.hcl": unformatted},
-			args:   []string{"-recursive"},
-			code:   ExitOK,
-			stdout: []string{filepath.Join("sub", "c.hcl")},
-			after:  map[string]string{"sub/c.hcl": formatted, ".kiln/d.hcl": unformatted},
-		},
-		{
-			name:   "one file",
-			files:  map[string]string{"a.hcl": unformatted, "b.hcl": unformatted},
-			path:   "a.hcl",
-			code:   ExitOK,
-			after:  map[string]string{"a.hcl": formatted, "b.hcl": unformatted},
-			stdout: []string{"a.hcl"},
-		},
-		{
-			name:   "syntax error is a diagnostic, file untouched",
-			files:  map[string]string{"bad.hcl": "server \"web\" {\n  image = \n"},
-			code:   ExitError,
-			stderr: "on " + filepath.Join("tmpl", "bad.hcl") + " line 2",
-			after:  map[string]string{"bad.hcl": "server \"web\" {\n  image = \n"},
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range fmtCases {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := writeFiles(t, tt.files)
 			args := append(append([]string{"fmt"}, tt.args...), filepath.Join("tmpl", tt.path))

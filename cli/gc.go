@@ -3,15 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/kiln-dev/kiln/api"
 )
 
-var gcCommand = &command{
-	name:     "gc",
-	synopsis: "List (and with -force remove) objects of kiln that no stack owns",
-	usage: `Usage: kiln gc [-force] [-json]
+const gcUsage = `Usage: kiln gc [-force] [-json]
 
   Ask every agent that is up for the objects on its host that kiln tagged
   (domains, volumes, bridges, iptables rules in kiln's chains, dnsmasq
@@ -23,44 +19,28 @@ var gcCommand = &command{
 Options:
   -force             Remove what is listed.
   -json              Print the API's GCReport: {"orphans": [...], "removed"}.
-` + serversUsage,
-	run: runGC,
-}
+` + serversUsage
 
 func runGC(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
+	v := e.newVerb(c, withAgent, flagJSON)
 	force := v.flags.Bool("force", false, "")
-	asJSON := v.flags.Bool("json", false, "")
-	r, _, code := v.open(args, 0)
-	if r == nil {
-		return code
-	}
-	defer r.close()
-	ctx := context.Background()
-	rep, err := r.c.GC(ctx, *force)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if *asJSON {
-		if rep.Orphans == nil {
-			rep.Orphans = []api.Orphan{}
-		}
-		return e.printJSON(rep)
-	}
-	if len(rep.Orphans) == 0 {
-		fmt.Fprintln(e.Stdout, "Nothing to collect: every object of kiln belongs to a stack.")
-		return ExitOK
-	}
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AGENT\tKIND\tNAME\tOWNER")
-	for _, o := range rep.Orphans {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.Agent, o.Kind, o.Name, o.Owner)
-	}
-	tw.Flush()
-	if rep.Removed {
-		fmt.Fprintf(e.Stdout, "Removed %d objects.\n", len(rep.Orphans))
-	} else {
-		fmt.Fprintf(e.Stdout, "%d objects no stack owns; run kiln gc -force to remove them.\n", len(rep.Orphans))
-	}
-	return ExitOK
+	return v.run(args, 0, func(r *remote, _ []string) int {
+		rep, err := r.c.GC(context.Background(), *force)
+		rep.Orphans = nonNil(rep.Orphans)
+		return answered(v, c.name, rep, err, func(rep api.GCReport) int {
+			if len(rep.Orphans) == 0 {
+				fmt.Fprintln(e.Stdout, "Nothing to collect: every object of kiln belongs to a stack.")
+				return ExitOK
+			}
+			writeTable(e.Stdout, "AGENT\tKIND\tNAME\tOWNER", rep.Orphans, func(o api.Orphan) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s", o.Agent, o.Kind, o.Name, o.Owner)
+			})
+			if rep.Removed {
+				fmt.Fprintf(e.Stdout, "Removed %d objects.\n", len(rep.Orphans))
+			} else {
+				fmt.Fprintf(e.Stdout, "%d objects no stack owns; run kiln gc -force to remove them.\n", len(rep.Orphans))
+			}
+			return ExitOK
+		})
+	})
 }

@@ -2,21 +2,16 @@ package cli
 
 import "fmt"
 
-var helpCommand = &command{
-	name:     "help",
-	synopsis: "Show help for kiln or one command",
-	usage: `Usage: kiln help [COMMAND]
+const helpUsage = `Usage: kiln help [COMMAND]
 
   Show the list of commands, or the options of one command.
-`,
-}
+`
 
-// Set here rather than in the literal: runHelp reads commands, which lists
-// helpCommand.
-func init() { helpCommand.run = runHelp }
+// Set here rather than in the table: runHelp reads commands.
+func init() { lookup("help").run = runHelp }
 
 func runHelp(e *Env, c *command, args []string) int {
-	pos, code, ok := e.parseArgs(c, newFlagSet(c.name), args)
+	pos, code, ok := e.newVerb(c, offline, 0).parse(args, -1)
 	if !ok {
 		return code
 	}
@@ -37,6 +32,6 @@ func runHelp(e *Env, c *command, args []string) int {
 }
 
 func (e *Env) wantArgsHelp(pos []string) int {
-	e.wantArgs(helpCommand, pos, 1)
+	e.wantArgs(lookup("help"), pos, 1)
 	return ExitError
 }

@@ -5,17 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/planner"
 )
 
-var imageCommand = &command{
-	name:     "image",
-	synopsis: "List the cached images of the hosts, prune the unused ones",
-	usage: `Usage: kiln image list [-json]
+const imageUsage = `Usage: kiln image list [-json]
        kiln image prune [-auto-approve] [-json]
 
   list     List the images cached on every agent that is up: agent, sha256,
@@ -30,14 +26,10 @@ Options:
                      prune refuses unless this is given.
   -json              list: a JSON array of the API's ImageInfo; prune: the
                      array of the images removed.
-` + serversUsage,
-	run: runImage,
-}
+` + serversUsage
 
 func runImage(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, withAgent)
-	auto := v.flags.Bool("auto-approve", false, "")
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, withAgent, flagAutoApprove|flagJSON)
 	sub, rest, code, ok := v.parseSub(args, "want a subcommand: list or prune", "list", "prune")
 	if !ok {
 		return code
@@ -46,93 +38,84 @@ func runImage(e *Env, c *command, args []string) int {
 	if !e.wantArgs(c, rest, 0) {
 		return ExitError
 	}
-	if sub == "prune" && !*auto && (*asJSON || !e.stdinTerminal()) {
-		fmt.Fprintf(e.Stderr, "kiln image prune: no terminal to confirm on; run with -auto-approve to prune without confirmation\n")
+	if sub == "prune" && !v.mayConfirm(cmd, "prune") {
 		return ExitError
 	}
-	r := v.connect(cmd)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx := context.Background()
-	list, err := r.c.Images(ctx)
-	if err != nil {
-		return e.apiErr(cmd, err)
-	}
-	if list == nil {
-		list = []api.ImageInfo{}
-	}
-	if sub == "list" {
-		if *asJSON {
-			return e.printJSON(list)
+	return v.with(cmd, func(r *remote) int {
+		ctx := context.Background()
+		list, err := r.c.Images(ctx)
+		if err != nil {
+			return e.apiErr(cmd, err)
 		}
-		if len(list) == 0 {
-			fmt.Fprintln(e.Stdout, "No cached images.")
+		list = nonNil(list)
+		if sub == "list" {
+			if v.asJSON {
+				return e.printJSON(list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(e.Stdout, "No cached images.")
+				return ExitOK
+			}
+			e.printImages(list, true)
 			return ExitOK
 		}
-		e.printImages(list, true)
-		return ExitOK
-	}
 
-	if !*auto {
-		var unused []api.ImageInfo
-		for _, i := range list {
-			if len(i.Stacks) == 0 {
-				unused = append(unused, i)
+		if !v.auto {
+			var unused []api.ImageInfo
+			for _, i := range list {
+				if len(i.Stacks) == 0 {
+					unused = append(unused, i)
+				}
+			}
+			if len(unused) == 0 {
+				fmt.Fprintln(e.Stdout, "No image seems unused (the servers check again when pruning).")
+			} else {
+				fmt.Fprintln(e.Stdout, "These images seem unused and will be removed:")
+				e.printImages(unused, false)
+			}
+			if !e.confirm("Prune the images no stack uses?") {
+				fmt.Fprintln(e.Stdout, "Prune cancelled.")
+				return ExitError
 			}
 		}
-		if len(unused) == 0 {
-			fmt.Fprintln(e.Stdout, "No image seems unused (the servers check again when pruning).")
-		} else {
-			fmt.Fprintln(e.Stdout, "These images seem unused and will be removed:")
-			e.printImages(unused, false)
+		raw, err := r.c.PruneImages(ctx)
+		if err != nil {
+			return e.apiErr(cmd, err)
 		}
-		if !e.confirm("Prune the images no stack uses?") {
-			fmt.Fprintln(e.Stdout, "Prune cancelled.")
+		removed := []api.ImageInfo{}
+		if err := json.Unmarshal(raw, &removed); err != nil {
+			fmt.Fprintf(e.Stderr, "kiln %s: decode the answer: %v\n", cmd, err)
 			return ExitError
 		}
-	}
-	raw, err := r.c.PruneImages(ctx)
-	if err != nil {
-		return e.apiErr(cmd, err)
-	}
-	removed := []api.ImageInfo{}
-	if err := json.Unmarshal(raw, &removed); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln %s: decode the answer: %v\n", cmd, err)
-		return ExitError
-	}
-	if *asJSON {
-		return e.printJSON(removed)
-	}
-	if len(removed) == 0 {
-		fmt.Fprintln(e.Stdout, "Nothing to prune.")
+		if v.asJSON {
+			return e.printJSON(removed)
+		}
+		if len(removed) == 0 {
+			fmt.Fprintln(e.Stdout, "Nothing to prune.")
+			return ExitOK
+		}
+		var total int64
+		for _, i := range removed {
+			total += i.Size
+		}
+		e.printImages(removed, false)
+		fmt.Fprintf(e.Stdout, "Removed %d images (%s).\n", len(removed), planner.FormatSize(total))
 		return ExitOK
-	}
-	var total int64
-	for _, i := range removed {
-		total += i.Size
-	}
-	e.printImages(removed, false)
-	fmt.Fprintf(e.Stdout, "Removed %d images (%s).\n", len(removed), planner.FormatSize(total))
-	return ExitOK
+	})
 }
 
 func (e *Env) printImages(list []api.ImageInfo, stacks bool) {
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
 	head := "AGENT\tSHA256\tFORMAT\tSIZE"
 	if stacks {
 		head += "\tSTACKS"
 	}
-	fmt.Fprintln(tw, head)
-	for _, i := range list {
+	writeTable(e.Stdout, head, list, func(i api.ImageInfo) string {
 		line := fmt.Sprintf("%s\t%s\t%s\t%s", i.Agent, shortSum(i.SHA256), i.Format, planner.FormatSize(i.Size))
 		if stacks {
 			line += "\t" + dash(strings.Join(i.Stacks, ","))
 		}
-		fmt.Fprintln(tw, line)
-	}
-	tw.Flush()
+		return line
+	})
 }
 
 // shortSum shortens a sha256 to 12 digits, as images are usually shown.

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -83,11 +82,7 @@ func (e *Env) load(cmd string, p string, v *varFlags, prior spec.Prior) *loaded 
 		l.opts.Vars = append(l.opts.Vars, spec.RawVar{Name: name, Value: value})
 	}
 	for _, f := range v.varFiles {
-		abs := f
-		if !filepath.IsAbs(abs) {
-			abs = filepath.Join(e.Dir, f)
-		}
-		data, err := os.ReadFile(abs)
+		data, err := os.ReadFile(e.abs(f))
 		if err != nil {
 			fmt.Fprintf(e.Stderr, "kiln %s: -var-file: %v\n", cmd, err)
 			return nil

@@ -2,19 +2,14 @@ package cli
 
 import "fmt"
 
-var operatorCommand = &command{
-	name:     "operator",
-	synopsis: "Operate the server cluster (raft peers, snapshots)",
-	usage: `Usage: kiln operator raft list-peers [-json]
+const operatorUsage = `Usage: kiln operator raft list-peers [-json]
        kiln operator raft remove-peer ID
        kiln operator snapshot save FILE
        kiln operator snapshot restore FILE
 
   Admin commands for the controller trio. See kiln operator raft -h and
   kiln operator snapshot -h.
-` + serversUsage,
-	run: runOperator,
-}
+` + serversUsage
 
 func runOperator(e *Env, c *command, args []string) int {
 	if len(args) == 0 {

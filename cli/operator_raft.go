@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/kiln-dev/kiln/api"
 )
@@ -24,8 +23,7 @@ Options:
 }
 
 func runOperatorRaft(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	sub, rest, code, ok := v.parseSub(args, "want list-peers or remove-peer", "list-peers", "remove-peer")
 	if !ok {
 		return code
@@ -35,38 +33,22 @@ func runOperatorRaft(e *Env, c *command, args []string) int {
 		return ExitError
 	}
 	cmd := "operator raft " + sub
-	r := v.connect(cmd)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx := context.Background()
-	if sub == "remove-peer" {
-		if err := r.c.RemovePeer(ctx, rest[0]); err != nil {
-			return e.apiErr(cmd, err)
+	return v.with(cmd, func(r *remote) int {
+		ctx := context.Background()
+		if sub == "remove-peer" {
+			if err := r.c.RemovePeer(ctx, rest[0]); err != nil {
+				return e.apiErr(cmd, err)
+			}
+			fmt.Fprintf(e.Stdout, "Removed peer %s.\n", rest[0])
+			return ExitOK
 		}
-		fmt.Fprintf(e.Stdout, "Removed peer %s.\n", rest[0])
-		return ExitOK
-	}
-	peers, err := r.c.Peers(ctx)
-	if err != nil {
-		return e.apiErr(cmd, err)
-	}
-	if peers == nil {
-		peers = []api.Peer{}
-	}
-	if *asJSON {
-		return e.printJSON(peers)
-	}
-	tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER")
-	for _, p := range peers {
-		state := "follower"
-		if p.Leader {
-			state = "leader"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\n", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
-	}
-	tw.Flush()
-	return ExitOK
+		peers, err := r.c.Peers(ctx)
+		return printList(v, cmd, peers, err, "", "ID\tRAFT ADDRESS\tHTTP ADDRESS\tSTATE\tVOTER", func(p api.Peer) string {
+			state := "follower"
+			if p.Leader {
+				state = "leader"
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%t", p.ID, p.RaftAddr, dash(p.HTTPAddr), state, p.Voter)
+		})
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 )
 
 var operatorSnapshotCommand = &command{
@@ -21,7 +20,7 @@ Options:
 }
 
 func runOperatorSnapshot(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
+	v := e.newVerb(c, serverOnly, 0)
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
@@ -34,48 +33,40 @@ func runOperatorSnapshot(e *Env, c *command, args []string) int {
 	if !e.wantArgs(c, pos[1:], 1) {
 		return ExitError
 	}
-	file := pos[1]
-	if !filepath.IsAbs(file) {
-		file = filepath.Join(e.Dir, file)
-	}
+	file := e.abs(pos[1])
 	cmd := "operator snapshot " + sub
-	r := v.connect(cmd)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx := context.Background()
-	if sub == "save" {
-		tmp := file + ".tmp"
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	return v.with(cmd, func(r *remote) int {
+		ctx := context.Background()
+		if sub == "save" {
+			tmp := file + ".tmp"
+			f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return e.fail(cmd, err)
+			}
+			err = r.c.SnapshotSave(ctx, f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp, file)
+			}
+			if err != nil {
+				os.Remove(tmp)
+				return e.apiErr(cmd, err)
+			}
+			fi, _ := os.Stat(file)
+			fmt.Fprintf(e.Stdout, "Saved a snapshot to %s (%d bytes).\n", pos[1], fi.Size())
+			return ExitOK
+		}
+		f, err := os.Open(file)
 		if err != nil {
-			fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
-			return ExitError
+			return e.fail(cmd, err)
 		}
-		err = r.c.SnapshotSave(ctx, f)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, file)
-		}
-		if err != nil {
-			os.Remove(tmp)
+		defer f.Close()
+		if err := r.c.SnapshotRestore(ctx, f); err != nil {
 			return e.apiErr(cmd, err)
 		}
-		fi, _ := os.Stat(file)
-		fmt.Fprintf(e.Stdout, "Saved a snapshot to %s (%d bytes).\n", pos[1], fi.Size())
+		fmt.Fprintf(e.Stdout, "Restored the snapshot from %s.\n", pos[1])
 		return ExitOK
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln %s: %v\n", cmd, err)
-		return ExitError
-	}
-	defer f.Close()
-	if err := r.c.SnapshotRestore(ctx, f); err != nil {
-		return e.apiErr(cmd, err)
-	}
-	fmt.Fprintf(e.Stdout, "Restored the snapshot from %s.\n", pos[1])
-	return ExitOK
+	})
 }

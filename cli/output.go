@@ -5,10 +5,7 @@ import (
 	"fmt"
 )
 
-var outputCommand = &command{
-	name:     "output",
-	synopsis: "Show a stack's outputs",
-	usage: `Usage: kiln output [options] NAME [OUTPUT]
+const outputUsage = `Usage: kiln output [options] NAME [OUTPUT]
 
   Print the outputs of stack NAME as "name = value" lines, or the value of
   one OUTPUT alone (a string raw, anything else as JSON), ready for a
@@ -17,13 +14,10 @@ var outputCommand = &command{
 Options:
   -json              Print {"name": value, ...} (or the one value) as JSON.
   -sensitive         Show sensitive values (member or admin token).
-` + serversUsage,
-	run: runOutput,
-}
+` + serversUsage
 
 func runOutput(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagJSON)
 	sensitive := v.flags.Bool("sensitive", false, "")
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
@@ -33,36 +27,33 @@ func runOutput(e *Env, c *command, args []string) int {
 		e.wantArgs(c, pos, 1)
 		return ExitError
 	}
-	r := v.connect(c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	outs, err := r.c.Outputs(context.Background(), pos[0], *sensitive)
-	if err != nil {
-		return e.apiErr(c.name, err)
-	}
-	if len(pos) == 2 {
-		o, ok := outs[pos[1]]
-		if !ok {
-			fmt.Fprintf(e.Stderr, "kiln output: stack %s has no output %q\n", pos[0], pos[1])
-			return ExitError
+	return v.with(c.name, func(r *remote) int {
+		outs, err := r.c.Outputs(context.Background(), pos[0], *sensitive)
+		if err != nil {
+			return e.apiErr(c.name, err)
 		}
-		if *asJSON {
-			return e.printJSON(o.Value)
+		if len(pos) == 2 {
+			o, ok := outs[pos[1]]
+			if !ok {
+				fmt.Fprintf(e.Stderr, "kiln output: stack %s has no output %q\n", pos[0], pos[1])
+				return ExitError
+			}
+			if v.asJSON {
+				return e.printJSON(o.Value)
+			}
+			fmt.Fprintln(e.Stdout, formatValue(o.Value))
+			return ExitOK
 		}
-		fmt.Fprintln(e.Stdout, formatValue(o.Value))
+		if v.asJSON {
+			vals := map[string]any{}
+			for k, o := range outs {
+				vals[k] = o.Value
+			}
+			return e.printJSON(vals)
+		}
+		for _, k := range sortedKeys(outs) {
+			fmt.Fprintf(e.Stdout, "%s = %s\n", k, formatValue(outs[k].Value))
+		}
 		return ExitOK
-	}
-	if *asJSON {
-		vals := map[string]any{}
-		for k, o := range outs {
-			vals[k] = o.Value
-		}
-		return e.printJSON(vals)
-	}
-	for _, k := range sortedKeys(outs) {
-		fmt.Fprintf(e.Stdout, "%s = %s\n", k, formatValue(outs[k].Value))
-	}
-	return ExitOK
+	})
 }

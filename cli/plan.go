@@ -12,10 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/planner"
 )
 
-var planCommand = &command{
-	name:     "plan",
-	synopsis: "Show what applying a template would change",
-	usage: `Usage: kiln plan [options] PATH
+const planUsage = `Usage: kiln plan [options] PATH
 
   Load the template at PATH (a .hcl file or a directory) and show the changes
   that applying it would make: + create, ~ update in place, -/+ replace,
@@ -29,47 +26,35 @@ Options:
   -detailed-exitcode Exit 0 when there are no changes, 2 when there are
                      changes, 1 on error. Without it, success is always 0.
   -no-color          Do not colour the output.
-`,
-	run: runPlan,
-}
+`
 
 func runPlan(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
-	var vars varFlags
-	vars.register(v.flags)
-	asJSON := v.flags.Bool("json", false, "")
+	v := e.newVerb(c, serverOnly, flagVars|flagJSON|flagNoColor)
 	detailed := v.flags.Bool("detailed-exitcode", false, "")
-	noColor := v.flags.Bool("no-color", false, "")
 	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
 	// No store yet: the actual state is empty.
 	var actual *planner.State
-	l := e.load(c.name, pos[0], &vars, actual.Prior())
+	l := v.loadValid(pos[0], actual.Prior())
 	if l == nil {
 		return ExitError
 	}
-	e.writeDiags(l, l.diags, *noColor)
-	if l.diags.HasErrors() || l.stack == nil {
-		return ExitError
-	}
 	if v.servers() != "" || e.embeddedExists() {
-		return e.planRemote(v, l, *asJSON, *detailed)
+		return e.planRemote(v, l, *detailed)
 	}
 	r, err := planner.Plan(l.stack, actual)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
-		return ExitError
+		return e.fail("plan", err)
 	}
-	if *asJSON {
+	if v.asJSON {
 		err = planner.RenderJSON(e.Stdout, r)
 	} else {
-		err = planner.RenderText(e.Stdout, r, planner.TextOptions{Color: e.color(e.Stdout, *noColor)})
+		err = planner.RenderText(e.Stdout, r, planner.TextOptions{Color: e.color(e.Stdout, v.noColor)})
 	}
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln plan: %v\n", err)
-		return ExitError
+		return e.fail("plan", err)
 	}
 	if *detailed && r.HasChanges() {
 		return ExitChanges
@@ -84,30 +69,27 @@ func (e *Env) embeddedExists() bool {
 }
 
 // planRemote plans on the daemon, against the stack's actual state.
-func (e *Env) planRemote(v *verb, l *loaded, asJSON, detailed bool) int {
-	r := v.connect(v.c.name)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	resp, diags, err := r.c.PlanDiagnostics(context.Background(), l.stack.Name, api.PlanRequest{Template: apiTemplate(l)})
-	if err != nil {
-		if len(diags) > 0 {
-			e.writeAPIDiags(diags)
-			return ExitError
+func (e *Env) planRemote(v *verb, l *loaded, detailed bool) int {
+	return v.with(v.c.name, func(r *remote) int {
+		resp, diags, err := r.c.PlanDiagnostics(context.Background(), l.stack.Name, api.PlanRequest{Template: apiTemplate(l)})
+		if err != nil {
+			if len(diags) > 0 {
+				e.writeAPIDiags(diags)
+				return ExitError
+			}
+			return e.apiErr(v.c.name, err)
 		}
-		return e.apiErr(v.c.name, err)
-	}
-	e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
-	if asJSON {
-		if code := e.printJSON(resp.Plan); code != ExitOK {
-			return code
+		e.writeAPIDiags(diags) // warnings, such as a refresh an agent could not answer
+		if v.asJSON {
+			if code := e.printJSON(resp.Plan); code != ExitOK {
+				return code
+			}
+		} else {
+			fmt.Fprint(e.Stdout, resp.Text)
 		}
-	} else {
-		fmt.Fprint(e.Stdout, resp.Text)
-	}
-	if detailed && resp.HasChanges {
-		return ExitChanges
-	}
-	return ExitOK
+		if detailed && resp.HasChanges {
+			return ExitChanges
+		}
+		return ExitOK
+	})
 }

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/client"
@@ -18,10 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/daemon/server"
 )
 
-var serverCommand = &command{
-	name:     "server",
-	synopsis: "Run a kiln server (a raft voter serving the API)",
-	usage: `Usage: kiln server -data-dir DIR -raft-addr HOST:PORT [options]
+const serverUsage = `Usage: kiln server -data-dir DIR -raft-addr HOST:PORT [options]
 
   Run a server: it holds the state in a raft log under DIR, serves the HTTP
   API, and while it is the leader drives operations and places work on
@@ -60,9 +55,7 @@ Options:
                         its newest snapshot, accepting the loss of the
                         writes after it (see "Damaged data" in
                         docs/operations.md; never on a cluster member).
-`,
-	run: runServer,
-}
+`
 
 // serverOptions are the options of kiln server.
 type serverOptions struct {
@@ -102,24 +95,20 @@ func (f *serverOptions) register(fs *flag.FlagSet) {
 }
 
 func runServer(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
+	v := e.newVerb(c, offline, 0)
 	var f serverOptions
-	f.register(fs)
-	pos, code, ok := e.parseArgs(c, fs, args)
+	f.register(v.flags)
+	_, code, ok := v.parse(args, 0)
 	if !ok {
 		return code
 	}
-	if !e.wantArgs(c, pos, 0) {
-		return ExitError
-	}
-	if !f.valid(e, c, fs) {
+	if !f.valid(e, c, v.flags) {
 		return ExitError
 	}
 	dir := e.abs(f.dataDir)
 	log, err := e.logger(f.logLevel)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
-		return ExitError
+		return e.fail("server", err)
 	}
 	var drivers agent.Drivers
 	if f.withAgent {
@@ -131,14 +120,12 @@ func runServer(e *Env, c *command, args []string) int {
 	}
 	srv, err := server.New(f.serverConfig(dir, log, e.getenv(envToken)))
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
-		return ExitError
+		return e.fail("server", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible()
 	defer stop()
 	if err := srv.Start(ctx); err != nil {
-		fmt.Fprintf(e.Stderr, "kiln server: %v\n", err)
-		return ExitError
+		return e.fail("server", err)
 	}
 	log.Info("kiln server running", "http", srv.Addr(), "raft", f.raftAddr, "node", srv.NodeID())
 	agentDone := make(chan error, 1)
@@ -268,11 +255,14 @@ func shutdownServer(e *Env, log *slog.Logger, srv *server.Server, agentDone <-ch
 }
 
 // abs resolves p against the working directory.
-func (e *Env) abs(p string) string {
+func (e *Env) abs(p string) string { return resolve(e.Dir, p) }
+
+// resolve is p, or p joined to dir when p is relative.
+func resolve(dir, p string) string {
 	if filepath.IsAbs(p) {
 		return p
 	}
-	return filepath.Join(e.Dir, p)
+	return filepath.Join(dir, p)
 }
 
 // logger is a text logger on stderr at the given level.

@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/kiln-dev/kiln/api"
 )
 
-var stackCommand = &command{
-	name:     "stack",
-	synopsis: "Manage one stack (renew)",
-	usage: `Usage: kiln stack renew [options] NAME -ttl DURATION
+const stackUsage = `Usage: kiln stack renew [options] NAME -ttl DURATION
 
   renew    Set the TTL of stack NAME to DURATION from now (like 1h): the
            leader destroys the stack when it expires.
@@ -17,14 +16,11 @@ var stackCommand = &command{
 Options:
   -ttl DURATION      The new TTL (required).
   -json              Print the stack (the API's StackDetail) as JSON.
-` + serversUsage,
-	run: runStack,
-}
+` + serversUsage
 
 func runStack(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
+	v := e.newVerb(c, serverOnly, flagJSON)
 	ttl := v.flags.Duration("ttl", 0, "")
-	asJSON := v.flags.Bool("json", false, "")
 	pos, code, ok := v.parse(args, -1)
 	if !ok {
 		return code
@@ -40,18 +36,11 @@ func runStack(e *Env, c *command, args []string) int {
 		fmt.Fprintf(e.Stderr, "kiln stack renew: -ttl DURATION is required (like -ttl 1h)\n")
 		return ExitError
 	}
-	r := v.connect("stack renew")
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	st, err := r.c.Renew(context.Background(), pos[1], *ttl)
-	if err != nil {
-		return e.apiErr("stack renew", err)
-	}
-	if *asJSON {
-		return e.printJSON(st)
-	}
-	fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))
-	return ExitOK
+	return v.with("stack renew", func(r *remote) int {
+		st, err := r.c.Renew(context.Background(), pos[1], *ttl)
+		return answered(v, "stack renew", st, err, func(st api.StackDetail) int {
+			fmt.Fprintf(e.Stdout, "Stack %s now expires at %s.\n", st.Name, st.Expires.Local().Format(time.RFC3339))
+			return ExitOK
+		})
+	})
 }

@@ -3,16 +3,12 @@ package cli
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
 )
 
-var tokenCommand = &command{
-	name:     "token",
-	synopsis: "Create, list and revoke API tokens (admin)",
-	usage: `Usage: kiln token create -project P -role admin|member|reader [-name N] [-ttl D]
+const tokenUsage = `Usage: kiln token create -project P -role admin|member|reader [-name N] [-ttl D]
        kiln token create -global -role admin|member|reader [-name N] [-ttl D]
        kiln token create -join [-name N] [-ttl D]
        kiln token list
@@ -41,19 +37,16 @@ Options:
                      expired token gets 401 "token expired". Default: never.
   -name N            A label for the new token.
   -json              Print the API's TokenCreated / []TokenInfo as JSON.
-` + serversUsage,
-	run: runToken,
-}
+` + serversUsage
 
 func runToken(e *Env, c *command, args []string) int {
-	v := e.newVerb(c, serverOnly)
+	v := e.newVerb(c, serverOnly, flagJSON)
 	project := v.flags.String("project", "", "")
 	role := v.flags.String("role", "", "")
 	name := v.flags.String("name", "", "")
 	global := v.flags.Bool("global", false, "")
 	join := v.flags.Bool("join", false, "")
 	ttl := v.flags.Duration("ttl", 0, "")
-	asJSON := v.flags.Bool("json", false, "")
 	sub, rest, code, ok := v.parseSub(args, "want a subcommand: create, list or revoke", "create", "list", "revoke")
 	if !ok {
 		return code
@@ -88,50 +81,32 @@ func runToken(e *Env, c *command, args []string) int {
 			return ExitError
 		}
 	}
-	r := v.connect(cmd)
-	if r == nil {
-		return ExitError
-	}
-	defer r.close()
-	ctx := context.Background()
-	switch sub {
-	case "create":
-		req := api.TokenRequest{Project: *project, Role: *role, Name: *name, Global: *global, Join: *join}
-		if *ttl > 0 {
-			req.TTL = ttl.String()
+	return v.with(cmd, func(r *remote) int {
+		ctx := context.Background()
+		switch sub {
+		case "create":
+			req := api.TokenRequest{Project: *project, Role: *role, Name: *name, Global: *global, Join: *join}
+			if *ttl > 0 {
+				req.TTL = ttl.String()
+			}
+			tok, err := r.c.CreateToken(ctx, req)
+			return answered(v, cmd, tok, err, func(tok api.TokenCreated) int {
+				fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
+				return ExitOK
+			})
+		case "list":
+			list, err := r.c.Tokens(ctx)
+			return printList(v, cmd, list, err, "", "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES", func(t api.TokenInfo) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
+			})
+		case "revoke":
+			if err := r.c.RevokeToken(ctx, rest[0]); err != nil {
+				return e.apiErr(cmd, err)
+			}
+			fmt.Fprintf(e.Stdout, "Token %s revoked.\n", rest[0])
 		}
-		tok, err := r.c.CreateToken(ctx, req)
-		if err != nil {
-			return e.apiErr(cmd, err)
-		}
-		if *asJSON {
-			return e.printJSON(tok)
-		}
-		fmt.Fprintf(e.Stdout, "ID:      %s\nProject: %s\nRole:    %s\nExpires: %s\nSecret:  %s\n\nThe secret is shown only now: give it to its user as KILN_TOKEN.\n", tok.ID, dash(tok.Project), tokenRole(tok.TokenInfo), expiryCell(tok.TokenInfo), tok.Secret)
-	case "list":
-		list, err := r.c.Tokens(ctx)
-		if err != nil {
-			return e.apiErr(cmd, err)
-		}
-		if list == nil {
-			list = []api.TokenInfo{}
-		}
-		if *asJSON {
-			return e.printJSON(list)
-		}
-		tw := tabwriter.NewWriter(e.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tPROJECT\tROLE\tNAME\tCREATED\tEXPIRES")
-		for _, t := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, dash(t.Project), tokenRole(t), dash(t.Name), t.Created.Local().Format(time.DateTime), expiryCell(t))
-		}
-		tw.Flush()
-	case "revoke":
-		if err := r.c.RevokeToken(ctx, rest[0]); err != nil {
-			return e.apiErr(cmd, err)
-		}
-		fmt.Fprintf(e.Stdout, "Token %s revoked.\n", rest[0])
-	}
-	return ExitOK
+		return ExitOK
+	})
 }
 
 // tokenRole is the ROLE cell: the role of an API token, "join" for a join

@@ -7,10 +7,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
-var validateCommand = &command{
-	name:     "validate",
-	synopsis: "Check a template: syntax, types, references, addresses",
-	usage: `Usage: kiln validate [options] PATH
+const validateUsage = `Usage: kiln validate [options] PATH
 
   Parse, evaluate and validate the template at PATH: a .hcl file, or a
   directory whose top-level *.hcl files make one template. Every problem is
@@ -20,39 +17,19 @@ var validateCommand = &command{
 Options:
 ` + varsUsage + `  -json              Print the result as JSON on stdout.
   -no-color          Do not colour the output.
-`,
-	run: runValidate,
-}
+`
 
 func runValidate(e *Env, c *command, args []string) int {
-	fs := newFlagSet(c.name)
-	var v varFlags
-	v.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	noColor := fs.Bool("no-color", false, "")
-	pos, code, ok := e.parseArgs(c, fs, args)
+	v := e.newVerb(c, offline, flagVars|flagJSON|flagNoColor)
+	pos, code, ok := v.parse(args, 1)
 	if !ok {
 		return code
 	}
-	if !e.wantArgs(c, pos, 1) {
-		return ExitError
+	if v.asJSON {
+		return e.validateJSON(v, pos[0])
 	}
-	l := e.load(c.name, pos[0], &v, nil)
+	l := v.loadValid(pos[0], nil)
 	if l == nil {
-		return ExitError
-	}
-	if *asJSON {
-		if err := writeValidateJSON(e, l.diags); err != nil {
-			fmt.Fprintf(e.Stderr, "kiln validate: %v\n", err)
-			return ExitError
-		}
-		if l.diags.HasErrors() {
-			return ExitError
-		}
-		return ExitOK
-	}
-	e.writeDiags(l, l.diags, *noColor)
-	if l.diags.HasErrors() || l.stack == nil {
 		return ExitError
 	}
 	fmt.Fprintf(e.Stdout, "The template is valid: stack %s, %d resources, %d params, %d outputs.\n",
@@ -85,6 +62,22 @@ type posJSON struct {
 	Line   int `json:"line"`
 	Column int `json:"column"`
 	Byte   int `json:"byte"`
+}
+
+// validateJSON is validate -json: the document, exit 1 when the template
+// has errors.
+func (e *Env) validateJSON(v *verb, p string) int {
+	l := e.load(v.c.name, p, &v.vars, nil)
+	if l == nil {
+		return ExitError
+	}
+	if err := writeValidateJSON(e, l.diags); err != nil {
+		return e.fail("validate", err)
+	}
+	if l.diags.HasErrors() {
+		return ExitError
+	}
+	return ExitOK
 }
 
 func writeValidateJSON(e *Env, diags hcl.Diagnostics) error {

@@ -1,9 +1,15 @@
 package cli
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"os"
+	"os/signal"
 	"slices"
+	"syscall"
+
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // verb is the start that the verbs talking to the daemon share: a flag set
@@ -11,37 +17,80 @@ import (
 // the count of positional arguments, and the connection to the servers of
 // -servers or KILN_ADDR, or to the embedded default.
 //
-//	v := e.newVerb(c, serverOnly)
-//	asJSON := v.flags.Bool("json", false, "")
-//	r, pos, code := v.open(args, 1)
-//	if r == nil {
-//		return code
-//	}
-//	defer r.close()
+//	v := e.newVerb(c, serverOnly, flagJSON)
+//	return v.run(args, 1, func(r *remote, pos []string) int {
+//		... r.c ... v.asJSON ...
+//	})
 //
 // A verb with checks of its own between the parse and the connection calls
-// v.parse and v.connect instead of v.open.
+// v.parse and v.with instead of v.run. The verbs that talk to no daemon
+// (validate, fmt, server, agent, version, help) use the same flag set and
+// parse, without -servers (mode offline).
 type verb struct {
 	e     *Env
 	c     *command
 	flags *flag.FlagSet
 	sf    serverFlags
 	mode  dialMode
+
+	// The shared flags the verb asked newVerb for.
+	asJSON  bool     // -json
+	noColor bool     // -no-color
+	auto    bool     // -auto-approve
+	detach  bool     // -detach
+	follow  bool     // -follow
+	vars    varFlags // -stack, -var, -var-file
 }
 
-// dialMode says whether the embedded default runs an agent for a verb.
-type dialMode bool
+// dialMode says whether a verb talks to the daemon, and whether the
+// embedded default runs an agent for it.
+type dialMode int
 
 const (
-	serverOnly dialMode = false // the verb only asks the servers
-	withAgent  dialMode = true  // the verb runs actions (apply, destroy, ...)
+	serverOnly dialMode = iota // the verb only asks the servers
+	withAgent                  // the verb runs actions (apply, destroy, ...)
+	offline                    // the verb talks to no daemon: no -servers
 )
 
-// newVerb starts verb c: its flag set has -servers, and the verb adds its
-// own flags to v.flags before it parses.
-func (e *Env) newVerb(c *command, mode dialMode) *verb {
+// verbFlag names a flag that several verbs share; newVerb registers those
+// it is given, into the verb's fields of the same meaning.
+type verbFlag uint
+
+const (
+	flagJSON        verbFlag = 1 << iota // -json: v.asJSON
+	flagNoColor                          // -no-color: v.noColor
+	flagAutoApprove                      // -auto-approve: v.auto
+	flagDetach                           // -detach: v.detach
+	flagFollow                           // -follow: v.follow
+	flagVars                             // -stack, -var, -var-file: v.vars
+)
+
+// newVerb starts verb c: its flag set has -servers (unless offline) and the
+// shared flags in shared, and the verb adds its own flags to v.flags before
+// it parses.
+func (e *Env) newVerb(c *command, mode dialMode, shared verbFlag) *verb {
 	v := &verb{e: e, c: c, flags: newFlagSet(c.name), mode: mode}
-	v.sf.register(v.flags)
+	if mode != offline {
+		v.sf.register(v.flags)
+	}
+	for _, f := range []struct {
+		bit  verbFlag
+		name string
+		p    *bool
+	}{
+		{flagJSON, "json", &v.asJSON},
+		{flagNoColor, "no-color", &v.noColor},
+		{flagAutoApprove, "auto-approve", &v.auto},
+		{flagDetach, "detach", &v.detach},
+		{flagFollow, "follow", &v.follow},
+	} {
+		if shared&f.bit != 0 {
+			v.flags.BoolVar(f.p, f.name, false, "")
+		}
+	}
+	if shared&flagVars != 0 {
+		v.vars.register(v.flags)
+	}
 	return v
 }
 
@@ -83,7 +132,7 @@ func (v *verb) parseSub(args []string, missing string, subs ...string) (sub stri
 // connect connects to the daemon; errors say "kiln CMD: ...". It returns nil
 // when it cannot (the error printed): the verb returns ExitError.
 func (v *verb) connect(cmd string) *remote {
-	return v.e.dial(cmd, &v.sf, bool(v.mode))
+	return v.e.dial(cmd, &v.sf, v.mode == withAgent)
 }
 
 // servers returns the servers named by -servers or KILN_ADDR, "" for the
@@ -92,16 +141,57 @@ func (v *verb) servers() string {
 	return v.e.remoteAddr(&v.sf)
 }
 
-// open is parse, then connect under the verb's own name: all that a verb
-// with no checks of its own does before it asks the daemon. When r is nil
-// the error is printed and the verb returns code.
-func (v *verb) open(args []string, n int) (r *remote, pos []string, code int) {
+// with connects under the name cmd, runs act with the connection and
+// closes it: act's result is the verb's. When it cannot connect the error
+// is printed and the verb returns ExitError.
+func (v *verb) with(cmd string, act func(r *remote) int) int {
+	r := v.connect(cmd)
+	if r == nil {
+		return ExitError
+	}
+	defer r.close()
+	return act(r)
+}
+
+// run is parse, then with under the verb's own name: all that a verb with
+// no checks of its own does around what it asks the daemon. act gets the
+// positional arguments.
+func (v *verb) run(args []string, n int, act func(r *remote, pos []string) int) int {
 	pos, code, ok := v.parse(args, n)
 	if !ok {
-		return nil, nil, code
+		return code
 	}
-	if r = v.connect(v.c.name); r == nil {
-		return nil, nil, ExitError
+	return v.with(v.c.name, func(r *remote) int { return act(r, pos) })
+}
+
+// mayConfirm reports whether a verb that asks before it changes anything
+// may go on: with -auto-approve, or with a terminal to ask on (never in
+// JSON mode). When not, it says so under cmd: "run with -auto-approve to
+// what without confirmation".
+func (v *verb) mayConfirm(cmd, what string) bool {
+	if v.auto || (!v.asJSON && v.e.stdinTerminal()) {
+		return true
 	}
-	return r, pos, ExitOK
+	fmt.Fprintf(v.e.Stderr, "kiln %s: no terminal to confirm on; run with -auto-approve to %s without confirmation\n", cmd, what)
+	return false
+}
+
+// loadValid loads the template at p with the verb's -var flags and prints
+// its diagnostics (coloured unless -no-color). It returns nil when the
+// template has errors or cannot be read: the verb returns ExitError.
+func (v *verb) loadValid(p string, prior spec.Prior) *loaded {
+	l := v.e.load(v.c.name, p, &v.vars, prior)
+	if l == nil {
+		return nil
+	}
+	v.e.writeDiags(l, l.diags, v.noColor)
+	if l.diags.HasErrors() || l.stack == nil {
+		return nil
+	}
+	return l
+}
+
+// interruptible is the context of a verb that Ctrl-C (or SIGTERM) stops.
+func interruptible() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }

@@ -10,16 +10,11 @@ import (
 // otherwise it comes from the module's build information.
 var Version = ""
 
-var versionCommand = &command{
-	name:     "version",
-	synopsis: "Print kiln's version",
-	usage: `Usage: kiln version
+const versionUsage = `Usage: kiln version
 
   Print the version of kiln, the VCS revision it was built from when known,
   and the Go version.
-`,
-	run: runVersion,
-}
+`
 
 func version() string {
 	if Version != "" {
@@ -40,12 +35,9 @@ func version() string {
 }
 
 func runVersion(e *Env, c *command, args []string) int {
-	pos, code, ok := e.parseArgs(c, newFlagSet(c.name), args)
+	_, code, ok := e.newVerb(c, offline, 0).parse(args, 0)
 	if !ok {
 		return code
-	}
-	if !e.wantArgs(c, pos, 0) {
-		return ExitError
 	}
 	fmt.Fprintf(e.Stdout, "kiln %s %s/%s %s\n", version(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	return ExitOK

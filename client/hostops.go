@@ -17,24 +17,19 @@ import (
 // console) for an agent past index. The servers forward it to the leader,
 // which alone holds these requests.
 func (c *Client) HostWork(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.HostWorkResponse, error) {
-	ctx, cancel := blockCtx(ctx, wait)
-	defer cancel()
-	var out api.HostWorkResponse
-	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/hostwork" + blockingQuery(index, wait), out: &out})
+	out, _, err := watch[api.HostWorkResponse](ctx, c, "/v1/agents/"+esc(agentID)+"/hostwork", index, wait, false)
 	return out, err
 }
 
 // HostReport sends an agent's answer to a host request.
 func (c *Client) HostReport(ctx context.Context, agentID string, rep api.HostAnswer) error {
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/agents/" + esc(agentID) + "/hostresults", body: rep})
-	return err
+	return c.send(ctx, http.MethodPost, "/v1/agents/"+esc(agentID)+"/hostresults", rep)
 }
 
 // AgentEvent adds an event from an agent to the stack of an operation (the
 // progress of an image download).
 func (c *Client) AgentEvent(ctx context.Context, agentID string, ev api.Event) error {
-	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/agents/" + esc(agentID) + "/events", body: ev})
-	return err
+	return c.send(ctx, http.MethodPost, "/v1/agents/"+esc(agentID)+"/events", ev)
 }
 
 // ConsoleChunk is a piece of a console log: GET .../console?offset=N
@@ -44,8 +39,6 @@ type ConsoleChunk = api.ConsoleChunk
 // ConsoleFrom returns the serial console log of a server from offset (at
 // most 256 KiB; the last 256 KiB when offset < 0), for following it.
 func (c *Client) ConsoleFrom(ctx context.Context, stack, address string, offset int64) (ConsoleChunk, error) {
-	var out ConsoleChunk
 	p := "/v1/stacks/" + esc(stack) + "/resources/" + esc(address) + "/console?offset=" + strconv.FormatInt(offset, 10)
-	_, err := c.do(ctx, request{method: http.MethodGet, path: p, out: &out})
-	return out, err
+	return call[ConsoleChunk](ctx, c, http.MethodGet, p, nil)
 }
