@@ -399,14 +399,8 @@ type resultJSON struct {
 
 // MarshalJSON encodes the plan for storage.
 func (p Result) MarshalJSON() ([]byte, error) {
-	w := resultJSON{Version: codecVersion, Stack: p.Stack, Serial: p.Serial, Changes: p.Changes}
-	if p.Outputs != nil {
-		w.Outputs = make(map[string]outputJSON, len(p.Outputs))
-		for k, o := range p.Outputs {
-			w.Outputs[k] = outputJSON{o.Name, value{o.Value}, o.Sensitive, o.Description}
-		}
-	}
-	return json.Marshal(w)
+	return json.Marshal(resultJSON{Version: codecVersion, Stack: p.Stack, Serial: p.Serial, Changes: p.Changes,
+		Outputs: wrapOutputs(p.Outputs)})
 }
 
 // UnmarshalJSON decodes what MarshalJSON wrote.
@@ -418,12 +412,50 @@ func (p *Result) UnmarshalJSON(data []byte) error {
 	if w.Version != codecVersion {
 		return fmt.Errorf("decode plan: codec version %d, want %d", w.Version, codecVersion)
 	}
-	*p = Result{Stack: w.Stack, Serial: w.Serial, Changes: w.Changes}
-	if w.Outputs != nil {
-		p.Outputs = make(map[string]spec.Output, len(w.Outputs))
-		for k, o := range w.Outputs {
-			p.Outputs[k] = spec.Output{Name: o.Name, Value: o.Value.v, Sensitive: o.Sensitive, Description: o.Description}
-		}
+	*p = Result{Stack: w.Stack, Serial: w.Serial, Changes: w.Changes, Outputs: unwrapOutputs(w.Outputs)}
+	return nil
+}
+
+func wrapOutputs(m map[string]spec.Output) map[string]outputJSON {
+	if m == nil {
+		return nil
 	}
+	out := make(map[string]outputJSON, len(m))
+	for k, o := range m {
+		out[k] = outputJSON{o.Name, value{o.Value}, o.Sensitive, o.Description}
+	}
+	return out
+}
+
+func unwrapOutputs(m map[string]outputJSON) map[string]spec.Output {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]spec.Output, len(m))
+	for k, o := range m {
+		out[k] = spec.Output{Name: o.Name, Value: o.Value.v, Sensitive: o.Sensitive, Description: o.Description}
+	}
+	return out
+}
+
+// Outputs are a stack's outputs by name, encoded as in a Result (values
+// tagged): for wire and storage types that carry outputs without a plan.
+type Outputs map[string]spec.Output
+
+// MarshalJSON encodes the outputs as a Result does; nil is null.
+func (o Outputs) MarshalJSON() ([]byte, error) {
+	if o == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(wrapOutputs(o))
+}
+
+// UnmarshalJSON decodes what MarshalJSON wrote.
+func (o *Outputs) UnmarshalJSON(data []byte) error {
+	var w map[string]outputJSON
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*o = unwrapOutputs(w)
 	return nil
 }
