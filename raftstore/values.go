@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/kiln-dev/kiln/planner"
@@ -25,12 +26,7 @@ func (v Values) MarshalJSON() ([]byte, error) { return planner.Values(v).Marshal
 
 // UnmarshalJSON decodes what MarshalJSON wrote.
 func (v *Values) UnmarshalJSON(data []byte) error {
-	var p planner.Values
-	if err := p.UnmarshalJSON(data); err != nil {
-		return fmt.Errorf("decode values: %w", err)
-	}
-	*v = Values(p)
-	return nil
+	return decodeTagged(data, (*planner.Values)(v), "values")
 }
 
 // MarshalJSON encodes the outputs with the planner's tagged codec.
@@ -38,10 +34,14 @@ func (o Outputs) MarshalJSON() ([]byte, error) { return planner.Outputs(o).Marsh
 
 // UnmarshalJSON decodes what MarshalJSON wrote.
 func (o *Outputs) UnmarshalJSON(data []byte) error {
-	var p planner.Outputs
-	if err := p.UnmarshalJSON(data); err != nil {
-		return fmt.Errorf("decode outputs: %w", err)
+	return decodeTagged(data, (*planner.Outputs)(o), "outputs")
+}
+
+// decodeTagged decodes data into dst, one of the planner's codec types,
+// naming what it decodes on error.
+func decodeTagged(data []byte, dst json.Unmarshaler, what string) error {
+	if err := dst.UnmarshalJSON(data); err != nil {
+		return fmt.Errorf("decode %s: %w", what, err)
 	}
-	*o = Outputs(p)
 	return nil
 }
