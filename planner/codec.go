@@ -220,6 +220,29 @@ func wrapValues(m map[string]any) map[string]value { return mapValues(m, wrapVal
 
 func unwrapValues(m map[string]value) map[string]any { return mapValues(m, unwrapValue) }
 
+// MapValue rebuilds an attribute value with leaf applied to every part of
+// it that is not a []any or map[string]any, at any depth; nil lists and maps
+// stay nil.
+func MapValue(v any, leaf func(any) any) any {
+	switch x := v.(type) {
+	case []any:
+		if x == nil {
+			return x
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = MapValue(e, leaf)
+		}
+		return out
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		return mapValues(x, func(e any) any { return MapValue(e, leaf) })
+	}
+	return leaf(v)
+}
+
 // marshalMap encodes m with its values wrapped by wrap; nil is null.
 func marshalMap[V, W any](m map[string]V, wrap func(V) W) ([]byte, error) {
 	if m == nil {

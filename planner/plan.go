@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -99,11 +100,7 @@ func copyOutputs(outputs map[string]spec.Output) map[string]spec.Output {
 	if len(outputs) == 0 {
 		return nil
 	}
-	out := make(map[string]spec.Output, len(outputs))
-	for k, o := range outputs {
-		out[k] = o
-	}
-	return out
+	return maps.Clone(outputs)
 }
 
 // indexState maps the state's instances by address; an address listed twice
@@ -536,12 +533,8 @@ func splitRef(ref string) (addr, attr string) {
 
 func merge(a, b map[string]any) map[string]any {
 	m := make(map[string]any, len(a)+len(b))
-	for k, v := range a {
-		m[k] = v
-	}
-	for k, v := range b {
-		m[k] = v
-	}
+	maps.Copy(m, a)
+	maps.Copy(m, b)
 	return m
 }
 
