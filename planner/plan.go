@@ -586,17 +586,13 @@ func sortedUnique(s []string) []string {
 // diffKeys lists the keys whose value differs between before and after, sorted.
 func diffKeys(before, after map[string]any) []string {
 	var out []string
-	for k, v := range after {
-		if bv, ok := before[k]; !ok || !valueEqual(bv, v) {
+	for _, k := range unionKeys(before, after) {
+		bv, inBefore := before[k]
+		av, inAfter := after[k]
+		if !inBefore || !inAfter || !valueEqual(bv, av) {
 			out = append(out, k)
 		}
 	}
-	for k := range before {
-		if _, ok := after[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
 	return out
 }
 
