@@ -572,8 +572,7 @@ func (c *RegisterAgent) apply(tx *txn) (any, error) {
 		ag.Revoked = false
 	}
 	ag.Address, ag.Capacity, ag.Images = c.Address, c.Capacity, c.Images
-	ag.Status, ag.StatusReason = AgentUp, ""
-	ag.LastHeartbeat, ag.Index = c.Time, tx.index
+	tx.markAgentUp(ag, c.Time)
 	return nil, nil
 }
 
@@ -591,8 +590,7 @@ func (c *AgentHeartbeat) apply(tx *txn) (any, error) {
 	if c.Images != nil {
 		ag.Images = c.Images
 	}
-	ag.Status, ag.StatusReason = AgentUp, ""
-	ag.LastHeartbeat, ag.Index = c.Time, tx.index
+	tx.markAgentUp(ag, c.Time)
 	return nil, nil
 }
 
@@ -603,6 +601,12 @@ func (c *MarkAgentDown) apply(tx *txn) (any, error) {
 	}
 	tx.markAgentDown(ag, c.Reason)
 	return nil, nil
+}
+
+// markAgentUp records a sign of life of an agent at the given time.
+func (tx *txn) markAgentUp(ag *Agent, at time.Time) {
+	ag.Status, ag.StatusReason = AgentUp, ""
+	ag.LastHeartbeat, ag.Index = at, tx.index
 }
 
 // markAgentDown marks an agent down and unassigns the actions it had not
