@@ -17,17 +17,14 @@ var invalidVariants = map[string]string{
 	"address_gateway":   lanStack(lanServer("web", `cidrhost(network.lan.cidr, 1)`)),
 	"address_twice":     lanStack(lanServer("a", `"10.0.0.10"`), lanServer("b", `"10.0.0.10"`)),
 
-	"ready_timeout": readyStack([]string{`"5 minutes"`, `300`, `"500ms"`, `"24h1s"`, `"1500ms"`, `"-5m"`},
-		func(v string) []string { return readyLines("signal  = true", "timeout = "+v) }),
-	"ready_port": readyStack([]string{"tcp_port = 0", "http_port = 65536", "tcp_port = 22.5", `tcp_port = "ssh"`},
-		func(v string) []string { return readyLines(v) }),
-	"ready_http_path": readyStack([]string{`"/healthz"`, `"healthz"`, `"/health check"`, `"/health\ncheck"`},
-		func(v string) []string {
-			if v == `"/healthz"` {
-				return readyLines("tcp_port  = 22", "http_path = "+v)
-			}
-			return readyLines("http_port = 80", "http_path = "+v)
-		}),
+	"ready_timeout": readyStack(signalTimeout(`"5 minutes"`), signalTimeout(`300`), signalTimeout(`"500ms"`),
+		signalTimeout(`"24h1s"`), signalTimeout(`"1500ms"`), signalTimeout(`"-5m"`)),
+	"ready_port": readyStack([]string{"tcp_port = 0"}, []string{"http_port = 65536"},
+		[]string{"tcp_port = 22.5"}, []string{`tcp_port = "ssh"`}),
+	"ready_http_path": readyStack([]string{"tcp_port  = 22", `http_path = "/healthz"`},
+		[]string{"http_port = 80", `http_path = "healthz"`},
+		[]string{"http_port = 80", `http_path = "/health check"`},
+		[]string{"http_port = 80", `http_path = "/health\ncheck"`}),
 	"ready_duplicate": baseStack(serverBlock("web", append(readyLines("tcp_port = 22"), readyLines("signal = true")...)...)),
 	"ready_two_checks": baseStack(
 		serverBlock("web", readyLines("tcp_port = 22", "http_port = 80")...),
@@ -49,14 +46,17 @@ func lanServer(name, address string) string {
 	return serverBlock(name, fmt.Sprintf(`network "lan" { address = %s }`, address))
 }
 
-// readyStack has one server per value, named a, b, c, ..., with the ready
-// block that ready makes of the value.
-func readyStack(values []string, ready func(string) []string) string {
-	servers := make([]string, len(values))
-	for i, v := range values {
-		servers[i] = serverBlock(string(rune('a'+i)), ready(v)...)
+// readyStack has one server per ready body, named a, b, c, ...
+func readyStack(bodies ...[]string) string {
+	servers := make([]string, len(bodies))
+	for i, body := range bodies {
+		servers[i] = serverBlock(string(rune('a'+i)), readyLines(body...)...)
 	}
 	return baseStack(servers...)
+}
+
+func signalTimeout(timeout string) []string {
+	return []string{"signal  = true", "timeout = " + timeout}
 }
 
 func serverBlock(name string, body ...string) string {
