@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,20 +86,11 @@ func kilnBinary(t testing.TB) string {
 // guestImage returns the test guest's path and sha256.
 func guestImage(t testing.TB) (path, sum string) {
 	t.Helper()
-	path, err := testguest.ImagePath()
+	path, sum, err := testguest.ImageSum()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return path, hex.EncodeToString(h.Sum(nil))
+	return path, sum
 }
 
 // workdir is a directory kiln runs in: its embedded default keeps its

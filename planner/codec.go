@@ -204,26 +204,61 @@ func decodeValue(data []byte) (any, error) {
 	panic("unreachable")
 }
 
-func wrapValues(m map[string]any) map[string]value {
+// mapValues applies f to every value of m; nil stays nil.
+func mapValues[V, W any](m map[string]V, f func(V) W) map[string]W {
 	if m == nil {
 		return nil
 	}
-	out := make(map[string]value, len(m))
+	out := make(map[string]W, len(m))
 	for k, v := range m {
-		out[k] = value{v}
+		out[k] = f(v)
 	}
 	return out
 }
 
-func unwrapValues(m map[string]value) map[string]any {
+func wrapValues(m map[string]any) map[string]value { return mapValues(m, wrapValue) }
+
+func unwrapValues(m map[string]value) map[string]any { return mapValues(m, unwrapValue) }
+
+// MapValue rebuilds an attribute value with leaf applied to every part of
+// it that is not a []any or map[string]any, at any depth; nil lists and maps
+// stay nil.
+func MapValue(v any, leaf func(any) any) any {
+	switch x := v.(type) {
+	case []any:
+		if x == nil {
+			return x
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = MapValue(e, leaf)
+		}
+		return out
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		return mapValues(x, func(e any) any { return MapValue(e, leaf) })
+	}
+	return leaf(v)
+}
+
+// marshalMap encodes m with its values wrapped by wrap; nil is null.
+func marshalMap[V, W any](m map[string]V, wrap func(V) W) ([]byte, error) {
 	if m == nil {
-		return nil
+		return []byte("null"), nil
 	}
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v.v
+	return json.Marshal(mapValues(m, wrap))
+}
+
+// unmarshalMap decodes what marshalMap wrote into *dst.
+func unmarshalMap[W, V any](data []byte, dst *map[string]V, unwrap func(W) V) error {
+	var w map[string]W
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
 	}
-	return out
+	*dst = mapValues(w, unwrap)
+	return nil
 }
 
 // Values is a map of attribute values that encodes to JSON with every
@@ -232,22 +267,15 @@ func unwrapValues(m map[string]value) map[string]any {
 type Values map[string]any
 
 // MarshalJSON encodes the values tagged; nil is null.
-func (v Values) MarshalJSON() ([]byte, error) {
-	if v == nil {
-		return []byte("null"), nil
-	}
-	return json.Marshal(wrapValues(v))
-}
+func (v Values) MarshalJSON() ([]byte, error) { return marshalMap(v, wrapValue) }
 
 // UnmarshalJSON decodes what MarshalJSON wrote.
 func (v *Values) UnmarshalJSON(data []byte) error {
-	var w map[string]value
-	if err := json.Unmarshal(data, &w); err != nil {
-		return err
-	}
-	*v = unwrapValues(w)
-	return nil
+	return unmarshalMap(data, (*map[string]any)(v), unwrapValue)
 }
+
+func wrapValue(v any) value   { return value{v} }
+func unwrapValue(v value) any { return v.v }
 
 type stateJSON struct {
 	Version   int             `json:"v"`
@@ -399,14 +427,8 @@ type resultJSON struct {
 
 // MarshalJSON encodes the plan for storage.
 func (p Result) MarshalJSON() ([]byte, error) {
-	w := resultJSON{Version: codecVersion, Stack: p.Stack, Serial: p.Serial, Changes: p.Changes}
-	if p.Outputs != nil {
-		w.Outputs = make(map[string]outputJSON, len(p.Outputs))
-		for k, o := range p.Outputs {
-			w.Outputs[k] = outputJSON{o.Name, value{o.Value}, o.Sensitive, o.Description}
-		}
-	}
-	return json.Marshal(w)
+	return json.Marshal(resultJSON{Version: codecVersion, Stack: p.Stack, Serial: p.Serial, Changes: p.Changes,
+		Outputs: mapValues(p.Outputs, wrapOutput)})
 }
 
 // UnmarshalJSON decodes what MarshalJSON wrote.
@@ -418,12 +440,26 @@ func (p *Result) UnmarshalJSON(data []byte) error {
 	if w.Version != codecVersion {
 		return fmt.Errorf("decode plan: codec version %d, want %d", w.Version, codecVersion)
 	}
-	*p = Result{Stack: w.Stack, Serial: w.Serial, Changes: w.Changes}
-	if w.Outputs != nil {
-		p.Outputs = make(map[string]spec.Output, len(w.Outputs))
-		for k, o := range w.Outputs {
-			p.Outputs[k] = spec.Output{Name: o.Name, Value: o.Value.v, Sensitive: o.Sensitive, Description: o.Description}
-		}
-	}
+	*p = Result{Stack: w.Stack, Serial: w.Serial, Changes: w.Changes, Outputs: mapValues(w.Outputs, unwrapOutput)}
 	return nil
+}
+
+func wrapOutput(o spec.Output) outputJSON {
+	return outputJSON{o.Name, value{o.Value}, o.Sensitive, o.Description}
+}
+
+func unwrapOutput(o outputJSON) spec.Output {
+	return spec.Output{Name: o.Name, Value: o.Value.v, Sensitive: o.Sensitive, Description: o.Description}
+}
+
+// Outputs are a stack's outputs by name, encoded as in a Result (values
+// tagged): for wire and storage types that carry outputs without a plan.
+type Outputs map[string]spec.Output
+
+// MarshalJSON encodes the outputs as a Result does; nil is null.
+func (o Outputs) MarshalJSON() ([]byte, error) { return marshalMap(o, wrapOutput) }
+
+// UnmarshalJSON decodes what MarshalJSON wrote.
+func (o *Outputs) UnmarshalJSON(data []byte) error {
+	return unmarshalMap(data, (*map[string]spec.Output)(o), unwrapOutput)
 }

@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -99,11 +100,7 @@ func copyOutputs(outputs map[string]spec.Output) map[string]spec.Output {
 	if len(outputs) == 0 {
 		return nil
 	}
-	out := make(map[string]spec.Output, len(outputs))
-	for k, o := range outputs {
-		out[k] = o
-	}
-	return out
+	return maps.Clone(outputs)
 }
 
 // indexState maps the state's instances by address; an address listed twice
@@ -536,12 +533,8 @@ func splitRef(ref string) (addr, attr string) {
 
 func merge(a, b map[string]any) map[string]any {
 	m := make(map[string]any, len(a)+len(b))
-	for k, v := range a {
-		m[k] = v
-	}
-	for k, v := range b {
-		m[k] = v
-	}
+	maps.Copy(m, a)
+	maps.Copy(m, b)
 	return m
 }
 
@@ -593,17 +586,13 @@ func sortedUnique(s []string) []string {
 // diffKeys lists the keys whose value differs between before and after, sorted.
 func diffKeys(before, after map[string]any) []string {
 	var out []string
-	for k, v := range after {
-		if bv, ok := before[k]; !ok || !valueEqual(bv, v) {
+	for _, k := range unionKeys(before, after) {
+		bv, inBefore := before[k]
+		av, inAfter := after[k]
+		if !inBefore || !inAfter || !valueEqual(bv, av) {
 			out = append(out, k)
 		}
 	}
-	for k := range before {
-		if _, ok := after[k]; !ok {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
 	return out
 }
 

@@ -473,27 +473,10 @@ func jsonAttrs(m map[string]any, sensitive map[string]bool) map[string]any {
 
 // jsonValue replaces unknowns (at any depth) with nil.
 func jsonValue(v any) any {
-	switch x := v.(type) {
-	case spec.Unknown:
-		return nil
-	case []any:
-		if x == nil {
-			return x
+	return MapValue(v, func(x any) any {
+		if _, ok := x.(spec.Unknown); ok {
+			return nil
 		}
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = jsonValue(e)
-		}
-		return out
-	case map[string]any:
-		if x == nil {
-			return x
-		}
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = jsonValue(e)
-		}
-		return out
-	}
-	return v
+		return x
+	})
 }

@@ -1,9 +1,7 @@
 package raftstore
 
 import (
-	"bytes"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -113,18 +111,7 @@ func TestCredentialsSurviveSnapshot(t *testing.T) {
 	r.CredentialID, r.CredentialHash = "tok-a1", hash("cred-a1")
 	h.must(r, agent("a2"), &RevokeAgent{ID: "a2", Reason: "x", Time: t0},
 		&CreateToken{ID: "j", Kind: TokenJoin, SecretHash: hash("j"), Time: t0, Expires: t0.Add(time.Hour)})
-	snap, err := h.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	f2 := NewFSM()
-	if err := f2.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	f2 := h.restored()
 	tok, ok := f2.State().TokenBySecret("cred-a1")
 	if !ok || tok.Kind != TokenAgent || tok.Agent != "a1" {
 		t.Errorf("credential after restore: %+v %v", tok, ok)

@@ -289,12 +289,9 @@ func (c *StartOperation) apply(tx *txn) (any, error) {
 }
 
 func (c *CancelOperation) apply(tx *txn) (any, error) {
-	o, err := tx.operation(c.ID)
+	o, err := tx.liveOperation(c.ID)
 	if err != nil {
 		return nil, err
-	}
-	if o.Status.Final() {
-		return nil, conflict("operation %s is already %s", c.ID, o.Status)
 	}
 	o.CancelRequested = true
 	if o.Error == "" {
@@ -305,14 +302,23 @@ func (c *CancelOperation) apply(tx *txn) (any, error) {
 	return nil, nil
 }
 
-// liveAction finds an action of an unfinished operation.
-func (tx *txn) liveAction(opID, addr string) (*Operation, *ActionState, error) {
-	o, err := tx.operation(opID)
+// liveOperation finds an unfinished operation.
+func (tx *txn) liveOperation(id string) (*Operation, error) {
+	o, err := tx.operation(id)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if o.Status.Final() {
-		return nil, nil, conflict("operation %s is already %s", opID, o.Status)
+		return nil, conflict("operation %s is already %s", id, o.Status)
+	}
+	return o, nil
+}
+
+// liveAction finds an action of an unfinished operation.
+func (tx *txn) liveAction(opID, addr string) (*Operation, *ActionState, error) {
+	o, err := tx.liveOperation(opID)
+	if err != nil {
+		return nil, nil, err
 	}
 	a := o.Action(addr)
 	if a == nil {
@@ -401,12 +407,9 @@ func (c *ActionFinished) apply(tx *txn) (any, error) {
 }
 
 func (c *FinishOperation) apply(tx *txn) (any, error) {
-	o, err := tx.operation(c.ID)
+	o, err := tx.liveOperation(c.ID)
 	if err != nil {
 		return nil, err
-	}
-	if o.Status.Final() {
-		return nil, conflict("operation %s is already %s", c.ID, o.Status)
 	}
 	switch c.Status {
 	case OpDone:
@@ -569,8 +572,7 @@ func (c *RegisterAgent) apply(tx *txn) (any, error) {
 		ag.Revoked = false
 	}
 	ag.Address, ag.Capacity, ag.Images = c.Address, c.Capacity, c.Images
-	ag.Status, ag.StatusReason = AgentUp, ""
-	ag.LastHeartbeat, ag.Index = c.Time, tx.index
+	tx.markAgentUp(ag, c.Time)
 	return nil, nil
 }
 
@@ -588,8 +590,7 @@ func (c *AgentHeartbeat) apply(tx *txn) (any, error) {
 	if c.Images != nil {
 		ag.Images = c.Images
 	}
-	ag.Status, ag.StatusReason = AgentUp, ""
-	ag.LastHeartbeat, ag.Index = c.Time, tx.index
+	tx.markAgentUp(ag, c.Time)
 	return nil, nil
 }
 
@@ -600,6 +601,12 @@ func (c *MarkAgentDown) apply(tx *txn) (any, error) {
 	}
 	tx.markAgentDown(ag, c.Reason)
 	return nil, nil
+}
+
+// markAgentUp records a sign of life of an agent at the given time.
+func (tx *txn) markAgentUp(ag *Agent, at time.Time) {
+	ag.Status, ag.StatusReason = AgentUp, ""
+	ag.LastHeartbeat, ag.Index = at, tx.index
 }
 
 // markAgentDown marks an agent down and unassigns the actions it had not

@@ -123,13 +123,7 @@ func singleStore(t *testing.T) *Store {
 	cfg := fastConfig("node0")
 	cfg.DataDir = filepath.Join(t.TempDir(), "node0")
 	cfg.RaftAddr, cfg.Bootstrap = freePort(t), true
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown() })
-	testwait.For(t, 10*time.Second, "node0 to lead", s.IsLeader)
-	return s
+	return openLeader(t, cfg)
 }
 
 // Many clients at once, a quarter of their commands refused: every call

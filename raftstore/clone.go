@@ -14,36 +14,18 @@ import (
 // cloneValue copies an attribute value: maps and slices are copied, every
 // other value (string, numbers, bool, spec.Unknown, nil) is immutable.
 func cloneValue(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		return cloneAttrs(t)
-	case []any:
-		if t == nil {
-			return t
+	return planner.MapValue(v, func(x any) any {
+		switch t := x.(type) {
+		case []string:
+			return slices.Clone(t)
+		case map[string]string:
+			return maps.Clone(t)
 		}
-		out := make([]any, len(t))
-		for i, e := range t {
-			out[i] = cloneValue(e)
-		}
-		return out
-	case []string:
-		return slices.Clone(t)
-	case map[string]string:
-		return maps.Clone(t)
-	}
-	return v
+		return x
+	})
 }
 
-func cloneAttrs(m map[string]any) map[string]any {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = cloneValue(v)
-	}
-	return out
-}
+func cloneAttrs(m map[string]any) map[string]any { return cloneValue(m).(map[string]any) }
 
 func cloneResourceState(r planner.ResourceState) planner.ResourceState {
 	r.Attrs = cloneAttrs(r.Attrs)

@@ -142,12 +142,7 @@ func TestClusterReplicates(t *testing.T) {
 	leader := c.leader(nil)
 
 	writeProjects(t, leader, 0, 50)
-	var followers []*Store
-	for _, s := range c.stores {
-		if s != leader {
-			followers = append(followers, s)
-		}
-	}
+	followers := c.followers(leader)
 	converged(t, leader, followers...)
 
 	// A write on a follower is refused with the leader's name.
@@ -250,13 +245,7 @@ func TestClusterPartitionedNodeCatchesUp(t *testing.T) {
 	}
 	leader = c.leader(nil)
 	writeProjects(t, leader, 60, 61)
-	var others []*Store
-	for _, s := range c.stores {
-		if s != leader {
-			others = append(others, s)
-		}
-	}
-	converged(t, leader, others...)
+	converged(t, leader, c.followers(leader)...)
 	if err := hasProjects(lone, 0, 61); err != nil {
 		t.Fatal(err)
 	}
@@ -359,10 +348,40 @@ func freePort(t testing.TB) string {
 	return l.Addr().String()
 }
 
-func TestSingleNodeOnDiskRestart(t *testing.T) {
-	dir := t.TempDir()
+// soloConfig is a one-node cluster that bootstraps itself, on disk in a
+// fresh temporary folder.
+func soloConfig(t testing.TB) Config {
 	cfg := fastConfig("solo")
-	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = dir, freePort(t), true
+	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = t.TempDir(), freePort(t), true
+	return cfg
+}
+
+// openLeader opens a store, shut down when the test ends (Shutdown may
+// come earlier), and waits until it leads.
+func openLeader(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown() })
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
+	return s
+}
+
+// followers are the stores of the cluster other than leader.
+func (c *testCluster) followers(leader *Store) []*Store {
+	var out []*Store
+	for _, s := range c.stores {
+		if s != leader {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestSingleNodeOnDiskRestart(t *testing.T) {
+	cfg := soloConfig(t)
 	cfg.SnapshotThreshold = 20 // take a snapshot on the way, so restart reads both
 
 	s, err := Open(cfg)
@@ -418,8 +437,7 @@ func TestSingleNodeOnDiskRestart(t *testing.T) {
 }
 
 func TestSecondOpenOfDataDirIsRefused(t *testing.T) {
-	cfg := fastConfig("solo")
-	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = t.TempDir(), freePort(t), true
+	cfg := soloConfig(t)
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -23,13 +23,8 @@ import (
 // down and returns its config.
 func diskStore(t *testing.T) Config {
 	t.Helper()
-	cfg := fastConfig("solo")
-	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = t.TempDir(), freePort(t), true
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
+	cfg := soloConfig(t)
+	s := openLeader(t, cfg)
 	for _, cmd := range base() {
 		if _, err := s.Apply(ctx(t), cmd); err != nil {
 			t.Fatal(err)
@@ -48,6 +43,19 @@ func diskStore(t *testing.T) Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// rewrite replaces the content of the file at path with what damage makes
+// of it.
+func rewrite(t *testing.T, path string, damage func([]byte) []byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, damage(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // openDamaged opens a damaged store: it must fail with ErrDamaged naming
@@ -117,43 +125,30 @@ func TestOpenCorruptedRaftDBFails(t *testing.T) {
 			}
 		}},
 		{"pages overwritten", func(t *testing.T, path string) {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := 2 * 4096; i < len(data); i++ {
-				data[i] = byte(i*7 + 3)
-			}
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			rewrite(t, path, func(data []byte) []byte {
+				for i := 2 * 4096; i < len(data); i++ {
+					data[i] = byte(i*7 + 3)
+				}
+				return data
+			})
 		}},
 		{"entry bytes flipped", func(t *testing.T, path string) {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Every copy (bbolt leaves old copies of pages in free pages).
-			n := bytes.Count(data, []byte(`{"Name":"p0038"`))
-			if n == 0 {
-				t.Fatal("entry p0038 not found in raft.db")
-			}
-			data = bytes.ReplaceAll(data, []byte(`{"Name":"p0038"`), []byte(`}"Name":"p0038"`))
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			rewrite(t, path, func(data []byte) []byte {
+				// Every copy (bbolt leaves old copies of pages in free pages).
+				n := bytes.Count(data, []byte(`{"Name":"p0038"`))
+				if n == 0 {
+					t.Fatal("entry p0038 not found in raft.db")
+				}
+				return bytes.ReplaceAll(data, []byte(`{"Name":"p0038"`), []byte(`}"Name":"p0038"`))
+			})
 		}},
 		{"meta pages overwritten", func(t *testing.T, path string) {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; i < 2*4096; i++ {
-				data[i] = 0x5a
-			}
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			rewrite(t, path, func(data []byte) []byte {
+				for i := 0; i < 2*4096; i++ {
+					data[i] = 0x5a
+				}
+				return data
+			})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -226,15 +221,8 @@ func fixSnapshotCRC(t *testing.T, dir string, data []byte) {
 // The start checks read the whole log: their cost at open, for a log of
 // 5,000 entries (a stack apply's worth of commands each).
 func BenchmarkStartChecks(b *testing.B) {
-	cfg := fastConfig("solo")
-	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = b.TempDir(), freePort(b), true
-	s, err := Open(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for !s.IsLeader() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	cfg := soloConfig(b)
+	s := openLeader(b, cfg)
 	ctx := context.Background()
 	for _, c := range base() {
 		if _, err := s.Apply(ctx, c); err != nil {

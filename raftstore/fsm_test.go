@@ -57,6 +57,26 @@ func (h *harness) must(cs ...Command) {
 
 func (h *harness) state() *State { return h.f.State() }
 
+// restored snapshots the harness's FSM and restores the snapshot into a new
+// FSM, as a follower catching up from a snapshot would.
+func (h *harness) restored() *FSM {
+	h.t.Helper()
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		h.t.Fatal(err)
+	}
+	snap.Release()
+	f := NewFSM()
+	if err := f.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		h.t.Fatal(err)
+	}
+	return f
+}
+
 func testPlan(serial uint64) planner.Result {
 	return planner.Result{
 		Stack:  "web",
@@ -888,20 +908,7 @@ func fullState(t testing.TB) *harness {
 
 func TestSnapshotRoundTrip(t *testing.T) {
 	h := fullState(t)
-	snap, err := h.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-
-	f2 := NewFSM()
-	if err := f2.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	f2 := h.restored()
 	h.f.state.mu.RLock()
 	want := h.f.state.t.export()
 	h.f.state.mu.RUnlock()

@@ -5,9 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
-
-	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // A data directory made by an older kiln (0755 dirs, 0644 files) is
@@ -26,12 +23,7 @@ func TestDataDirPermissionsTightened(t *testing.T) {
 		return os.Chmod(p, mode)
 	})
 	cfg.RaftAddr = freePort(t)
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown()
-	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
+	s := openLeader(t, cfg)
 	writeProjects(t, s, 100, 105)
 	if err := s.raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)

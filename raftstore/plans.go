@@ -287,21 +287,14 @@ func (tx *txn) dropStackPlans(project, stack string) {
 
 // Plans returns the stored plans of a project ("" for all), oldest first.
 func (s *State) Plans(project string) []PlanRecord {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []PlanRecord
-	for _, p := range s.t.plans {
-		if project == "" || p.Project == project {
-			out = append(out, *p)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Index != out[j].Index {
-			return out[i].Index < out[j].Index
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out
+	return getAll(s, func(t *tables) map[string]*PlanRecord { return t.plans },
+		func(p *PlanRecord) bool { return project == "" || p.Project == project }, nil,
+		func(a, b *PlanRecord) bool {
+			if a.Index != b.Index {
+				return a.Index < b.Index
+			}
+			return a.ID < b.ID
+		})
 }
 
 // BlobStats returns the number of stored blobs and their total size.

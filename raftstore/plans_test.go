@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 func putPlan(project, stack string, n int, bundleHash string, at time.Time) *PutPlan {
@@ -135,15 +133,9 @@ func TestPlanAndBlobSizeRefusedBeforeProposing(t *testing.T) {
 func openMem(t *testing.T) *Store {
 	t.Helper()
 	_, trans := raft.NewInmemTransport("n1")
-	st, err := Open(Config{NodeID: "n1", Bootstrap: true, InMemory: true, Transport: trans,
+	return openLeader(t, Config{NodeID: "n1", Bootstrap: true, InMemory: true, Transport: trans,
 		HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond,
 		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Shutdown() })
-	testwait.For(t, 5*time.Second, "a leader", st.IsLeader)
-	return st
 }
 
 // Snapshot bytes before and after N plans with large bundles expire: the

@@ -113,38 +113,62 @@ func (s *State) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// Project returns a project.
-func (s *State) Project(name string) (Project, bool) {
+// getOne returns, under the read lock, a copy of the entry key of the table
+// that table picks, made by cp (nil: a plain copy).
+func getOne[V any](s *State, table func(*tables) map[string]*V, key string, cp func(V) V) (V, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	p, ok := s.t.projects[name]
+	v, ok := table(s.t)[key]
 	if !ok {
-		return Project{}, false
+		var zero V
+		return zero, false
 	}
-	return *p, true
+	if cp == nil {
+		return *v, true
+	}
+	return cp(*v), true
+}
+
+// getAll returns, under the read lock, copies (made by cp, nil: plain
+// copies) of the entries of the table that table picks that keep accepts,
+// sorted by less. With keep nil it takes every entry and the result is never
+// nil; with a keep it is nil when nothing is kept.
+func getAll[V any](s *State, table func(*tables) map[string]*V, keep func(*V) bool, cp func(V) V, less func(a, b *V) bool) []V {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m := table(s.t)
+	var out []V
+	if keep == nil {
+		out = make([]V, 0, len(m))
+	}
+	for _, v := range m {
+		if keep != nil && !keep(v) {
+			continue
+		}
+		if cp == nil {
+			out = append(out, *v)
+		} else {
+			out = append(out, cp(*v))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return less(&out[i], &out[j]) })
+	return out
+}
+
+// Project returns a project.
+func (s *State) Project(name string) (Project, bool) {
+	return getOne(s, func(t *tables) map[string]*Project { return t.projects }, name, nil)
 }
 
 // Projects returns every project, sorted by name.
 func (s *State) Projects() []Project {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]Project, 0, len(s.t.projects))
-	for _, p := range s.t.projects {
-		out = append(out, *p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return getAll(s, func(t *tables) map[string]*Project { return t.projects }, nil, nil,
+		func(a, b *Project) bool { return a.Name < b.Name })
 }
 
 // Token returns a token by id.
 func (s *State) Token(id string) (Token, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	t, ok := s.t.tokens[id]
-	if !ok {
-		return Token{}, false
-	}
-	return *t, true
+	return getOne(s, func(t *tables) map[string]*Token { return t.tokens }, id, nil)
 }
 
 // TokenBySecret returns the token whose secret is given (it is hashed first).
@@ -161,16 +185,9 @@ func (s *State) TokenBySecret(secret string) (Token, bool) {
 
 // Tokens returns the tokens of a project ("" for all), sorted by id.
 func (s *State) Tokens(project string) []Token {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []Token
-	for _, t := range s.t.tokens {
-		if project == "" || t.Project == project {
-			out = append(out, *t)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return getAll(s, func(t *tables) map[string]*Token { return t.tokens },
+		func(t *Token) bool { return project == "" || t.Project == project }, nil,
+		func(a, b *Token) bool { return a.ID < b.ID })
 }
 
 // Blob returns a copy of a blob by its hash.
@@ -191,74 +208,45 @@ func (s *State) HasBlob(hash string) bool {
 
 // Stack returns a stack.
 func (s *State) Stack(project, name string) (Stack, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	st, ok := s.t.stacks[stackKey(project, name)]
-	if !ok {
-		return Stack{}, false
-	}
-	return st.clone(), true
+	return getOne(s, func(t *tables) map[string]*Stack { return t.stacks }, stackKey(project, name), Stack.clone)
 }
 
 // Stacks returns the stacks of a project ("" for all), sorted by project and name.
 func (s *State) Stacks(project string) []Stack {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []Stack
-	for _, st := range s.t.stacks {
-		if project == "" || st.Project == project {
-			out = append(out, st.clone())
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Project != out[j].Project {
-			return out[i].Project < out[j].Project
-		}
-		return out[i].Name < out[j].Name
-	})
-	return out
+	return getAll(s, func(t *tables) map[string]*Stack { return t.stacks },
+		func(st *Stack) bool { return project == "" || st.Project == project }, Stack.clone,
+		func(a, b *Stack) bool {
+			if a.Project != b.Project {
+				return a.Project < b.Project
+			}
+			return a.Name < b.Name
+		})
 }
 
 // ExpiredStacks returns the stacks whose TTL is over at now and that are
 // neither destroyed nor busy, for the TTL reaper.
 func (s *State) ExpiredStacks(now time.Time) []Stack {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []Stack
-	for _, st := range s.t.stacks {
-		if !st.Expires.IsZero() && !st.Expires.After(now) &&
-			st.Status != StackDestroyed && st.ActiveOperation == "" {
-			out = append(out, st.clone())
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		return stackKey(out[i].Project, out[i].Name) < stackKey(out[j].Project, out[j].Name)
-	})
-	return out
+	return getAll(s, func(t *tables) map[string]*Stack { return t.stacks },
+		func(st *Stack) bool {
+			return !st.Expires.IsZero() && !st.Expires.After(now) &&
+				st.Status != StackDestroyed && st.ActiveOperation == ""
+		}, Stack.clone,
+		func(a, b *Stack) bool { return stackKey(a.Project, a.Name) < stackKey(b.Project, b.Name) })
 }
 
 // Resource returns one resource of a stack.
 func (s *State) Resource(project, stack, address string) (Resource, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r, ok := s.t.resources[stackKey(project, stack)][address]
-	if !ok {
-		return Resource{}, false
-	}
-	return r.clone(), true
+	return getOne(s, stackResources(project, stack), address, Resource.clone)
 }
 
 // Resources returns the resources of a stack, sorted by address.
 func (s *State) Resources(project, stack string) []Resource {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	rs := s.t.resources[stackKey(project, stack)]
-	out := make([]Resource, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, r.clone())
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].State.Address < out[j].State.Address })
-	return out
+	return getAll(s, stackResources(project, stack), nil, Resource.clone,
+		func(a, b *Resource) bool { return a.State.Address < b.State.Address })
+}
+
+func stackResources(project, stack string) func(*tables) map[string]*Resource {
+	return func(t *tables) map[string]*Resource { return t.resources[stackKey(project, stack)] }
 }
 
 // PlannerState returns the actual state of a stack in the form the planner
@@ -280,51 +268,29 @@ func (s *State) PlannerState(project, stack string) *planner.State {
 
 // Operation returns an operation by id.
 func (s *State) Operation(id string) (Operation, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	o, ok := s.t.operations[id]
-	if !ok {
-		return Operation{}, false
-	}
-	return o.clone(), true
+	return getOne(s, operationsTable, id, Operation.clone)
 }
 
 // Operations returns the operations of a stack, oldest first.
 func (s *State) Operations(project, stack string) []Operation {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []Operation
-	for _, o := range s.t.operations {
-		if o.Project == project && o.Stack == stack {
-			out = append(out, o.clone())
-		}
-	}
-	sortOps(out)
-	return out
+	return getAll(s, operationsTable,
+		func(o *Operation) bool { return o.Project == project && o.Stack == stack }, Operation.clone, opOlder)
 }
 
 // UnfinishedOperations returns every operation that is not final, oldest
 // first: what a new leader resumes.
 func (s *State) UnfinishedOperations() []Operation {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []Operation
-	for _, o := range s.t.operations {
-		if !o.Status.Final() {
-			out = append(out, o.clone())
-		}
-	}
-	sortOps(out)
-	return out
+	return getAll(s, operationsTable, func(o *Operation) bool { return !o.Status.Final() }, Operation.clone, opOlder)
 }
 
-func sortOps(ops []Operation) {
-	sort.Slice(ops, func(i, j int) bool {
-		if ops[i].CreateIndex != ops[j].CreateIndex {
-			return ops[i].CreateIndex < ops[j].CreateIndex
-		}
-		return ops[i].ID < ops[j].ID
-	})
+func operationsTable(t *tables) map[string]*Operation { return t.operations }
+
+// opOlder orders operations oldest first.
+func opOlder(a, b *Operation) bool {
+	if a.CreateIndex != b.CreateIndex {
+		return a.CreateIndex < b.CreateIndex
+	}
+	return a.ID < b.ID
 }
 
 // Events returns the events of a stack recorded at a state index above
@@ -347,25 +313,13 @@ func (s *State) Events(project, stack string, afterIndex uint64, limit int) []Ev
 
 // Agent returns an agent.
 func (s *State) Agent(id string) (Agent, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	a, ok := s.t.agents[id]
-	if !ok {
-		return Agent{}, false
-	}
-	return a.clone(), true
+	return getOne(s, func(t *tables) map[string]*Agent { return t.agents }, id, Agent.clone)
 }
 
 // Agents returns every agent, sorted by id.
 func (s *State) Agents() []Agent {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]Agent, 0, len(s.t.agents))
-	for _, a := range s.t.agents {
-		out = append(out, a.clone())
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return getAll(s, func(t *tables) map[string]*Agent { return t.agents }, nil, Agent.clone,
+		func(a, b *Agent) bool { return a.ID < b.ID })
 }
 
 // Assignments returns the unfinished actions of unfinished operations that

@@ -19,19 +19,24 @@ func TestValuesRoundTrip(t *testing.T) {
 		{"nested", Values{"l": []any{int64(1), "a", map[string]any{"k": int64(2 << 40)}}, "m": map[string]any{}}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b, err := json.Marshal(tt.in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out Values
-			if err := json.Unmarshal(b, &out); err != nil {
-				t.Fatalf("%s: %v", b, err)
-			}
-			if !reflect.DeepEqual(out, tt.in) {
-				t.Errorf("got %#v from %s, want %#v", out, b, tt.in)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkRoundTrip(t, tt.in) })
+	}
+}
+
+// checkRoundTrip encodes in to JSON and decodes it into a new T, which must
+// equal in, Go types included.
+func checkRoundTrip[T any](t *testing.T, in T) {
+	t.Helper()
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out T
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	if !reflect.DeepEqual(out, in) {
+		t.Errorf("got %#v from %s, want %#v", out, b, in)
 	}
 }
 
@@ -49,19 +54,7 @@ func TestOutputsRoundTrip(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b, err := json.Marshal(tt.in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out Outputs
-			if err := json.Unmarshal(b, &out); err != nil {
-				t.Fatalf("%s: %v", b, err)
-			}
-			if !reflect.DeepEqual(out, tt.in) {
-				t.Errorf("got %#v from %s, want %#v", out, b, tt.in)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkRoundTrip(t, tt.in) })
 	}
 }
 

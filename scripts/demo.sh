@@ -90,23 +90,8 @@ for d in /etc/libvirt /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/
 	mount --make-private "$d"
 done
 mkdir -p /etc/libvirt/qemu /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt/qemu
-cat >/etc/libvirt/libvirtd.conf <<EOF
-unix_sock_group = "root"
-unix_sock_ro_perms = "0700"
-unix_sock_rw_perms = "0700"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-EOF
-cat >/etc/libvirt/qemu.conf <<EOF
-security_driver = "none"
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-stdio_handler = "logd"
-EOF
-echo "log_outputs = \"3:file:/var/log/libvirt/virtlogd.log\"" >/etc/libvirt/virtlogd.conf
+# The same configuration as the private libvirtd of the tests.
+cp "$ROOT"/internal/libvirttest/etc/*.conf /etc/libvirt/
 
 virtlogd -d -p /run/libvirt/virtlogd.pid -f /etc/libvirt/virtlogd.conf
 libvirtd -d -p /run/libvirt/libvirtd.pid -f /etc/libvirt/libvirtd.conf

@@ -90,6 +90,9 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	}
+	for _, src := range invalidVariants {
+		f.Add([]byte(src))
+	}
 	f.Add(generateStack(20))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		b := Bundle{"main.hcl": src, "cloud-init.yaml": []byte("x ${index}")}

@@ -68,50 +68,60 @@ func firstHost(p netip.Prefix) netip.Addr {
 	return a
 }
 
-var cidrHostFunc = function.New(&function.Spec{
-	Description: "Returns the address of host number hostnum inside prefix.",
-	Params: []function.Parameter{
-		{Name: "prefix", Type: cty.String},
-		{Name: "hostnum", Type: cty.Number},
-	},
-	Type: function.StaticReturnType(cty.String),
-	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-		p, err := parseCIDR(args[0].AsString())
+var cidrHostFunc = stringResultFunc("Returns the address of host number hostnum inside prefix.",
+	[]function.Parameter{{Name: "prefix", Type: cty.String}, {Name: "hostnum", Type: cty.Number}},
+	func(args []cty.Value) (string, error) {
+		p, err := prefixArg(args)
 		if err != nil {
-			return cty.UnknownVal(cty.String), function.NewArgError(0, err)
+			return "", err
 		}
-		bf := args[1].AsBigFloat()
-		if !bf.IsInt() {
-			return cty.UnknownVal(cty.String), function.NewArgErrorf(1, "hostnum must be a whole number")
+		n, err := wholeArg(args, 1, "hostnum")
+		if err != nil {
+			return "", err
 		}
-		n, _ := bf.Int(nil)
 		a, err := prefixOffset(p, n)
 		if err != nil {
-			return cty.UnknownVal(cty.String), function.NewArgError(1, err)
+			return "", function.NewArgError(1, err)
 		}
-		return cty.StringVal(a.String()), nil
-	},
-})
+		return a.String(), nil
+	})
 
-var cidrNetmaskFunc = function.New(&function.Spec{
-	Description: "Returns the IPv4 netmask of prefix in dotted-decimal form.",
-	Params:      []function.Parameter{{Name: "prefix", Type: cty.String}},
-	Type:        function.StaticReturnType(cty.String),
-	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-		p, err := parseCIDR(args[0].AsString())
+var cidrNetmaskFunc = stringResultFunc("Returns the IPv4 netmask of prefix in dotted-decimal form.",
+	[]function.Parameter{{Name: "prefix", Type: cty.String}},
+	func(args []cty.Value) (string, error) {
+		p, err := prefixArg(args)
 		if err != nil {
-			return cty.UnknownVal(cty.String), function.NewArgError(0, err)
+			return "", err
 		}
 		if !p.Addr().Is4() {
-			return cty.UnknownVal(cty.String), function.NewArgErrorf(0, "cidrnetmask works only on IPv4 prefixes")
+			return "", function.NewArgErrorf(0, "cidrnetmask works only on IPv4 prefixes")
 		}
 		m := ^uint32(0) << (32 - p.Bits())
 		if p.Bits() == 0 {
 			m = 0
 		}
-		return cty.StringVal(netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}).String()), nil
-	},
-})
+		return netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}).String(), nil
+	})
+
+// prefixArg is the first argument of a cidr function, parsed.
+func prefixArg(args []cty.Value) (netip.Prefix, error) {
+	p, err := parseCIDR(args[0].AsString())
+	if err != nil {
+		return netip.Prefix{}, function.NewArgError(0, err)
+	}
+	return p, nil
+}
+
+// wholeArg is argument i, which must be a whole number (named name in the
+// error).
+func wholeArg(args []cty.Value, i int, name string) (*big.Int, error) {
+	bf := args[i].AsBigFloat()
+	if !bf.IsInt() {
+		return nil, function.NewArgErrorf(i, "%s must be a whole number", name)
+	}
+	n, _ := bf.Int(nil)
+	return n, nil
+}
 
 func subnet(p netip.Prefix, newbits int, netnum *big.Int) (netip.Prefix, error) {
 	p = p.Masked()
@@ -128,35 +138,31 @@ func subnet(p netip.Prefix, newbits int, netnum *big.Int) (netip.Prefix, error) 
 	return netip.PrefixFrom(a, newLen), nil
 }
 
-var cidrSubnetFunc = function.New(&function.Spec{
-	Description: "Returns subnet number netnum of prefix extended by newbits bits.",
-	Params: []function.Parameter{
+var cidrSubnetFunc = stringResultFunc("Returns subnet number netnum of prefix extended by newbits bits.",
+	[]function.Parameter{
 		{Name: "prefix", Type: cty.String},
 		{Name: "newbits", Type: cty.Number},
 		{Name: "netnum", Type: cty.Number},
 	},
-	Type: function.StaticReturnType(cty.String),
-	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-		p, err := parseCIDR(args[0].AsString())
+	func(args []cty.Value) (string, error) {
+		p, err := prefixArg(args)
 		if err != nil {
-			return cty.UnknownVal(cty.String), function.NewArgError(0, err)
+			return "", err
 		}
 		var newbits int
 		if err := gocty.FromCtyValue(args[1], &newbits); err != nil {
-			return cty.UnknownVal(cty.String), function.NewArgErrorf(1, "newbits must be a whole number")
+			return "", function.NewArgErrorf(1, "newbits must be a whole number")
 		}
-		bf := args[2].AsBigFloat()
-		if !bf.IsInt() {
-			return cty.UnknownVal(cty.String), function.NewArgErrorf(2, "netnum must be a whole number")
+		n, err := wholeArg(args, 2, "netnum")
+		if err != nil {
+			return "", err
 		}
-		n, _ := bf.Int(nil)
 		s, err := subnet(p, newbits, n)
 		if err != nil {
-			return cty.UnknownVal(cty.String), err
+			return "", err
 		}
-		return cty.StringVal(s.String()), nil
-	},
-})
+		return s.String(), nil
+	})
 
 var cidrSubnetsFunc = function.New(&function.Spec{
 	Description: "Returns consecutive subnets of prefix, one per newbits argument.",
@@ -164,9 +170,9 @@ var cidrSubnetsFunc = function.New(&function.Spec{
 	VarParam:    &function.Parameter{Name: "newbits", Type: cty.Number},
 	Type:        function.StaticReturnType(cty.List(cty.String)),
 	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-		p, err := parseCIDR(args[0].AsString())
+		p, err := prefixArg(args)
 		if err != nil {
-			return cty.UnknownVal(cty.List(cty.String)), function.NewArgError(0, err)
+			return cty.UnknownVal(cty.List(cty.String)), err
 		}
 		p = p.Masked()
 		if len(args) == 1 {

@@ -122,14 +122,20 @@ func (l *loader) readBundle(p string) (string, error) {
 }
 
 func (l *loader) fileFunc() function.Function {
+	return unaryFunc("Reads a file of the template directory as a string.", "path", l.readBundle)
+}
+
+// stringResultFunc is a function of params that returns a string: impl's, or an
+// unknown string with impl's error.
+func stringResultFunc(description string, params []function.Parameter, impl func(args []cty.Value) (string, error)) function.Function {
 	return function.New(&function.Spec{
-		Description: "Reads a file of the template directory as a string.",
-		Params:      []function.Parameter{{Name: "path", Type: cty.String}},
+		Description: description,
+		Params:      params,
 		Type:        function.StaticReturnType(cty.String),
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-			s, err := l.readBundle(args[0].AsString())
+			s, err := impl(args)
 			if err != nil {
-				return cty.UnknownVal(cty.String), function.NewArgError(0, err)
+				return cty.UnknownVal(cty.String), err
 			}
 			return cty.StringVal(s), nil
 		},
@@ -419,18 +425,20 @@ var (
 )
 
 func unaryStringFunc(desc string, f func(string) (string, error)) function.Function {
-	return function.New(&function.Spec{
-		Description: desc,
-		Params:      []function.Parameter{{Name: "str", Type: cty.String}},
-		Type:        function.StaticReturnType(cty.String),
-		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+	return unaryFunc(desc, "str", f)
+}
+
+// unaryFunc is a function of one string argument, named param, that f maps
+// to a string; f's error is an error of the argument.
+func unaryFunc(desc, param string, f func(string) (string, error)) function.Function {
+	return stringResultFunc(desc, []function.Parameter{{Name: param, Type: cty.String}},
+		func(args []cty.Value) (string, error) {
 			s, err := f(args[0].AsString())
 			if err != nil {
-				return cty.UnknownVal(cty.String), function.NewArgError(0, err)
+				return "", function.NewArgError(0, err)
 			}
-			return cty.StringVal(s), nil
-		},
-	})
+			return s, nil
+		})
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,7 +17,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the expected diagnostics of testdata/invalid")
 
-// An invalid case is testdata/invalid/NAME.hcl with NAME.want beside it. Each
+// An invalid case is testdata/invalid/NAME.hcl (or a generated variant, see
+// invalidVariants) with NAME.want beside it. Each
 // line of NAME.want is either a directive ("stack: NAME", "var: NAME=VALUE")
 // or an expected error "FILE:LINE: SUBSTRING" or "FILE:LINE:COLUMN: SUBSTRING"
 // (FILE:0 for an error that has no place in a file). Every error must be
@@ -72,6 +74,9 @@ func readInvalidCase(t testing.TB, name string) invalidCase {
 }
 
 func invalidBundle(t testing.TB, name string) Bundle {
+	if src, ok := invalidVariants[name]; ok {
+		return Bundle{name + ".hcl": []byte(src)}
+	}
 	src, err := os.ReadFile(filepath.Join("testdata/invalid", name+".hcl"))
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +100,10 @@ func invalidNames(t testing.TB) []string {
 	for _, f := range files {
 		names = append(names, strings.TrimSuffix(filepath.Base(f), ".hcl"))
 	}
+	for name := range invalidVariants {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	return names
 }
 

@@ -490,24 +490,35 @@ const forCollection = "(for collection)"
 // its length: a for-expression over n elements makes n values, and nested
 // ones multiply.
 func (b *budget) forFunc() function.Function {
+	return b.chargingIdentity("Charges the collection of a for expression to the evaluation budget.", "collection",
+		func(uv cty.Value) error {
+			if err := b.checkTime(); err != nil {
+				return err
+			}
+			if uv.IsKnown() && !uv.IsNull() && uv.CanIterateElements() {
+				n := int64(uv.LengthInt())
+				return b.charge(n, 0, fmt.Sprintf("a for expression over %s elements", commas(n)))
+			}
+			return nil
+		})
+}
+
+// chargingIdentity is a function of one argument that returns it unchanged
+// once charge (given it unmarked) has charged it to the budget; once the
+// budget is spent it returns an unknown value without charging.
+func (b *budget) chargingIdentity(description, param string, charge func(cty.Value) error) function.Function {
 	return function.New(&function.Spec{
-		Description: "Charges the collection of a for expression to the evaluation budget.",
-		Params: []function.Parameter{{Name: "collection", Type: cty.DynamicPseudoType,
+		Description: description,
+		Params: []function.Parameter{{Name: param, Type: cty.DynamicPseudoType,
 			AllowNull: true, AllowUnknown: true, AllowDynamicType: true, AllowMarked: true}},
 		Type: func(args []cty.Value) (cty.Type, error) { return args[0].Type(), nil },
 		Impl: func(args []cty.Value, retType cty.Type) (cty.Value, error) {
 			if b.err != nil {
 				return cty.UnknownVal(retType), nil
 			}
-			if err := b.checkTime(); err != nil {
-				return cty.UnknownVal(retType), err
-			}
 			uv, _ := args[0].Unmark()
-			if uv.IsKnown() && !uv.IsNull() && uv.CanIterateElements() {
-				n := int64(uv.LengthInt())
-				if err := b.charge(n, 0, fmt.Sprintf("a for expression over %s elements", commas(n))); err != nil {
-					return cty.UnknownVal(retType), err
-				}
+			if err := charge(uv); err != nil {
+				return cty.UnknownVal(retType), err
 			}
 			return args[0], nil
 		},
@@ -521,25 +532,14 @@ const templatePart = "(template part)"
 
 // partFunc passes a template part through unchanged, charging its bytes.
 func (b *budget) partFunc() function.Function {
-	return function.New(&function.Spec{
-		Description: "Charges an interpolated part of a string template to the evaluation budget.",
-		Params: []function.Parameter{{Name: "part", Type: cty.DynamicPseudoType,
-			AllowNull: true, AllowUnknown: true, AllowDynamicType: true, AllowMarked: true}},
-		Type: func(args []cty.Value) (cty.Type, error) { return args[0].Type(), nil },
-		Impl: func(args []cty.Value, retType cty.Type) (cty.Value, error) {
-			if b.err != nil {
-				return cty.UnknownVal(retType), nil
-			}
-			uv, _ := args[0].Unmark()
+	return b.chargingIdentity("Charges an interpolated part of a string template to the evaluation budget.", "part",
+		func(uv cty.Value) error {
 			if uv.IsKnown() && !uv.IsNull() && uv.Type() == cty.String {
 				n := int64(len(uv.AsString()))
-				if err := b.charge(0, n, fmt.Sprintf("a string template part of %s bytes", commas(n))); err != nil {
-					return cty.UnknownVal(retType), err
-				}
+				return b.charge(0, n, fmt.Sprintf("a string template part of %s bytes", commas(n)))
 			}
-			return args[0], nil
-		},
-	})
+			return nil
+		})
 }
 
 // countForExprs makes every for-expression under n charge its collection,

@@ -1,7 +1,8 @@
 package scheduler
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/kiln-dev/kiln/planner"
 )
@@ -17,7 +18,7 @@ import (
 func StackRequest(p *planner.Result) Request {
 	req := Request{Stack: p.Stack}
 	images := map[string]bool{}
-	ports := map[int64]bool{}
+	ports := map[int]bool{}
 	for _, c := range p.Changes {
 		if c.Action != planner.Create && c.Action != planner.Replace {
 			continue
@@ -31,7 +32,7 @@ func StackRequest(p *planner.Result) Request {
 			req.Disk += num(c.After["size"])
 		case "port_forward":
 			if p := num(c.After["host_port"]); p > 0 {
-				ports[p] = true
+				ports[int(p)] = true
 			}
 		case "image":
 			key, _ := c.After["sha256"].(string)
@@ -43,14 +44,8 @@ func StackRequest(p *planner.Result) Request {
 			}
 		}
 	}
-	for k := range images {
-		req.Images = append(req.Images, k)
-	}
-	sort.Strings(req.Images)
-	for p := range ports {
-		req.HostPorts = append(req.HostPorts, int(p))
-	}
-	sort.Ints(req.HostPorts)
+	req.Images = slices.Sorted(maps.Keys(images))
+	req.HostPorts = slices.Sorted(maps.Keys(ports))
 	return req
 }
 

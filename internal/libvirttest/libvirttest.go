@@ -13,8 +13,10 @@ package libvirttest
 import (
 	"bytes"
 	"context"
+	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,28 +42,11 @@ var stateDirs = []string{
 	"/var/log/libvirt",
 }
 
-const (
-	libvirtdConf = `# kiln test daemon: private to one test process
-unix_sock_group = "root"
-unix_sock_ro_perms = "0700"
-unix_sock_rw_perms = "0700"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-`
-	// security_driver none: the test daemon runs qemu as root on files in
-	// the test's temporary directories; no AppArmor/SELinux labelling.
-	qemuConf = `# kiln test daemon: private to one test process
-security_driver = "none"
-user = "root"
-group = "root"
-dynamic_ownership = 0
-remember_owner = 0
-stdio_handler = "logd"
-`
-	virtlogdConf = `log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
-`
-)
+// etc holds the daemons' configuration files, written to /etc/libvirt
+// (scripts/demo.sh copies the same files).
+//
+//go:embed etc/*.conf
+var etc embed.FS
 
 // Daemon is a running private libvirtd with its virtlogd.
 type Daemon struct {
@@ -130,13 +115,16 @@ func Start(ctx context.Context) (*Daemon, error) {
 			return nil, fmt.Errorf("libvirttest: make %s private: %w", dir, err)
 		}
 	}
-	files := map[string]string{
-		"/etc/libvirt/libvirtd.conf": libvirtdConf,
-		"/etc/libvirt/qemu.conf":     qemuConf,
-		"/etc/libvirt/virtlogd.conf": virtlogdConf,
+	confs, err := fs.Glob(etc, "etc/*.conf")
+	if err != nil {
+		return nil, fmt.Errorf("libvirttest: %w", err)
 	}
-	for path, body := range files {
-		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+	for _, name := range confs {
+		body, err := etc.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("libvirttest: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join("/etc/libvirt", filepath.Base(name)), body, 0o644); err != nil {
 			return nil, fmt.Errorf("libvirttest: %w", err)
 		}
 	}

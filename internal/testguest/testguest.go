@@ -12,6 +12,8 @@ package testguest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +72,25 @@ func ImagePath() (string, error) {
 		return "", fmt.Errorf("test guest image %s is missing: run `make test-image` (scripts/build-test-image.sh) in %s: %w", ImageRel, root, err)
 	}
 	return p, nil
+}
+
+// ImageSum returns the path of the test guest image (as ImagePath) and the
+// hex sha256 of its content.
+func ImageSum() (path, sum string, err error) {
+	path, err = ImagePath()
+	if err != nil {
+		return "", "", err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", "", err
+	}
+	return path, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // tool returns the path of a program, or an error naming the Debian package.
