@@ -217,7 +217,7 @@ func (c *Client) Work(ctx context.Context, agentID string, index uint64, wait ti
 	ctx, cancel := blockCtx(ctx, wait)
 	defer cancel()
 	var out api.WorkResponse
-	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/work" + blockingQuery(index, wait), out: &out, useNumber: true})
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/work" + blockingQuery(index, wait), out: &out})
 	return out, err
 }
 

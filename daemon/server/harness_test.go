@@ -318,11 +318,8 @@ func (a *testAgent) refresh(ctx context.Context, it api.HostRequest) api.HostAns
 
 func (a *testAgent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 	rep := api.ActionReport{OperationID: it.OperationID, Address: it.Address, Op: it.Op, WorkID: it.WorkID}
-	attrs, err := api.DecodeValues(it.Attrs)
-	if err != nil {
-		rep.Error = err.Error()
-		return rep
-	}
+	attrs := it.Attrs
+	var err error
 	var obj memdriver.Object
 	exists := true
 	switch it.Op {
@@ -346,7 +343,7 @@ func (a *testAgent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 	}
 	rep.OK, rep.Exists = true, exists
 	if exists {
-		rep.Attrs, _ = api.EncodeValues(obj.Values())
+		rep.Attrs = obj.Values()
 		rep.PhysicalName = obj.ID
 	}
 	return rep
