@@ -136,6 +136,7 @@ func TestSameGeneration(t *testing.T) {
 func BenchmarkWorkPath(b *testing.B) {
 	it := wireItem()
 	b.ReportAllocs()
+	var size int
 	for b.Loop() {
 		payload, err := json.Marshal(it)
 		if err != nil {
@@ -145,6 +146,7 @@ func BenchmarkWorkPath(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		size = len(entry)
 		c, err := raftstore.Decode(entry)
 		if err != nil {
 			b.Fatal(err)
@@ -160,4 +162,5 @@ func BenchmarkWorkPath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(size), "entry-bytes")
 }
