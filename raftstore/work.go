@@ -63,10 +63,10 @@ func (r RawJSON) MarshalJSON() ([]byte, error) {
 	if len(r) == 0 {
 		return []byte("null"), nil
 	}
-	if !isDocument(r) {
+	if !startsDocument(r) {
 		return nil, errNotJSON
 	}
-	return r, nil
+	return r, nil // encoding/json checks that it is valid
 }
 
 // UnmarshalJSON reads a document, null, or the base64 string of a
@@ -90,19 +90,24 @@ func (r *RawJSON) UnmarshalJSON(data []byte) error {
 			*r = nil
 			return nil
 		}
-		data = b
+		if !startsDocument(b) || !json.Valid(b) {
+			return errNotJSON
+		}
+		*r = b
+		return nil
 	}
-	if !isDocument(data) {
+	// The decoder has checked that data is valid JSON.
+	if !startsDocument(data) {
 		return errNotJSON
 	}
 	*r = append((*r)[:0:0], data...)
 	return nil
 }
 
-// isDocument reports whether b is a JSON object or array.
-func isDocument(b []byte) bool {
+// startsDocument reports whether b starts like a JSON object or array.
+func startsDocument(b []byte) bool {
 	b = bytes.TrimSpace(b)
-	return len(b) > 0 && (b[0] == '{' || b[0] == '[') && json.Valid(b)
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }
 
 var errNotJSON = errors.New("raw JSON: not a JSON object or array")
