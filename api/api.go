@@ -441,19 +441,6 @@ const (
 	ReadID ReadOf = "id"
 )
 
-// ReadOfItem is the instance a read is about: it.Read, or, for an item
-// from a leader that did not set it, what ID and Generation say (ReadID
-// when there is an ID and no Generation).
-func ReadOfItem(it WorkItem) ReadOf {
-	switch {
-	case it.Read != "":
-		return it.Read
-	case it.ID != "" && it.Generation == "":
-		return ReadID
-	}
-	return ReadMade
-}
-
 // WorkItem is one action assigned to an agent.
 type WorkItem struct {
 	OperationID string `json:"operation_id"`
@@ -468,8 +455,8 @@ type WorkItem struct {
 	ID         string                    `json:"id,omitempty"`
 	Generation string                    `json:"generation,omitempty"`
 	Deps       map[string]planner.Values `json:"deps,omitempty"`
-	// Read, for OpRead, says which instance to read (see ReadOfItem for
-	// an item without it).
+	// Read, for OpRead, says which instance to read (see ReadSelector
+	// for an item without it).
 	Read ReadOf `json:"read,omitempty"`
 	// Attempt counts from 1.
 	Attempt int `json:"attempt"`
@@ -477,6 +464,19 @@ type WorkItem struct {
 	AwaitReady bool `json:"await_ready,omitempty"`
 	// WorkID names this request; the agent's ActionReport carries it back.
 	WorkID string `json:"work_id,omitempty"`
+}
+
+// ReadSelector is the instance a read is about: it.Read, or, for an item
+// from a leader that does not set it, what ID and Generation say (ReadID
+// when there is an ID and no Generation).
+func (it WorkItem) ReadSelector() ReadOf {
+	if it.Read != "" {
+		return it.Read
+	}
+	if it.ID != "" && it.Generation == "" {
+		return ReadID
+	}
+	return ReadMade
 }
 
 // WorkResponse answers an agent's blocking query for work.

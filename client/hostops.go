@@ -17,10 +17,8 @@ import (
 // console) for an agent past index. The servers forward it to the leader,
 // which alone holds these requests.
 func (c *Client) HostWork(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.HostWorkResponse, error) {
-	ctx, cancel := blockCtx(ctx, wait)
-	defer cancel()
 	var out api.HostWorkResponse
-	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/hostwork" + blockingQuery(index, wait), out: &out})
+	err := c.agentQuery(ctx, agentID, "hostwork", index, wait, &out)
 	return out, err
 }
 

@@ -210,15 +210,21 @@ func (c *Client) Heartbeat(ctx context.Context, id string, hb api.AgentHeartbeat
 	return err
 }
 
-// Work waits up to wait for work assigned to an agent past index. JSON
-// numbers in the items are kept as json.Number, so that attribute values in
-// the planner's tagged encoding keep their exact text.
+// Work waits up to wait for work assigned to an agent past index. The
+// items' attribute values decode exactly (planner.Values).
 func (c *Client) Work(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.WorkResponse, error) {
+	var out api.WorkResponse
+	err := c.agentQuery(ctx, agentID, "work", index, wait, &out)
+	return out, err
+}
+
+// agentQuery is a blocking query of one of an agent's routes (work,
+// hostwork) past index, decoded into out.
+func (c *Client) agentQuery(ctx context.Context, agentID, route string, index uint64, wait time.Duration, out any) error {
 	ctx, cancel := blockCtx(ctx, wait)
 	defer cancel()
-	var out api.WorkResponse
-	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/work" + blockingQuery(index, wait), out: &out})
-	return out, err
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/agents/" + esc(agentID) + "/" + route + blockingQuery(index, wait), out: out})
+	return err
 }
 
 // Report sends an agent's result for one work item.

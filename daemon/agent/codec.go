@@ -17,7 +17,7 @@ func actionOf(it api.WorkItem) (Action, error) {
 	if it.Op == api.OpRead {
 		// A driver's Read is told which instance by the op: create for the
 		// instance a create was making, delete for the one with the ID.
-		switch r := api.ReadOfItem(it); r {
+		switch r := it.ReadSelector(); r {
 		case api.ReadMade:
 			op = api.OpCreate
 		case api.ReadID:

@@ -63,7 +63,7 @@ func TestWorkResponseWire(t *testing.T) {
 
 // TestReadOf: the leader names the instance a read is about, and for every
 // step of every change it names the one an agent used to infer from the
-// item's ID and Generation (api.ReadOfItem without the selector), so old
+// item's ID and Generation (WorkItem.ReadSelector without Read), so old
 // and new agents read the same instance.
 func TestReadOf(t *testing.T) {
 	before := map[string]any{"id": "old-1", "cidr": "10.0.0.0/24"}
@@ -92,7 +92,7 @@ func TestReadOf(t *testing.T) {
 		}
 		for _, a := range steps {
 			got = append(got, readOf(a))
-			if old := api.ReadOfItem(api.WorkItem{ID: a.ID, Generation: a.Generation}); old != readOf(a) {
+			if old := (api.WorkItem{ID: a.ID, Generation: a.Generation}).ReadSelector(); old != readOf(a) {
 				t.Errorf("%v step %s: an agent infers %q, the leader says %q", ch.Action, a.Op, old, readOf(a))
 			}
 		}
