@@ -419,12 +419,26 @@ type AgentInfo struct {
 type Op string
 
 // Work item operations. A read asks for the actual state of the instance an
-// interrupted action was making or changing (see WorkItem.ID).
+// interrupted action was making or changing (see WorkItem.Read).
 const (
 	OpCreate Op = "create"
 	OpUpdate Op = "update"
 	OpDelete Op = "delete"
 	OpRead   Op = "read"
+)
+
+// ReadOf says which instance of an address a read (OpRead) is about.
+type ReadOf string
+
+// Read selectors.
+const (
+	// ReadMade is the instance a create was making: the newest at the
+	// address, and of the item's Generation when it has one (the create
+	// half of a replace).
+	ReadMade ReadOf = "made"
+	// ReadID is the instance with the item's ID: the one an update or a
+	// delete acts on.
+	ReadID ReadOf = "id"
 )
 
 // WorkItem is one action assigned to an agent.
@@ -435,18 +449,34 @@ type WorkItem struct {
 	Address     string `json:"address"`
 	Kind        string `json:"kind"`
 	Op          Op     `json:"op"`
-	// Attrs, ID, Generation and Deps as in engine.Action; values use the
-	// planner's tagged JSON encoding for unknowns and int64.
-	Attrs      map[string]any            `json:"attrs,omitempty"`
+	// Attrs, ID, Generation and Deps as in engine.Action; values are in
+	// the planner's tagged JSON encoding (planner.Values).
+	Attrs      planner.Values            `json:"attrs,omitempty"`
 	ID         string                    `json:"id,omitempty"`
 	Generation string                    `json:"generation,omitempty"`
-	Deps       map[string]map[string]any `json:"deps,omitempty"`
+	Deps       map[string]planner.Values `json:"deps,omitempty"`
+	// Read, for OpRead, says which instance to read (see ReadSelector
+	// for an item without it).
+	Read ReadOf `json:"read,omitempty"`
 	// Attempt counts from 1.
 	Attempt int `json:"attempt"`
 	// AwaitReady: a read of a server waits until its guest is ready.
 	AwaitReady bool `json:"await_ready,omitempty"`
 	// WorkID names this request; the agent's ActionReport carries it back.
 	WorkID string `json:"work_id,omitempty"`
+}
+
+// ReadSelector is the instance a read is about: it.Read, or, for an item
+// from a leader that does not set it, what ID and Generation say (ReadID
+// when there is an ID and no Generation).
+func (it WorkItem) ReadSelector() ReadOf {
+	if it.Read != "" {
+		return it.Read
+	}
+	if it.ID != "" && it.Generation == "" {
+		return ReadID
+	}
+	return ReadMade
 }
 
 // WorkResponse answers an agent's blocking query for work.
@@ -467,7 +497,7 @@ type ActionReport struct {
 	Refused bool           `json:"refused,omitempty"`
 	Error   string         `json:"error,omitempty"`
 	Exists  bool           `json:"exists,omitempty"` // for op "read"
-	Attrs   map[string]any `json:"attrs,omitempty"`
+	Attrs   planner.Values `json:"attrs,omitempty"`
 	// PhysicalName of the object made.
 	PhysicalName string `json:"physical_name,omitempty"`
 	// WorkID is the WorkItem.WorkID this reports on (required).
@@ -518,37 +548,40 @@ type Peer struct {
 
 // EncodeValues turns attribute values (int64, float64, spec.Unknown, nested
 // lists and maps) into the planner's tagged JSON form ({"s": ...}, {"i": ...},
-// {"u": true}, ...), as WorkItem.Attrs, WorkItem.Deps and ActionReport.Attrs
-// carry them, so that nothing is lost on the wire.
+// {"u": true}, ...) as plain JSON values.
+//
+// Deprecated: the wire types hold planner.Values, which encode themselves
+// when the type is marshalled. Only the in-memory driver's state file
+// (daemon/agent/memory.go) still calls this.
 func EncodeValues(m map[string]any) (map[string]any, error) {
 	if m == nil {
 		return nil, nil
 	}
-	b, err := json.Marshal(planner.ResourceState{Attrs: m})
+	b, err := json.Marshal(planner.Values(m))
 	if err != nil {
 		return nil, fmt.Errorf("encode values: %w", err)
 	}
-	var w struct {
-		Attrs map[string]any `json:"attrs"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
 		return nil, fmt.Errorf("encode values: %w", err)
 	}
-	return w.Attrs, nil
+	return out, nil
 }
 
 // DecodeValues is the inverse of EncodeValues.
+//
+// Deprecated: see EncodeValues.
 func DecodeValues(m map[string]any) (map[string]any, error) {
 	if m == nil {
 		return nil, nil
 	}
-	b, err := json.Marshal(map[string]any{"attrs": m})
+	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("decode values: %w", err)
 	}
-	var r planner.ResourceState
-	if err := json.Unmarshal(b, &r); err != nil {
+	var v planner.Values
+	if err := json.Unmarshal(b, &v); err != nil {
 		return nil, fmt.Errorf("decode values: %w", err)
 	}
-	return r.Attrs, nil
+	return v, nil
 }

@@ -158,8 +158,6 @@ type request struct {
 	// out receives the decoded JSON answer (or the raw body when *[]byte,
 	// or is copied to when io.Writer).
 	out any
-	// useNumber decodes JSON numbers as json.Number.
-	useNumber bool
 }
 
 // response is what do returns besides the decoded body.
@@ -289,11 +287,7 @@ func (c *Client) once(ctx context.Context, base string, r request, body []byte) 
 		if resp.StatusCode == http.StatusNoContent {
 			return out, nil
 		}
-		dec := json.NewDecoder(resp.Body)
-		if r.useNumber {
-			dec.UseNumber()
-		}
-		err = dec.Decode(o)
+		err = json.NewDecoder(resp.Body).Decode(o)
 		if err != nil {
 			err = fmt.Errorf("decode %s %s answer: %w", r.method, r.path, err)
 		}

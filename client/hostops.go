@@ -17,7 +17,7 @@ import (
 // console) for an agent past index. The servers forward it to the leader,
 // which alone holds these requests.
 func (c *Client) HostWork(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.HostWorkResponse, error) {
-	out, _, err := watch[api.HostWorkResponse](ctx, c, "/v1/agents/"+esc(agentID)+"/hostwork", index, wait, false)
+	out, _, err := watch[api.HostWorkResponse](ctx, c, "/v1/agents/"+esc(agentID)+"/hostwork", index, wait)
 	return out, err
 }
 

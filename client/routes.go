@@ -26,13 +26,12 @@ func (c *Client) send(ctx context.Context, method, path string, body any) error 
 }
 
 // watch is a blocking query: GET path past index, waiting up to wait for a
-// change. It returns the index to pass next time. useNumber keeps JSON
-// numbers as json.Number.
-func watch[T any](ctx context.Context, c *Client, path string, index uint64, wait time.Duration, useNumber bool) (T, uint64, error) {
+// change. It returns the index to pass next time.
+func watch[T any](ctx context.Context, c *Client, path string, index uint64, wait time.Duration) (T, uint64, error) {
 	ctx, cancel := blockCtx(ctx, wait)
 	defer cancel()
 	var out T
-	r, err := c.do(ctx, request{method: http.MethodGet, path: path + blockingQuery(index, wait), out: &out, useNumber: useNumber})
+	r, err := c.do(ctx, request{method: http.MethodGet, path: path + blockingQuery(index, wait), out: &out})
 	return out, r.index, err
 }
 
@@ -139,7 +138,7 @@ func (c *Client) Outputs(ctx context.Context, stack string, sensitive bool) (map
 // Events returns the events of a stack after index, waiting up to wait for
 // one when there are none yet (a blocking query; wait 0 answers at once).
 func (c *Client) Events(ctx context.Context, stack string, index uint64, wait time.Duration) (api.EventsResponse, error) {
-	out, _, err := watch[api.EventsResponse](ctx, c, "/v1/stacks/"+esc(stack)+"/events", index, wait, false)
+	out, _, err := watch[api.EventsResponse](ctx, c, "/v1/stacks/"+esc(stack)+"/events", index, wait)
 	return out, err
 }
 
@@ -153,7 +152,7 @@ func (c *Client) Console(ctx context.Context, stack, address string, w io.Writer
 // the operation to change past index. The returned index is the one to pass
 // next time.
 func (c *Client) Operation(ctx context.Context, id string, index uint64, wait time.Duration) (api.Operation, uint64, error) {
-	return watch[api.Operation](ctx, c, "/v1/operations/"+esc(id), index, wait, false)
+	return watch[api.Operation](ctx, c, "/v1/operations/"+esc(id), index, wait)
 }
 
 // CancelOperation cancels an operation: no new action starts.
@@ -197,11 +196,10 @@ func (c *Client) Heartbeat(ctx context.Context, id string, hb api.AgentHeartbeat
 	return c.send(ctx, http.MethodPost, "/v1/agents/"+esc(id)+"/heartbeat", hb)
 }
 
-// Work waits up to wait for work assigned to an agent past index. JSON
-// numbers in the items are kept as json.Number, so that attribute values in
-// the planner's tagged encoding keep their exact text.
+// Work waits up to wait for work assigned to an agent past index. The
+// items' attribute values decode exactly (planner.Values).
 func (c *Client) Work(ctx context.Context, agentID string, index uint64, wait time.Duration) (api.WorkResponse, error) {
-	out, _, err := watch[api.WorkResponse](ctx, c, "/v1/agents/"+esc(agentID)+"/work", index, wait, true)
+	out, _, err := watch[api.WorkResponse](ctx, c, "/v1/agents/"+esc(agentID)+"/work", index, wait)
 	return out, err
 }
 

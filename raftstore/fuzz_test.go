@@ -15,6 +15,8 @@ func FuzzDecodeCommand(f *testing.F) {
 		&PutPlan{ID: HashBlob([]byte("{}")), Project: "p", Stack: "web", Data: []byte("{}"), Time: t0},
 		&ExpirePlans{Now: t0}, &DeleteStack{Project: "p", Name: "web", Force: true},
 		&PutWork{Work: Work{ID: "w", Agent: "agent-1", Operation: "op1"}},
+		&PutWork{Work: Work{ID: "w", Agent: "agent-1", Operation: "op1", Generation: "g", Payload: RawJSON(`{"op":"read","read":"id"}`)}},
+		&ReportWork{ID: "w", Agent: "agent-1", Result: RawJSON(`{"ok":true}`), Time: t0},
 	) {
 		data, err := Encode(c)
 		if err != nil {
@@ -24,6 +26,8 @@ func FuzzDecodeCommand(f *testing.F) {
 	}
 	one, _ := Encode(&CreateToken{ID: "t", Project: "p", Role: RoleReader, SecretHash: HashSecret("s"), Time: t0})
 	f.Add(encodeBatch([][]byte{one, one}))
+	// A work item as a kiln from before RawJSON wrote it (base64).
+	f.Add(append([]byte{byte(CmdPutWork)}, `{"Work":{"ID":"w","Agent":"agent-1","Operation":"op1","Payload":"eyJvcCI6ImNyZWF0ZSJ9"}}`...))
 	f.Add([]byte{})
 	f.Add([]byte{byte(CmdPutBlob | IgnoreUnknownTypeFlag)})
 	f.Add([]byte{200, '{', '}'})
@@ -57,6 +61,8 @@ func FuzzReadSnapshot(f *testing.F) {
 	f.Add([]byte(`{"Version":1}`))
 	f.Add([]byte(`{"Version":1,"Stacks":[{"Project":"p","Name":"x","Params":{"a":{"t":"x"}}}]}`))
 	f.Add([]byte(`{"Version":1,"Resources":[{"State":{"attrs":{"a":1}}}]}`))
+	f.Add([]byte(`{"Version":1,"Work":[{"ID":"w","Payload":"eyJvcCI6ImNyZWF0ZSJ9","Result":"eyJvayI6dHJ1ZX0="}]}`))
+	f.Add([]byte(`{"Version":2,"Work":[{"ID":"w","Payload":{"op":"create"},"Result":[1]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tb, err := readSnapshot(bytes.NewReader(data))
 		if err != nil {

@@ -14,7 +14,9 @@ import (
 )
 
 // snapshotVersion is written into every snapshot; Restore refuses a newer one.
-const snapshotVersion = 1
+// Version 2 keeps work items' payloads and results as JSON (RawJSON), where
+// version 1 had base64 strings; both read.
+const snapshotVersion = 2
 
 // snapshotData is the whole state as written to a snapshot: sorted lists, so
 // the same state always gives the same bytes.

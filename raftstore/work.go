@@ -1,6 +1,10 @@
 package raftstore
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"slices"
 	"sort"
 	"time"
@@ -14,7 +18,7 @@ import (
 // it, the agent finds it with a blocking query on any server, runs it and
 // reports; the report is committed here and the leader, which waits on the
 // state, reads it back. The item's payload and result are opaque to the
-// store (the daemon's wire JSON).
+// store: the daemon's wire JSON, kept as it is (RawJSON).
 
 // ServerInfo is one kiln server: its raft id and the addresses it serves.
 type ServerInfo struct {
@@ -31,15 +35,82 @@ type Work struct {
 	Operation string
 	Address   string
 	Op        string // create | update | delete | read
+	// Generation is the generation of the instance the request is about
+	// (the action's), so that a new leader can match a request an earlier
+	// one put without decoding Payload. Work put by a kiln from before it
+	// does not have it.
+	Generation string `json:",omitempty"`
 	// Payload is the request as the agent receives it.
-	Payload []byte
+	Payload RawJSON
 	Created time.Time
 	// Done is set by ReportWork; Result is the agent's report.
 	Done     bool
-	Result   []byte `json:",omitempty"`
+	Result   RawJSON `json:",omitempty"`
 	Reported time.Time
 	Index    uint64
 }
+
+// RawJSON is a JSON document (a work item, a report) that a command or a
+// snapshot carries as it is, inside its own JSON. Entries and snapshots
+// written by a kiln from before it carry the document as a base64 string
+// (how encoding/json writes []byte): both forms decode. The document is an
+// object or an array (a bare string would read as the older form), which
+// MarshalJSON checks.
+type RawJSON []byte
+
+// MarshalJSON writes the document itself; empty is null.
+func (r RawJSON) MarshalJSON() ([]byte, error) {
+	if len(r) == 0 {
+		return []byte("null"), nil
+	}
+	if !startsDocument(r) {
+		return nil, errNotJSON
+	}
+	return r, nil // encoding/json checks that it is valid
+}
+
+// UnmarshalJSON reads a document, null, or the base64 string of a
+// document (the older form).
+func (r *RawJSON) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if bytes.Equal(data, []byte("null")) {
+		*r = nil
+		return nil
+	}
+	if len(data) > 0 && data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return err
+		}
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return err
+		}
+		if len(b) == 0 {
+			*r = nil
+			return nil
+		}
+		if !startsDocument(b) || !json.Valid(b) {
+			return errNotJSON
+		}
+		*r = b
+		return nil
+	}
+	// The decoder has checked that data is valid JSON.
+	if !startsDocument(data) {
+		return errNotJSON
+	}
+	*r = append((*r)[:0:0], data...)
+	return nil
+}
+
+// startsDocument reports whether b starts like a JSON object or array.
+func startsDocument(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
+}
+
+var errNotJSON = errors.New("raw JSON: not a JSON object or array")
 
 func (w Work) clone() Work {
 	w.Payload = slices.Clone(w.Payload)
@@ -66,7 +137,7 @@ type PutWork struct {
 type ReportWork struct {
 	ID     string
 	Agent  string
-	Result []byte
+	Result RawJSON
 	Time   time.Time
 }
 

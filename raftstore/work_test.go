@@ -2,8 +2,13 @@ package raftstore
 
 import (
 	"bytes"
+	"encoding/base64"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 func work(id string) *PutWork {
@@ -121,5 +126,101 @@ func TestWorkSurvivesSnapshot(t *testing.T) {
 	}
 	if sv, ok := g.State().Server("n1"); !ok || sv.HTTPAddr != "127.0.0.1:8001" {
 		t.Errorf("server after restore = %+v, %v", sv, ok)
+	}
+}
+
+// TestWorkPayloadForms: a work item's payload and result travel inside the
+// command as JSON; entries written by a kiln from before carry them as
+// base64 strings, and both read to the same work.
+func TestWorkPayloadForms(t *testing.T) {
+	payload, result := `{"op":"create","attrs":{"n":{"i":1}}}`, `{"ok":true}`
+	put := &PutWork{Work: Work{ID: "w1", Agent: "agent-1", Operation: "op1", Address: "network.lan", Op: "create",
+		Generation: "g1", Payload: RawJSON(payload), Created: t0}}
+	entry, err := Encode(put)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(entry, []byte(`"Payload":`+payload)) {
+		t.Errorf("payload is not inline JSON in the entry: %s", entry[1:])
+	}
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	oldPut := fmt.Sprintf(`{"Work":{"ID":"w1","Agent":"agent-1","Operation":"op1","Address":"network.lan","Op":"create",`+
+		`"Payload":%q,"Created":"2026-01-02T03:04:05Z","Done":false,"Reported":"0001-01-01T00:00:00Z","Index":0}}`, b64(payload))
+	oldReport := fmt.Sprintf(`{"ID":"w1","Agent":"agent-1","Result":%q,"Time":"2026-01-02T03:04:05Z"}`, b64(result))
+	newReport, err := Encode(&ReportWork{ID: "w1", Agent: "agent-1", Result: RawJSON(result), Time: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name        string
+		put, report []byte
+	}{
+		{"new", entry, newReport},
+		{"old", append([]byte{byte(CmdPutWork)}, oldPut...), append([]byte{byte(CmdReportWork)}, oldReport...)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.must(withOpStarted()...)
+			for _, e := range [][]byte{tt.put, tt.report} {
+				h.idx++
+				if resp := h.f.Apply(&raft.Log{Index: h.idx, Type: raft.LogCommand, Data: e}); resp != nil {
+					t.Fatalf("apply %s: %v", e, resp)
+				}
+			}
+			w, ok := h.state().Work("w1")
+			if !ok || string(w.Payload) != payload || string(w.Result) != result || !w.Done || w.Op != "create" {
+				t.Errorf("work = %+v (payload %s, result %s), %v", w, w.Payload, w.Result, ok)
+			}
+			// Written again, it is in the new form, whatever it was read from.
+			snap := snapshotJSON(t, h.state())
+			if !bytes.Contains(snap, []byte(`"Payload":`+payload)) || !bytes.Contains(snap, []byte(`"Result":`+result)) {
+				t.Errorf("snapshot does not hold the payload as JSON: %s", snap)
+			}
+		})
+	}
+}
+
+// TestWorkSnapshotForms: a version-1 snapshot (payload and result base64)
+// and a version-2 one (JSON) read to the same work items.
+func TestWorkSnapshotForms(t *testing.T) {
+	payload, result := `{"op":"read","read":"id"}`, `{"ok":true,"exists":true}`
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	old := fmt.Sprintf(`{"Version":1,"Index":9,"Work":[{"ID":"w1","Agent":"a","Operation":"op1","Address":"x.y","Op":"read",`+
+		`"Payload":%q,"Done":true,"Result":%q},{"ID":"w2","Agent":"a","Operation":"op1","Payload":""}]}`, b64(payload), b64(result))
+	cur := `{"Version":2,"Index":9,"Work":[{"ID":"w1","Agent":"a","Operation":"op1","Address":"x.y","Op":"read",` +
+		`"Payload":` + payload + `,"Done":true,"Result":` + result + `},{"ID":"w2","Agent":"a","Operation":"op1","Payload":null}]}`
+	for name, snap := range map[string]string{"version 1": old, "version 2": cur} {
+		tb, err := readSnapshot(strings.NewReader(snap))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		w := tb.work["w1"]
+		if w == nil || string(w.Payload) != payload || string(w.Result) != result || !w.Done {
+			t.Errorf("%s: w1 = %+v", name, w)
+		}
+		if w2 := tb.work["w2"]; w2 == nil || w2.Payload != nil {
+			t.Errorf("%s: w2 = %+v", name, w2)
+		}
+	}
+	for _, bad := range []string{
+		`{"Version":1,"Work":[{"ID":"w1","Payload":"not base64"}]}`,
+		fmt.Sprintf(`{"Version":1,"Work":[{"ID":"w1","Payload":%q}]}`, b64("not json")),
+		`{"Version":2,"Work":[{"ID":"w1","Payload":5}]}`,
+		`{"Version":3}`,
+	} {
+		if _, err := readSnapshot(strings.NewReader(bad)); err == nil {
+			t.Errorf("%s read", bad)
+		}
+	}
+}
+
+func TestRawJSONRefusesNonDocuments(t *testing.T) {
+	for _, r := range []RawJSON{RawJSON(`"a string"`), RawJSON(`{"a":`), RawJSON(`x`), RawJSON(`  `)} {
+		if _, err := Encode(&ReportWork{ID: "w", Result: r}); err == nil {
+			t.Errorf("%q encoded", r)
+		}
+	}
+	if b, err := Encode(&ReportWork{ID: "w"}); err != nil || !bytes.Contains(b, []byte(`"Result":null`)) {
+		t.Errorf("empty result = %s, %v", b, err)
 	}
 }

@@ -1,6 +1,9 @@
 package agent
 
-import "github.com/kiln-dev/kiln/api"
+import (
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/planner"
+)
 
 // Action is one work item as a driver runs it: its attribute values decoded
 // once from the wire (api.WorkItem) and the stack turned into the scope the
@@ -12,11 +15,12 @@ type Action struct {
 	Kind    string
 	// Op is create, update or delete. A read (api.OpRead) reaches the
 	// driver's Read with Op create when it is about the instance a create
-	// was making, delete when it is about an instance being removed.
+	// was making (api.ReadMade), delete when it is about the instance with
+	// ID, the one an update or a delete acts on (api.ReadID).
 	Op api.Op
 	// Attrs are the desired attributes for a create or update, the last
 	// known ones for a delete (as Action.Attrs on the leader).
-	Attrs map[string]any
+	Attrs planner.Values
 	// ID is the id of the existing instance; Generation tells apart the
 	// instances of one address (see api.WorkItem).
 	ID         string

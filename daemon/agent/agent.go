@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -449,15 +450,7 @@ func (a *Agent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 	rep.OK = true
 	rep.PhysicalName = obj.PhysicalName
 	rep.ReadySeconds = obj.ReadyAfter.Seconds()
-	if obj.Attrs != nil {
-		enc, err := api.EncodeValues(obj.Attrs)
-		if err != nil {
-			rep.OK = false
-			rep.Error = fmt.Sprintf("encode attributes: %v", err)
-			return rep
-		}
-		rep.Attrs = enc
-	}
+	rep.Attrs = obj.Attrs
 	log.Info("action done")
 	return rep
 }
@@ -469,6 +462,13 @@ func (a *Agent) report(ctx context.Context, rep api.ActionReport) {
 		err := a.c().Report(ctx, a.id, rep)
 		if err == nil {
 			return
+		}
+		var enc *json.MarshalerError
+		if errors.As(err, &enc) && rep.Attrs != nil {
+			// Attributes without a JSON form (a driver's bug, a NaN):
+			// the action fails, as the leader could not record them.
+			rep.OK, rep.Attrs, rep.Error = false, nil, fmt.Sprintf("encode attributes: %v", enc.Err)
+			continue
 		}
 		code := client.StatusCode(err)
 		if code >= 400 && code < 500 && code != http.StatusTooManyRequests {

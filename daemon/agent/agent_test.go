@@ -84,8 +84,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func item(workID string, op api.Op, addr string, attrs map[string]any) api.WorkItem {
-	enc, _ := api.EncodeValues(attrs)
-	return api.WorkItem{WorkID: workID, OperationID: "op-1", Stack: "web", Address: addr, Kind: "network", Op: op, Attrs: enc, Attempt: 1}
+	return api.WorkItem{WorkID: workID, OperationID: "op-1", Stack: "web", Address: addr, Kind: "network", Op: op, Attrs: attrs, Attempt: 1}
 }
 
 func TestAgentRunsEachItemOnceAndReports(t *testing.T) {
@@ -142,10 +141,7 @@ func TestAgentRunsEachItemOnceAndReports(t *testing.T) {
 			lan = &f.reports[i]
 		}
 	}
-	attrs, err := api.DecodeValues(lan.Attrs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	attrs := lan.Attrs
 	if attrs["mtu"] != int64(1500) || attrs["gateway"] != "10.0.0.1" || lan.PhysicalName == "" {
 		t.Errorf("report attributes %v (physical %q)", attrs, lan.PhysicalName)
 	}

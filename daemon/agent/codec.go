@@ -7,33 +7,30 @@ import (
 	"github.com/kiln-dev/kiln/executors"
 )
 
-// actionOf turns a work item into the engine action a driver runs.
+// actionOf turns a work item into the action a driver runs. Its values
+// were decoded with the item (planner.Values).
 func actionOf(it api.WorkItem) (Action, error) {
 	if err := executors.CheckOwner(it.Project, it.Stack, it.Address); err != nil {
 		return Action{}, err
 	}
-	attrs, err := api.DecodeValues(it.Attrs)
-	if err != nil {
-		return Action{}, fmt.Errorf("decode attributes of %s: %w", it.Address, err)
+	op := it.Op
+	if it.Op == api.OpRead {
+		// A driver's Read is told which instance by the op: create for the
+		// instance a create was making, delete for the one with the ID.
+		switch r := it.ReadSelector(); r {
+		case api.ReadMade:
+			op = api.OpCreate
+		case api.ReadID:
+			op = api.OpDelete
+		default:
+			return Action{}, fmt.Errorf("read of %s: unknown instance selector %q", it.Address, r)
+		}
 	}
 	var deps map[string]map[string]any
 	if it.Deps != nil {
 		deps = make(map[string]map[string]any, len(it.Deps))
-		for addr, m := range it.Deps {
-			d, err := api.DecodeValues(m)
-			if err != nil {
-				return Action{}, fmt.Errorf("decode attributes of dependency %s: %w", addr, err)
-			}
-			deps[addr] = d
-		}
-	}
-	op := it.Op
-	if it.Op == "read" {
-		// A read is about the instance the interrupted action was making or
-		// changing; the item's ID and Generation say which.
-		op = api.OpCreate
-		if it.ID != "" && it.Generation == "" {
-			op = api.OpDelete
+		for addr, v := range it.Deps {
+			deps[addr] = v
 		}
 	}
 	return Action{
@@ -45,7 +42,7 @@ func actionOf(it api.WorkItem) (Action, error) {
 		Address:    it.Address,
 		Kind:       it.Kind,
 		Op:         op,
-		Attrs:      attrs,
+		Attrs:      it.Attrs,
 		ID:         it.ID,
 		Generation: it.Generation,
 		Deps:       deps,

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -245,16 +246,23 @@ func (s *Server) handleWork(w http.ResponseWriter, r *http.Request) error {
 		}
 		return false
 	})
-	resp := api.WorkResponse{Items: []api.WorkItem{}, Index: st.Index()}
+	resp := workResponse{Items: make([]json.RawMessage, 0, len(items)), Index: st.Index()}
 	for _, it := range items {
-		var wi api.WorkItem
-		if err := jsonUnmarshal(it.Payload, &wi); err != nil {
-			return fmt.Errorf("work %s: %w", it.ID, err)
+		if len(it.Payload) == 0 {
+			return fmt.Errorf("work %s has no payload", it.ID)
 		}
-		resp.Items = append(resp.Items, wi)
+		resp.Items = append(resp.Items, json.RawMessage(it.Payload))
 	}
 	w.Header().Set(api.IndexHeader, strconv.FormatUint(resp.Index, 10))
 	return writeJSON(w, http.StatusOK, resp)
+}
+
+// workResponse is api.WorkResponse with its items as the leader stored them
+// (each is an api.WorkItem's JSON): the work route serves them without
+// decoding them.
+type workResponse struct {
+	Items []json.RawMessage `json:"items"`
+	Index uint64            `json:"index"`
 }
 
 func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) error {
@@ -265,7 +273,7 @@ func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) error {
 	if rep.WorkID == "" {
 		return &httpError{code: http.StatusBadRequest, field: "work_id", msg: "work_id is required"}
 	}
-	body, err := jsonMarshal(rep)
+	body, err := json.Marshal(rep)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
+	"github.com/kiln-dev/kiln/planner"
 	"github.com/kiln-dev/kiln/raftstore"
 )
 
@@ -147,12 +148,7 @@ func (d *opDispatcher) Run(ctx context.Context, a engine.Action) (engine.Result,
 			rep = api.ActionReport{Error: err.Error()}
 		}
 		if rep.OK && !rep.Refused {
-			attrs, err := api.DecodeValues(rep.Attrs)
-			if err != nil {
-				return engine.Result{Node: node}, fmt.Errorf("report of %s: %w", a.Address, err)
-			}
-			d.names.set(a.Address, rep.PhysicalName)
-			return engine.Result{Node: node, Attrs: attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}, nil
+			return d.result(a, node, rep), nil
 		}
 		msg := rep.Error
 		if rep.Refused {
@@ -194,8 +190,7 @@ func (d *opDispatcher) Read(ctx context.Context, a engine.Action) (engine.Result
 		return engine.Result{}, false, nil // never placed: nothing can exist
 	}
 	for _, w := range d.s.store.State().WorkFor(d.op.ID, a.Address) {
-		var wi api.WorkItem
-		if json.Unmarshal(w.Payload, &wi) != nil || wi.Op != api.Op(a.Op) || wi.Generation != a.Generation {
+		if w.Op != string(a.Op) || !sameGeneration(w, a.Generation) {
 			continue
 		}
 		rep, err := d.wait(w.ID, w.Agent)
@@ -203,9 +198,7 @@ func (d *opDispatcher) Read(ctx context.Context, a engine.Action) (engine.Result
 			continue // the agent went down: read instead
 		}
 		if rep.OK {
-			attrs, _ := api.DecodeValues(rep.Attrs)
-			d.names.set(a.Address, rep.PhysicalName)
-			return engine.Result{Node: w.Agent, Attrs: attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}, a.Op != engine.OpDelete, nil
+			return d.result(a, w.Agent, rep), a.Op != engine.OpDelete, nil
 		}
 	}
 	rep, err := d.ask(a, node, api.OpRead, 1)
@@ -215,41 +208,76 @@ func (d *opDispatcher) Read(ctx context.Context, a engine.Action) (engine.Result
 	if !rep.OK {
 		return engine.Result{Node: node}, false, fmt.Errorf("read on %s: %s", node, rep.Error)
 	}
-	attrs, err := api.DecodeValues(rep.Attrs)
-	if err != nil {
-		return engine.Result{Node: node}, false, err
-	}
-	d.names.set(a.Address, rep.PhysicalName)
-	return engine.Result{Node: node, Attrs: attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}, rep.Exists, nil
+	return d.result(a, node, rep), rep.Exists, nil
 }
 
-// ask puts a work item for an agent and waits for its report.
-func (d *opDispatcher) ask(a engine.Action, node string, op api.Op, attempt int) (api.ActionReport, error) {
+// result is what an agent's successful report says of an action; the
+// physical name it reports is kept for the resource's record.
+func (d *opDispatcher) result(a engine.Action, node string, rep api.ActionReport) engine.Result {
+	d.names.set(a.Address, rep.PhysicalName)
+	return engine.Result{Node: node, Attrs: rep.Attrs, Ready: time.Duration(rep.ReadySeconds * float64(time.Second))}
+}
+
+// sameGeneration reports whether work w is about the instance of generation
+// gen. Work an earlier kiln put has no Generation of its own (it reads as
+// ""): its payload says.
+func sameGeneration(w raftstore.Work, gen string) bool {
+	if w.Generation == gen {
+		return true
+	}
+	if w.Generation != "" {
+		return false
+	}
+	var wi api.WorkItem
+	return json.Unmarshal(w.Payload, &wi) == nil && wi.Generation == gen
+}
+
+// readOf is the instance a read for action a is about: the one with a's ID
+// for an update or a delete, otherwise (a create, or no ID known) the one a
+// create was making.
+func readOf(a engine.Action) api.ReadOf {
+	if a.Op != engine.OpCreate && a.ID != "" {
+		return api.ReadID
+	}
+	return api.ReadMade
+}
+
+// workItem is the request for an agent to do op (a's, or a read) for a.
+// Attribute values that were unknown at plan time are filled in first,
+// except for a delete or a read, which act on what exists.
+func (d *opDispatcher) workItem(a engine.Action, op api.Op, attempt int) api.WorkItem {
 	attrs := a.Attrs
 	if a.Op != engine.OpDelete && op != api.OpRead {
 		attrs = d.eval.known(a.Address, attrs)
 	}
-	enc, err := api.EncodeValues(attrs)
-	if err != nil {
-		return api.ActionReport{}, err
-	}
-	deps := map[string]map[string]any{}
-	for k, v := range a.Deps {
-		if deps[k], err = api.EncodeValues(v); err != nil {
-			return api.ActionReport{}, err
+	var deps map[string]planner.Values
+	if len(a.Deps) > 0 {
+		deps = make(map[string]planner.Values, len(a.Deps))
+		for k, v := range a.Deps {
+			deps[k] = v
 		}
 	}
 	wi := api.WorkItem{
 		OperationID: d.op.ID, Stack: d.op.Stack, Project: d.op.Project, Address: a.Address, Kind: a.Kind,
-		Op: op, Attrs: enc, ID: a.ID, Generation: a.Generation, Deps: deps, Attempt: attempt,
-		WorkID: "w-" + randomHex(8), AwaitReady: a.AwaitReady && op == api.OpRead,
+		Op: op, Attrs: attrs, ID: a.ID, Generation: a.Generation, Deps: deps, Attempt: attempt,
+		WorkID: "w-" + randomHex(8),
 	}
+	if op == api.OpRead {
+		wi.Read, wi.AwaitReady = readOf(a), a.AwaitReady
+	}
+	return wi
+}
+
+// ask puts a work item for an agent and waits for its report.
+func (d *opDispatcher) ask(a engine.Action, node string, op api.Op, attempt int) (api.ActionReport, error) {
+	wi := d.workItem(a, op, attempt)
 	payload, err := json.Marshal(wi)
 	if err != nil {
-		return api.ActionReport{}, err
+		return api.ActionReport{}, fmt.Errorf("work for %s: %w", a.Address, err)
 	}
 	err = d.rec.record(d.lead, &raftstore.PutWork{Work: raftstore.Work{
-		ID: wi.WorkID, Agent: node, Operation: d.op.ID, Address: a.Address, Op: string(op), Payload: payload, Created: time.Now().UTC(),
+		ID: wi.WorkID, Agent: node, Operation: d.op.ID, Address: a.Address, Op: string(op), Generation: a.Generation,
+		Payload: payload, Created: time.Now().UTC(),
 	}})
 	if err != nil {
 		return api.ActionReport{}, err

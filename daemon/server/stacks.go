@@ -14,9 +14,6 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
-func jsonMarshal(v any) ([]byte, error)   { return json.Marshal(v) }
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
 // stackOf returns the caller's stack named in the path; another project's
 // stack does not exist for the caller (404).
 func (s *Server) stackOf(r *http.Request) (raftstore.Stack, error) {
