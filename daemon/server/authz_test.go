@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/agent"
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -517,10 +518,10 @@ func TestJoinSafety(t *testing.T) {
 		{"same id, new raft address", api.JoinRequest{ID: self.ID, RaftAddr: liveRaft.Addr().String(), HTTPAddr: self.HTTPAddr}, http.StatusConflict, "cannot change a member's address"},
 		{"new id, a member's raft address", api.JoinRequest{ID: "rogue", RaftAddr: self.RaftAddr, HTTPAddr: rogueHTTP}, http.StatusConflict, "in use by node " + self.ID},
 		{"new id, a member's HTTP address", api.JoinRequest{ID: "rogue", RaftAddr: liveRaft.Addr().String(), HTTPAddr: self.HTTPAddr}, http.StatusConflict, "in use by node " + self.ID},
-		{"nothing answers", api.JoinRequest{ID: "ghost", RaftAddr: freePort(t), HTTPAddr: freePort(t)}, http.StatusServiceUnavailable, "does not answer"},
+		{"nothing answers", api.JoinRequest{ID: "ghost", RaftAddr: testnet.FreeAddr(t), HTTPAddr: testnet.FreeAddr(t)}, http.StatusServiceUnavailable, "does not answer"},
 		{"HTTP answers as another node", api.JoinRequest{ID: "liar", RaftAddr: liveRaft.Addr().String(), HTTPAddr: rogueHTTP}, http.StatusConflict, "answers as node"},
-		{"raft address dead", api.JoinRequest{ID: "half", RaftAddr: freePort(t), HTTPAddr: halfHTTP}, http.StatusServiceUnavailable, "raft address"},
-		{"no http_addr", api.JoinRequest{ID: "x", RaftAddr: freePort(t)}, http.StatusBadRequest, "http_addr"},
+		{"raft address dead", api.JoinRequest{ID: "half", RaftAddr: testnet.FreeAddr(t), HTTPAddr: halfHTTP}, http.StatusServiceUnavailable, "raft address"},
+		{"no http_addr", api.JoinRequest{ID: "x", RaftAddr: testnet.FreeAddr(t)}, http.StatusBadRequest, "http_addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
