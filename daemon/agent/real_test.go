@@ -63,11 +63,7 @@ func openRealForTest(t *testing.T) *Real {
 // testGuest is the test guest image built by `make test-image`.
 func testGuest(t *testing.T) (path, sum string) {
 	t.Helper()
-	path, sum, err := testguest.ImageSum()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path, sum
+	return testguest.Image(t)
 }
 
 // stackActions are the actions an engine would send for a small stack, in

@@ -77,10 +77,7 @@ func setup(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	srv.ShutdownTimeout = 3 * time.Second // the test guest ignores ACPI shutdown
-	path, sum, err := testguest.ImageSum()
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, sum := testguest.Image(t)
 	img, err := images.Create(context.Background(), image.Template{Source: path, SHA256: sum}, nil)
 	if err != nil {
 		t.Fatal(err)
