@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,24 +9,15 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/server"
+	"github.com/kiln-dev/kiln/internal/testnet"
 )
-
-func loopbackPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // kiln server over a data directory whose raft.db was emptied stops at once
 // with an error naming the file and the recovery section, instead of
 // starting a fresh cluster over the lost writes.
 func TestServerRefusesLostRaftLog(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := server.New(server.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", RaftAddr: loopbackPort(t), Bootstrap: true,
+	srv, err := server.New(server.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", RaftAddr: testnet.FreeAddr(t), Bootstrap: true,
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +43,7 @@ func TestServerRefusesLostRaftLog(t *testing.T) {
 	if err := os.Truncate(filepath.Join(dir, "raft.db"), 0); err != nil {
 		t.Fatal(err)
 	}
-	r := kiln(t, nil, "server", "-data-dir", dir, "-raft-addr", loopbackPort(t), "-http-addr", "127.0.0.1:0", "-bootstrap")
+	r := kiln(t, nil, "server", "-data-dir", dir, "-raft-addr", testnet.FreeAddr(t), "-http-addr", "127.0.0.1:0", "-bootstrap")
 	if r.code == ExitOK {
 		t.Fatalf("kiln server started over an emptied raft.db: %s", r.stderr)
 	}

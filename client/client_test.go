@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -12,23 +11,13 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/internal/testnet"
 )
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// deadAddr returns a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func TestErrorsCarryStatusAndBody(t *testing.T) {
@@ -68,7 +57,7 @@ func TestFailsOverToTheNextServer(t *testing.T) {
 		writeJSON(w, 200, []api.StackSummary{{Name: "web"}})
 	}))
 	defer ok.Close()
-	c, err := New(Config{Addr: deadAddr(t) + "," + busy.URL + "," + ok.URL, RetryPause: time.Millisecond})
+	c, err := New(Config{Addr: testnet.FreeAddr(t) + "," + busy.URL + "," + ok.URL, RetryPause: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +75,7 @@ func TestFailsOverToTheNextServer(t *testing.T) {
 }
 
 func TestGivesUpWhenNoServerAnswers(t *testing.T) {
-	c, _ := New(Config{Addr: deadAddr(t), Rounds: 2, RetryPause: time.Millisecond})
+	c, _ := New(Config{Addr: testnet.FreeAddr(t), Rounds: 2, RetryPause: time.Millisecond})
 	_, err := c.Stacks(context.Background())
 	if !errors.Is(err, ErrNoServer) {
 		t.Fatalf("got %v, want ErrNoServer", err)

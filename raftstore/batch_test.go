@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -122,7 +123,7 @@ func singleStore(t *testing.T) *Store {
 	t.Helper()
 	cfg := fastConfig("node0")
 	cfg.DataDir = filepath.Join(t.TempDir(), "node0")
-	cfg.RaftAddr, cfg.Bootstrap = freePort(t), true
+	cfg.RaftAddr, cfg.Bootstrap = testnet.FreeAddr(t), true
 	return openLeader(t, cfg)
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -30,7 +31,7 @@ func tcpCluster(b *testing.B, n int, tune func(*Config)) []*Store {
 		cfg := Config{
 			NodeID:   fmt.Sprintf("node%d", i),
 			DataDir:  filepath.Join(dir, fmt.Sprintf("node%d", i)),
-			RaftAddr: freePort(b),
+			RaftAddr: testnet.FreeAddr(b),
 			Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Off}),
 		}
 		cfg.Bootstrap = i == 0

@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -337,22 +337,11 @@ func TestLeaderCh(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // soloConfig is a one-node cluster that bootstraps itself, on disk in a
 // fresh temporary folder.
 func soloConfig(t testing.TB) Config {
 	cfg := fastConfig("solo")
-	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = t.TempDir(), freePort(t), true
+	cfg.DataDir, cfg.RaftAddr, cfg.Bootstrap = t.TempDir(), testnet.FreeAddr(t), true
 	return cfg
 }
 
@@ -444,7 +433,7 @@ func TestSecondOpenOfDataDirIsRefused(t *testing.T) {
 	}
 	defer s.Shutdown()
 	cfg2 := cfg
-	cfg2.RaftAddr = freePort(t)
+	cfg2.RaftAddr = testnet.FreeAddr(t)
 	if s2, err := Open(cfg2); !errors.Is(err, ErrDataDirLocked) {
 		if err == nil {
 			s2.Shutdown()

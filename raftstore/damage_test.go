@@ -15,6 +15,7 @@ import (
 
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -62,7 +63,7 @@ func rewrite(t *testing.T, path string, damage func([]byte) []byte) {
 // the file and the recovery section, and must not panic.
 func openDamaged(t *testing.T, cfg Config, file string, want ...string) {
 	t.Helper()
-	cfg.RaftAddr = freePort(t)
+	cfg.RaftAddr = testnet.FreeAddr(t)
 	s, err := Open(cfg)
 	if err == nil {
 		s.Shutdown()
@@ -179,7 +180,7 @@ func TestOpenEmptiedRaftDBFails(t *testing.T) {
 			}
 			openDamaged(t, cfg, path, "empty or missing", MarkerFile)
 
-			cfg.Recover, cfg.RaftAddr = true, freePort(t)
+			cfg.Recover, cfg.RaftAddr = true, testnet.FreeAddr(t)
 			s, err := Open(cfg)
 			if err != nil {
 				t.Fatalf("-recover: %v", err)
@@ -259,7 +260,7 @@ func BenchmarkStartChecks(b *testing.B) {
 	})
 	b.Run("open", func(b *testing.B) {
 		for range b.N {
-			cfg.RaftAddr = freePort(b)
+			cfg.RaftAddr = testnet.FreeAddr(b)
 			s, err := Open(cfg)
 			if err != nil {
 				b.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/kiln-dev/kiln/internal/testnet"
 )
 
 // A data directory made by an older kiln (0755 dirs, 0644 files) is
@@ -22,7 +24,7 @@ func TestDataDirPermissionsTightened(t *testing.T) {
 		}
 		return os.Chmod(p, mode)
 	})
-	cfg.RaftAddr = freePort(t)
+	cfg.RaftAddr = testnet.FreeAddr(t)
 	s := openLeader(t, cfg)
 	writeProjects(t, s, 100, 105)
 	if err := s.raft.Snapshot().Error(); err != nil {

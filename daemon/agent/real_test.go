@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"github.com/kiln-dev/kiln/api"
 	"io"
@@ -26,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 	"github.com/kiln-dev/kiln/internal/netnstest"
+	"github.com/kiln-dev/kiln/internal/testguest"
 	"github.com/kiln-dev/kiln/internal/testwait"
 	"github.com/kiln-dev/kiln/spec"
 )
@@ -64,20 +63,7 @@ func openRealForTest(t *testing.T) *Real {
 // testGuest is the test guest image built by `make test-image`.
 func testGuest(t *testing.T) (path, sum string) {
 	t.Helper()
-	path, err := filepath.Abs("../../build/images/kiln-test-guest.qcow2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("the test guest image is missing (%v): run make test-image", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return path, hex.EncodeToString(h.Sum(nil))
+	return testguest.Image(t)
 }
 
 // stackActions are the actions an engine would send for a small stack, in

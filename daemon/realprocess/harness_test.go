@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/client"
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -43,16 +43,6 @@ func kiln(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return kilnBin
-}
-
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is one kiln process.
@@ -126,7 +116,7 @@ func newCluster(t testing.TB) *cluster {
 	root := t.TempDir()
 	c := &cluster{t: t, root: root, logDir: root}
 	for i := 0; i < 3; i++ {
-		c.nodes = append(c.nodes, &node{dir: filepath.Join(root, fmt.Sprintf("s%d", i)), http: freePort(t), raft: freePort(t)})
+		c.nodes = append(c.nodes, &node{dir: filepath.Join(root, fmt.Sprintf("s%d", i)), http: testnet.FreeAddr(t), raft: testnet.FreeAddr(t)})
 	}
 	c.startNode(0)
 	tokFile := filepath.Join(c.nodes[0].dir, "management.token")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -20,9 +21,9 @@ import (
 func TestServerWithAgentAndSnapshot(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "server")
-	httpAddr := freePort(t)
+	httpAddr := testnet.FreeAddr(t)
 	start(t, "server", root, nil, "server", "-bootstrap", "-agent", "-agent-driver=memory",
-		"-data-dir", dir, "-http-addr", httpAddr, "-raft-addr", freePort(t), "-log-level", "warn")
+		"-data-dir", dir, "-http-addr", httpAddr, "-raft-addr", testnet.FreeAddr(t), "-log-level", "warn")
 	var token string
 	testwait.For(t, 30*time.Second, "management token", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "management.token"))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/daemon/agent"
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -75,6 +76,71 @@ func waitCredential(t *testing.T, dir string) string {
 		return true
 	})
 	return cred
+}
+
+// TestAuth: every route needs a token, a wrong token is 401, another
+// project's stack is 404, roles are enforced, bodies are checked.
+func TestAuth(t *testing.T) {
+	s, mgmt := single(t, nil)
+	reader, member, other := mgmt.as("p1", "reader"), mgmt.as("p1", "member"), mgmt.as("p2", "member")
+	// A stack of p2 with nothing in it (no changes: recorded at once).
+	empty := mainHCL("# nothing\n")
+	other.must("POST", "/v1/stacks/s2/apply", api.ApplyRequest{Template: empty}, http.StatusOK, nil)
+	other.must("GET", "/v1/stacks/s2", nil, http.StatusOK, nil)
+
+	for _, pattern := range Routes() {
+		method, path, _ := strings.Cut(pattern, " ")
+		path = strings.NewReplacer("{stack}", "s2", "{id}", "x", "{address}", "a").Replace(path)
+		t.Run(pattern, func(t *testing.T) {
+			for _, c := range []client{{t: t, addr: s.Addr()}, {t: t, addr: s.Addr(), token: "kiln_wrong"}} {
+				if code, out := c.do(method, path, "{}"); code != http.StatusUnauthorized {
+					t.Errorf("token %q: %d %s, want 401", c.token, code, out)
+				}
+			}
+		})
+	}
+	if code, _ := (client{t: t, addr: s.Addr()}).do("GET", "/v1/health", nil); code != http.StatusOK {
+		t.Errorf("health without token: %d", code)
+	}
+
+	tests := []struct {
+		name   string
+		c      client
+		method string
+		path   string
+		body   any
+		want   int
+		field  string
+	}{
+		{"other project's stack", member, "GET", "/v1/stacks/s2", nil, 404, ""},
+		{"other project's outputs", reader, "GET", "/v1/stacks/s2/outputs", nil, 404, ""},
+		{"other project's destroy", member, "POST", "/v1/stacks/s2/destroy", nil, 404, ""},
+		{"reader cannot apply", reader, "POST", "/v1/stacks/s1/apply", api.ApplyRequest{Template: empty}, 403, ""},
+		{"reader cannot destroy", reader, "POST", "/v1/stacks/s1/destroy", nil, 403, ""},
+		{"reader can plan", reader, "POST", "/v1/stacks/s1/plan", api.PlanRequest{Template: *empty}, 200, ""},
+		{"member cannot create tokens", member, "POST", "/v1/tokens", api.TokenRequest{Project: "p1", Role: "reader"}, 403, ""},
+		{"member cannot register agents", member, "POST", "/v1/agents", api.AgentRegister{ID: "a"}, 403, ""},
+		{"member cannot list peers", member, "GET", "/v1/operator/raft/peers", nil, 403, ""},
+		{"bad JSON", member, "POST", "/v1/stacks/s1/apply", `{"template":`, 400, ""},
+		{"unknown field", member, "POST", "/v1/stacks/s1/apply", `{"templat": {}}`, 400, "templat"},
+		{"wrong type", member, "POST", "/v1/stacks/s1/apply", `{"ttl": 5}`, 400, "ttl"},
+		{"bad ttl", member, "POST", "/v1/stacks/s1/apply", `{"ttl": "soon", "template": {"bundle": {}}}`, 400, "ttl"},
+		{"empty body", member, "POST", "/v1/stacks/s1/apply", ``, 400, ""},
+		{"oversized body", member, "POST", "/v1/stacks/s1/apply", `{"ttl": "` + strings.Repeat("x", api.MaxBodyBytes) + `"}`, 413, ""},
+		{"bad role", mgmt, "POST", "/v1/tokens", api.TokenRequest{Project: "p1", Role: "root"}, 400, "role"},
+		{"bad index", reader, "GET", "/v1/operations/x?index=abc", nil, 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := tt.c.do(tt.method, tt.path, tt.body)
+			if code != tt.want {
+				t.Fatalf("%d %s, want %d", code, out, tt.want)
+			}
+			if tt.field != "" && !strings.Contains(string(out), `"field": "`+tt.field+`"`) {
+				t.Errorf("error does not name field %q: %s", tt.field, out)
+			}
+		})
+	}
 }
 
 // TestAuthorizationMatrix calls every route of Routes() as every kind of
@@ -517,10 +583,10 @@ func TestJoinSafety(t *testing.T) {
 		{"same id, new raft address", api.JoinRequest{ID: self.ID, RaftAddr: liveRaft.Addr().String(), HTTPAddr: self.HTTPAddr}, http.StatusConflict, "cannot change a member's address"},
 		{"new id, a member's raft address", api.JoinRequest{ID: "rogue", RaftAddr: self.RaftAddr, HTTPAddr: rogueHTTP}, http.StatusConflict, "in use by node " + self.ID},
 		{"new id, a member's HTTP address", api.JoinRequest{ID: "rogue", RaftAddr: liveRaft.Addr().String(), HTTPAddr: self.HTTPAddr}, http.StatusConflict, "in use by node " + self.ID},
-		{"nothing answers", api.JoinRequest{ID: "ghost", RaftAddr: freePort(t), HTTPAddr: freePort(t)}, http.StatusServiceUnavailable, "does not answer"},
+		{"nothing answers", api.JoinRequest{ID: "ghost", RaftAddr: testnet.FreeAddr(t), HTTPAddr: testnet.FreeAddr(t)}, http.StatusServiceUnavailable, "does not answer"},
 		{"HTTP answers as another node", api.JoinRequest{ID: "liar", RaftAddr: liveRaft.Addr().String(), HTTPAddr: rogueHTTP}, http.StatusConflict, "answers as node"},
-		{"raft address dead", api.JoinRequest{ID: "half", RaftAddr: freePort(t), HTTPAddr: halfHTTP}, http.StatusServiceUnavailable, "raft address"},
-		{"no http_addr", api.JoinRequest{ID: "x", RaftAddr: freePort(t)}, http.StatusBadRequest, "http_addr"},
+		{"raft address dead", api.JoinRequest{ID: "half", RaftAddr: testnet.FreeAddr(t), HTTPAddr: halfHTTP}, http.StatusServiceUnavailable, "raft address"},
+		{"no http_addr", api.JoinRequest{ID: "x", RaftAddr: testnet.FreeAddr(t)}, http.StatusBadRequest, "http_addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"reflect"
@@ -19,24 +18,13 @@ import (
 	kclient "github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/daemon/agent"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
-// freePort returns a loopback address with a port nobody listens on.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func testConfig(t *testing.T, dir string) Config {
 	return Config{
-		DataDir: dir, HTTPAddr: "127.0.0.1:0", RaftAddr: freePort(t),
+		DataDir: dir, HTTPAddr: "127.0.0.1:0", RaftAddr: testnet.FreeAddr(t),
 		HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
 		AgentHeartbeat: scheduler.Heartbeat{Interval: 100 * time.Millisecond, Missed: 100},

@@ -173,17 +173,10 @@ func (s *Server) heartbeatMonitor(ctx context.Context) {
 	hb := s.cfg.AgentHeartbeat
 	started := time.Now()
 	window := hb.Interval * time.Duration(hb.Missed)
-	t := time.NewTicker(max(hb.Interval/2, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, max(hb.Interval/2, 10*time.Millisecond), func() {
 		now := time.Now()
 		if now.Sub(started) < window {
-			continue
+			return
 		}
 		for _, a := range s.store.State().Agents() {
 			if a.Status != raftstore.AgentUp || !hb.Down(a.LastHeartbeat, now) {
@@ -195,12 +188,25 @@ func (s *Server) heartbeatMonitor(ctx context.Context) {
 				s.log.Warn("mark agent down", "agent", a.ID, "err", err)
 			}
 		}
-	}
+	})
 }
 
 // ttlReaper destroys the stacks whose TTL is over.
 func (s *Server) ttlReaper(ctx context.Context) {
-	t := time.NewTicker(s.cfg.TTLInterval)
+	every(ctx, s.cfg.TTLInterval, func() {
+		for _, st := range s.store.State().ExpiredStacks(time.Now()) {
+			if err := s.reap(ctx, st); err != nil {
+				s.log.Warn("ttl", "stack", st.Name, "err", err)
+			}
+		}
+		s.collectGarbage(ctx)
+	})
+}
+
+// every calls tick each interval until ctx is done: the leader's periodic
+// duties.
+func every(ctx context.Context, interval time.Duration, tick func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -208,12 +214,7 @@ func (s *Server) ttlReaper(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, st := range s.store.State().ExpiredStacks(time.Now()) {
-			if err := s.reap(ctx, st); err != nil {
-				s.log.Warn("ttl", "stack", st.Name, "err", err)
-			}
-		}
-		s.collectGarbage(ctx)
+		tick()
 	}
 }
 

@@ -29,16 +29,23 @@ func (ev *opEvaluator) desired() *spec.Stack {
 	if ev.desiredStack != nil || ev.op.Kind != raftstore.OpApply {
 		return ev.desiredStack
 	}
+	ev.desiredStack = ev.evaluate("load stack")
+	return ev.desiredStack
+}
+
+// evaluate evaluates the template of the operation's stack with the state as
+// it is now. It is nil for a stack that is gone or a template that does not
+// evaluate, which is logged as what.
+func (ev *opEvaluator) evaluate(what string) *spec.Stack {
 	st, ok := ev.s.store.State().Stack(ev.op.Project, ev.op.Stack)
 	if !ok {
 		return nil
 	}
 	d, err := ev.s.loadStack(st)
 	if err != nil {
-		ev.s.log.Warn("load stack", "stack", ev.op.Stack, "err", err)
+		ev.s.log.Warn(what, "stack", ev.op.Stack, "err", err)
 		return nil
 	}
-	ev.desiredStack = d
 	return d
 }
 
@@ -91,13 +98,8 @@ func (ev *opEvaluator) outputs() map[string]spec.Output {
 	if ev.op.Kind != raftstore.OpApply {
 		return nil
 	}
-	st, ok := ev.s.store.State().Stack(ev.op.Project, ev.op.Stack)
-	if !ok {
-		return nil
-	}
-	d, err := ev.s.loadStack(st)
-	if err != nil {
-		ev.s.log.Warn("outputs", "stack", ev.op.Stack, "err", err)
+	d := ev.evaluate("outputs")
+	if d == nil {
 		return nil
 	}
 	if d.Outputs == nil {

@@ -147,15 +147,26 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) error {
-	c := callerOf(r)
-	var req api.PlanRequest
-	if err := decode(r, &req, false); err != nil {
-		return err
+// decodeStackRequest decodes the body of a plan or apply into req and
+// returns the stack named in the path, refused unless it is a valid name (the
+// stack need not exist yet).
+func decodeStackRequest(r *http.Request, req any) (string, error) {
+	if err := decode(r, req, false); err != nil {
+		return "", err
 	}
 	stack := r.PathValue("stack")
 	if !spec.ValidName(stack) {
-		return errf(http.StatusBadRequest, "stack name %q is not valid", stack)
+		return "", errf(http.StatusBadRequest, "stack name %q is not valid", stack)
+	}
+	return stack, nil
+}
+
+func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) error {
+	c := callerOf(r)
+	var req api.PlanRequest
+	stack, err := decodeStackRequest(r, &req)
+	if err != nil {
+		return err
 	}
 	p, err := s.makePlan(r.Context(), c.project, stack, &req.Template, req.Destroy)
 	if err != nil {
@@ -232,12 +243,9 @@ func parseTTL(field, v string) (time.Duration, error) {
 func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) error {
 	c := callerOf(r)
 	var req api.ApplyRequest
-	if err := decode(r, &req, false); err != nil {
+	stack, err := decodeStackRequest(r, &req)
+	if err != nil {
 		return err
-	}
-	stack := r.PathValue("stack")
-	if !spec.ValidName(stack) {
-		return errf(http.StatusBadRequest, "stack name %q is not valid", stack)
 	}
 	ttl, err := parseTTL("ttl", req.TTL)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -129,7 +130,7 @@ func TestServerDataDirPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg.RaftAddr = freePort(t)
+	cfg.RaftAddr = testnet.FreeAddr(t)
 	s = startServer(t, cfg)
 	if err := s.WaitReady(ctx); err != nil {
 		t.Fatal(err)

@@ -28,21 +28,11 @@ const (
 )
 
 func (c *Config) timeoutDefaults() {
-	if c.HTTPHeaderTimeout <= 0 {
-		c.HTTPHeaderTimeout = defaultHeaderTimeout
-	}
-	if c.HTTPBodyTimeout <= 0 {
-		c.HTTPBodyTimeout = defaultBodyTimeout
-	}
-	if c.HTTPWriteTimeout <= 0 {
-		c.HTTPWriteTimeout = defaultWriteTimeout
-	}
-	if c.HTTPIdleTimeout <= 0 {
-		c.HTTPIdleTimeout = defaultIdleTimeout
-	}
-	if c.MaxConnections <= 0 {
-		c.MaxConnections = defaultMaxConnections
-	}
+	orDefault(&c.HTTPHeaderTimeout, defaultHeaderTimeout)
+	orDefault(&c.HTTPBodyTimeout, defaultBodyTimeout)
+	orDefault(&c.HTTPWriteTimeout, defaultWriteTimeout)
+	orDefault(&c.HTTPIdleTimeout, defaultIdleTimeout)
+	orDefault(&c.MaxConnections, defaultMaxConnections)
 }
 
 // httpServer makes the API's http.Server with its time limits.
@@ -146,4 +136,11 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// orDefault sets a setting left zero (or negative) to its default.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }

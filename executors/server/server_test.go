@@ -2,8 +2,6 @@ package server_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -19,6 +17,7 @@ import (
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/executors/volume"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
+	"github.com/kiln-dev/kiln/internal/testguest"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
@@ -39,32 +38,6 @@ func TestMAC(t *testing.T) {
 	if a == server.MAC("s", "server.web[1]", "network.lan") || a == server.MAC("s", "server.web[0]", "network.db") {
 		t.Fatalf("MACs of different NICs collide")
 	}
-}
-
-// testImage is the test guest built by `make test-image`.
-func testImage(t testing.TB) string {
-	t.Helper()
-	path, err := filepath.Abs("../../build/images/kiln-test-guest.qcow2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("the test guest image is missing (%v): run `make test-image` (scripts/build-test-image.sh)", err)
-	}
-	return path
-}
-
-func sha256File(t testing.TB, path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func run(t *testing.T, args ...string) {
@@ -104,8 +77,8 @@ func setup(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	srv.ShutdownTimeout = 3 * time.Second // the test guest ignores ACPI shutdown
-	path := testImage(t)
-	img, err := images.Create(context.Background(), image.Template{Source: path, SHA256: sha256File(t, path)}, nil)
+	path, sum := testguest.Image(t)
+	img, err := images.Create(context.Background(), image.Template{Source: path, SHA256: sum}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

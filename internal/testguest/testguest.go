@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/executors/accel"
@@ -91,6 +92,16 @@ func ImageSum() (path, sum string, err error) {
 		return "", "", err
 	}
 	return path, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Image is ImageSum for a test: it fails t when the image is missing.
+func Image(t testing.TB) (path, sum string) {
+	t.Helper()
+	path, sum, err := ImageSum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, sum
 }
 
 // tool returns the path of a program, or an error naming the Debian package.
