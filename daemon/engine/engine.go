@@ -8,7 +8,9 @@
 // The engine knows nothing of raft or agents: it is given a Recorder (on the
 // leader, raft applies), a Runner (on the leader, the hand-off to an agent;
 // in tests, an in-memory driver), a Reader for resuming and an optional
-// Assigner (the scheduler).
+// Assigner (the scheduler). It speaks the state model's one vocabulary of
+// action statuses (raftstore.ActionStatus), which is what it records and what
+// it resumes from.
 //
 // Run reads as the steps of a graph walk: build the graph of the plan's
 // changes with what is already recorded (graph.go), then walk it (walk.go):

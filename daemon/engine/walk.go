@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/raftstore"
 )
 
 // run is the state of one Engine.Run, kept as a graph walk: the nodes with
@@ -68,19 +69,23 @@ func (e *Engine) newRun(rctx context.Context, op Operation, nodes map[string]*no
 	}
 }
 
-// restore takes in what earlier leaders recorded (done and failed actions
-// stay so, and a skip they may have cut short is carried through), then
-// schedules every action that has nothing left to wait for.
+// restore takes in what earlier leaders recorded (done, failed, skipped and
+// cancelled actions stay so; a skip they may have cut short is carried
+// through, and so is a cancel: only the cancel of an operation records an
+// action cancelled, so nothing more starts), then schedules every action
+// that has nothing left to wait for.
 func (r *run) restore() {
 	for _, addr := range r.order {
 		n := r.nodes[addr]
 		switch n.status {
-		case StatusDone:
+		case raftstore.ActionDone:
 			r.release(n)
-		case StatusFailed:
+		case raftstore.ActionFailed:
 			r.fail(n)
-		case StatusSkipped:
+		case raftstore.ActionSkipped:
 			r.skip(addr, n.result.Err)
+		case raftstore.ActionCancelled:
+			r.cancelled = true
 		}
 	}
 	for _, addr := range r.order {
@@ -127,7 +132,7 @@ func (r *run) startReady(ctx context.Context) {
 		switch {
 		case n.status.Final():
 		case n.stepErr != nil:
-			r.record(n.change.Address, Result{Status: StatusFailed, Err: n.stepErr.Error()})
+			r.record(n.change.Address, Result{Status: raftstore.ActionFailed, Err: n.stepErr.Error()})
 			r.fail(n)
 		default:
 			r.start(n)
@@ -138,7 +143,7 @@ func (r *run) startReady(ctx context.Context) {
 // start marks n running and visits it in a goroutine of its own, with its
 // dependencies' attributes as they are now.
 func (r *run) start(n *node) {
-	n.status = StatusRunning
+	n.status = raftstore.ActionRunning
 	r.running++
 	deps := make(map[string]map[string]any, len(n.deps))
 	for _, d := range n.deps {
@@ -162,7 +167,7 @@ func (r *run) receive(f finished) {
 		}
 		return
 	}
-	if n.status == StatusDone {
+	if n.status == raftstore.ActionDone {
 		r.release(n)
 	} else {
 		r.fail(n)
@@ -209,7 +214,7 @@ func (r *run) skip(addr, reason string) {
 		if r.nodes[u].status.Final() {
 			continue
 		}
-		r.record(u, Result{Status: StatusSkipped, Err: reason})
+		r.record(u, Result{Status: raftstore.ActionSkipped, Err: reason})
 		r.log.Info("skipped", "address", u, "reason", reason)
 		r.skip(u, reason)
 	}
@@ -238,7 +243,7 @@ func (r *run) outcome() Outcome {
 	for _, addr := range r.order {
 		n := r.nodes[addr]
 		if !n.status.Final() {
-			r.record(addr, Result{Status: StatusCancelled, Err: "cancelled"})
+			r.record(addr, Result{Status: raftstore.ActionCancelled, Err: "cancelled"})
 			r.cancelled = true
 		}
 		if n.change.Action != planner.NoOp {
