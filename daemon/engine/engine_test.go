@@ -541,3 +541,95 @@ func TestResumeAfterRecordedFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeCancelled: an earlier leader cancelled the operation and
+// recorded some of its unstarted actions cancelled, then died before it
+// recorded the rest and the operation's end. The new leader runs none of
+// them: a recorded cancelled action stays cancelled (nothing of it is
+// recorded again, which the state would refuse), the rest are recorded
+// cancelled and the operation CANCELLED.
+func TestResumeCancelled(t *testing.T) {
+	e, rec, drv := newEngine(4)
+	p := plan(
+		ch("network.lan", planner.Create),
+		ch("server.web", planner.Create, "network.lan"),
+		ch("volume.v", planner.Create),
+		ch("volume.w", planner.Create),
+	)
+	state := map[string]ActionState{
+		"network.lan": {Status: raftstore.ActionDone, Node: "n1"},
+		"server.web":  {Status: raftstore.ActionCancelled, Err: "cancelled"},
+		"volume.v":    {Status: raftstore.ActionCancelled, Err: "cancelled"},
+	}
+	out, err := e.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationCancelled {
+		t.Errorf("outcome %s %q, want CANCELLED", out.Status, out.Err)
+	}
+	if n := len(drv.d.Log()); n != 0 {
+		t.Errorf("ran %v", drv.d.Log())
+	}
+	if len(rec.starts) != 0 {
+		t.Errorf("starts recorded: %v", rec.starts)
+	}
+	for _, addr := range []string{"network.lan", "server.web", "volume.v"} {
+		if _, again := rec.actions[addr]; again {
+			t.Errorf("%s recorded again: %+v", addr, rec.actions[addr])
+		}
+	}
+	if got := rec.actions["volume.w"]; got.Status != raftstore.ActionCancelled {
+		t.Errorf("volume.w recorded %+v, want cancelled", got)
+	}
+	for addr, want := range map[string]raftstore.ActionStatus{"server.web": raftstore.ActionCancelled, "volume.v": raftstore.ActionCancelled, "volume.w": raftstore.ActionCancelled} {
+		if got := out.Actions[addr].Status; got != want {
+			t.Errorf("outcome of %s: %s, want %s", addr, got, want)
+		}
+	}
+	if len(rec.opDone) != 1 || !strings.HasPrefix(rec.opDone[0], OperationCancelled) {
+		t.Errorf("operation recorded %v", rec.opDone)
+	}
+}
+
+// TestCancelThenResume: a cancelled run leaves its unstarted actions
+// recorded cancelled; a new leader that resumes from that record (the
+// operation's end was not recorded) runs none of them.
+func TestCancelThenResume(t *testing.T) {
+	e, rec, drv := newEngine(1)
+	gate := drv.d.Block("network.lan", memdriver.OpCreate, memdriver.BeforeEffect)
+	ctx, cancel := context.WithCancel(context.Background())
+	p := plan(
+		ch("network.lan", planner.Create),
+		ch("server.web", planner.Create, "network.lan"),
+		ch("volume.v", planner.Create),
+	)
+	done := make(chan error)
+	go func() {
+		_, err := e.Run(ctx, Operation{ID: "op", Stack: "s", Plan: p})
+		done <- err
+	}()
+	<-gate.Reached()
+	cancel()
+	gate.Release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	calls := len(drv.d.Log())
+
+	rec2 := newRecorder()
+	e2 := &Engine{Recorder: rec2, Runner: drv, Reader: drv, Parallelism: 4}
+	out, err := e2.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: rec.state()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationCancelled {
+		t.Errorf("resumed outcome %s %q, want CANCELLED", out.Status, out.Err)
+	}
+	if n := len(drv.d.Log()); n != calls {
+		t.Errorf("the resume ran %v", drv.d.Log()[calls:])
+	}
+	if len(rec2.actions) != 0 || len(rec2.starts) != 0 {
+		t.Errorf("the resume recorded %v, starts %v", rec2.actions, rec2.starts)
+	}
+}
