@@ -46,8 +46,10 @@ type Engine struct {
 
 // Run runs op to its end and records how it finished. Cancelling ctx cancels
 // the operation: no new action starts, the running ones finish (they run on a
-// context that is not cancelled with ctx), every action not started is
-// recorded cancelled and the operation CANCELLED.
+// context that is not cancelled with ctx; one an earlier leader recorded
+// running is resumed), every action not started is recorded cancelled and
+// the operation CANCELLED. Resuming an operation with actions recorded
+// cancelled carries that cancel through, whatever ctx says: they never run.
 //
 // The returned error is not the operation's failure (that is in the Outcome
 // and recorded): it says the engine could not record progress, stopped, and

@@ -633,3 +633,42 @@ func TestCancelThenResume(t *testing.T) {
 		t.Errorf("the resume recorded %v, starts %v", rec2.actions, rec2.starts)
 	}
 }
+
+// TestResumeRunningWhenCancelled: an operation whose cancel was requested
+// is resumed by a new leader with an action an earlier leader recorded
+// running. That action is running, not started anew, so the cancel lets it
+// finish: it is resumed (read, not run again) and recorded, the actions not
+// started are recorded cancelled, and the operation ends CANCELLED.
+func TestResumeRunningWhenCancelled(t *testing.T) {
+	e, rec, drv := newEngine(4)
+	p := plan(
+		ch("network.lan", planner.Create),
+		ch("server.web", planner.Create, "network.lan"),
+	)
+	// The earlier leader's create of network.lan happened.
+	if _, err := drv.Run(context.Background(), Action{OpID: "op", Stack: "s", Address: "network.lan", Kind: "network", Op: OpCreate, Attrs: p.Changes[0].After}); err != nil {
+		t.Fatal(err)
+	}
+	calls := len(drv.d.Log())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	state := map[string]ActionState{"network.lan": {Status: raftstore.ActionRunning, Node: "n1"}}
+	out, err := e.Run(ctx, Operation{ID: "op", Stack: "s", Plan: p, Actions: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationCancelled {
+		t.Errorf("outcome %s %q, want CANCELLED", out.Status, out.Err)
+	}
+	if got := rec.actions["network.lan"]; got.Status != raftstore.ActionDone {
+		t.Errorf("network.lan recorded %+v, want done (resumed)", got)
+	}
+	if got := rec.actions["server.web"]; got.Status != raftstore.ActionCancelled {
+		t.Errorf("server.web recorded %+v, want cancelled", got)
+	}
+	for _, c := range drv.d.Log()[calls:] {
+		if c.Op != memdriver.OpRead {
+			t.Errorf("the resume ran %+v", c)
+		}
+	}
+}

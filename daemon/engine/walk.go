@@ -118,17 +118,21 @@ func (r *run) walk(ctx context.Context) {
 	}
 }
 
-// startReady starts ready actions in plan order while there is room, every
-// record was made and the operation is not cancelled. An action whose change
-// cannot be turned into steps fails without running.
+// startReady starts ready actions in plan order while there is room and
+// every record was made. An action whose change cannot be turned into steps
+// fails without running. Once the operation is cancelled nothing new starts,
+// but an action an earlier leader recorded running is still resumed: it is
+// running, and a cancel lets running actions finish (recording it cancelled
+// would be false, and refused).
 func (r *run) startReady(ctx context.Context) {
-	for r.recErr == nil && !r.cancelled && r.running < r.bound && len(r.ready) > 0 {
+	for r.recErr == nil && r.running < r.bound && len(r.ready) > 0 {
 		if ctx.Err() != nil {
 			r.cancelled = true
+		}
+		n := r.next()
+		if n == nil {
 			return
 		}
-		n := r.ready[0]
-		r.ready = r.ready[1:]
 		switch {
 		case n.status.Final():
 		case n.stepErr != nil:
@@ -138,6 +142,24 @@ func (r *run) startReady(ctx context.Context) {
 			r.start(n)
 		}
 	}
+}
+
+// next takes the next action to start off the ready queue: the first one,
+// or once the operation is cancelled the first one being resumed; nil when
+// there is none.
+func (r *run) next() *node {
+	for i, n := range r.ready {
+		if r.cancelled && (!n.resume || n.status.Final()) {
+			continue
+		}
+		if i == 0 {
+			r.ready = r.ready[1:]
+		} else {
+			r.ready = append(r.ready[:i], r.ready[i+1:]...)
+		}
+		return n
+	}
+	return nil
 }
 
 // start marks n running and visits it in a goroutine of its own, with its
