@@ -5,6 +5,9 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/memdriver"
 	"github.com/kiln-dev/kiln/internal/testwait"
+	"github.com/kiln-dev/kiln/planner"
 	"github.com/kiln-dev/kiln/raftstore"
 )
 
@@ -167,5 +171,26 @@ func checkActions(t *testing.T, op api.Operation, want map[string]string) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("actions %v, want %v", got, want)
+	}
+}
+
+// TestActionStatusVocabulary: the API renders an action's status as the
+// state records it, and docs/api.yaml lists exactly the state's statuses.
+func TestActionStatusVocabulary(t *testing.T) {
+	var names []string
+	for _, st := range raftstore.ActionStatuses {
+		names = append(names, string(st))
+		o := raftstore.Operation{ID: "op", Actions: []raftstore.ActionState{{Address: "network.lan", Action: planner.Create, Status: st}}}
+		if got := opView(o).Actions[0].Status; got != string(st) {
+			t.Errorf("action %s rendered %q", st, got)
+		}
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "api.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "enum: [" + strings.Join(names, ", ") + "]"
+	if !bytes.Contains(doc, []byte(want)) {
+		t.Errorf("docs/api.yaml does not list the action statuses as %q", want)
 	}
 }
