@@ -410,6 +410,9 @@ func TestLeaderLossMidApply(t *testing.T) {
 	}
 }
 
+// TestCancel: cancelled while network.lan runs, the operation lets it finish
+// and records the actions not started cancelled; a new leader resuming from
+// that record runs none of them.
 func TestCancel(t *testing.T) {
 	e, rec, drv := newEngine(1)
 	gate := drv.d.Block("network.lan", memdriver.OpCreate, memdriver.BeforeEffect)
@@ -439,6 +442,25 @@ func TestCancel(t *testing.T) {
 	}
 	if n := drv.d.Calls("volume", "volume.v", memdriver.OpCreate); n != 0 {
 		t.Errorf("volume.v started after cancel")
+	}
+
+	// A new leader resuming from that record (as if the operation's end had
+	// not been recorded) runs none of the cancelled actions.
+	calls := len(drv.d.Log())
+	rec2 := newRecorder()
+	e2 := &Engine{Recorder: rec2, Runner: drv, Reader: drv, Parallelism: 4}
+	out, err := e2.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: rec.state()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationCancelled {
+		t.Errorf("resumed outcome %s %q, want CANCELLED", out.Status, out.Err)
+	}
+	if n := len(drv.d.Log()); n != calls {
+		t.Errorf("the resume ran %v", drv.d.Log()[calls:])
+	}
+	if len(rec2.actions) != 0 || len(rec2.starts) != 0 {
+		t.Errorf("the resume recorded %v, starts %v", rec2.actions, rec2.starts)
 	}
 }
 
@@ -589,48 +611,6 @@ func TestResumeCancelled(t *testing.T) {
 	}
 	if len(rec.opDone) != 1 || !strings.HasPrefix(rec.opDone[0], OperationCancelled) {
 		t.Errorf("operation recorded %v", rec.opDone)
-	}
-}
-
-// TestCancelThenResume: a cancelled run leaves its unstarted actions
-// recorded cancelled; a new leader that resumes from that record (the
-// operation's end was not recorded) runs none of them.
-func TestCancelThenResume(t *testing.T) {
-	e, rec, drv := newEngine(1)
-	gate := drv.d.Block("network.lan", memdriver.OpCreate, memdriver.BeforeEffect)
-	ctx, cancel := context.WithCancel(context.Background())
-	p := plan(
-		ch("network.lan", planner.Create),
-		ch("server.web", planner.Create, "network.lan"),
-		ch("volume.v", planner.Create),
-	)
-	done := make(chan error)
-	go func() {
-		_, err := e.Run(ctx, Operation{ID: "op", Stack: "s", Plan: p})
-		done <- err
-	}()
-	<-gate.Reached()
-	cancel()
-	gate.Release()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	calls := len(drv.d.Log())
-
-	rec2 := newRecorder()
-	e2 := &Engine{Recorder: rec2, Runner: drv, Reader: drv, Parallelism: 4}
-	out, err := e2.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: rec.state()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.Status != OperationCancelled {
-		t.Errorf("resumed outcome %s %q, want CANCELLED", out.Status, out.Err)
-	}
-	if n := len(drv.d.Log()); n != calls {
-		t.Errorf("the resume ran %v", drv.d.Log()[calls:])
-	}
-	if len(rec2.actions) != 0 || len(rec2.starts) != 0 {
-		t.Errorf("the resume recorded %v, starts %v", rec2.actions, rec2.starts)
 	}
 }
 
