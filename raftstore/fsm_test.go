@@ -462,20 +462,6 @@ func TestFSMCommands(t *testing.T) {
 			wantErr: ErrConflict,
 		},
 		{
-			name: "cancelled action started",
-			setup: append(withOpStarted(),
-				&ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionCancelled}),
-			cmd:     &ActionStarted{Operation: "op1", Address: "network.lan"},
-			wantErr: ErrConflict,
-		},
-		{
-			name: "cancelled action finished again",
-			setup: append(withOpStarted(),
-				&ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionCancelled}),
-			cmd:     &ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionCancelled},
-			wantErr: ErrConflict,
-		},
-		{
 			name: "operation cancelled after its actions were",
 			setup: append(withOpStarted(),
 				&ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionCancelled, Error: "cancelled"},
@@ -714,6 +700,27 @@ func TestFSMCommands(t *testing.T) {
 			},
 		},
 	})
+	runFSMCases(t, finalActionCases())
+}
+
+// finalActionCases: an action in any final status, cancelled included, is
+// neither started nor finished again.
+func finalActionCases() []fsmCase {
+	var out []fsmCase
+	for _, st := range ActionStatuses {
+		if !st.Final() {
+			continue
+		}
+		finished := func() []Command {
+			return append(withOpStarted(), &ActionFinished{Operation: "op1", Address: "network.lan", Status: st})
+		}
+		out = append(out,
+			fsmCase{name: "started when " + string(st), setup: finished(),
+				cmd: &ActionStarted{Operation: "op1", Address: "network.lan", Time: t0}, wantErr: ErrConflict},
+			fsmCase{name: "finished again when " + string(st), setup: finished(),
+				cmd: &ActionFinished{Operation: "op1", Address: "network.lan", Status: st}, wantErr: ErrConflict})
+	}
+	return out
 }
 
 // TestAgentEntriesBeforeRatios applies agent entries as they were written
