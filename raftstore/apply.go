@@ -429,6 +429,10 @@ func (c *FinishOperation) apply(tx *txn) (any, error) {
 	if c.Error != "" {
 		reason += ": " + c.Error
 	}
+	// The leader's engine records every action final before it ends an
+	// operation (a cancel records the unstarted ones cancelled); what is
+	// left here is skipped or failed as it always was, so that servers of
+	// every version apply this entry alike.
 	for i := range o.Actions {
 		a := &o.Actions[i]
 		switch a.Status {
