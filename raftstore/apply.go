@@ -357,12 +357,12 @@ func (c *ActionFinished) apply(tx *txn) (any, error) {
 	}
 	switch c.Status {
 	case ActionDone, ActionFailed:
-	case ActionSkipped:
+	case ActionSkipped, ActionCancelled:
 		if a.Status != ActionPending {
-			return nil, conflict("action %s is %s, only a pending action is skipped", c.Address, a.Status)
+			return nil, conflict("action %s is %s, only a pending action is %s", c.Address, a.Status, c.Status)
 		}
 	default:
-		return nil, invalid("action status %q is not done, failed or skipped", c.Status)
+		return nil, invalid("action status %q is not done, failed, skipped or cancelled", c.Status)
 	}
 	if a.Status.Final() {
 		return nil, conflict("action %s is already %s", c.Address, a.Status)
@@ -429,6 +429,10 @@ func (c *FinishOperation) apply(tx *txn) (any, error) {
 	if c.Error != "" {
 		reason += ": " + c.Error
 	}
+	// The leader's engine records every action final before it ends an
+	// operation (a cancel records the unstarted ones cancelled); what is
+	// left here is skipped or failed as it always was, so that servers of
+	// every version apply this entry alike.
 	for i := range o.Actions {
 		a := &o.Actions[i]
 		switch a.Status {

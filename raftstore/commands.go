@@ -351,9 +351,11 @@ type ActionStarted struct {
 	Time      time.Time
 }
 
-// ActionFinished records the end of an action: done, failed or skipped. With
-// Resource set, the resource is recorded; with DeleteResource, the address
-// is forgotten; either moves the stack serial. Skip lists pending dependents
+// ActionFinished records the end of an action: done, failed, skipped or
+// cancelled, the last two only for a pending action (leaders from before
+// cancelled existed recorded a cancelled action as skipped). With Resource
+// set, the resource is recorded; with DeleteResource, the address is
+// forgotten; either moves the stack serial. Skip lists pending dependents
 // the engine skips in the same step, with SkipReason.
 type ActionFinished struct {
 	Operation      string

@@ -444,6 +444,42 @@ func TestFSMCommands(t *testing.T) {
 			wantErr: ErrConflict,
 		},
 		{
+			name:  "pending action cancelled",
+			setup: withOpStarted(),
+			cmd: &ActionFinished{Operation: "op1", Address: "server.web[0]", Status: ActionCancelled, Error: "cancelled", Time: t0,
+				Events: []Event{{Time: t0, Node: "n1", Level: LevelWarn, Message: "server.web[0] cancelled: cancelled"}}},
+			check: func(t *testing.T, s *State) {
+				o, _ := s.Operation("op1")
+				if a := o.Action("server.web[0]"); a.Status != ActionCancelled || !a.Status.Final() || a.Error != "cancelled" {
+					t.Errorf("action = %s %q", a.Status, a.Error)
+				}
+			},
+		},
+		{
+			name:    "running action cancelled",
+			setup:   append(withOpStarted(), &ActionStarted{Operation: "op1", Address: "network.lan"}),
+			cmd:     &ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionCancelled},
+			wantErr: ErrConflict,
+		},
+		{
+			name: "operation cancelled after its actions were",
+			setup: append(withOpStarted(),
+				&ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionCancelled, Error: "cancelled"},
+				&ActionFinished{Operation: "op1", Address: "server.web[0]", Status: ActionCancelled, Error: "cancelled"}),
+			cmd: &FinishOperation{ID: "op1", Status: OpCancelled, Error: "cancelled", Time: t0},
+			check: func(t *testing.T, s *State) {
+				o, _ := s.Operation("op1")
+				for _, a := range o.Actions {
+					if a.Action != planner.NoOp && a.Status != ActionCancelled {
+						t.Errorf("%s = %s, want cancelled", a.Address, a.Status)
+					}
+				}
+				if st, _ := s.Stack("p", "web"); st.Status != StackCancelled {
+					t.Errorf("stack = %s", st.Status)
+				}
+			},
+		},
+		{
 			name:    "action finished with a bad status",
 			setup:   withOpStarted(),
 			cmd:     &ActionFinished{Operation: "op1", Address: "network.lan", Status: "great"},
@@ -664,6 +700,27 @@ func TestFSMCommands(t *testing.T) {
 			},
 		},
 	})
+	runFSMCases(t, finalActionCases())
+}
+
+// finalActionCases: an action in any final status, cancelled included, is
+// neither started nor finished again.
+func finalActionCases() []fsmCase {
+	var out []fsmCase
+	for _, st := range ActionStatuses {
+		if !st.Final() {
+			continue
+		}
+		finished := func() []Command {
+			return append(withOpStarted(), &ActionFinished{Operation: "op1", Address: "network.lan", Status: st})
+		}
+		out = append(out,
+			fsmCase{name: "started when " + string(st), setup: finished(),
+				cmd: &ActionStarted{Operation: "op1", Address: "network.lan", Time: t0}, wantErr: ErrConflict},
+			fsmCase{name: "finished again when " + string(st), setup: finished(),
+				cmd: &ActionFinished{Operation: "op1", Address: "network.lan", Status: st}, wantErr: ErrConflict})
+	}
+	return out
 }
 
 // TestAgentEntriesBeforeRatios applies agent entries as they were written

@@ -180,21 +180,44 @@ const (
 // Final reports whether the status is final.
 func (s OpStatus) Final() bool { return s == OpDone || s == OpFailed || s == OpCancelled }
 
-// ActionStatus is the state of one action of an operation.
+// ActionStatus is the state of one action of an operation. It is kiln's one
+// vocabulary of action statuses: the FSM records it, the leader's engine
+// runs on it (daemon/engine), and the API renders it as is (api.ActionStatus,
+// docs/api.yaml).
 type ActionStatus string
 
-// Action statuses. Done, failed and skipped are final.
+// Action statuses. Pending and running are not final; the others are.
+// Skipped: a dependency failed (or an older leader's record of a
+// cancelled action, which it wrote as skipped). Cancelled: the operation was
+// cancelled before the action started; it never runs, not even when the
+// operation is resumed.
 const (
-	ActionPending ActionStatus = "pending"
-	ActionRunning ActionStatus = "running"
-	ActionDone    ActionStatus = "done"
-	ActionFailed  ActionStatus = "failed"
-	ActionSkipped ActionStatus = "skipped"
+	ActionPending   ActionStatus = "pending"
+	ActionRunning   ActionStatus = "running"
+	ActionDone      ActionStatus = "done"
+	ActionFailed    ActionStatus = "failed"
+	ActionSkipped   ActionStatus = "skipped"
+	ActionCancelled ActionStatus = "cancelled"
 )
 
-// Final reports whether the status is final.
+// ActionStatuses lists every action status, in the order of an action's
+// life.
+var ActionStatuses = []ActionStatus{ActionPending, ActionRunning, ActionDone, ActionFailed, ActionSkipped, ActionCancelled}
+
+// Final reports whether nothing more will happen to an action in this
+// status.
 func (s ActionStatus) Final() bool {
-	return s == ActionDone || s == ActionFailed || s == ActionSkipped
+	switch s {
+	case ActionDone, ActionFailed, ActionSkipped, ActionCancelled:
+		return true
+	}
+	return false
+}
+
+// NotStarted reports whether the status is one an action ends in without
+// having run: skipped or cancelled. Only a pending action gets one.
+func (s ActionStatus) NotStarted() bool {
+	return s == ActionSkipped || s == ActionCancelled
 }
 
 // ActionState is the progress of one change of an operation's plan. The

@@ -8,7 +8,9 @@
 // The engine knows nothing of raft or agents: it is given a Recorder (on the
 // leader, raft applies), a Runner (on the leader, the hand-off to an agent;
 // in tests, an in-memory driver), a Reader for resuming and an optional
-// Assigner (the scheduler).
+// Assigner (the scheduler). It speaks the state model's one vocabulary of
+// action statuses (raftstore.ActionStatus), which is what it records and what
+// it resumes from.
 //
 // Run reads as the steps of a graph walk: build the graph of the plan's
 // changes with what is already recorded (graph.go), then walk it (walk.go):
@@ -44,8 +46,10 @@ type Engine struct {
 
 // Run runs op to its end and records how it finished. Cancelling ctx cancels
 // the operation: no new action starts, the running ones finish (they run on a
-// context that is not cancelled with ctx), every action not started is
-// recorded cancelled and the operation CANCELLED.
+// context that is not cancelled with ctx; one an earlier leader recorded
+// running is resumed), every action not started is recorded cancelled and
+// the operation CANCELLED. Resuming an operation with actions recorded
+// cancelled carries that cancel through, whatever ctx says: they never run.
 //
 // The returned error is not the operation's failure (that is in the Outcome
 // and recorded): it says the engine could not record progress, stopped, and

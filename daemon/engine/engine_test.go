@@ -9,6 +9,7 @@ import (
 
 	"github.com/kiln-dev/kiln/executors/memdriver"
 	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/raftstore"
 )
 
 func newEngine(bound int) (*Engine, *recorder, *driver) {
@@ -43,7 +44,7 @@ func TestDependencyOrder(t *testing.T) {
 				t.Fatalf("status = %s (%s), want COMPLETE", out.Status, out.Err)
 			}
 			for _, c := range p.Changes {
-				if got := rec.actions[c.Address].Status; got != StatusDone {
+				if got := rec.actions[c.Address].Status; got != raftstore.ActionDone {
 					t.Errorf("%s: %s, want done", c.Address, got)
 				}
 				if n := drv.d.Calls(c.Kind, c.Address, memdriver.OpCreate); n != 1 {
@@ -138,18 +139,18 @@ func TestFailureSkipsDependents(t *testing.T) {
 	if out.Status != OperationFailed || !strings.Contains(out.Err, "server.web[0]") || !strings.Contains(out.Err, "no space left") {
 		t.Errorf("outcome = %s %q, want FAILED naming server.web[0] and the cause", out.Status, out.Err)
 	}
-	want := map[string]Status{
-		"network.lan":       StatusDone,
-		"server.web[0]":     StatusFailed,
-		"port_forward.http": StatusSkipped,
-		"port_forward.ssh":  StatusSkipped,
-		"volume.logs":       StatusDone,
-		"server.db":         StatusDone,
+	want := map[string]raftstore.ActionStatus{
+		"network.lan":       raftstore.ActionDone,
+		"server.web[0]":     raftstore.ActionFailed,
+		"port_forward.http": raftstore.ActionSkipped,
+		"port_forward.ssh":  raftstore.ActionSkipped,
+		"volume.logs":       raftstore.ActionDone,
+		"server.db":         raftstore.ActionDone,
 	}
 	for addr, st := range want {
 		if got := rec.actions[addr]; got.Status != st {
 			t.Errorf("%s: %s, want %s", addr, got.Status, st)
-		} else if st == StatusSkipped && !strings.HasPrefix(got.Err, "skipped: server.web[0] failed: ") {
+		} else if st == raftstore.ActionSkipped && !strings.HasPrefix(got.Err, "skipped: server.web[0] failed: ") {
 			t.Errorf("%s: reason %q does not name the failed action", addr, got.Err)
 		}
 	}
@@ -242,7 +243,7 @@ func TestResume(t *testing.T) {
 			changes: []planner.Change{ch("network.lan", planner.Create), ch("server.web", planner.Create, "network.lan")},
 			setup: func(ctx context.Context, d *memdriver.Driver) map[string]ActionState {
 				d.Create(ctx, "network", "network.lan", "", nil)
-				return map[string]ActionState{"network.lan": {Status: StatusRunning, Node: "n1"}}
+				return map[string]ActionState{"network.lan": {Status: raftstore.ActionRunning, Node: "n1"}}
 			},
 			want: map[string]int{"network.lan create": 0, "server.web create": 1},
 		},
@@ -250,7 +251,7 @@ func TestResume(t *testing.T) {
 			name:    "running create whose effect is missing runs once",
 			changes: []planner.Change{ch("network.lan", planner.Create), ch("server.web", planner.Create, "network.lan")},
 			setup: func(ctx context.Context, d *memdriver.Driver) map[string]ActionState {
-				return map[string]ActionState{"network.lan": {Status: StatusRunning, Node: "n1"}}
+				return map[string]ActionState{"network.lan": {Status: raftstore.ActionRunning, Node: "n1"}}
 			},
 			want: map[string]int{"network.lan create": 1, "server.web create": 1},
 		},
@@ -259,7 +260,7 @@ func TestResume(t *testing.T) {
 			changes: []planner.Change{ch("network.lan", planner.Create), ch("server.web", planner.Create, "network.lan")},
 			setup: func(ctx context.Context, d *memdriver.Driver) map[string]ActionState {
 				o, _ := d.Create(ctx, "network", "network.lan", "", nil)
-				return map[string]ActionState{"network.lan": {Status: StatusDone, Attrs: o.Values()}}
+				return map[string]ActionState{"network.lan": {Status: raftstore.ActionDone, Attrs: o.Values()}}
 			},
 			want: map[string]int{"network.lan create": 0, "network.lan read": 0, "server.web create": 1},
 		},
@@ -267,7 +268,7 @@ func TestResume(t *testing.T) {
 			name:    "running delete already gone",
 			changes: []planner.Change{ch("volume.v", planner.Delete)},
 			setup: func(ctx context.Context, d *memdriver.Driver) map[string]ActionState {
-				return map[string]ActionState{"volume.v": {Status: StatusRunning}}
+				return map[string]ActionState{"volume.v": {Status: raftstore.ActionRunning}}
 			},
 			want: map[string]int{"volume.v delete": 0},
 		},
@@ -275,7 +276,7 @@ func TestResume(t *testing.T) {
 			name:    "replace whose delete is done runs only the create",
 			changes: []planner.Change{ch("server.web", planner.Replace)},
 			setup: func(ctx context.Context, d *memdriver.Driver) map[string]ActionState {
-				return map[string]ActionState{"server.web": {Status: StatusRunning}}
+				return map[string]ActionState{"server.web": {Status: raftstore.ActionRunning}}
 			},
 			want: map[string]int{"server.web delete": 0, "server.web create": 1},
 		},
@@ -286,7 +287,7 @@ func TestResume(t *testing.T) {
 				old, _ := d.Create(ctx, "server", "server.web", "", nil)
 				d.Create(ctx, "server", "server.web", "op", nil)
 				_ = old
-				return map[string]ActionState{"server.web": {Status: StatusRunning}}
+				return map[string]ActionState{"server.web": {Status: raftstore.ActionRunning}}
 			},
 			want: map[string]int{"server.web create": 0, "server.web delete": 1},
 		},
@@ -295,7 +296,7 @@ func TestResume(t *testing.T) {
 			changes: []planner.Change{ch("server.web", planner.Replace)},
 			setup: func(ctx context.Context, d *memdriver.Driver) map[string]ActionState {
 				d.Create(ctx, "server", "server.web", "op", nil)
-				return map[string]ActionState{"server.web": {Status: StatusRunning}}
+				return map[string]ActionState{"server.web": {Status: raftstore.ActionRunning}}
 			},
 			want: map[string]int{"server.web create": 0, "server.web delete": 0},
 		},
@@ -327,13 +328,13 @@ func TestResume(t *testing.T) {
 				}
 			}
 			for _, c := range changes {
-				if state[c.Address].Status == StatusDone {
+				if state[c.Address].Status == raftstore.ActionDone {
 					continue // recorded by the earlier leader
 				}
-				if rec.actions[c.Address].Status != StatusDone {
+				if rec.actions[c.Address].Status != raftstore.ActionDone {
 					t.Errorf("%s recorded %s", c.Address, rec.actions[c.Address].Status)
 				}
-				if state[c.Address].Status == StatusRunning && rec.starts[c.Address] != 0 {
+				if state[c.Address].Status == raftstore.ActionRunning && rec.starts[c.Address] != 0 {
 					t.Errorf("%s: start recorded again on resume", c.Address)
 				}
 			}
@@ -409,6 +410,9 @@ func TestLeaderLossMidApply(t *testing.T) {
 	}
 }
 
+// TestCancel: cancelled while network.lan runs, the operation lets it finish
+// and records the actions not started cancelled; a new leader resuming from
+// that record runs none of them.
 func TestCancel(t *testing.T) {
 	e, rec, drv := newEngine(1)
 	gate := drv.d.Block("network.lan", memdriver.OpCreate, memdriver.BeforeEffect)
@@ -430,7 +434,7 @@ func TestCancel(t *testing.T) {
 	if out.Status != OperationCancelled {
 		t.Fatalf("status %s, want CANCELLED", out.Status)
 	}
-	want := map[string]Status{"network.lan": StatusDone, "server.web": StatusCancelled, "volume.v": StatusCancelled}
+	want := map[string]raftstore.ActionStatus{"network.lan": raftstore.ActionDone, "server.web": raftstore.ActionCancelled, "volume.v": raftstore.ActionCancelled}
 	for addr, st := range want {
 		if got := rec.actions[addr].Status; got != st {
 			t.Errorf("%s: %s, want %s", addr, got, st)
@@ -438,6 +442,25 @@ func TestCancel(t *testing.T) {
 	}
 	if n := drv.d.Calls("volume", "volume.v", memdriver.OpCreate); n != 0 {
 		t.Errorf("volume.v started after cancel")
+	}
+
+	// A new leader resuming from that record (as if the operation's end had
+	// not been recorded) runs none of the cancelled actions.
+	calls := len(drv.d.Log())
+	rec2 := newRecorder()
+	e2 := &Engine{Recorder: rec2, Runner: drv, Reader: drv, Parallelism: 4}
+	out, err := e2.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: rec.state()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationCancelled {
+		t.Errorf("resumed outcome %s %q, want CANCELLED", out.Status, out.Err)
+	}
+	if n := len(drv.d.Log()); n != calls {
+		t.Errorf("the resume ran %v", drv.d.Log()[calls:])
+	}
+	if len(rec2.actions) != 0 || len(rec2.starts) != 0 {
+		t.Errorf("the resume recorded %v, starts %v", rec2.actions, rec2.starts)
 	}
 }
 
@@ -518,8 +541,8 @@ func TestResumeAfterRecordedFailure(t *testing.T) {
 	// The earlier leader recorded the failure and skipped server.a, then
 	// died before it could skip port_forward.a.
 	state := map[string]ActionState{
-		"network.lan": {Status: StatusFailed, Err: "bridge: exists"},
-		"server.a":    {Status: StatusSkipped, Err: "skipped: network.lan failed: bridge: exists"},
+		"network.lan": {Status: raftstore.ActionFailed, Err: "bridge: exists"},
+		"server.a":    {Status: raftstore.ActionSkipped, Err: "skipped: network.lan failed: bridge: exists"},
 	}
 	out, err := e.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: state})
 	if err != nil {
@@ -528,15 +551,104 @@ func TestResumeAfterRecordedFailure(t *testing.T) {
 	if out.Status != OperationFailed || out.Err != "network.lan: bridge: exists" {
 		t.Errorf("outcome %s %q", out.Status, out.Err)
 	}
-	if got := rec.actions["port_forward.a"]; got.Status != StatusSkipped || !strings.Contains(got.Err, "network.lan failed") {
+	if got := rec.actions["port_forward.a"]; got.Status != raftstore.ActionSkipped || !strings.Contains(got.Err, "network.lan failed") {
 		t.Errorf("port_forward.a recorded %+v", got)
 	}
-	if rec.actions["volume.v"].Status != StatusDone {
+	if rec.actions["volume.v"].Status != raftstore.ActionDone {
 		t.Errorf("independent volume.v: %+v", rec.actions["volume.v"])
 	}
 	for _, c := range drv.d.Log() {
 		if c.Address != "volume.v" {
 			t.Errorf("ran %+v", c)
+		}
+	}
+}
+
+// TestResumeCancelled: an earlier leader cancelled the operation and
+// recorded some of its unstarted actions cancelled, then died before it
+// recorded the rest and the operation's end. The new leader runs none of
+// them: a recorded cancelled action stays cancelled (nothing of it is
+// recorded again, which the state would refuse), the rest are recorded
+// cancelled and the operation CANCELLED.
+func TestResumeCancelled(t *testing.T) {
+	e, rec, drv := newEngine(4)
+	p := plan(
+		ch("network.lan", planner.Create),
+		ch("server.web", planner.Create, "network.lan"),
+		ch("volume.v", planner.Create),
+		ch("volume.w", planner.Create),
+	)
+	state := map[string]ActionState{
+		"network.lan": {Status: raftstore.ActionDone, Node: "n1"},
+		"server.web":  {Status: raftstore.ActionCancelled, Err: "cancelled"},
+		"volume.v":    {Status: raftstore.ActionCancelled, Err: "cancelled"},
+	}
+	out, err := e.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: p, Actions: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationCancelled {
+		t.Errorf("outcome %s %q, want CANCELLED", out.Status, out.Err)
+	}
+	if n := len(drv.d.Log()); n != 0 {
+		t.Errorf("ran %v", drv.d.Log())
+	}
+	if len(rec.starts) != 0 {
+		t.Errorf("starts recorded: %v", rec.starts)
+	}
+	for _, addr := range []string{"network.lan", "server.web", "volume.v"} {
+		if _, again := rec.actions[addr]; again {
+			t.Errorf("%s recorded again: %+v", addr, rec.actions[addr])
+		}
+	}
+	if got := rec.actions["volume.w"]; got.Status != raftstore.ActionCancelled {
+		t.Errorf("volume.w recorded %+v, want cancelled", got)
+	}
+	for addr, want := range map[string]raftstore.ActionStatus{"server.web": raftstore.ActionCancelled, "volume.v": raftstore.ActionCancelled, "volume.w": raftstore.ActionCancelled} {
+		if got := out.Actions[addr].Status; got != want {
+			t.Errorf("outcome of %s: %s, want %s", addr, got, want)
+		}
+	}
+	if len(rec.opDone) != 1 || !strings.HasPrefix(rec.opDone[0], OperationCancelled) {
+		t.Errorf("operation recorded %v", rec.opDone)
+	}
+}
+
+// TestResumeRunningWhenCancelled: an operation whose cancel was requested
+// is resumed by a new leader with an action an earlier leader recorded
+// running. That action is running, not started anew, so the cancel lets it
+// finish: it is resumed (read, not run again) and recorded, the actions not
+// started are recorded cancelled, and the operation ends CANCELLED.
+func TestResumeRunningWhenCancelled(t *testing.T) {
+	e, rec, drv := newEngine(4)
+	p := plan(
+		ch("network.lan", planner.Create),
+		ch("server.web", planner.Create, "network.lan"),
+	)
+	// The earlier leader's create of network.lan happened.
+	if _, err := drv.Run(context.Background(), Action{OpID: "op", Stack: "s", Address: "network.lan", Kind: "network", Op: OpCreate, Attrs: p.Changes[0].After}); err != nil {
+		t.Fatal(err)
+	}
+	calls := len(drv.d.Log())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	state := map[string]ActionState{"network.lan": {Status: raftstore.ActionRunning, Node: "n1"}}
+	out, err := e.Run(ctx, Operation{ID: "op", Stack: "s", Plan: p, Actions: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != OperationCancelled {
+		t.Errorf("outcome %s %q, want CANCELLED", out.Status, out.Err)
+	}
+	if got := rec.actions["network.lan"]; got.Status != raftstore.ActionDone {
+		t.Errorf("network.lan recorded %+v, want done (resumed)", got)
+	}
+	if got := rec.actions["server.web"]; got.Status != raftstore.ActionCancelled {
+		t.Errorf("server.web recorded %+v, want cancelled", got)
+	}
+	for _, c := range drv.d.Log()[calls:] {
+		if c.Op != memdriver.OpRead {
+			t.Errorf("the resume ran %+v", c)
 		}
 	}
 }

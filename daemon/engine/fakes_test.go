@@ -7,6 +7,7 @@ import (
 
 	"github.com/kiln-dev/kiln/executors/memdriver"
 	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/raftstore"
 )
 
 // recorder is an in-memory Recorder that numbers every record it makes, so
@@ -55,7 +56,7 @@ func (r *recorder) ActionStarted(_ context.Context, opID, address, node string) 
 	}
 	r.started[address] = s
 	r.starts[address]++
-	r.actions[address] = ActionState{Status: StatusRunning, Node: node}
+	r.actions[address] = ActionState{Status: raftstore.ActionRunning, Node: node}
 	f := r.onStart
 	r.mu.Unlock()
 	if f != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/raftstore"
 )
 
 // node is the engine's view of one change: what the plan says (fixed once
@@ -21,7 +22,7 @@ type node struct {
 	users   []string // addresses in the plan that wait for this one
 
 	// The run's progress, touched only by the goroutine that walks.
-	status  Status
+	status  raftstore.ActionStatus
 	waiting int  // deps not yet done
 	queued  bool // pushed on the ready queue (at most once)
 	result  Result
@@ -54,22 +55,22 @@ func build(op Operation) (map[string]*node, []string, error) {
 // newNode makes the node of the i-th change of op's plan, starting from what
 // is recorded of it.
 func newNode(op Operation, i int, ch planner.Change) *node {
-	n := &node{index: i, change: ch, status: StatusPending}
+	n := &node{index: i, change: ch, status: raftstore.ActionPending}
 	n.steps, n.stepErr = Steps(op.ID, op.Stack, ch)
 	rec, ok := op.Actions[ch.Address]
 	switch {
 	case ch.Action == planner.NoOp:
 		// Nothing to run or record; dependents see the state as it is.
-		n.status = StatusDone
-		n.result = Result{Status: StatusDone, Attrs: ch.Before}
+		n.status = raftstore.ActionDone
+		n.result = Result{Status: raftstore.ActionDone, Attrs: ch.Before}
 		if n.result.Attrs == nil {
 			n.result.Attrs = ch.After
 		}
-	case ok && rec.Status == StatusRunning:
+	case ok && rec.Status == raftstore.ActionRunning:
 		n.resume, n.rec = true, rec
-	case ok && rec.Status == StatusCancelled:
-		// A cancelled action of an operation being run again is pending.
 	case ok && rec.Status.Final():
+		// Done, failed, skipped or cancelled stays so: a cancelled action
+		// never runs, and restore carries the cancel through.
 		n.status, n.rec = rec.Status, rec
 		n.result = Result{Status: rec.Status, Err: rec.Err, Node: rec.Node, Attrs: rec.Attrs}
 	}

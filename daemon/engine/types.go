@@ -5,29 +5,8 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/raftstore"
 )
-
-// Status is the recorded state of one action of an operation.
-type Status string
-
-// Action statuses. Pending and Running are not final; the others are.
-const (
-	StatusPending   Status = "pending"
-	StatusRunning   Status = "running"
-	StatusDone      Status = "done"
-	StatusFailed    Status = "failed"
-	StatusSkipped   Status = "skipped"
-	StatusCancelled Status = "cancelled"
-)
-
-// Final reports whether nothing more will happen to an action in this status.
-func (s Status) Final() bool {
-	switch s {
-	case StatusDone, StatusFailed, StatusSkipped, StatusCancelled:
-		return true
-	}
-	return false
-}
 
 // Operation outcomes passed to Recorder.OperationFinished.
 const (
@@ -85,7 +64,7 @@ type Action struct {
 
 // Result is the outcome of one action.
 type Result struct {
-	Status Status
+	Status raftstore.ActionStatus
 	// Err is the error message of a failed action or the reason of a skipped
 	// or cancelled one.
 	Err string
@@ -130,7 +109,7 @@ type Assigner interface {
 
 // ActionState is what is already recorded of one action.
 type ActionState struct {
-	Status Status
+	Status raftstore.ActionStatus
 	Err    string
 	Node   string
 	Attrs  map[string]any

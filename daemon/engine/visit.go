@@ -1,6 +1,10 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/kiln-dev/kiln/raftstore"
+)
 
 // visit carries out one action: it places it and records its start (unless
 // an earlier leader did and it is being resumed), runs or resumes its steps
@@ -27,7 +31,7 @@ func (r *run) visit(n *node, deps map[string]map[string]any) finished {
 		res.Attrs = nil
 		return r.failed(addr, res, err)
 	}
-	res.Status = StatusDone
+	res.Status = raftstore.ActionDone
 	f := finished{addr: addr, result: res}
 	if rerr := r.e.Recorder.ActionFinished(r.rctx, r.op.ID, addr, res); rerr != nil {
 		f.recErr = fmt.Errorf("record %s: %w", addr, rerr)
@@ -67,7 +71,7 @@ func (r *run) place(steps []Action) error {
 // failed records an action failed with err (res says what is known of it,
 // such as the node it ran on) and an event saying so.
 func (r *run) failed(addr string, res Result, err error) finished {
-	res.Status, res.Err = StatusFailed, err.Error()
+	res.Status, res.Err = raftstore.ActionFailed, err.Error()
 	f := finished{addr: addr, result: res}
 	if rerr := r.e.Recorder.ActionFinished(r.rctx, r.op.ID, addr, res); rerr != nil {
 		f.recErr = fmt.Errorf("record %s: %w", addr, rerr)

@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/kiln-dev/kiln/planner"
+	"github.com/kiln-dev/kiln/raftstore"
 )
 
 // run is the state of one Engine.Run, kept as a graph walk: the nodes with
@@ -68,19 +69,23 @@ func (e *Engine) newRun(rctx context.Context, op Operation, nodes map[string]*no
 	}
 }
 
-// restore takes in what earlier leaders recorded (done and failed actions
-// stay so, and a skip they may have cut short is carried through), then
-// schedules every action that has nothing left to wait for.
+// restore takes in what earlier leaders recorded (done, failed, skipped and
+// cancelled actions stay so; a skip they may have cut short is carried
+// through, and so is a cancel: only the cancel of an operation records an
+// action cancelled, so nothing more starts), then schedules every action
+// that has nothing left to wait for.
 func (r *run) restore() {
 	for _, addr := range r.order {
 		n := r.nodes[addr]
 		switch n.status {
-		case StatusDone:
+		case raftstore.ActionDone:
 			r.release(n)
-		case StatusFailed:
+		case raftstore.ActionFailed:
 			r.fail(n)
-		case StatusSkipped:
+		case raftstore.ActionSkipped:
 			r.skip(addr, n.result.Err)
+		case raftstore.ActionCancelled:
+			r.cancelled = true
 		}
 	}
 	for _, addr := range r.order {
@@ -113,21 +118,25 @@ func (r *run) walk(ctx context.Context) {
 	}
 }
 
-// startReady starts ready actions in plan order while there is room, every
-// record was made and the operation is not cancelled. An action whose change
-// cannot be turned into steps fails without running.
+// startReady starts ready actions in plan order while there is room and
+// every record was made. An action whose change cannot be turned into steps
+// fails without running. Once the operation is cancelled nothing new starts,
+// but an action an earlier leader recorded running is still resumed: it is
+// running, and a cancel lets running actions finish (recording it cancelled
+// would be false, and refused).
 func (r *run) startReady(ctx context.Context) {
-	for r.recErr == nil && !r.cancelled && r.running < r.bound && len(r.ready) > 0 {
+	for r.recErr == nil && r.running < r.bound && len(r.ready) > 0 {
 		if ctx.Err() != nil {
 			r.cancelled = true
+		}
+		n := r.next()
+		if n == nil {
 			return
 		}
-		n := r.ready[0]
-		r.ready = r.ready[1:]
 		switch {
 		case n.status.Final():
 		case n.stepErr != nil:
-			r.record(n.change.Address, Result{Status: StatusFailed, Err: n.stepErr.Error()})
+			r.record(n.change.Address, Result{Status: raftstore.ActionFailed, Err: n.stepErr.Error()})
 			r.fail(n)
 		default:
 			r.start(n)
@@ -135,10 +144,28 @@ func (r *run) startReady(ctx context.Context) {
 	}
 }
 
+// next takes the next action to start off the ready queue: the first one,
+// or once the operation is cancelled the first one being resumed; nil when
+// there is none.
+func (r *run) next() *node {
+	for i, n := range r.ready {
+		if r.cancelled && (!n.resume || n.status.Final()) {
+			continue
+		}
+		if i == 0 {
+			r.ready = r.ready[1:]
+		} else {
+			r.ready = append(r.ready[:i], r.ready[i+1:]...)
+		}
+		return n
+	}
+	return nil
+}
+
 // start marks n running and visits it in a goroutine of its own, with its
 // dependencies' attributes as they are now.
 func (r *run) start(n *node) {
-	n.status = StatusRunning
+	n.status = raftstore.ActionRunning
 	r.running++
 	deps := make(map[string]map[string]any, len(n.deps))
 	for _, d := range n.deps {
@@ -162,7 +189,7 @@ func (r *run) receive(f finished) {
 		}
 		return
 	}
-	if n.status == StatusDone {
+	if n.status == raftstore.ActionDone {
 		r.release(n)
 	} else {
 		r.fail(n)
@@ -209,7 +236,7 @@ func (r *run) skip(addr, reason string) {
 		if r.nodes[u].status.Final() {
 			continue
 		}
-		r.record(u, Result{Status: StatusSkipped, Err: reason})
+		r.record(u, Result{Status: raftstore.ActionSkipped, Err: reason})
 		r.log.Info("skipped", "address", u, "reason", reason)
 		r.skip(u, reason)
 	}
@@ -238,7 +265,7 @@ func (r *run) outcome() Outcome {
 	for _, addr := range r.order {
 		n := r.nodes[addr]
 		if !n.status.Final() {
-			r.record(addr, Result{Status: StatusCancelled, Err: "cancelled"})
+			r.record(addr, Result{Status: raftstore.ActionCancelled, Err: "cancelled"})
 			r.cancelled = true
 		}
 		if n.change.Action != planner.NoOp {

@@ -55,26 +55,30 @@ func (p *physicalNames) get(address string) string {
 	return p.byAddress[address]
 }
 
-// engineOp turns a recorded operation into the engine's form.
+// engineOp turns a recorded operation into the engine's form. The engine
+// speaks the same status vocabulary: a pending action is left out (the
+// engine's missing address), a done one takes the recorded resource's
+// attributes, and one skipped or cancelled never ran on any node.
 func (s *Server) engineOp(op raftstore.Operation) engine.Operation {
 	eo := engine.Operation{ID: op.ID, Stack: op.Stack, Plan: &op.Plan, Actions: map[string]engine.ActionState{}}
 	for _, a := range op.Actions {
-		var es engine.ActionState
-		switch a.Status {
-		case raftstore.ActionPending:
+		if a.Status == raftstore.ActionPending {
 			continue
+		}
+		es := engine.ActionState{Status: a.Status}
+		switch a.Status {
 		case raftstore.ActionRunning:
-			es = engine.ActionState{Status: engine.StatusRunning, Node: a.Agent}
+			es.Node = a.Agent
 		case raftstore.ActionDone:
-			es = engine.ActionState{Status: engine.StatusDone, Node: a.Agent}
+			es.Node = a.Agent
 			if r, ok := s.store.State().Resource(op.Project, op.Stack, a.Address); ok {
 				es.Attrs = mergeAttrs(r.State.Attrs, r.State.Computed)
 				es.Node = r.Node
 			}
 		case raftstore.ActionFailed:
-			es = engine.ActionState{Status: engine.StatusFailed, Err: a.Error, Node: a.Agent}
-		case raftstore.ActionSkipped:
-			es = engine.ActionState{Status: engine.StatusSkipped, Err: a.Error}
+			es.Err, es.Node = a.Error, a.Agent
+		case raftstore.ActionSkipped, raftstore.ActionCancelled:
+			es.Err = a.Error
 		}
 		eo.Actions[a.Address] = es
 	}

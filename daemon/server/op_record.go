@@ -52,14 +52,15 @@ func (rec *opRecorder) ActionStarted(ctx context.Context, opID, address, node st
 	})
 }
 
-// ActionFinished implements engine.Recorder: a done action records (or
-// forgets) the resource in the same step.
+// ActionFinished implements engine.Recorder: the status is recorded as the
+// engine gives it (one vocabulary: a cancelled action is recorded
+// cancelled), and a done action records (or forgets) the resource in the
+// same step.
 func (rec *opRecorder) ActionFinished(ctx context.Context, opID, address string, res engine.Result) error {
-	cmd := &raftstore.ActionFinished{Operation: opID, Address: address, Error: res.Err, Time: time.Now().UTC()}
+	cmd := &raftstore.ActionFinished{Operation: opID, Address: address, Status: res.Status, Error: res.Err, Time: time.Now().UTC()}
 	ch := rec.op.Change(address)
-	switch res.Status {
-	case engine.StatusDone:
-		cmd.Status = raftstore.ActionDone
+	switch {
+	case res.Status == raftstore.ActionDone:
 		if ch != nil && ch.Action == planner.Delete {
 			cmd.DeleteResource = true
 			cmd.Events = rec.event(address+" deleted", raftstore.LevelInfo)
@@ -75,10 +76,7 @@ func (rec *opRecorder) ActionFinished(ctx context.Context, opID, address string,
 			cmd.Resource = &r
 			cmd.Events = rec.event(msg, raftstore.LevelInfo)
 		}
-	case engine.StatusFailed:
-		cmd.Status = raftstore.ActionFailed
-	default: // skipped, cancelled: only pending actions
-		cmd.Status = raftstore.ActionSkipped
+	case res.Status.NotStarted(): // skipped, cancelled: only pending actions
 		cmd.Events = rec.event(address+" "+string(res.Status)+": "+res.Err, raftstore.LevelWarn)
 	}
 	err := rec.record(ctx, cmd)
