@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -82,7 +83,7 @@ func TestCancelRecordsCancelled(t *testing.T) {
 // never run, and the operation ends cancelled.
 func TestResumeCancelledOperation(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap, cfg.HTTPAddr = true, freePort(t)
+	cfg.Bootstrap, cfg.HTTPAddr = true, testnet.FreeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s1 := startServer(t, cfg)
