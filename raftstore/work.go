@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
-	"sort"
 	"time"
 )
 
@@ -219,72 +218,36 @@ func (tx *txn) dropWork(opID string) {
 	}
 }
 
+func serversTable(t *tables) map[string]*ServerInfo { return t.servers }
+func workTable(t *tables) map[string]*Work          { return t.work }
+func cloneWork(w Work) Work                         { return w.clone() }
+func byWorkIndex(a, b *Work) bool                   { return a.Index < b.Index }
+
 // Server returns a server's addresses by raft id.
 func (s *State) Server(id string) (ServerInfo, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	sv, ok := s.t.servers[id]
-	if !ok {
-		return ServerInfo{}, false
-	}
-	return *sv, true
+	return getOne(s, serversTable, id, nil)
 }
 
 // Servers returns every recorded server, sorted by id.
 func (s *State) Servers() []ServerInfo {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]ServerInfo, 0, len(s.t.servers))
-	for _, sv := range s.t.servers {
-		out = append(out, *sv)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return getAll(s, serversTable, nil, nil, func(a, b *ServerInfo) bool { return a.ID < b.ID })
 }
 
 // Work returns one work item.
 func (s *State) Work(id string) (Work, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	w, ok := s.t.work[id]
-	if !ok {
-		return Work{}, false
-	}
-	return w.clone(), true
+	return getOne(s, workTable, id, cloneWork)
 }
 
 // PendingWork returns the work items of an agent not reported yet, in the
 // order they were put.
 func (s *State) PendingWork(agentID string) []Work {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []Work
-	for _, w := range s.t.work {
-		if w.Agent == agentID && !w.Done {
-			out = append(out, w.clone())
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Index != out[j].Index {
-			return out[i].Index < out[j].Index
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out
+	return getAll(s, workTable, func(w *Work) bool { return w.Agent == agentID && !w.Done }, cloneWork,
+		func(a, b *Work) bool { return a.Index < b.Index || a.Index == b.Index && a.ID < b.ID })
 }
 
 // WorkFor returns the work items of one action of an operation (reported or
 // not), in the order they were put: what a new leader looks at before it
 // asks an agent again.
 func (s *State) WorkFor(opID, address string) []Work {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []Work
-	for _, w := range s.t.work {
-		if w.Operation == opID && w.Address == address {
-			out = append(out, w.clone())
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
-	return out
+	return getAll(s, workTable, func(w *Work) bool { return w.Operation == opID && w.Address == address }, cloneWork, byWorkIndex)
 }
