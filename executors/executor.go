@@ -2,12 +2,19 @@
 // Read returns for something that is not there, and the rules by which a
 // resource's owner is written on the objects it makes.
 //
-// Each kind lives in its own sub-package (network, portforward, ...) with
-// Read, Create, Delete and (but for the image cache) Update, ctx first and
-// idempotent. They share no interface: the shapes differ (network.Read
-// takes a Spec, volume.Read a scope and an address, the image cache a
-// sha256); daemon/agent's real_*.go adapt each one to the agent's Driver
-// interface.
+// What kiln knows of each kind beside its template schema (its typed
+// attributes, drift and image attributes, and the physical names of its
+// objects) is declared once in the kinds sub-package, with the one list of
+// kinds (kinds.All) and the decoder of attribute values into the typed
+// structs.
+//
+// Each kind's executor lives in its own sub-package (network, portforward,
+// ...) with Read, Create, Delete and (but for the image cache) Update, ctx
+// first and idempotent. They share no interface yet: the shapes differ
+// (network.Read takes a Spec, volume.Read a scope and an address, the
+// image cache a sha256); daemon/agent's real_*.go decode each action's
+// attributes once into its kind's typed struct and adapt the executor to
+// the agent's Driver interface.
 package executors
 
 import (

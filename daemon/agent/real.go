@@ -22,6 +22,7 @@ import (
 
 	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/portforward"
 	"github.com/kiln-dev/kiln/executors/server"
@@ -319,14 +320,14 @@ func (r *Real) Close() error {
 	return nil
 }
 
-// Drivers returns one driver per kind.
+// Drivers returns one driver per kind (kinds.All).
 func (r *Real) Drivers() Drivers {
 	return Drivers{
-		"image":        realImage{r},
-		"network":      realNetwork{r},
-		"volume":       realVolume{r},
-		"server":       realServer{r},
-		"port_forward": realPortForward{r},
+		spec.KindImage:       realImage{r},
+		spec.KindNetwork:     realNetwork{r},
+		spec.KindVolume:      realVolume{r},
+		spec.KindServer:      realServer{r},
+		spec.KindPortForward: realPortForward{r},
 	}
 }
 
@@ -384,15 +385,22 @@ func baseAddress(phys string) string {
 	return a
 }
 
+// idOf is the id of an instance of kind named as a names it, by scope and
+// physical address (kinds.Kind.ID).
+func idOf(kind string, a Action) func(scope, phys string) string {
+	id := kinds.MustGet(kind).ID
+	return func(scope, phys string) string { return id(scope, phys, a.Attrs) }
+}
+
 // target says which instance an action is about: the stack and the
-// physical address of the instance with id a.ID when set (found through
-// idOf for the first generation, else the registry), else the instance of
-// a's generation.
-func (r *Real) target(kind string, a Action, idOf func(stack, phys string) string) (string, error) {
+// physical address of the instance with id a.ID when set (found by the
+// kind's name of the first generation, else the registry), else the
+// instance of a's generation.
+func (r *Real) target(kind string, a Action) (string, error) {
 	if a.ID == "" || (a.Op == api.OpCreate && a.Generation != "") {
 		return physAddress(a.Address, a.Generation), nil
 	}
-	if idOf(a.Stack, a.Address) == a.ID {
+	if idOf(kind, a)(a.Stack, a.Address) == a.ID {
 		return a.Address, nil
 	}
 	rec, ok, err := r.reg.get(kind, a.ID)
@@ -401,7 +409,7 @@ func (r *Real) target(kind string, a Action, idOf func(stack, phys string) strin
 	} else if ok && rec.Stack == a.Stack {
 		return rec.Phys, nil
 	}
-	if err := legacyInstance(kind, a, idOf, rec, ok); err != nil {
+	if err := legacyInstance(kind, a, rec, ok); err != nil {
 		return "", err
 	}
 	return "", fmt.Errorf("%s %s: instance %q is not known on this host", kind, a.Address, a.ID)
@@ -418,92 +426,6 @@ func withComputed(a Action, computed map[string]any) map[string]any {
 	}
 	maps.Copy(out, computed)
 	return out
-}
-
-// Attribute readers. Each fails with a message naming the attribute when
-// the value is unknown or of the wrong type.
-
-func unknownErr(a Action, name string) error {
-	return fmt.Errorf("%s: attribute %q is still unknown (known after apply) when the action runs: the value it depends on was not resolved", a.Address, name)
-}
-
-func attrString(a Action, name string, required bool) (string, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		if required {
-			return "", fmt.Errorf("%s: attribute %q is required", a.Address, name)
-		}
-		return "", nil
-	}
-	if spec.IsUnknown(v) {
-		return "", unknownErr(a, name)
-	}
-	s, ok := v.(string)
-	if !ok {
-		return "", fmt.Errorf("%s: attribute %q is a %T, want a string", a.Address, name, v)
-	}
-	return s, nil
-}
-
-func attrInt(a Action, name string, def int64) (int64, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		return def, nil
-	}
-	switch x := v.(type) {
-	case int64:
-		return x, nil
-	case int:
-		return int64(x), nil
-	case float64:
-		if x != float64(int64(x)) {
-			return 0, fmt.Errorf("%s: attribute %q is %v, want a whole number", a.Address, name, x)
-		}
-		return int64(x), nil
-	case spec.Unknown:
-		return 0, unknownErr(a, name)
-	}
-	return 0, fmt.Errorf("%s: attribute %q is a %T, want a number", a.Address, name, v)
-}
-
-func attrBool(a Action, name string, def bool) (bool, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		return def, nil
-	}
-	switch x := v.(type) {
-	case bool:
-		return x, nil
-	case spec.Unknown:
-		return false, unknownErr(a, name)
-	}
-	return false, fmt.Errorf("%s: attribute %q is a %T, want a bool", a.Address, name, v)
-}
-
-func attrStrings(a Action, name string) ([]string, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		return nil, nil
-	}
-	if _, u := v.(spec.Unknown); u {
-		return nil, unknownErr(a, name)
-	}
-	l, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("%s: attribute %q is a %T, want a list of strings", a.Address, name, v)
-	}
-	out := make([]string, 0, len(l))
-	for i, e := range l {
-		if spec.IsUnknown(e) {
-			return nil, unknownErr(a, fmt.Sprintf("%s[%d]", name, i))
-		}
-		s, ok := e.(string)
-		if !ok {
-			return nil, fmt.Errorf("%s: attribute %s[%d] is a %T, want a string", a.Address, name, i, e)
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }
 
 // depOfKind returns the attributes of the only dependency of a kind, for

@@ -8,8 +8,10 @@ import (
 
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/portforward"
 	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // realImage serves the image kind from the host's content-addressed cache.
@@ -21,24 +23,16 @@ type realImage struct{ r *Real }
 func (k realImage) real() *Real { return k.r }
 
 func (k realImage) Create(ctx context.Context, a Action) (Object, error) {
-	src, err := attrString(a, "source", true)
-	if err != nil {
+	var at kinds.ImageAttrs
+	if err := decode(a, &at); err != nil {
 		return Object{}, err
 	}
-	sum, err := attrString(a, "sha256", false)
-	if err != nil {
-		return Object{}, err
-	}
-	format, err := attrString(a, "format", false)
-	if err != nil {
-		return Object{}, err
-	}
-	img, err := k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
+	img, err := k.r.images.Create(ctx, image.Template{Source: at.Source, SHA256: at.SHA256}, fetchProgress(ctx, a.Address))
 	if err != nil {
 		return Object{}, policyErr(a, "source", err)
 	}
-	if format != "" && format != img.Format {
-		return Object{}, fmt.Errorf("%s: format is %q but %s holds a %s image", a.Address, format, src, img.Format)
+	if at.Format != "" && at.Format != img.Format {
+		return Object{}, fmt.Errorf("%s: format is %q but %s holds a %s image", a.Address, at.Format, at.Source, img.Format)
 	}
 	return imageObject(a, img), nil
 }
@@ -70,11 +64,12 @@ func (k realImage) Delete(ctx context.Context, a Action) error {
 func (k realImage) Read(ctx context.Context, a Action) (Object, bool, error) {
 	sum := a.ID
 	if sum == "" || (a.Op == api.OpCreate && a.Generation != "") {
-		s, err := attrString(a, "sha256", false)
-		if err != nil {
+		// Only the sha256 matters to a read.
+		var at kinds.ImageAttrs
+		if err := kinds.For(decode(a, &at), "sha256"); err != nil {
 			return Object{}, false, err
 		}
-		sum = s
+		sum = at.SHA256
 	}
 	if sum == "" {
 		// Without a sha256 the image is whatever the source holds now:
@@ -110,28 +105,20 @@ type realVolume struct{ r *Real }
 
 func (k realVolume) real() *Real { return k.r }
 
-func (k realVolume) spec(a Action, phys string) (volume.Spec, error) {
-	size, err := attrInt(a, "size", 0)
-	if err != nil {
-		return volume.Spec{}, err
-	}
-	format, err := attrString(a, "format", false)
-	if err != nil {
-		return volume.Spec{}, err
-	}
-	if format == "" {
-		format = volume.QCOW2
-	}
-	return volume.Spec{Stack: a.Stack, Address: phys, Size: size, Format: format}, nil
+func volumeSpec(a Action, at kinds.VolumeAttrs, phys string) volume.Spec {
+	return volume.Spec{Stack: a.Stack, Address: phys, Size: at.Size, Format: formatOr(at.Format)}
 }
 
-func (k realVolume) target(a Action) (string, error) {
-	format, _ := a.Attrs["format"].(string)
+// formatOr is a volume's format, qcow2 when the attribute is not set.
+func formatOr(format string) string {
 	if format == "" {
-		format = volume.QCOW2
+		return volume.QCOW2
 	}
-	return k.r.target("volume", a, func(stack, phys string) string { return volume.Name(stack, phys, format) })
+	return format
 }
+
+// target finds the volume an action is about.
+func (k realVolume) target(a Action) (string, error) { return k.r.target(spec.KindVolume, a) }
 
 func volumeObject(a Action, v volume.Volume) Object {
 	return Object{PhysicalName: v.Name, Attrs: withComputed(a, map[string]any{"id": v.Name, "size": v.Size, "format": v.Format})}
@@ -139,10 +126,11 @@ func volumeObject(a Action, v volume.Volume) Object {
 
 func (k realVolume) Create(ctx context.Context, a Action) (Object, error) {
 	phys := physAddress(a.Address, a.Generation)
-	s, err := k.spec(a, phys)
-	if err != nil {
+	var at kinds.VolumeAttrs
+	if err := decode(a, &at); err != nil {
 		return Object{}, err
 	}
+	s := volumeSpec(a, at, phys)
 	if s.Size <= 0 {
 		return Object{}, fmt.Errorf("%s: attribute \"size\" is required", a.Address)
 	}
@@ -162,15 +150,16 @@ func (k realVolume) Update(ctx context.Context, a Action) (Object, error) {
 	if err != nil {
 		return Object{}, err
 	}
-	s, err := k.spec(a, phys)
-	if err != nil {
+	var at kinds.VolumeAttrs
+	if err := decode(a, &at); err != nil {
 		return Object{}, err
 	}
+	s := volumeSpec(a, at, phys)
 	// A volume a running guest has attached is held open by qemu: grow it
 	// through the guest's domain. Anything else (shrink, format) goes the
 	// volume driver's way, which refuses what cannot be done in place.
 	if cur, err := k.r.vols.Read(ctx, a.Stack, phys); err == nil && s.Size > cur.Size {
-		if f, _ := a.Attrs["format"].(string); f == "" || f == cur.Format {
+		if at.Format == "" || at.Format == cur.Format {
 			grown, err := k.r.srv.GrowDisk(ctx, cur.Path, s.Size)
 			if err != nil {
 				return Object{}, fmt.Errorf("%s: %w", a.Address, err)
@@ -234,42 +223,28 @@ type realPortForward struct{ r *Real }
 
 func (k realPortForward) real() *Real { return k.r }
 
-func portForwardID(stack, phys string) string { return executors.PhysicalName(stack, phys, 64) }
-
+// spec is the executor's spec of the port forward at phys; with full, its
+// rules too, from the attributes (a target still unknown is the address of
+// the only server the port forward depends on).
 func (k realPortForward) spec(a Action, phys string, full bool) (portforward.Spec, error) {
 	s := portforward.Spec{Stack: a.Stack, Address: phys}
 	if !full {
 		return s, nil
 	}
-	hp, err := attrInt(a, "host_port", 0)
-	if err != nil {
-		return s, err
-	}
-	tp, err := attrInt(a, "target_port", 0)
-	if err != nil {
-		return s, err
-	}
-	proto, err := attrString(a, "protocol", false)
-	if err != nil {
-		return s, err
-	}
-	s.HostPort, s.TargetPort, s.Protocol = int(hp), int(tp), proto
-	target := a.Attrs["target"]
-	if t, ok := target.(string); ok {
-		s.Target = t
-		return s, nil
-	}
-	// Still unknown: the address of the only server it depends on.
-	if dep, ok := depOfKind(a, "server"); ok {
-		if t, ok := dep["address"].(string); ok && t != "" {
-			s.Target = t
-			return s, nil
+	var resolve map[string]any
+	if _, ok := a.Attrs["target"].(string); !ok {
+		if dep, ok := depOfKind(a, "server"); ok {
+			if t, ok := dep["address"].(string); ok && t != "" {
+				resolve = map[string]any{"target": t}
+			}
 		}
 	}
-	if _, err := attrString(a, "target", true); err != nil {
+	var at kinds.PortForwardAttrs
+	if err := decodeResolved(a, resolve, &at); err != nil {
 		return s, err
 	}
-	return s, fmt.Errorf("%s: attribute \"target\" is %T, want an address", a.Address, target)
+	s.HostPort, s.TargetPort, s.Protocol, s.Target = int(at.HostPort), int(at.TargetPort), at.Protocol, at.Target
+	return s, nil
 }
 
 func (k realPortForward) apply(ctx context.Context, a Action, phys string) (Object, error) {
@@ -280,7 +255,7 @@ func (k realPortForward) apply(ctx context.Context, a Action, phys string) (Obje
 	if err := k.r.checkForward(a, s); err != nil {
 		return Object{}, err
 	}
-	id := portForwardID(a.Stack, phys)
+	id := kinds.PortForwardID(a.Stack, phys)
 	if err := k.r.reg.put(record{Kind: "port_forward", ID: id, Stack: a.Stack, Phys: phys}); err != nil {
 		return Object{}, err
 	}
@@ -297,7 +272,7 @@ func (k realPortForward) Create(ctx context.Context, a Action) (Object, error) {
 }
 
 func (k realPortForward) Update(ctx context.Context, a Action) (Object, error) {
-	phys, err := k.r.target("port_forward", a, portForwardID)
+	phys, err := k.r.target(spec.KindPortForward, a)
 	if err != nil {
 		return Object{}, err
 	}
@@ -305,7 +280,7 @@ func (k realPortForward) Update(ctx context.Context, a Action) (Object, error) {
 }
 
 func (k realPortForward) Delete(ctx context.Context, a Action) error {
-	phys, err := k.r.target("port_forward", a, portForwardID)
+	phys, err := k.r.target(spec.KindPortForward, a)
 	if err != nil {
 		if isLegacy(err) {
 			return nil
@@ -316,14 +291,14 @@ func (k realPortForward) Delete(ctx context.Context, a Action) error {
 	if err := k.r.pf.Delete(ctx, s); err != nil {
 		return fmt.Errorf("%s: %w", a.Address, err)
 	}
-	return k.r.reg.del("port_forward", portForwardID(a.Stack, phys))
+	return k.r.reg.del("port_forward", kinds.PortForwardID(a.Stack, phys))
 }
 
 // Read says the port forward exists when all its rules are there as the
 // attributes want them (a create repairs the rest); for a delete, when any
 // of its rules is left.
 func (k realPortForward) Read(ctx context.Context, a Action) (Object, bool, error) {
-	phys, err := k.r.target("port_forward", a, portForwardID)
+	phys, err := k.r.target(spec.KindPortForward, a)
 	if err != nil {
 		if isLegacy(err) {
 			return Object{}, false, nil
@@ -344,7 +319,7 @@ func (k realPortForward) Read(ctx context.Context, a Action) (Object, bool, erro
 	if a.Op != api.OpDelete && !st.Exact {
 		return Object{}, false, nil
 	}
-	id := portForwardID(a.Stack, phys)
+	id := kinds.PortForwardID(a.Stack, phys)
 	obj := Object{PhysicalName: id, Attrs: withComputed(a, map[string]any{"id": id})}
 	obj.Attrs["target"] = s.Target
 	return obj, true, nil

@@ -8,7 +8,9 @@ import (
 	"strings"
 
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // realNetwork serves the network kind: a bridge, dnsmasq and iptables rules.
@@ -19,22 +21,13 @@ type realNetwork struct{ r *Real }
 
 func (k realNetwork) real() *Real { return k.r }
 
-// config fills rec's configuration from the action's attributes.
+// netConfig fills rec's configuration from the action's attributes.
 func netConfig(a Action, rec *record) error {
-	cidr, err := attrString(a, "cidr", true)
-	if err != nil {
+	var at kinds.NetworkAttrs
+	if err := decode(a, &at); err != nil {
 		return err
 	}
-	if rec.NAT, err = attrBool(a, "nat", false); err != nil {
-		return err
-	}
-	if rec.DHCP, err = attrBool(a, "dhcp", true); err != nil {
-		return err
-	}
-	if rec.DNS, err = attrStrings(a, "dns"); err != nil {
-		return err
-	}
-	rec.CIDR = cidr
+	rec.CIDR, rec.NAT, rec.DHCP, rec.DNS = at.CIDR, at.NAT, at.DHCP, at.DNS
 	return nil
 }
 
@@ -86,7 +79,7 @@ func (k realNetwork) Create(ctx context.Context, a Action) (Object, error) {
 }
 
 func (k realNetwork) Update(ctx context.Context, a Action) (Object, error) {
-	phys, err := k.r.target("network", a, network.BridgeName)
+	phys, err := k.r.target(spec.KindNetwork, a)
 	if err != nil {
 		return Object{}, err
 	}
@@ -94,7 +87,7 @@ func (k realNetwork) Update(ctx context.Context, a Action) (Object, error) {
 }
 
 func (k realNetwork) Delete(ctx context.Context, a Action) error {
-	phys, err := k.r.target("network", a, network.BridgeName)
+	phys, err := k.r.target(spec.KindNetwork, a)
 	if err != nil {
 		if isLegacy(err) {
 			return nil
@@ -112,7 +105,7 @@ func (k realNetwork) Delete(ctx context.Context, a Action) error {
 // Read returns the network as the host has it: exists is false when its
 // bridge is gone; nat and dhcp say what is really running.
 func (k realNetwork) Read(ctx context.Context, a Action) (Object, bool, error) {
-	phys, err := k.r.target("network", a, network.BridgeName)
+	phys, err := k.r.target(spec.KindNetwork, a)
 	if err != nil {
 		if isLegacy(err) {
 			return Object{}, false, nil

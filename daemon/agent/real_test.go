@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/kiln-dev/kiln/executors/accel"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
@@ -38,12 +39,7 @@ var realDataDir string
 // TestMain runs the package's tests inside a fresh network namespace with a
 // private libvirtd (internal/libvirttest): the real drivers make bridges,
 // iptables rules, dnsmasq and domains, none of which may touch the host.
-func TestMain(m *testing.M) {
-	realDataDir, _ = os.MkdirTemp("", "kiln-agent-real-")
-	code := libvirttest.Main(m)
-	os.RemoveAll(realDataDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-agent-real-", &realDataDir)) }
 
 func openRealForTest(t *testing.T) *Real {
 	t.Helper()
@@ -413,7 +409,7 @@ func assertNothingLeft(t *testing.T, r *Real, stack string) {
 	if rules := stackRules(t, stack); len(rules) != 0 {
 		t.Errorf("iptables rules left: %q", rules)
 	}
-	for _, kind := range []string{"image", "network", "volume", "server", "port_forward"} {
+	for _, kind := range kinds.Names() {
 		recs, err := r.reg.list(kind)
 		if err != nil {
 			t.Fatal(err)
@@ -557,14 +553,18 @@ func TestPhysAddress(t *testing.T) {
 	}
 }
 
+// TestUnknownAttributeNamed: an attribute still unknown when the action
+// runs fails the decode, naming the attribute (and the list element), and
+// is not taken as a value.
 func TestUnknownAttributeNamed(t *testing.T) {
-	a := Action{Address: "server.web", Attrs: map[string]any{"volumes": []any{"v1", spec.Unknown{}}}}
-	_, err := attrStrings(a, "volumes")
+	a := Action{Address: "server.web", Kind: "server", Attrs: map[string]any{"image": "abc", "volumes": []any{"v1", spec.Unknown{}}}}
+	_, err := serverAttrs(a)
 	if err == nil || !strings.Contains(err.Error(), `"volumes[1]"`) || !strings.Contains(err.Error(), "unknown") {
 		t.Fatalf("err = %v", err)
 	}
-	if _, err := attrString(Action{Address: "x", Attrs: map[string]any{"target": spec.Unknown{}}}, "target", true); err == nil {
-		t.Fatal("an unknown target was taken")
+	pf := Action{Address: "x", Kind: "port_forward", Attrs: map[string]any{"host_port": int64(80), "target_port": int64(80), "target": spec.Unknown{}}}
+	if _, err := (realPortForward{}).spec(pf, "x", true); err == nil || !strings.Contains(err.Error(), `"target" is still unknown`) {
+		t.Fatalf("an unknown target was taken: err = %v", err)
 	}
 }
 

@@ -24,21 +24,11 @@ import (
 
 var dataDir string
 
-func TestMain(m *testing.M) {
-	dataDir, _ = os.MkdirTemp("", "kiln-image-test-")
-	code := libvirttest.Main(m)
-	os.RemoveAll(dataDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-image-test-", &dataDir)) }
 
 func newCache(t testing.TB) *image.Cache {
 	t.Helper()
-	conn, err := libvirttest.Shared(t).Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c, err := image.New(conn, dataDir)
+	c, err := image.New(libvirttest.Conn(t), dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,12 +24,7 @@ import (
 
 var dataDir string
 
-func TestMain(m *testing.M) {
-	dataDir, _ = os.MkdirTemp("", "kiln-server-test-")
-	code := libvirttest.Main(m)
-	os.RemoveAll(dataDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-server-test-", &dataDir)) }
 
 func TestMAC(t *testing.T) {
 	a := server.MAC("s", "server.web[0]", "network.lan")
@@ -85,11 +80,7 @@ type fixture struct {
 func setup(t testing.TB) *fixture {
 	t.Helper()
 	d := libvirttest.Shared(t)
-	conn, err := d.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := libvirttest.Conn(t)
 	images, err := image.New(conn, dataDir)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"libvirt.org/go/libvirt"
+
 	"github.com/kiln-dev/kiln/internal/netnstest"
 )
 
@@ -63,4 +65,27 @@ func Shared(t testing.TB) *Daemon {
 		t.Fatal("libvirttest: no daemon: the package's TestMain must call libvirttest.Main")
 	}
 	return shared
+}
+
+// MainIn is Main for a package whose tests keep the executors' state in a
+// directory of their own: it sets *dir to a new temporary directory
+// (os.MkdirTemp's pattern), runs Main and removes the directory.
+//
+//	func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-x-test-", &dataDir)) }
+func MainIn(m *testing.M, pattern string, dir *string) int {
+	*dir, _ = os.MkdirTemp("", pattern)
+	code := Main(m)
+	os.RemoveAll(*dir)
+	return code
+}
+
+// Conn is a connection to the shared daemon, closed when t ends.
+func Conn(t testing.TB) *libvirt.Connect {
+	t.Helper()
+	conn, err := Shared(t).Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
