@@ -8,13 +8,19 @@
 // kinds (kinds.All) and the decoder of attribute values into the typed
 // structs.
 //
-// Each kind's executor lives in its own sub-package (network, portforward,
-// ...) with Read, Create, Delete and (but for the image cache) Update, ctx
-// first and idempotent. They share no interface yet: the shapes differ
-// (network.Read takes a Spec, volume.Read a scope and an address, the
-// image cache a sha256); daemon/agent's real_*.go decode each action's
-// attributes once into its kind's typed struct and adapt the executor to
-// the agent's Driver interface.
+// Every kind is run through one interface, Executor (request.go): a typed
+// request in (the instance, and its attributes decoded once into the
+// kind's struct), Create, Read, Update and Delete out, ctx first and
+// idempotent. The agent keeps the registry of kind -> Executor and turns
+// each of its actions into the typed request (daemon/agent/decode.go).
+//
+// The host-level drivers under it live in one sub-package per kind
+// (network, portforward, ...), each with Read, Create, Delete and (but for
+// the image cache) Update of its own shape (network.Read takes a Spec,
+// volume.Read a scope and an address, the image cache a sha256); the
+// Executor of each kind, with the agent's bookkeeping it needs (records of
+// the instances made, the networks' DHCP hosts, the host policy), is still
+// in daemon/agent's real_*.go.
 package executors
 
 import (

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kiln-dev/kiln/api"
 	"log/slog"
 	"maps"
 	"os"
@@ -20,6 +19,7 @@ import (
 
 	"libvirt.org/go/libvirt"
 
+	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/kinds"
@@ -320,14 +320,16 @@ func (r *Real) Close() error {
 	return nil
 }
 
-// Drivers returns one driver per kind (kinds.All).
+// Drivers returns one driver per kind (kinds.All): the kind's executor
+// behind the one adapter that turns an Action into its typed request
+// (decode.go).
 func (r *Real) Drivers() Drivers {
 	return Drivers{
-		spec.KindImage:       realImage{r},
-		spec.KindNetwork:     realNetwork{r},
-		spec.KindVolume:      realVolume{r},
-		spec.KindServer:      realServer{r},
-		spec.KindPortForward: realPortForward{r},
+		spec.KindImage:       imageDriver{typed[kinds.ImageAttrs]{r, realImage{r}}, realImage{r}},
+		spec.KindNetwork:     typed[kinds.NetworkAttrs]{r, realNetwork{r}},
+		spec.KindVolume:      typed[kinds.VolumeAttrs]{r, realVolume{r}},
+		spec.KindServer:      typed[kinds.ServerAttrs]{r, realServer{r}},
+		spec.KindPortForward: typed[kinds.PortForwardAttrs]{r, realPortForward{r}},
 	}
 }
 
@@ -387,7 +389,7 @@ func baseAddress(phys string) string {
 
 // idOf is the id of an instance of kind named as a names it, by scope and
 // physical address (kinds.Kind.ID).
-func idOf(kind string, a Action) func(scope, phys string) string {
+func idOf(kind string, a executors.Instance) func(scope, phys string) string {
 	id := kinds.MustGet(kind).ID
 	return func(scope, phys string) string { return id(scope, phys, a.Attrs) }
 }
@@ -396,8 +398,8 @@ func idOf(kind string, a Action) func(scope, phys string) string {
 // physical address of the instance with id a.ID when set (found by the
 // kind's name of the first generation, else the registry), else the
 // instance of a's generation.
-func (r *Real) target(kind string, a Action) (string, error) {
-	if a.ID == "" || (a.Op == api.OpCreate && a.Generation != "") {
+func (r *Real) target(kind string, a executors.Instance) (string, error) {
+	if a.ID == "" || (a.Op == executors.OpCreate && a.Generation != "") {
 		return physAddress(a.Address, a.Generation), nil
 	}
 	if idOf(kind, a)(a.Stack, a.Address) == a.ID {
@@ -417,7 +419,7 @@ func (r *Real) target(kind string, a Action) (string, error) {
 
 // attrs is the configured attributes of an action with computed ones
 // added; unknown values are dropped (the computed ones replace them).
-func withComputed(a Action, computed map[string]any) map[string]any {
+func withComputed(a executors.Instance, computed map[string]any) map[string]any {
 	out := make(map[string]any, len(a.Attrs)+len(computed))
 	for k, v := range a.Attrs {
 		if !spec.IsUnknown(v) {
@@ -428,10 +430,19 @@ func withComputed(a Action, computed map[string]any) map[string]any {
 	return out
 }
 
+// absent reads an executor's Read error for a driver's Read: gone is true,
+// and err nil, when the object is not there (executors.ErrNotFound).
+func absent(err error) (gone bool, _ error) {
+	if errors.Is(err, executors.ErrNotFound) {
+		return true, nil
+	}
+	return false, err
+}
+
 // depOfKind returns the attributes of the only dependency of a kind, for
 // filling an attribute that is still unknown; ok is false when there is
 // not exactly one.
-func depOfKind(a Action, kind string) (map[string]any, bool) {
+func depOfKind(a executors.Instance, kind string) (map[string]any, bool) {
 	var found map[string]any
 	n := 0
 	for addr, attrs := range a.Deps {

@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"github.com/kiln-dev/kiln/api"
 
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
@@ -20,11 +18,10 @@ import (
 // removes what no stack uses).
 type realImage struct{ r *Real }
 
-func (k realImage) real() *Real { return k.r }
-
-func (k realImage) Create(ctx context.Context, a Action) (Object, error) {
-	var at kinds.ImageAttrs
-	if err := decode(a, &at); err != nil {
+func (k realImage) Create(ctx context.Context, req executors.Request[kinds.ImageAttrs]) (Object, error) {
+	a := req.Instance
+	at := req.Spec
+	if err := req.SpecErr; err != nil {
 		return Object{}, err
 	}
 	img, err := k.r.images.Create(ctx, image.Template{Source: at.Source, SHA256: at.SHA256}, fetchProgress(ctx, a.Address))
@@ -40,7 +37,7 @@ func (k realImage) Create(ctx context.Context, a Action) (Object, error) {
 // imageObject is the image's attributes. sha256 and format are set when the
 // template sets them (to what is really cached); left out otherwise, so an
 // unset optional attribute does not read as a change.
-func imageObject(a Action, img image.Image) Object {
+func imageObject(a executors.Instance, img image.Image) Object {
 	c := map[string]any{"id": img.SHA256, "size": img.Size}
 	if _, ok := a.Attrs["sha256"]; ok {
 		c["sha256"] = img.SHA256
@@ -51,25 +48,25 @@ func imageObject(a Action, img image.Image) Object {
 	return Object{PhysicalName: img.Volume, Attrs: withComputed(a, c)}
 }
 
-func (k realImage) Update(ctx context.Context, a Action) (Object, error) {
+func (k realImage) Update(ctx context.Context, req executors.Request[kinds.ImageAttrs]) (Object, error) {
 	// Every attribute of an image forces a replacement; an update only
 	// makes sure the image is cached.
-	return k.Create(ctx, a)
+	return k.Create(ctx, req)
 }
 
-func (k realImage) Delete(ctx context.Context, a Action) error {
+func (k realImage) Delete(ctx context.Context, _ executors.Request[kinds.ImageAttrs]) error {
 	return ctx.Err()
 }
 
-func (k realImage) Read(ctx context.Context, a Action) (Object, bool, error) {
+func (k realImage) Read(ctx context.Context, req executors.Request[kinds.ImageAttrs]) (Object, bool, error) {
+	a := req.Instance
 	sum := a.ID
-	if sum == "" || (a.Op == api.OpCreate && a.Generation != "") {
+	if sum == "" || (a.Op == executors.OpCreate && a.Generation != "") {
 		// Only the sha256 matters to a read.
-		var at kinds.ImageAttrs
-		if err := kinds.For(decode(a, &at), "sha256"); err != nil {
+		if err := kinds.For(req.SpecErr, "sha256"); err != nil {
 			return Object{}, false, err
 		}
-		sum = at.SHA256
+		sum = req.Spec.SHA256
 	}
 	if sum == "" {
 		// Without a sha256 the image is whatever the source holds now:
@@ -77,10 +74,7 @@ func (k realImage) Read(ctx context.Context, a Action) (Object, bool, error) {
 		return Object{}, false, nil
 	}
 	img, err := k.r.images.Read(ctx, sum)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
 	return imageObject(a, img), true, nil
@@ -103,9 +97,7 @@ func (k realImage) CachedImages(ctx context.Context) ([]string, error) {
 // id is its name in the pool, which is what a server's `volumes` lists.
 type realVolume struct{ r *Real }
 
-func (k realVolume) real() *Real { return k.r }
-
-func volumeSpec(a Action, at kinds.VolumeAttrs, phys string) volume.Spec {
+func volumeSpec(a executors.Instance, at kinds.VolumeAttrs, phys string) volume.Spec {
 	return volume.Spec{Stack: a.Stack, Address: phys, Size: at.Size, Format: formatOr(at.Format)}
 }
 
@@ -118,16 +110,19 @@ func formatOr(format string) string {
 }
 
 // target finds the volume an action is about.
-func (k realVolume) target(a Action) (string, error) { return k.r.target(spec.KindVolume, a) }
+func (k realVolume) target(a executors.Instance) (string, error) {
+	return k.r.target(spec.KindVolume, a)
+}
 
-func volumeObject(a Action, v volume.Volume) Object {
+func volumeObject(a executors.Instance, v volume.Volume) Object {
 	return Object{PhysicalName: v.Name, Attrs: withComputed(a, map[string]any{"id": v.Name, "size": v.Size, "format": v.Format})}
 }
 
-func (k realVolume) Create(ctx context.Context, a Action) (Object, error) {
+func (k realVolume) Create(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) (Object, error) {
+	a := req.Instance
 	phys := physAddress(a.Address, a.Generation)
-	var at kinds.VolumeAttrs
-	if err := decode(a, &at); err != nil {
+	at := req.Spec
+	if err := req.SpecErr; err != nil {
 		return Object{}, err
 	}
 	s := volumeSpec(a, at, phys)
@@ -145,13 +140,14 @@ func (k realVolume) Create(ctx context.Context, a Action) (Object, error) {
 	return volumeObject(a, v), nil
 }
 
-func (k realVolume) Update(ctx context.Context, a Action) (Object, error) {
+func (k realVolume) Update(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) (Object, error) {
+	a := req.Instance
 	phys, err := k.target(a)
 	if err != nil {
 		return Object{}, err
 	}
-	var at kinds.VolumeAttrs
-	if err := decode(a, &at); err != nil {
+	at := req.Spec
+	if err := req.SpecErr; err != nil {
 		return Object{}, err
 	}
 	s := volumeSpec(a, at, phys)
@@ -180,7 +176,8 @@ func (k realVolume) Update(ctx context.Context, a Action) (Object, error) {
 	return volumeObject(a, v), nil
 }
 
-func (k realVolume) Delete(ctx context.Context, a Action) error {
+func (k realVolume) Delete(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) error {
+	a := req.Instance
 	phys, err := k.target(a)
 	if err != nil {
 		if isLegacy(err) {
@@ -199,7 +196,8 @@ func (k realVolume) Delete(ctx context.Context, a Action) error {
 	return nil
 }
 
-func (k realVolume) Read(ctx context.Context, a Action) (Object, bool, error) {
+func (k realVolume) Read(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) (Object, bool, error) {
+	a := req.Instance
 	phys, err := k.target(a)
 	if err != nil {
 		if isLegacy(err) {
@@ -208,10 +206,7 @@ func (k realVolume) Read(ctx context.Context, a Action) (Object, bool, error) {
 		return Object{}, false, err
 	}
 	v, err := k.r.vols.Read(ctx, a.Stack, phys)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
 	return volumeObject(a, v), true, nil
@@ -221,34 +216,37 @@ func (k realVolume) Read(ctx context.Context, a Action) (Object, bool, error) {
 // chains. Its id is a readable name made from stack and address.
 type realPortForward struct{ r *Real }
 
-func (k realPortForward) real() *Real { return k.r }
-
-// spec is the executor's spec of the port forward at phys; with full, its
-// rules too, from the attributes (a target still unknown is the address of
-// the only server the port forward depends on).
-func (k realPortForward) spec(a Action, phys string, full bool) (portforward.Spec, error) {
-	s := portforward.Spec{Stack: a.Stack, Address: phys}
-	if !full {
-		return s, nil
-	}
-	var resolve map[string]any
+// resolve takes a target still unknown from the address of the only
+// server the port forward depends on.
+func (k realPortForward) resolve(a executors.Instance) map[string]any {
 	if _, ok := a.Attrs["target"].(string); !ok {
 		if dep, ok := depOfKind(a, "server"); ok {
 			if t, ok := dep["address"].(string); ok && t != "" {
-				resolve = map[string]any{"target": t}
+				return map[string]any{"target": t}
 			}
 		}
 	}
-	var at kinds.PortForwardAttrs
-	if err := decodeResolved(a, resolve, &at); err != nil {
+	return nil
+}
+
+// spec is the executor's spec of the port forward at phys; with full, its
+// rules too.
+func (k realPortForward) spec(req executors.Request[kinds.PortForwardAttrs], phys string, full bool) (portforward.Spec, error) {
+	s := portforward.Spec{Stack: req.Stack, Address: phys}
+	if !full {
+		return s, nil
+	}
+	if err := req.SpecErr; err != nil {
 		return s, err
 	}
+	at := req.Spec
 	s.HostPort, s.TargetPort, s.Protocol, s.Target = int(at.HostPort), int(at.TargetPort), at.Protocol, at.Target
 	return s, nil
 }
 
-func (k realPortForward) apply(ctx context.Context, a Action, phys string) (Object, error) {
-	s, err := k.spec(a, phys, true)
+func (k realPortForward) apply(ctx context.Context, req executors.Request[kinds.PortForwardAttrs], phys string) (Object, error) {
+	a := req.Instance
+	s, err := k.spec(req, phys, true)
 	if err != nil {
 		return Object{}, err
 	}
@@ -267,19 +265,22 @@ func (k realPortForward) apply(ctx context.Context, a Action, phys string) (Obje
 	return obj, nil
 }
 
-func (k realPortForward) Create(ctx context.Context, a Action) (Object, error) {
-	return k.apply(ctx, a, physAddress(a.Address, a.Generation))
+func (k realPortForward) Create(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) (Object, error) {
+	a := req.Instance
+	return k.apply(ctx, req, physAddress(a.Address, a.Generation))
 }
 
-func (k realPortForward) Update(ctx context.Context, a Action) (Object, error) {
+func (k realPortForward) Update(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) (Object, error) {
+	a := req.Instance
 	phys, err := k.r.target(spec.KindPortForward, a)
 	if err != nil {
 		return Object{}, err
 	}
-	return k.apply(ctx, a, phys)
+	return k.apply(ctx, req, phys)
 }
 
-func (k realPortForward) Delete(ctx context.Context, a Action) error {
+func (k realPortForward) Delete(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) error {
+	a := req.Instance
 	phys, err := k.r.target(spec.KindPortForward, a)
 	if err != nil {
 		if isLegacy(err) {
@@ -287,7 +288,7 @@ func (k realPortForward) Delete(ctx context.Context, a Action) error {
 		}
 		return err
 	}
-	s, _ := k.spec(a, phys, false)
+	s, _ := k.spec(req, phys, false)
 	if err := k.r.pf.Delete(ctx, s); err != nil {
 		return fmt.Errorf("%s: %w", a.Address, err)
 	}
@@ -297,7 +298,8 @@ func (k realPortForward) Delete(ctx context.Context, a Action) error {
 // Read says the port forward exists when all its rules are there as the
 // attributes want them (a create repairs the rest); for a delete, when any
 // of its rules is left.
-func (k realPortForward) Read(ctx context.Context, a Action) (Object, bool, error) {
+func (k realPortForward) Read(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) (Object, bool, error) {
+	a := req.Instance
 	phys, err := k.r.target(spec.KindPortForward, a)
 	if err != nil {
 		if isLegacy(err) {
@@ -305,18 +307,15 @@ func (k realPortForward) Read(ctx context.Context, a Action) (Object, bool, erro
 		}
 		return Object{}, false, err
 	}
-	s, err := k.spec(a, phys, true)
+	s, err := k.spec(req, phys, true)
 	if err != nil {
 		return Object{}, false, err
 	}
 	st, err := k.r.pf.Read(ctx, s)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
-	if a.Op != api.OpDelete && !st.Exact {
+	if a.Op != executors.OpDelete && !st.Exact {
 		return Object{}, false, nil
 	}
 	id := kinds.PortForwardID(a.Stack, phys)

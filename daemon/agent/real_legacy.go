@@ -20,7 +20,7 @@ var errLegacy = errors.New("made by a kiln version without projects: its objects
 // non-default project, is about an instance (a.ID) named as the default
 // project's stack of the same name names it (the kind's kinds.Kind.ID) or
 // registered to that stack (rec, found).
-func legacyInstance(kind string, a Action, rec record, found bool) error {
+func legacyInstance(kind string, a executors.Instance, rec record, found bool) error {
 	project, bare := executors.SplitScope(a.Stack)
 	if project == executors.DefaultProject || a.ID == "" {
 		return nil

@@ -23,8 +23,6 @@ import (
 // when it is deleted.
 type realServer struct{ r *Real }
 
-func (k realServer) real() *Real { return k.r }
-
 // firstHost is the offset in a network of the first address handed to a
 // server that asks for none.
 const firstHost = 10
@@ -51,7 +49,7 @@ type nicInfo struct {
 
 // attach registers the server's NIC on network b as a fixed DHCP host
 // (allocating an address when the block gives none) and tells dnsmasq.
-func (r *Real) attach(ctx context.Context, a Action, phys string, b kinds.NetworkBlock) (nicInfo, error) {
+func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b kinds.NetworkBlock) (nicInfo, error) {
 	rec, err := r.networkFor(a, b.Name)
 	if err != nil {
 		return nicInfo{}, err
@@ -216,7 +214,7 @@ func hasHost(rec record, server string) bool {
 
 // target finds the physical address of the server an action is about; for
 // an id the registry does not know, from the domain's kiln metadata.
-func (k realServer) target(ctx context.Context, a Action) (string, error) {
+func (k realServer) target(ctx context.Context, a executors.Instance) (string, error) {
 	phys, err := k.r.target(spec.KindServer, a)
 	if err == nil || isLegacy(err) {
 		return phys, err
@@ -238,9 +236,9 @@ func (k realServer) target(ctx context.Context, a Action) (string, error) {
 	return "", err
 }
 
-// serverAttrs decodes a server action's attributes; an image, or a single
-// volume, still unknown is taken from the only dependency of that kind.
-func serverAttrs(a Action) (kinds.ServerAttrs, error) {
+// resolve takes an image, or a single volume, still unknown from the only
+// dependency of that kind.
+func (k realServer) resolve(a executors.Instance) map[string]any {
 	resolve := map[string]any{}
 	if v, ok := a.Attrs["image"]; ok && spec.IsUnknown(v) {
 		if id := depID(a, "image"); id != "" {
@@ -252,17 +250,16 @@ func serverAttrs(a Action) (kinds.ServerAttrs, error) {
 			resolve["volumes"] = []any{id}
 		}
 	}
-	var at kinds.ServerAttrs
-	err := decodeResolved(a, resolve, &at)
-	return at, err
+	return resolve
 }
 
 // spec turns the action into the executor's spec, registering the NICs
 // and starting the ready URL listener a signal check needs.
-func (k realServer) spec(ctx context.Context, a Action, phys string) (server.Spec, resolved, error) {
+func (k realServer) spec(ctx context.Context, req executors.Request[kinds.ServerAttrs], phys string) (server.Spec, resolved, error) {
+	a, at := req.Instance, req.Spec
 	var res resolved
 	s := server.Spec{Stack: a.Stack, Address: phys, Hostname: Hostname(a.Stack, phys)}
-	at, err := serverAttrs(a)
+	err := req.SpecErr
 	if err != nil {
 		return s, res, err
 	}
@@ -296,7 +293,7 @@ func (k realServer) spec(ctx context.Context, a Action, phys string) (server.Spe
 
 // specImage sets the server's image (sum), fetching it into this host's
 // cache when the image resource says where from.
-func (k realServer) specImage(ctx context.Context, a Action, sum string, s *server.Spec) error {
+func (k realServer) specImage(ctx context.Context, a executors.Instance, sum string, s *server.Spec) error {
 	if err := ownImage(a, sum); err != nil {
 		return err
 	}
@@ -323,7 +320,7 @@ func (k realServer) specImage(ctx context.Context, a Action, sum string, s *serv
 
 // specBoot sets what the guest boots with: user data, kernel, initrd and
 // command line, SSH keys and CPU mode.
-func (k realServer) specBoot(a Action, at kinds.ServerAttrs, s *server.Spec) error {
+func (k realServer) specBoot(a executors.Instance, at kinds.ServerAttrs, s *server.Spec) error {
 	s.UserData, s.Cmdline, s.SSHKeys, s.CPUMode = at.UserData, at.Cmdline, at.SSHKeys, at.CPUMode
 	// QEMU reads the kernel and initrd as root: only from where the
 	// operator allows, links resolved.
@@ -338,7 +335,7 @@ func (k realServer) specBoot(a Action, at kinds.ServerAttrs, s *server.Spec) err
 }
 
 // specVolumes attaches the server's volumes (by id).
-func (k realServer) specVolumes(a Action, ids []string, s *server.Spec) error {
+func (k realServer) specVolumes(a executors.Instance, ids []string, s *server.Spec) error {
 	for _, id := range ids {
 		// Only the stack's own volumes: the pool also holds other stacks'
 		// volumes, and every server's root overlay and seed.
@@ -356,7 +353,7 @@ func (k realServer) specVolumes(a Action, ids []string, s *server.Spec) error {
 
 // specNICs registers the server's NICs on their networks; on an error it
 // returns the NICs registered so far.
-func (k realServer) specNICs(ctx context.Context, a Action, phys string, blocks kinds.NetworkBlocks, s *server.Spec) ([]nicInfo, error) {
+func (k realServer) specNICs(ctx context.Context, a executors.Instance, phys string, blocks kinds.NetworkBlocks, s *server.Spec) ([]nicInfo, error) {
 	var nics []nicInfo
 	for _, b := range blocks {
 		n, err := k.r.attach(ctx, a, phys, b)
@@ -372,7 +369,7 @@ func (k realServer) specNICs(ctx context.Context, a Action, phys string, blocks 
 // ready turns the server's ready block into the driver's check; with no
 // ready block, the guest's DHCP lease on its first DHCP network, or the
 // domain running for a few seconds.
-func (k realServer) ready(a Action, m *kinds.ReadyBlock, phys string, nics []nicInfo) (server.Ready, error) {
+func (k realServer) ready(a executors.Instance, m *kinds.ReadyBlock, phys string, nics []nicInfo) (server.Ready, error) {
 	if m == nil {
 		for _, n := range nics {
 			if n.leases != "" {
@@ -421,7 +418,7 @@ func serverProgress(ctx context.Context, address string) server.Progress {
 	return func(msg string) { emit(address + ": " + msg) }
 }
 
-func serverObject(a Action, s server.Server, res resolved) Object {
+func serverObject(a executors.Instance, s server.Server, res resolved) Object {
 	nics := res.nics
 	c := map[string]any{"id": s.Name}
 	if res.image != "" {
@@ -448,7 +445,8 @@ func serverObject(a Action, s server.Server, res resolved) Object {
 	return Object{PhysicalName: s.Name, Attrs: withComputed(a, c), ReadyAfter: s.ReadyAfter}
 }
 
-func (k realServer) Create(ctx context.Context, a Action) (Object, error) {
+func (k realServer) Create(ctx context.Context, req executors.Request[kinds.ServerAttrs]) (Object, error) {
+	a := req.Instance
 	phys := physAddress(a.Address, a.Generation)
 	name := server.Name(a.Stack, phys)
 	rec := record{Kind: "server", ID: name, Stack: a.Stack, Phys: phys,
@@ -456,7 +454,7 @@ func (k realServer) Create(ctx context.Context, a Action) (Object, error) {
 	if err := k.r.reg.put(rec); err != nil {
 		return Object{}, err
 	}
-	s, res, err := k.spec(ctx, a, phys)
+	s, res, err := k.spec(ctx, req, phys)
 	if err != nil {
 		return Object{}, err
 	}
@@ -486,12 +484,13 @@ func (k realServer) listen(s server.Spec) error {
 	return k.r.signals.Listen(s.NICs[0].Gateway)
 }
 
-func (k realServer) Update(ctx context.Context, a Action) (Object, error) {
+func (k realServer) Update(ctx context.Context, req executors.Request[kinds.ServerAttrs]) (Object, error) {
+	a := req.Instance
 	phys, err := k.target(ctx, a)
 	if err != nil {
 		return Object{}, err
 	}
-	s, res, err := k.spec(ctx, a, phys)
+	s, res, err := k.spec(ctx, req, phys)
 	if err != nil {
 		return Object{}, err
 	}
@@ -502,7 +501,8 @@ func (k realServer) Update(ctx context.Context, a Action) (Object, error) {
 	return serverObject(a, got, res), nil
 }
 
-func (k realServer) Delete(ctx context.Context, a Action) error {
+func (k realServer) Delete(ctx context.Context, req executors.Request[kinds.ServerAttrs]) error {
+	a := req.Instance
 	phys, err := k.target(ctx, a)
 	if err != nil {
 		if isLegacy(err) {
@@ -525,7 +525,8 @@ func (k realServer) Delete(ctx context.Context, a Action) error {
 
 // Read returns the domain as libvirt has it: cpus, memory and volumes are
 // the real ones; exists is false when the domain is gone.
-func (k realServer) Read(ctx context.Context, a Action) (Object, bool, error) {
+func (k realServer) Read(ctx context.Context, req executors.Request[kinds.ServerAttrs]) (Object, bool, error) {
+	a := req.Instance
 	phys, err := k.target(ctx, a)
 	if err != nil {
 		if isLegacy(err) {
@@ -534,15 +535,12 @@ func (k realServer) Read(ctx context.Context, a Action) (Object, bool, error) {
 		return Object{}, false, err
 	}
 	s, err := k.r.srv.Read(ctx, a.Stack, phys)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
 	// The addresses are those registered with the networks; a read fails
 	// only on the attributes it needs (the ready block, to wait).
-	at, aerr := serverAttrs(a)
+	at, aerr := req.Spec, req.SpecErr
 	var nics []nicInfo
 	for _, b := range at.Networks {
 		rec, err := k.r.networkFor(a, b.Name)

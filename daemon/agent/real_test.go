@@ -31,15 +31,10 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
-// realDataDir is the data directory of the real drivers in this test binary.
-// The libvirt pools are defined on it once and live as long as the private
-// libvirtd, so every test shares it.
-var realDataDir string
-
 // TestMain runs the package's tests inside a fresh network namespace with a
 // private libvirtd (internal/libvirttest): the real drivers make bridges,
 // iptables rules, dnsmasq and domains, none of which may touch the host.
-func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-agent-real-", &realDataDir)) }
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func openRealForTest(t *testing.T) *Real {
 	t.Helper()
@@ -47,7 +42,11 @@ func openRealForTest(t *testing.T) *Real {
 	d := libvirttest.Shared(t)
 	t.Setenv(LibvirtURIEnv, d.URI)
 	// One probe for the whole test binary: the answer is kept in a file.
-	r, err := OpenReal(realDataDir, StorageDir(realDataDir), RealOptions{AccelCache: filepath.Join(realDataDir, "accel.json"), Policy: EmbeddedPolicy()})
+	// The data directory of the real drivers in this test binary: the
+	// libvirt pools are defined on it once and live as long as the private
+	// libvirtd, so every test shares it.
+	dataDir := libvirttest.Dir(t)
+	r, err := OpenReal(dataDir, StorageDir(dataDir), RealOptions{AccelCache: filepath.Join(dataDir, "accel.json"), Policy: EmbeddedPolicy()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,12 +557,12 @@ func TestPhysAddress(t *testing.T) {
 // is not taken as a value.
 func TestUnknownAttributeNamed(t *testing.T) {
 	a := Action{Address: "server.web", Kind: "server", Attrs: map[string]any{"image": "abc", "volumes": []any{"v1", spec.Unknown{}}}}
-	_, err := serverAttrs(a)
+	err := request[kinds.ServerAttrs](realServer{}, a).SpecErr
 	if err == nil || !strings.Contains(err.Error(), `"volumes[1]"`) || !strings.Contains(err.Error(), "unknown") {
 		t.Fatalf("err = %v", err)
 	}
 	pf := Action{Address: "x", Kind: "port_forward", Attrs: map[string]any{"host_port": int64(80), "target_port": int64(80), "target": spec.Unknown{}}}
-	if _, err := (realPortForward{}).spec(pf, "x", true); err == nil || !strings.Contains(err.Error(), `"target" is still unknown`) {
+	if _, err := (realPortForward{}).spec(request[kinds.PortForwardAttrs](realPortForward{}, pf), "x", true); err == nil || !strings.Contains(err.Error(), `"target" is still unknown`) {
 		t.Fatalf("an unknown target was taken: err = %v", err)
 	}
 }

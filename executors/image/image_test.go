@@ -22,13 +22,11 @@ import (
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 )
 
-var dataDir string
-
-func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-image-test-", &dataDir)) }
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func newCache(t testing.TB) *image.Cache {
 	t.Helper()
-	c, err := image.New(libvirttest.Conn(t), dataDir)
+	c, err := image.New(libvirttest.Conn(t), libvirttest.Dir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,9 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
-var dataDir string
-
-func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-server-test-", &dataDir)) }
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func TestMAC(t *testing.T) {
 	a := server.MAC("s", "server.web[0]", "network.lan")
@@ -80,7 +78,7 @@ type fixture struct {
 func setup(t testing.TB) *fixture {
 	t.Helper()
 	d := libvirttest.Shared(t)
-	conn := libvirttest.Conn(t)
+	conn, dataDir := libvirttest.Conn(t), libvirttest.Dir(t)
 	images, err := image.New(conn, dataDir)
 	if err != nil {
 		t.Fatal(err)

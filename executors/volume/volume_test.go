@@ -12,13 +12,11 @@ import (
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 )
 
-var dataDir string
-
-func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-volume-test-", &dataDir)) }
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func newDriver(t *testing.T) *volume.Driver {
 	t.Helper()
-	d, err := volume.New(libvirttest.Conn(t), dataDir)
+	d, err := volume.New(libvirttest.Conn(t), libvirttest.Dir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

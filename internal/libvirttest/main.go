@@ -12,7 +12,10 @@ import (
 	"github.com/kiln-dev/kiln/internal/netnstest"
 )
 
-var shared *Daemon
+var (
+	shared *Daemon
+	dir    string
+)
 
 // Main is the TestMain of a package whose tests need libvirtd:
 //
@@ -35,6 +38,13 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	shared = d
+	// The executors' own state (pools, records) of the package's tests.
+	if dir, err = os.MkdirTemp("", "kiln-test-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		d.Stop()
+		return 1
+	}
+	defer os.RemoveAll(dir)
 	// The storage pools of the drivers under test (and of kiln processes
 	// the tests start) go to a directory of this run only, never to the
 	// host-wide default another run could share.
@@ -67,16 +77,13 @@ func Shared(t testing.TB) *Daemon {
 	return shared
 }
 
-// MainIn is Main for a package whose tests keep the executors' state in a
-// directory of their own: it sets *dir to a new temporary directory
-// (os.MkdirTemp's pattern), runs Main and removes the directory.
-//
-//	func TestMain(m *testing.M) { os.Exit(libvirttest.MainIn(m, "kiln-x-test-", &dataDir)) }
-func MainIn(m *testing.M, pattern string, dir *string) int {
-	*dir, _ = os.MkdirTemp("", pattern)
-	code := Main(m)
-	os.RemoveAll(*dir)
-	return code
+// Dir is a directory of this test binary's run, made by Main and removed
+// when the tests are done: where the package's tests keep the executors'
+// state.
+func Dir(t testing.TB) string {
+	t.Helper()
+	Shared(t)
+	return dir
 }
 
 // Conn is a connection to the shared daemon, closed when t ends.
