@@ -178,11 +178,8 @@ func (k realVolume) Update(ctx context.Context, req executors.Request[kinds.Volu
 
 func (k realVolume) Delete(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) error {
 	a := req.Instance
-	phys, err := k.target(a)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+	phys, gone, err := existing(k.target(a))
+	if gone || err != nil {
 		return err
 	}
 	if err := k.r.vols.Delete(ctx, a.Stack, phys); err != nil {
@@ -198,11 +195,8 @@ func (k realVolume) Delete(ctx context.Context, req executors.Request[kinds.Volu
 
 func (k realVolume) Read(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) (Object, bool, error) {
 	a := req.Instance
-	phys, err := k.target(a)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+	phys, gone, err := existing(k.target(a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
 	v, err := k.r.vols.Read(ctx, a.Stack, phys)
@@ -281,11 +275,8 @@ func (k realPortForward) Update(ctx context.Context, req executors.Request[kinds
 
 func (k realPortForward) Delete(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) error {
 	a := req.Instance
-	phys, err := k.r.target(spec.KindPortForward, a)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+	phys, gone, err := existing(k.r.target(spec.KindPortForward, a))
+	if gone || err != nil {
 		return err
 	}
 	s, _ := k.spec(req, phys, false)
@@ -300,11 +291,8 @@ func (k realPortForward) Delete(ctx context.Context, req executors.Request[kinds
 // of its rules is left.
 func (k realPortForward) Read(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) (Object, bool, error) {
 	a := req.Instance
-	phys, err := k.r.target(spec.KindPortForward, a)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+	phys, gone, err := existing(k.r.target(spec.KindPortForward, a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
 	s, err := k.spec(req, phys, true)

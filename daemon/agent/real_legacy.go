@@ -31,6 +31,16 @@ func legacyInstance(kind string, a executors.Instance, rec record, found bool) e
 	return nil
 }
 
+// existing reads the answer of a target lookup for a read or a delete:
+// gone is true, and err nil, when the instance is an older kiln's (see
+// errLegacy), which a read finds absent and a delete leaves to kiln gc.
+func existing(phys string, err error) (_ string, gone bool, _ error) {
+	if isLegacy(err) {
+		return "", true, nil
+	}
+	return phys, false, err
+}
+
 // isLegacy reports whether err says the instance is an older kiln's (see
 // errLegacy): Read answers that it does not exist, Delete that it is done.
 func isLegacy(err error) bool { return errors.Is(err, errLegacy) }

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/kiln-dev/kiln/executors"
@@ -28,18 +27,9 @@ func netConfig(req executors.Request[kinds.NetworkAttrs], rec *record) error {
 	return nil
 }
 
-func gatewayOf(cidr string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(cidr)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("cidr %q is not an IPv4 CIDR", cidr)
-	}
-	p = p.Masked()
-	return netip.PrefixFrom(p.Addr().Next(), p.Bits()), nil
-}
-
 func networkObject(a executors.Instance, rec record, st network.State) Object {
 	c := map[string]any{"id": rec.ID, "bridge": st.Bridge}
-	if gw, err := gatewayOf(rec.CIDR); err == nil {
+	if gw, err := network.Gateway(rec.CIDR); err == nil {
 		c["gateway"] = gw.Addr().String()
 	}
 	return Object{PhysicalName: st.Bridge, Attrs: withComputed(a, c)}
@@ -88,11 +78,8 @@ func (k realNetwork) Update(ctx context.Context, req executors.Request[kinds.Net
 
 func (k realNetwork) Delete(ctx context.Context, req executors.Request[kinds.NetworkAttrs]) error {
 	a := req.Instance
-	phys, err := k.r.target(spec.KindNetwork, a)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+	phys, gone, err := existing(k.r.target(spec.KindNetwork, a))
+	if gone || err != nil {
 		return err
 	}
 	id := network.BridgeName(a.Stack, phys)
@@ -107,11 +94,8 @@ func (k realNetwork) Delete(ctx context.Context, req executors.Request[kinds.Net
 // bridge is gone; nat and dhcp say what is really running.
 func (k realNetwork) Read(ctx context.Context, req executors.Request[kinds.NetworkAttrs]) (Object, bool, error) {
 	a := req.Instance
-	phys, err := k.r.target(spec.KindNetwork, a)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+	phys, gone, err := existing(k.r.target(spec.KindNetwork, a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
 	id := network.BridgeName(a.Stack, phys)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/kinds"
+	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/executors/volume"
 	"github.com/kiln-dev/kiln/spec"
@@ -22,10 +22,6 @@ import (
 // (see networkFor and RegistryDir) before the domain is made, and taken off
 // when it is deleted.
 type realServer struct{ r *Real }
-
-// firstHost is the offset in a network of the first address handed to a
-// server that asks for none.
-const firstHost = 10
 
 // Hostname is the hostname of a server (kinds.Hostname).
 func Hostname(scope, phys string) string { return kinds.Hostname(scope, phys) }
@@ -63,14 +59,14 @@ func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b 
 	if !ok {
 		return nicInfo{}, fmt.Errorf("%s: network %s is gone", a.Address, b.Name)
 	}
-	gw, err := gatewayOf(rec.CIDR)
+	gw, err := network.Gateway(rec.CIDR)
 	if err != nil {
 		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.Name, err)
 	}
 	name := server.Name(a.Stack, phys)
 	netAddr := "network." + b.Name
 	mac := server.MAC(a.Stack, phys, netAddr)
-	ip, err := pickAddress(rec, gw, mac, b.Address)
+	ip, err := network.PickAddress(gw, rec.netSpec().Hosts, mac, b.Address)
 	if err != nil {
 		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.Name, err)
 	}
@@ -111,58 +107,6 @@ func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b 
 		info.leases = r.net.LeaseFile(rec.netSpec())
 	}
 	return info, nil
-}
-
-// pickAddress is the address of the NIC with mac on a network: the one the
-// block asks for, else the one it was given before, else the lowest free
-// host address from the network's tenth on.
-func pickAddress(rec record, gw netip.Prefix, mac, want string) (netip.Addr, error) {
-	p := netip.PrefixFrom(gw.Addr(), gw.Bits()).Masked()
-	used := map[netip.Addr]string{}
-	for _, h := range rec.Hosts {
-		if ip, err := netip.ParseAddr(h.IP); err == nil {
-			used[ip] = h.MAC
-		}
-	}
-	if want != "" {
-		ip, err := netip.ParseAddr(want)
-		if err != nil {
-			pf, perr := netip.ParsePrefix(want)
-			if perr != nil {
-				return netip.Addr{}, fmt.Errorf("address %q is not an IPv4 address", want)
-			}
-			ip = pf.Addr()
-		}
-		if !p.Contains(ip) || ip == gw.Addr() || ip == p.Addr() || ip == broadcast(p) {
-			return netip.Addr{}, fmt.Errorf("address %s is not a guest address of %s", ip, p)
-		}
-		if other, ok := used[ip]; ok && other != mac {
-			return netip.Addr{}, fmt.Errorf("address %s is already given to %s", ip, other)
-		}
-		return ip, nil
-	}
-	for ip, m := range used {
-		if m == mac {
-			return ip, nil
-		}
-	}
-	ip := p.Addr()
-	for range firstHost {
-		ip = ip.Next()
-	}
-	for ; p.Contains(ip) && ip != broadcast(p); ip = ip.Next() {
-		if _, taken := used[ip]; !taken && ip != gw.Addr() {
-			return ip, nil
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("no free address left in %s from its host %d on", p, firstHost)
-}
-
-func broadcast(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	v := binary.BigEndian.Uint32(a[:]) | (1<<(32-p.Bits()) - 1)
-	binary.BigEndian.PutUint32(a[:], v)
-	return netip.AddrFrom4(a)
 }
 
 // detach takes the server's hosts off every network that lists them.
@@ -503,11 +447,8 @@ func (k realServer) Update(ctx context.Context, req executors.Request[kinds.Serv
 
 func (k realServer) Delete(ctx context.Context, req executors.Request[kinds.ServerAttrs]) error {
 	a := req.Instance
-	phys, err := k.target(ctx, a)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+	phys, gone, err := existing(k.target(ctx, a))
+	if gone || err != nil {
 		return err
 	}
 	name := server.Name(a.Stack, phys)
@@ -527,11 +468,8 @@ func (k realServer) Delete(ctx context.Context, req executors.Request[kinds.Serv
 // the real ones; exists is false when the domain is gone.
 func (k realServer) Read(ctx context.Context, req executors.Request[kinds.ServerAttrs]) (Object, bool, error) {
 	a := req.Instance
-	phys, err := k.target(ctx, a)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+	phys, gone, err := existing(k.target(ctx, a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
 	s, err := k.r.srv.Read(ctx, a.Stack, phys)
