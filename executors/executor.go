@@ -17,10 +17,11 @@
 // The host-level drivers under it live in one sub-package per kind
 // (network, portforward, ...), each with Read, Create, Delete and (but for
 // the image cache) Update of its own shape (network.Read takes a Spec,
-// volume.Read a scope and an address, the image cache a sha256); the
-// Executor of each kind, with the agent's bookkeeping it needs (records of
-// the instances made, the networks' DHCP hosts, the host policy), is still
-// in daemon/agent's real_*.go.
+// volume.Read a scope and an address, the image cache a sha256), and what
+// is the kind's own knowledge (a network's guest addressing, a server's
+// ready checks). The Executor of each kind, with the agent's bookkeeping
+// it needs (records of the instances made, the networks' DHCP hosts, the
+// host policy), is still in daemon/agent's real_*.go.
 package executors
 
 import (

@@ -310,46 +310,20 @@ func (k realServer) specNICs(ctx context.Context, a executors.Instance, phys str
 	return nics, nil
 }
 
-// ready turns the server's ready block into the driver's check; with no
-// ready block, the guest's DHCP lease on its first DHCP network, or the
-// domain running for a few seconds.
+// ready is the driver's check of the server's ready block
+// (server.ReadyOf), with its NICs and, when it can reach one, its ready
+// URL.
 func (k realServer) ready(a executors.Instance, m *kinds.ReadyBlock, phys string, nics []nicInfo) (server.Ready, error) {
-	if m == nil {
-		for _, n := range nics {
-			if n.leases != "" {
-				return server.Ready{Kind: server.CheckLease, LeaseFile: n.leases, MAC: n.nic.MAC}, nil
-			}
-		}
-		return server.Ready{Kind: server.CheckRunning}, nil
-	}
-	var r server.Ready
-	if m.Timeout > 0 {
-		r.Timeout = time.Duration(m.Timeout) * time.Second
-	}
-	first := ""
-	if len(nics) > 0 {
-		first = nics[0].ip
-	}
-	switch {
-	case m.TCPPort != nil:
-		r.Kind, r.Port, r.Address = server.CheckTCP, int(*m.TCPPort), first
-	case m.HTTPPort != nil:
-		r.Kind, r.Port, r.Address = server.CheckHTTP, int(*m.HTTPPort), first
-		r.Path = m.HTTPPath
-	case m.Console != nil:
-		r.Kind = server.CheckConsole
-		r.Console = *m.Console
-	case m.Signal:
-		if len(nics) == 0 || k.r.signals == nil {
-			return r, fmt.Errorf("%s: ready signal: the server needs a network to reach its ready URL", a.Address)
-		}
+	var signalled func() time.Time
+	if len(nics) > 0 && k.r.signals != nil {
 		name := server.Name(a.Stack, phys)
-		r.Kind = server.CheckSignal
-		r.Signalled = func() time.Time { return k.r.signals.Signalled(name) }
-	default:
-		return r, fmt.Errorf("%s: the ready block has no check (tcp_port, http_port, console or signal)", a.Address)
+		signalled = func() time.Time { return k.r.signals.Signalled(name) }
 	}
-	return r, nil
+	rn := make([]server.ReadyNIC, len(nics))
+	for i, n := range nics {
+		rn[i] = server.ReadyNIC{IP: n.ip, MAC: n.nic.MAC, LeaseFile: n.leases}
+	}
+	return server.ReadyOf(a.Address, m, rn, signalled)
 }
 
 // serverProgress sends the driver's "booting" and "ready after" lines as
