@@ -39,11 +39,11 @@ func openRealForTest(t *testing.T) *Real {
 	netnstest.Guard(t)
 	d := libvirttest.Shared(t)
 	t.Setenv(LibvirtURIEnv, d.URI)
-	// One probe for the whole test binary: the answer is kept in a file.
 	// The data directory of the real drivers in this test binary: the
 	// libvirt pools are defined on it once and live as long as the private
 	// libvirtd, so every test shares it.
 	dataDir := libvirttest.Dir(t)
+	// One probe for the whole test binary: the answer is kept in a file.
 	r, err := OpenReal(dataDir, StorageDir(dataDir), RealOptions{AccelCache: filepath.Join(dataDir, "accel.json"), Policy: EmbeddedPolicy()})
 	if err != nil {
 		t.Fatal(err)
