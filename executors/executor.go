@@ -2,12 +2,26 @@
 // Read returns for something that is not there, and the rules by which a
 // resource's owner is written on the objects it makes.
 //
-// Each kind lives in its own sub-package (network, portforward, ...) with
-// Read, Create, Delete and (but for the image cache) Update, ctx first and
-// idempotent. They share no interface: the shapes differ (network.Read
-// takes a Spec, volume.Read a scope and an address, the image cache a
-// sha256); daemon/agent's real_*.go adapt each one to the agent's Driver
-// interface.
+// What kiln knows of each kind beside its template schema (its typed
+// attributes, drift and image attributes, and the physical names of its
+// objects) is declared once in the kinds sub-package, with the one list of
+// kinds (kinds.All) and the decoder of attribute values into the typed
+// structs.
+//
+// Every kind is run through one interface, Executor (request.go): a typed
+// request in (the instance, and its attributes decoded once into the
+// kind's struct), Create, Read, Update and Delete out, ctx first and
+// idempotent. The agent keeps the registry of kind -> Executor and turns
+// each of its actions into the typed request (daemon/agent/decode.go).
+//
+// The host-level drivers under it live in one sub-package per kind
+// (network, portforward, ...), each with Read, Create, Delete and (but for
+// the image cache) Update of its own shape (network.Read takes a Spec,
+// volume.Read a scope and an address, the image cache a sha256), and what
+// is the kind's own knowledge (a network's guest addressing, a server's
+// ready checks). The Executor of each kind, with the agent's bookkeeping
+// it needs (records of the instances made, the networks' DHCP hosts, the
+// host policy), is still in daemon/agent's real_*.go.
 package executors
 
 import (

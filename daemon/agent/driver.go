@@ -2,19 +2,12 @@ package agent
 
 import (
 	"context"
-	"time"
+	"github.com/kiln-dev/kiln/executors"
 )
 
-// Object is what a driver knows of one resource instance after an action.
-type Object struct {
-	// PhysicalName is the name of the OS object (domain, bridge, volume).
-	PhysicalName string
-	// Attrs are the configured and computed attributes.
-	Attrs map[string]any
-	// ReadyAfter is, for a server created or updated, how long its guest
-	// took to pass its readiness check.
-	ReadyAfter time.Duration
-}
+// Object is what a driver knows of one resource instance after an action:
+// an executor's result.
+type Object = executors.Result
 
 // Driver runs the actions of one resource kind on this host. Every method
 // takes ctx first and is idempotent: a create of something that exists

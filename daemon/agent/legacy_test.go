@@ -23,7 +23,7 @@ func TestTargetLegacy(t *testing.T) {
 
 	// Named as the default project's web names it.
 	a := Action{Stack: "p1/web", Address: "volume.data", Kind: "volume", Op: api.OpDelete, ID: volID("web", "volume.data")}
-	if _, err := r.target("volume", a, volID); !isLegacy(err) {
+	if _, err := r.target("volume", instance(a)); !isLegacy(err) {
 		t.Fatalf("a legacy volume id: %v, want errLegacy", err)
 	}
 	// Registered to the default project's web (an instance of a replace).
@@ -32,21 +32,21 @@ func TestTargetLegacy(t *testing.T) {
 		t.Fatal(err)
 	}
 	a = Action{Stack: "p1/web", Address: "network.lan", Kind: "network", Op: api.OpDelete, ID: legacyNet.ID}
-	if _, err := r.target("network", a, network.BridgeName); !isLegacy(err) {
+	if _, err := r.target("network", instance(a)); !isLegacy(err) {
 		t.Fatalf("a legacy network record: %v, want errLegacy", err)
 	}
 	// The default project's own stack resolves it as always.
 	a.Stack = "web"
-	if phys, err := r.target("network", a, network.BridgeName); err != nil || phys != legacyNet.Phys {
+	if phys, err := r.target("network", instance(a)); err != nil || phys != legacyNet.Phys {
 		t.Fatalf("default project: %q, %v", phys, err)
 	}
 	// p1's own instances resolve; an unknown id is an error, not legacy.
 	a = Action{Stack: "p1/web", Address: "volume.data", Kind: "volume", Op: api.OpDelete, ID: volID("p1/web", "volume.data")}
-	if phys, err := r.target("volume", a, volID); err != nil || phys != "volume.data" {
+	if phys, err := r.target("volume", instance(a)); err != nil || phys != "volume.data" {
 		t.Fatalf("p1's own volume: %q, %v", phys, err)
 	}
 	a.ID = "kiln_nobody_volume-x.qcow2"
-	if _, err := r.target("volume", a, volID); err == nil || isLegacy(err) {
+	if _, err := r.target("volume", instance(a)); err == nil || isLegacy(err) {
 		t.Fatalf("an unknown id: %v, want a plain error", err)
 	}
 }

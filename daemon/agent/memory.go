@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/memdriver"
 )
 
@@ -67,7 +68,7 @@ func NewMemory(dataDir string, delay time.Duration) *Memory {
 // Drivers returns every kind served by m.
 func (m *Memory) Drivers() Drivers {
 	d := Drivers{}
-	for _, k := range []string{"image", "network", "volume", "server", "port_forward"} {
+	for _, k := range kinds.Names() {
 		d[k] = memKind{m}
 	}
 	return d

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/kiln-dev/kiln/api"
 	"log/slog"
 	"maps"
 	"os"
@@ -20,8 +19,10 @@ import (
 
 	"libvirt.org/go/libvirt"
 
+	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/portforward"
 	"github.com/kiln-dev/kiln/executors/server"
@@ -319,14 +320,16 @@ func (r *Real) Close() error {
 	return nil
 }
 
-// Drivers returns one driver per kind.
+// Drivers returns one driver per kind (kinds.All): the kind's executor
+// behind the one adapter that turns an Action into its typed request
+// (decode.go).
 func (r *Real) Drivers() Drivers {
 	return Drivers{
-		"image":        realImage{r},
-		"network":      realNetwork{r},
-		"volume":       realVolume{r},
-		"server":       realServer{r},
-		"port_forward": realPortForward{r},
+		spec.KindImage:       imageDriver{typed[kinds.ImageAttrs]{r, realImage{r}}, realImage{r}},
+		spec.KindNetwork:     typed[kinds.NetworkAttrs]{r, realNetwork{r}},
+		spec.KindVolume:      typed[kinds.VolumeAttrs]{r, realVolume{r}},
+		spec.KindServer:      typed[kinds.ServerAttrs]{r, realServer{r}},
+		spec.KindPortForward: typed[kinds.PortForwardAttrs]{r, realPortForward{r}},
 	}
 }
 
@@ -384,15 +387,22 @@ func baseAddress(phys string) string {
 	return a
 }
 
+// idOf is the id of an instance of kind named as a names it, by scope and
+// physical address (kinds.Kind.ID).
+func idOf(kind string, a executors.Instance) func(scope, phys string) string {
+	id := kinds.MustGet(kind).ID
+	return func(scope, phys string) string { return id(scope, phys, a.Attrs) }
+}
+
 // target says which instance an action is about: the stack and the
-// physical address of the instance with id a.ID when set (found through
-// idOf for the first generation, else the registry), else the instance of
-// a's generation.
-func (r *Real) target(kind string, a Action, idOf func(stack, phys string) string) (string, error) {
-	if a.ID == "" || (a.Op == api.OpCreate && a.Generation != "") {
+// physical address of the instance with id a.ID when set (found by the
+// kind's name of the first generation, else the registry), else the
+// instance of a's generation.
+func (r *Real) target(kind string, a executors.Instance) (string, error) {
+	if a.ID == "" || (a.Op == executors.OpCreate && a.Generation != "") {
 		return physAddress(a.Address, a.Generation), nil
 	}
-	if idOf(a.Stack, a.Address) == a.ID {
+	if idOf(kind, a)(a.Stack, a.Address) == a.ID {
 		return a.Address, nil
 	}
 	rec, ok, err := r.reg.get(kind, a.ID)
@@ -401,7 +411,7 @@ func (r *Real) target(kind string, a Action, idOf func(stack, phys string) strin
 	} else if ok && rec.Stack == a.Stack {
 		return rec.Phys, nil
 	}
-	if err := legacyInstance(kind, a, idOf, rec, ok); err != nil {
+	if err := legacyInstance(kind, a, rec, ok); err != nil {
 		return "", err
 	}
 	return "", fmt.Errorf("%s %s: instance %q is not known on this host", kind, a.Address, a.ID)
@@ -409,7 +419,7 @@ func (r *Real) target(kind string, a Action, idOf func(stack, phys string) strin
 
 // attrs is the configured attributes of an action with computed ones
 // added; unknown values are dropped (the computed ones replace them).
-func withComputed(a Action, computed map[string]any) map[string]any {
+func withComputed(a executors.Instance, computed map[string]any) map[string]any {
 	out := make(map[string]any, len(a.Attrs)+len(computed))
 	for k, v := range a.Attrs {
 		if !spec.IsUnknown(v) {
@@ -420,96 +430,19 @@ func withComputed(a Action, computed map[string]any) map[string]any {
 	return out
 }
 
-// Attribute readers. Each fails with a message naming the attribute when
-// the value is unknown or of the wrong type.
-
-func unknownErr(a Action, name string) error {
-	return fmt.Errorf("%s: attribute %q is still unknown (known after apply) when the action runs: the value it depends on was not resolved", a.Address, name)
-}
-
-func attrString(a Action, name string, required bool) (string, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		if required {
-			return "", fmt.Errorf("%s: attribute %q is required", a.Address, name)
-		}
-		return "", nil
+// absent reads an executor's Read error for a driver's Read: gone is true,
+// and err nil, when the object is not there (executors.ErrNotFound).
+func absent(err error) (gone bool, _ error) {
+	if errors.Is(err, executors.ErrNotFound) {
+		return true, nil
 	}
-	if spec.IsUnknown(v) {
-		return "", unknownErr(a, name)
-	}
-	s, ok := v.(string)
-	if !ok {
-		return "", fmt.Errorf("%s: attribute %q is a %T, want a string", a.Address, name, v)
-	}
-	return s, nil
-}
-
-func attrInt(a Action, name string, def int64) (int64, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		return def, nil
-	}
-	switch x := v.(type) {
-	case int64:
-		return x, nil
-	case int:
-		return int64(x), nil
-	case float64:
-		if x != float64(int64(x)) {
-			return 0, fmt.Errorf("%s: attribute %q is %v, want a whole number", a.Address, name, x)
-		}
-		return int64(x), nil
-	case spec.Unknown:
-		return 0, unknownErr(a, name)
-	}
-	return 0, fmt.Errorf("%s: attribute %q is a %T, want a number", a.Address, name, v)
-}
-
-func attrBool(a Action, name string, def bool) (bool, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		return def, nil
-	}
-	switch x := v.(type) {
-	case bool:
-		return x, nil
-	case spec.Unknown:
-		return false, unknownErr(a, name)
-	}
-	return false, fmt.Errorf("%s: attribute %q is a %T, want a bool", a.Address, name, v)
-}
-
-func attrStrings(a Action, name string) ([]string, error) {
-	v, ok := a.Attrs[name]
-	if !ok || v == nil {
-		return nil, nil
-	}
-	if _, u := v.(spec.Unknown); u {
-		return nil, unknownErr(a, name)
-	}
-	l, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("%s: attribute %q is a %T, want a list of strings", a.Address, name, v)
-	}
-	out := make([]string, 0, len(l))
-	for i, e := range l {
-		if spec.IsUnknown(e) {
-			return nil, unknownErr(a, fmt.Sprintf("%s[%d]", name, i))
-		}
-		s, ok := e.(string)
-		if !ok {
-			return nil, fmt.Errorf("%s: attribute %s[%d] is a %T, want a string", a.Address, name, i, e)
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return false, err
 }
 
 // depOfKind returns the attributes of the only dependency of a kind, for
 // filling an attribute that is still unknown; ok is false when there is
 // not exactly one.
-func depOfKind(a Action, kind string) (map[string]any, bool) {
+func depOfKind(a executors.Instance, kind string) (map[string]any, bool) {
 	var found map[string]any
 	n := 0
 	for addr, attrs := range a.Deps {

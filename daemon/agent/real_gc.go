@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/volume"
 )
@@ -189,7 +190,7 @@ func (l *orphanList) addDnsmasqDirs(r *Real) {
 
 // addRecords lists the real drivers' own records.
 func (l *orphanList) addRecords(r *Real) error {
-	for _, kind := range []string{"image", "network", "volume", "server", "port_forward"} {
+	for _, kind := range kinds.Names() {
 		recs, err := r.reg.list(kind)
 		if err != nil {
 			return err

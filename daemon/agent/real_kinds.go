@@ -2,14 +2,14 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"github.com/kiln-dev/kiln/api"
 
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/portforward"
 	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // realImage serves the image kind from the host's content-addressed cache.
@@ -18,27 +18,18 @@ import (
 // removes what no stack uses).
 type realImage struct{ r *Real }
 
-func (k realImage) real() *Real { return k.r }
-
-func (k realImage) Create(ctx context.Context, a Action) (Object, error) {
-	src, err := attrString(a, "source", true)
-	if err != nil {
+func (k realImage) Create(ctx context.Context, req executors.Request[kinds.ImageAttrs]) (Object, error) {
+	a := req.Instance
+	at := req.Spec
+	if err := req.SpecErr; err != nil {
 		return Object{}, err
 	}
-	sum, err := attrString(a, "sha256", false)
-	if err != nil {
-		return Object{}, err
-	}
-	format, err := attrString(a, "format", false)
-	if err != nil {
-		return Object{}, err
-	}
-	img, err := k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
+	img, err := k.r.images.Create(ctx, image.Template{Source: at.Source, SHA256: at.SHA256}, fetchProgress(ctx, a.Address))
 	if err != nil {
 		return Object{}, policyErr(a, "source", err)
 	}
-	if format != "" && format != img.Format {
-		return Object{}, fmt.Errorf("%s: format is %q but %s holds a %s image", a.Address, format, src, img.Format)
+	if at.Format != "" && at.Format != img.Format {
+		return Object{}, fmt.Errorf("%s: format is %q but %s holds a %s image", a.Address, at.Format, at.Source, img.Format)
 	}
 	return imageObject(a, img), nil
 }
@@ -46,7 +37,7 @@ func (k realImage) Create(ctx context.Context, a Action) (Object, error) {
 // imageObject is the image's attributes. sha256 and format are set when the
 // template sets them (to what is really cached); left out otherwise, so an
 // unset optional attribute does not read as a change.
-func imageObject(a Action, img image.Image) Object {
+func imageObject(a executors.Instance, img image.Image) Object {
 	c := map[string]any{"id": img.SHA256, "size": img.Size}
 	if _, ok := a.Attrs["sha256"]; ok {
 		c["sha256"] = img.SHA256
@@ -57,24 +48,25 @@ func imageObject(a Action, img image.Image) Object {
 	return Object{PhysicalName: img.Volume, Attrs: withComputed(a, c)}
 }
 
-func (k realImage) Update(ctx context.Context, a Action) (Object, error) {
+func (k realImage) Update(ctx context.Context, req executors.Request[kinds.ImageAttrs]) (Object, error) {
 	// Every attribute of an image forces a replacement; an update only
 	// makes sure the image is cached.
-	return k.Create(ctx, a)
+	return k.Create(ctx, req)
 }
 
-func (k realImage) Delete(ctx context.Context, a Action) error {
+func (k realImage) Delete(ctx context.Context, _ executors.Request[kinds.ImageAttrs]) error {
 	return ctx.Err()
 }
 
-func (k realImage) Read(ctx context.Context, a Action) (Object, bool, error) {
+func (k realImage) Read(ctx context.Context, req executors.Request[kinds.ImageAttrs]) (Object, bool, error) {
+	a := req.Instance
 	sum := a.ID
-	if sum == "" || (a.Op == api.OpCreate && a.Generation != "") {
-		s, err := attrString(a, "sha256", false)
-		if err != nil {
+	if sum == "" || (a.Op == executors.OpCreate && a.Generation != "") {
+		// Only the sha256 matters to a read.
+		if err := kinds.For(req.SpecErr, "sha256"); err != nil {
 			return Object{}, false, err
 		}
-		sum = s
+		sum = req.Spec.SHA256
 	}
 	if sum == "" {
 		// Without a sha256 the image is whatever the source holds now:
@@ -82,10 +74,7 @@ func (k realImage) Read(ctx context.Context, a Action) (Object, bool, error) {
 		return Object{}, false, nil
 	}
 	img, err := k.r.images.Read(ctx, sum)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
 	return imageObject(a, img), true, nil
@@ -108,41 +97,35 @@ func (k realImage) CachedImages(ctx context.Context) ([]string, error) {
 // id is its name in the pool, which is what a server's `volumes` lists.
 type realVolume struct{ r *Real }
 
-func (k realVolume) real() *Real { return k.r }
-
-func (k realVolume) spec(a Action, phys string) (volume.Spec, error) {
-	size, err := attrInt(a, "size", 0)
-	if err != nil {
-		return volume.Spec{}, err
-	}
-	format, err := attrString(a, "format", false)
-	if err != nil {
-		return volume.Spec{}, err
-	}
-	if format == "" {
-		format = volume.QCOW2
-	}
-	return volume.Spec{Stack: a.Stack, Address: phys, Size: size, Format: format}, nil
+func volumeSpec(a executors.Instance, at kinds.VolumeAttrs, phys string) volume.Spec {
+	return volume.Spec{Stack: a.Stack, Address: phys, Size: at.Size, Format: formatOr(at.Format)}
 }
 
-func (k realVolume) target(a Action) (string, error) {
-	format, _ := a.Attrs["format"].(string)
+// formatOr is a volume's format, qcow2 when the attribute is not set.
+func formatOr(format string) string {
 	if format == "" {
-		format = volume.QCOW2
+		return volume.QCOW2
 	}
-	return k.r.target("volume", a, func(stack, phys string) string { return volume.Name(stack, phys, format) })
+	return format
 }
 
-func volumeObject(a Action, v volume.Volume) Object {
+// target finds the volume an action is about.
+func (k realVolume) target(a executors.Instance) (string, error) {
+	return k.r.target(spec.KindVolume, a)
+}
+
+func volumeObject(a executors.Instance, v volume.Volume) Object {
 	return Object{PhysicalName: v.Name, Attrs: withComputed(a, map[string]any{"id": v.Name, "size": v.Size, "format": v.Format})}
 }
 
-func (k realVolume) Create(ctx context.Context, a Action) (Object, error) {
+func (k realVolume) Create(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) (Object, error) {
+	a := req.Instance
 	phys := physAddress(a.Address, a.Generation)
-	s, err := k.spec(a, phys)
-	if err != nil {
+	at := req.Spec
+	if err := req.SpecErr; err != nil {
 		return Object{}, err
 	}
+	s := volumeSpec(a, at, phys)
 	if s.Size <= 0 {
 		return Object{}, fmt.Errorf("%s: attribute \"size\" is required", a.Address)
 	}
@@ -157,20 +140,22 @@ func (k realVolume) Create(ctx context.Context, a Action) (Object, error) {
 	return volumeObject(a, v), nil
 }
 
-func (k realVolume) Update(ctx context.Context, a Action) (Object, error) {
+func (k realVolume) Update(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) (Object, error) {
+	a := req.Instance
 	phys, err := k.target(a)
 	if err != nil {
 		return Object{}, err
 	}
-	s, err := k.spec(a, phys)
-	if err != nil {
+	at := req.Spec
+	if err := req.SpecErr; err != nil {
 		return Object{}, err
 	}
+	s := volumeSpec(a, at, phys)
 	// A volume a running guest has attached is held open by qemu: grow it
 	// through the guest's domain. Anything else (shrink, format) goes the
 	// volume driver's way, which refuses what cannot be done in place.
 	if cur, err := k.r.vols.Read(ctx, a.Stack, phys); err == nil && s.Size > cur.Size {
-		if f, _ := a.Attrs["format"].(string); f == "" || f == cur.Format {
+		if at.Format == "" || at.Format == cur.Format {
 			grown, err := k.r.srv.GrowDisk(ctx, cur.Path, s.Size)
 			if err != nil {
 				return Object{}, fmt.Errorf("%s: %w", a.Address, err)
@@ -191,12 +176,10 @@ func (k realVolume) Update(ctx context.Context, a Action) (Object, error) {
 	return volumeObject(a, v), nil
 }
 
-func (k realVolume) Delete(ctx context.Context, a Action) error {
-	phys, err := k.target(a)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+func (k realVolume) Delete(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) error {
+	a := req.Instance
+	phys, gone, err := existing(k.target(a))
+	if gone || err != nil {
 		return err
 	}
 	if err := k.r.vols.Delete(ctx, a.Stack, phys); err != nil {
@@ -210,19 +193,14 @@ func (k realVolume) Delete(ctx context.Context, a Action) error {
 	return nil
 }
 
-func (k realVolume) Read(ctx context.Context, a Action) (Object, bool, error) {
-	phys, err := k.target(a)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+func (k realVolume) Read(ctx context.Context, req executors.Request[kinds.VolumeAttrs]) (Object, bool, error) {
+	a := req.Instance
+	phys, gone, err := existing(k.target(a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
 	v, err := k.r.vols.Read(ctx, a.Stack, phys)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
 	return volumeObject(a, v), true, nil
@@ -232,55 +210,44 @@ func (k realVolume) Read(ctx context.Context, a Action) (Object, bool, error) {
 // chains. Its id is a readable name made from stack and address.
 type realPortForward struct{ r *Real }
 
-func (k realPortForward) real() *Real { return k.r }
+// resolve takes a target still unknown from the address of the only
+// server the port forward depends on.
+func (k realPortForward) resolve(a executors.Instance) map[string]any {
+	if _, ok := a.Attrs["target"].(string); !ok {
+		if dep, ok := depOfKind(a, "server"); ok {
+			if t, ok := dep["address"].(string); ok && t != "" {
+				return map[string]any{"target": t}
+			}
+		}
+	}
+	return nil
+}
 
-func portForwardID(stack, phys string) string { return executors.PhysicalName(stack, phys, 64) }
-
-func (k realPortForward) spec(a Action, phys string, full bool) (portforward.Spec, error) {
-	s := portforward.Spec{Stack: a.Stack, Address: phys}
+// spec is the executor's spec of the port forward at phys; with full, its
+// rules too.
+func (k realPortForward) spec(req executors.Request[kinds.PortForwardAttrs], phys string, full bool) (portforward.Spec, error) {
+	s := portforward.Spec{Stack: req.Stack, Address: phys}
 	if !full {
 		return s, nil
 	}
-	hp, err := attrInt(a, "host_port", 0)
-	if err != nil {
+	if err := req.SpecErr; err != nil {
 		return s, err
 	}
-	tp, err := attrInt(a, "target_port", 0)
-	if err != nil {
-		return s, err
-	}
-	proto, err := attrString(a, "protocol", false)
-	if err != nil {
-		return s, err
-	}
-	s.HostPort, s.TargetPort, s.Protocol = int(hp), int(tp), proto
-	target := a.Attrs["target"]
-	if t, ok := target.(string); ok {
-		s.Target = t
-		return s, nil
-	}
-	// Still unknown: the address of the only server it depends on.
-	if dep, ok := depOfKind(a, "server"); ok {
-		if t, ok := dep["address"].(string); ok && t != "" {
-			s.Target = t
-			return s, nil
-		}
-	}
-	if _, err := attrString(a, "target", true); err != nil {
-		return s, err
-	}
-	return s, fmt.Errorf("%s: attribute \"target\" is %T, want an address", a.Address, target)
+	at := req.Spec
+	s.HostPort, s.TargetPort, s.Protocol, s.Target = int(at.HostPort), int(at.TargetPort), at.Protocol, at.Target
+	return s, nil
 }
 
-func (k realPortForward) apply(ctx context.Context, a Action, phys string) (Object, error) {
-	s, err := k.spec(a, phys, true)
+func (k realPortForward) apply(ctx context.Context, req executors.Request[kinds.PortForwardAttrs], phys string) (Object, error) {
+	a := req.Instance
+	s, err := k.spec(req, phys, true)
 	if err != nil {
 		return Object{}, err
 	}
 	if err := k.r.checkForward(a, s); err != nil {
 		return Object{}, err
 	}
-	id := portForwardID(a.Stack, phys)
+	id := kinds.PortForwardID(a.Stack, phys)
 	if err := k.r.reg.put(record{Kind: "port_forward", ID: id, Stack: a.Stack, Phys: phys}); err != nil {
 		return Object{}, err
 	}
@@ -292,59 +259,54 @@ func (k realPortForward) apply(ctx context.Context, a Action, phys string) (Obje
 	return obj, nil
 }
 
-func (k realPortForward) Create(ctx context.Context, a Action) (Object, error) {
-	return k.apply(ctx, a, physAddress(a.Address, a.Generation))
+func (k realPortForward) Create(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) (Object, error) {
+	a := req.Instance
+	return k.apply(ctx, req, physAddress(a.Address, a.Generation))
 }
 
-func (k realPortForward) Update(ctx context.Context, a Action) (Object, error) {
-	phys, err := k.r.target("port_forward", a, portForwardID)
+func (k realPortForward) Update(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) (Object, error) {
+	a := req.Instance
+	phys, err := k.r.target(spec.KindPortForward, a)
 	if err != nil {
 		return Object{}, err
 	}
-	return k.apply(ctx, a, phys)
+	return k.apply(ctx, req, phys)
 }
 
-func (k realPortForward) Delete(ctx context.Context, a Action) error {
-	phys, err := k.r.target("port_forward", a, portForwardID)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+func (k realPortForward) Delete(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) error {
+	a := req.Instance
+	phys, gone, err := existing(k.r.target(spec.KindPortForward, a))
+	if gone || err != nil {
 		return err
 	}
-	s, _ := k.spec(a, phys, false)
+	s, _ := k.spec(req, phys, false)
 	if err := k.r.pf.Delete(ctx, s); err != nil {
 		return fmt.Errorf("%s: %w", a.Address, err)
 	}
-	return k.r.reg.del("port_forward", portForwardID(a.Stack, phys))
+	return k.r.reg.del("port_forward", kinds.PortForwardID(a.Stack, phys))
 }
 
 // Read says the port forward exists when all its rules are there as the
 // attributes want them (a create repairs the rest); for a delete, when any
 // of its rules is left.
-func (k realPortForward) Read(ctx context.Context, a Action) (Object, bool, error) {
-	phys, err := k.r.target("port_forward", a, portForwardID)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+func (k realPortForward) Read(ctx context.Context, req executors.Request[kinds.PortForwardAttrs]) (Object, bool, error) {
+	a := req.Instance
+	phys, gone, err := existing(k.r.target(spec.KindPortForward, a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
-	s, err := k.spec(a, phys, true)
+	s, err := k.spec(req, phys, true)
 	if err != nil {
 		return Object{}, false, err
 	}
 	st, err := k.r.pf.Read(ctx, s)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
-	if a.Op != api.OpDelete && !st.Exact {
+	if a.Op != executors.OpDelete && !st.Exact {
 		return Object{}, false, nil
 	}
-	id := portForwardID(a.Stack, phys)
+	id := kinds.PortForwardID(a.Stack, phys)
 	obj := Object{PhysicalName: id, Attrs: withComputed(a, map[string]any{"id": id})}
 	obj.Attrs["target"] = s.Target
 	return obj, true, nil

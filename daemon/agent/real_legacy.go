@@ -18,17 +18,27 @@ var errLegacy = errors.New("made by a kiln version without projects: its objects
 
 // legacyInstance returns an error wrapping errLegacy when a, of a
 // non-default project, is about an instance (a.ID) named as the default
-// project's stack of the same name names it (idOf) or registered to that
-// stack (rec, found).
-func legacyInstance(kind string, a Action, idOf func(stack, phys string) string, rec record, found bool) error {
+// project's stack of the same name names it (the kind's kinds.Kind.ID) or
+// registered to that stack (rec, found).
+func legacyInstance(kind string, a executors.Instance, rec record, found bool) error {
 	project, bare := executors.SplitScope(a.Stack)
 	if project == executors.DefaultProject || a.ID == "" {
 		return nil
 	}
-	if idOf(bare, a.Address) == a.ID || (found && rec.Stack == bare) {
+	if idOf(kind, a)(bare, a.Address) == a.ID || (found && rec.Stack == bare) {
 		return fmt.Errorf("%s %s: instance %q %w", kind, a.Address, a.ID, errLegacy)
 	}
 	return nil
+}
+
+// existing reads the answer of a target lookup for a read or a delete:
+// gone is true, and err nil, when the instance is an older kiln's (see
+// errLegacy), which a read finds absent and a delete leaves to kiln gc.
+func existing(phys string, err error) (_ string, gone bool, _ error) {
+	if isLegacy(err) {
+		return "", true, nil
+	}
+	return phys, false, err
 }
 
 // isLegacy reports whether err says the instance is an older kiln's (see

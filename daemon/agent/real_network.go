@@ -2,13 +2,13 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/spec"
 )
 
 // realNetwork serves the network kind: a bridge, dnsmasq and iptables rules.
@@ -17,45 +17,26 @@ import (
 // every create and update hands dnsmasq the full host list.
 type realNetwork struct{ r *Real }
 
-func (k realNetwork) real() *Real { return k.r }
-
-// config fills rec's configuration from the action's attributes.
-func netConfig(a Action, rec *record) error {
-	cidr, err := attrString(a, "cidr", true)
-	if err != nil {
+// netConfig fills rec's configuration from the request's attributes.
+func netConfig(req executors.Request[kinds.NetworkAttrs], rec *record) error {
+	if err := req.SpecErr; err != nil {
 		return err
 	}
-	if rec.NAT, err = attrBool(a, "nat", false); err != nil {
-		return err
-	}
-	if rec.DHCP, err = attrBool(a, "dhcp", true); err != nil {
-		return err
-	}
-	if rec.DNS, err = attrStrings(a, "dns"); err != nil {
-		return err
-	}
-	rec.CIDR = cidr
+	at := req.Spec
+	rec.CIDR, rec.NAT, rec.DHCP, rec.DNS = at.CIDR, at.NAT, at.DHCP, at.DNS
 	return nil
 }
 
-func gatewayOf(cidr string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(cidr)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("cidr %q is not an IPv4 CIDR", cidr)
-	}
-	p = p.Masked()
-	return netip.PrefixFrom(p.Addr().Next(), p.Bits()), nil
-}
-
-func networkObject(a Action, rec record, st network.State) Object {
+func networkObject(a executors.Instance, rec record, st network.State) Object {
 	c := map[string]any{"id": rec.ID, "bridge": st.Bridge}
-	if gw, err := gatewayOf(rec.CIDR); err == nil {
+	if gw, err := network.Gateway(rec.CIDR); err == nil {
 		c["gateway"] = gw.Addr().String()
 	}
 	return Object{PhysicalName: st.Bridge, Attrs: withComputed(a, c)}
 }
 
-func (k realNetwork) apply(ctx context.Context, a Action, phys string, create bool) (Object, error) {
+func (k realNetwork) apply(ctx context.Context, req executors.Request[kinds.NetworkAttrs], phys string, create bool) (Object, error) {
+	a := req.Instance
 	id := network.BridgeName(a.Stack, phys)
 	defer k.r.lock(id)()
 	rec, _, err := k.r.reg.get("network", id)
@@ -63,7 +44,7 @@ func (k realNetwork) apply(ctx context.Context, a Action, phys string, create bo
 		return Object{}, err
 	}
 	rec.Kind, rec.ID, rec.Stack, rec.Phys = "network", id, a.Stack, phys
-	if err := netConfig(a, &rec); err != nil {
+	if err := netConfig(req, &rec); err != nil {
 		return Object{}, err
 	}
 	if err := k.r.reg.put(rec); err != nil {
@@ -81,24 +62,24 @@ func (k realNetwork) apply(ctx context.Context, a Action, phys string, create bo
 	return networkObject(a, rec, st), nil
 }
 
-func (k realNetwork) Create(ctx context.Context, a Action) (Object, error) {
-	return k.apply(ctx, a, physAddress(a.Address, a.Generation), true)
+func (k realNetwork) Create(ctx context.Context, req executors.Request[kinds.NetworkAttrs]) (Object, error) {
+	a := req.Instance
+	return k.apply(ctx, req, physAddress(a.Address, a.Generation), true)
 }
 
-func (k realNetwork) Update(ctx context.Context, a Action) (Object, error) {
-	phys, err := k.r.target("network", a, network.BridgeName)
+func (k realNetwork) Update(ctx context.Context, req executors.Request[kinds.NetworkAttrs]) (Object, error) {
+	a := req.Instance
+	phys, err := k.r.target(spec.KindNetwork, a)
 	if err != nil {
 		return Object{}, err
 	}
-	return k.apply(ctx, a, phys, false)
+	return k.apply(ctx, req, phys, false)
 }
 
-func (k realNetwork) Delete(ctx context.Context, a Action) error {
-	phys, err := k.r.target("network", a, network.BridgeName)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+func (k realNetwork) Delete(ctx context.Context, req executors.Request[kinds.NetworkAttrs]) error {
+	a := req.Instance
+	phys, gone, err := existing(k.r.target(spec.KindNetwork, a))
+	if gone || err != nil {
 		return err
 	}
 	id := network.BridgeName(a.Stack, phys)
@@ -111,12 +92,10 @@ func (k realNetwork) Delete(ctx context.Context, a Action) error {
 
 // Read returns the network as the host has it: exists is false when its
 // bridge is gone; nat and dhcp say what is really running.
-func (k realNetwork) Read(ctx context.Context, a Action) (Object, bool, error) {
-	phys, err := k.r.target("network", a, network.BridgeName)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+func (k realNetwork) Read(ctx context.Context, req executors.Request[kinds.NetworkAttrs]) (Object, bool, error) {
+	a := req.Instance
+	phys, gone, err := existing(k.r.target(spec.KindNetwork, a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
 	id := network.BridgeName(a.Stack, phys)
@@ -126,15 +105,12 @@ func (k realNetwork) Read(ctx context.Context, a Action) (Object, bool, error) {
 	}
 	if !ok {
 		rec = record{Kind: "network", ID: id, Stack: a.Stack, Phys: phys}
-		if err := netConfig(a, &rec); err != nil {
+		if err := netConfig(req, &rec); err != nil {
 			return Object{}, false, err
 		}
 	}
 	st, err := k.r.net.Read(ctx, rec.netSpec())
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
 	obj := networkObject(a, rec, st)
@@ -148,7 +124,7 @@ func (k realNetwork) Read(ctx context.Context, a Action) (Object, bool, error) {
 // networkFor finds the record of the network a server's network block
 // names: the id the dependency reported when the action carries it, else
 // the stack's one instance of network.<name> on this host.
-func (r *Real) networkFor(a Action, name string) (record, error) {
+func (r *Real) networkFor(a executors.Instance, name string) (record, error) {
 	addr := "network." + name
 	if dep, ok := a.Deps[addr]; ok {
 		if id, ok := dep["id"].(string); ok && id != "" {

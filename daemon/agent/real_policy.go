@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/portforward"
 )
@@ -131,7 +132,7 @@ func flagOf(rule string) string {
 // policyErr turns an image policy refusal into an error naming the
 // resource, the attribute and the flag; other errors are wrapped with the
 // address.
-func policyErr(a Action, attr string, err error) error {
+func policyErr(a executors.Instance, attr string, err error) error {
 	var pe *image.PolicyError
 	if errors.As(err, &pe) {
 		return fmt.Errorf("%s: attribute %q: %w (%s)", a.Address, attr, err, flagOf(pe.Rule))
@@ -207,7 +208,7 @@ func SetHostPolicy(d Drivers, p HostPolicy) error {
 
 // checkLocal checks a local path attribute (kernel, initrd) against the
 // policy and returns its real path.
-func (r *Real) checkLocal(a Action, attr, path string) (string, error) {
+func (r *Real) checkLocal(a executors.Instance, attr, path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
@@ -222,7 +223,7 @@ func (r *Real) checkLocal(a Action, attr, path string) (string, error) {
 // port outside the range or reserved, a target that is not the address of
 // one of the stack's servers on this host, a host port another stack's
 // rules hold.
-func (r *Real) checkForward(a Action, s portforward.Spec) error {
+func (r *Real) checkForward(a executors.Instance, s portforward.Spec) error {
 	p := r.Policy()
 	rng := p.hostPorts()
 	switch {
@@ -297,7 +298,7 @@ func (r *Real) sameStackForward(stack, owner string) (bool, error) {
 
 // ownVolume refuses a volume id that is not a volume of the action's stack
 // on this host.
-func (r *Real) ownVolume(a Action, id string) error {
+func (r *Real) ownVolume(a executors.Instance, id string) error {
 	rec, ok, err := r.reg.get("volume", id)
 	if err != nil {
 		return fmt.Errorf("%s: attribute \"volumes\": %q is not a volume of stack %s on this host (%v); a server attaches only its own stack's volumes (volume.NAME.id)", a.Address, id, a.Stack, err)
@@ -313,7 +314,7 @@ func (r *Real) ownVolume(a Action, id string) error {
 // an image resource of the stack proves its source delivers those bytes
 // (image.Cache.Create), so a server boots only an image its own stack
 // fetched, never one it names by another project's sha256.
-func ownImage(a Action, sum string) error {
+func ownImage(a executors.Instance, sum string) error {
 	for addr, dep := range a.Deps {
 		if strings.HasPrefix(addr, "image.") && dep["id"] == sum {
 			return nil

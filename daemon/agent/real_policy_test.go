@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kiln-dev/kiln/executors"
 )
 
 // registerHost records ip as a server NIC on the stack's network netAddr,
@@ -112,7 +114,7 @@ func TestRealPolicyLocalPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	real, err := r.checkLocal(Action{Address: "server.k"}, "kernel", filepath.Join(allowed, "vmlinuz"))
+	real, err := r.checkLocal(executors.Instance{Address: "server.k"}, "kernel", filepath.Join(allowed, "vmlinuz"))
 	if err != nil || real != filepath.Join(allowed, "vmlinuz") {
 		t.Fatalf("an allowed kernel: %q, %v", real, err)
 	}
@@ -254,7 +256,7 @@ func TestRealPolicySources(t *testing.T) {
 // of its image dependencies, whatever the shared cache holds.
 func TestOwnImage(t *testing.T) {
 	const sum = "4f1c0a3b6d2e8f7a9c0b1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a"
-	a := Action{Address: "server.web", Deps: map[string]map[string]any{
+	a := executors.Instance{Address: "server.web", Deps: map[string]map[string]any{
 		"network.lan": {"id": sum}, "image.base": {"id": "other"}}}
 	err := ownImage(a, sum)
 	if err == nil || !strings.Contains(err.Error(), `server.web: attribute "image"`) || !strings.Contains(err.Error(), "image.NAME.id") {

@@ -173,7 +173,7 @@ func (g *registry) list(kind string) ([]record, error) {
 
 // gateway is a network's gateway address ("" when its cidr is bad).
 func (rec record) gateway() string {
-	gw, err := gatewayOf(rec.CIDR)
+	gw, err := network.Gateway(rec.CIDR)
 	if err != nil {
 		return ""
 	}

@@ -2,16 +2,16 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/kinds"
+	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/executors/volume"
 	"github.com/kiln-dev/kiln/spec"
@@ -23,58 +23,8 @@ import (
 // when it is deleted.
 type realServer struct{ r *Real }
 
-func (k realServer) real() *Real { return k.r }
-
-// firstHost is the offset in a network of the first address handed to a
-// server that asks for none.
-const firstHost = 10
-
-// Hostname is the hostname of a server: its domain name, within the 63
-// bytes a hostname may have and without '_' or '.' (the '.' before the
-// hash of a non-default project's name would make it a domain name).
-func Hostname(scope, phys string) string {
-	return strings.NewReplacer("_", "-", ".", "-").Replace(executors.PhysicalName(scope, phys, 63))
-}
-
-// netBlock is one `network "NAME" { address = ... }` block of a server.
-type netBlock struct{ name, address string }
-
-func netBlocks(a Action) ([]netBlock, error) {
-	v, ok := a.Attrs["networks"]
-	if !ok || v == nil {
-		return nil, nil
-	}
-	if _, u := v.(spec.Unknown); u {
-		return nil, unknownErr(a, "networks")
-	}
-	l, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("%s: attribute \"networks\" is a %T, want a list of network blocks", a.Address, v)
-	}
-	var out []netBlock
-	for i, e := range l {
-		m, ok := e.(map[string]any)
-		if !ok {
-			return nil, fmt.Errorf("%s: networks[%d] is a %T, want a network block", a.Address, i, e)
-		}
-		name, _ := m["name"].(string)
-		if name == "" {
-			return nil, fmt.Errorf("%s: networks[%d] has no name", a.Address, i)
-		}
-		b := netBlock{name: name}
-		switch x := m["address"].(type) {
-		case nil:
-		case string:
-			b.address = x
-		case spec.Unknown:
-			return nil, unknownErr(a, fmt.Sprintf("network %q address", name))
-		default:
-			return nil, fmt.Errorf("%s: network %q address is a %T, want a string", a.Address, name, x)
-		}
-		out = append(out, b)
-	}
-	return out, nil
-}
+// Hostname is the hostname of a server (kinds.Hostname).
+func Hostname(scope, phys string) string { return kinds.Hostname(scope, phys) }
 
 // resolved are the values a server's spec was made from where the action
 // held them unknown.
@@ -95,8 +45,8 @@ type nicInfo struct {
 
 // attach registers the server's NIC on network b as a fixed DHCP host
 // (allocating an address when the block gives none) and tells dnsmasq.
-func (r *Real) attach(ctx context.Context, a Action, phys string, b netBlock) (nicInfo, error) {
-	rec, err := r.networkFor(a, b.name)
+func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b kinds.NetworkBlock) (nicInfo, error) {
+	rec, err := r.networkFor(a, b.Name)
 	if err != nil {
 		return nicInfo{}, err
 	}
@@ -107,18 +57,18 @@ func (r *Real) attach(ctx context.Context, a Action, phys string, b netBlock) (n
 		return nicInfo{}, err
 	}
 	if !ok {
-		return nicInfo{}, fmt.Errorf("%s: network %s is gone", a.Address, b.name)
+		return nicInfo{}, fmt.Errorf("%s: network %s is gone", a.Address, b.Name)
 	}
-	gw, err := gatewayOf(rec.CIDR)
+	gw, err := network.Gateway(rec.CIDR)
 	if err != nil {
-		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.name, err)
+		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.Name, err)
 	}
 	name := server.Name(a.Stack, phys)
-	netAddr := "network." + b.name
+	netAddr := "network." + b.Name
 	mac := server.MAC(a.Stack, phys, netAddr)
-	ip, err := pickAddress(rec, gw, mac, b.address)
+	ip, err := network.PickAddress(gw, rec.netSpec().Hosts, mac, b.Address)
 	if err != nil {
-		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.name, err)
+		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.Name, err)
 	}
 	entry := hostEntry{Server: name, MAC: mac, IP: ip.String(), Hostname: Hostname(a.Stack, phys)}
 	changed := true
@@ -138,7 +88,7 @@ func (r *Real) attach(ctx context.Context, a Action, phys string, b netBlock) (n
 	}
 	// Always hand dnsmasq the list: a repeated create repairs it too.
 	if _, err := r.net.Update(ctx, rec.netSpec()); err != nil {
-		return nicInfo{}, fmt.Errorf("%s: DHCP host on network %s: %w", a.Address, b.name, err)
+		return nicInfo{}, fmt.Errorf("%s: DHCP host on network %s: %w", a.Address, b.Name, err)
 	}
 	nic := server.NIC{
 		Network: netAddr,
@@ -152,63 +102,11 @@ func (r *Real) attach(ctx context.Context, a Action, phys string, b netBlock) (n
 		// dnsmasq serves DNS on the gateway when the network has resolvers.
 		nic.DNS = []string{gw.Addr().String()}
 	}
-	info := nicInfo{name: b.name, nic: nic, ip: ip.String()}
+	info := nicInfo{name: b.Name, nic: nic, ip: ip.String()}
 	if rec.DHCP {
 		info.leases = r.net.LeaseFile(rec.netSpec())
 	}
 	return info, nil
-}
-
-// pickAddress is the address of the NIC with mac on a network: the one the
-// block asks for, else the one it was given before, else the lowest free
-// host address from the network's tenth on.
-func pickAddress(rec record, gw netip.Prefix, mac, want string) (netip.Addr, error) {
-	p := netip.PrefixFrom(gw.Addr(), gw.Bits()).Masked()
-	used := map[netip.Addr]string{}
-	for _, h := range rec.Hosts {
-		if ip, err := netip.ParseAddr(h.IP); err == nil {
-			used[ip] = h.MAC
-		}
-	}
-	if want != "" {
-		ip, err := netip.ParseAddr(want)
-		if err != nil {
-			pf, perr := netip.ParsePrefix(want)
-			if perr != nil {
-				return netip.Addr{}, fmt.Errorf("address %q is not an IPv4 address", want)
-			}
-			ip = pf.Addr()
-		}
-		if !p.Contains(ip) || ip == gw.Addr() || ip == p.Addr() || ip == broadcast(p) {
-			return netip.Addr{}, fmt.Errorf("address %s is not a guest address of %s", ip, p)
-		}
-		if other, ok := used[ip]; ok && other != mac {
-			return netip.Addr{}, fmt.Errorf("address %s is already given to %s", ip, other)
-		}
-		return ip, nil
-	}
-	for ip, m := range used {
-		if m == mac {
-			return ip, nil
-		}
-	}
-	ip := p.Addr()
-	for range firstHost {
-		ip = ip.Next()
-	}
-	for ; p.Contains(ip) && ip != broadcast(p); ip = ip.Next() {
-		if _, taken := used[ip]; !taken && ip != gw.Addr() {
-			return ip, nil
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("no free address left in %s from its host %d on", p, firstHost)
-}
-
-func broadcast(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr().As4()
-	v := binary.BigEndian.Uint32(a[:]) | (1<<(32-p.Bits()) - 1)
-	binary.BigEndian.PutUint32(a[:], v)
-	return netip.AddrFrom4(a)
 }
 
 // detach takes the server's hosts off every network that lists them.
@@ -260,8 +158,8 @@ func hasHost(rec record, server string) bool {
 
 // target finds the physical address of the server an action is about; for
 // an id the registry does not know, from the domain's kiln metadata.
-func (k realServer) target(ctx context.Context, a Action) (string, error) {
-	phys, err := k.r.target("server", a, server.Name)
+func (k realServer) target(ctx context.Context, a executors.Instance) (string, error) {
+	phys, err := k.r.target(spec.KindServer, a)
 	if err == nil || isLegacy(err) {
 		return phys, err
 	}
@@ -274,7 +172,7 @@ func (k realServer) target(ctx context.Context, a Action) (string, error) {
 			return s.Address, nil
 		}
 		if s.Name == a.ID {
-			if lerr := legacyInstance("server", a, server.Name, record{Stack: s.Stack}, true); lerr != nil {
+			if lerr := legacyInstance(spec.KindServer, a, record{Stack: s.Stack}, true); lerr != nil {
 				return "", lerr
 			}
 		}
@@ -282,46 +180,66 @@ func (k realServer) target(ctx context.Context, a Action) (string, error) {
 	return "", err
 }
 
-// spec turns the action into the executor's spec, registering the NICs.
-func (k realServer) spec(ctx context.Context, a Action, phys string) (server.Spec, resolved, error) {
+// resolve takes an image, or a single volume, still unknown from the only
+// dependency of that kind.
+func (k realServer) resolve(a executors.Instance) map[string]any {
+	resolve := map[string]any{}
+	if v, ok := a.Attrs["image"]; ok && spec.IsUnknown(v) {
+		if id := depID(a, "image"); id != "" {
+			resolve["image"] = id
+		}
+	}
+	if l, ok := a.Attrs["volumes"].([]any); ok && len(l) == 1 && spec.IsUnknown(l[0]) {
+		if id := depID(a, "volume"); id != "" {
+			resolve["volumes"] = []any{id}
+		}
+	}
+	return resolve
+}
+
+// spec turns the action into the executor's spec, registering the NICs
+// and starting the ready URL listener a signal check needs.
+func (k realServer) spec(ctx context.Context, req executors.Request[kinds.ServerAttrs], phys string) (server.Spec, resolved, error) {
+	a, at := req.Instance, req.Spec
 	var res resolved
 	s := server.Spec{Stack: a.Stack, Address: phys, Hostname: Hostname(a.Stack, phys)}
-	sum, err := k.specImage(ctx, a, &s)
+	err := req.SpecErr
 	if err != nil {
 		return s, res, err
 	}
-	res.image = sum
-	if err := specSize(a, &s); err != nil {
+	if err := k.specImage(ctx, a, at.Image, &s); err != nil {
 		return s, res, err
 	}
-	if err := k.specBoot(a, &s); err != nil {
+	res.image = at.Image
+	s.CPUs, s.Memory, s.Disk = int(at.CPUs), at.Memory, at.Disk
+	if err := k.specBoot(a, at, &s); err != nil {
 		return s, res, err
 	}
-	if res.volumes, err = k.specVolumes(a, &s); err != nil {
+	res.volumes = at.Volumes
+	if err := k.specVolumes(a, at.Volumes, &s); err != nil {
 		return s, res, err
 	}
-	if res.nics, err = k.specNICs(ctx, a, phys, &s); err != nil {
+	if res.nics, err = k.specNICs(ctx, a, phys, at.Networks, &s); err != nil {
 		return s, res, err
 	}
-	if s.Ready, err = k.ready(a, phys, res.nics); err != nil {
+	if s.Ready, err = k.ready(a, at.Ready, phys, res.nics); err != nil {
 		return s, res, err
 	}
 	if len(res.nics) > 0 && k.r.signals != nil {
 		s.ReadyURL = k.r.signals.URL(res.nics[0].nic.Gateway, server.Name(a.Stack, phys))
 	}
+	if err := k.listen(s); err != nil {
+		return s, res, fmt.Errorf("%s: %w", a.Address, err)
+	}
 	s.Progress = serverProgress(ctx, a.Address)
 	return s, res, nil
 }
 
-// specImage sets the server's image, fetching it into this host's cache
-// when the image resource says where from; it returns the image's id.
-func (k realServer) specImage(ctx context.Context, a Action, s *server.Spec) (string, error) {
-	sum, err := k.imageID(a)
-	if err != nil {
-		return "", err
-	}
+// specImage sets the server's image (sum), fetching it into this host's
+// cache when the image resource says where from.
+func (k realServer) specImage(ctx context.Context, a executors.Instance, sum string, s *server.Spec) error {
 	if err := ownImage(a, sum); err != nil {
-		return "", err
+		return err
 	}
 	img, err := k.r.images.Read(ctx, sum)
 	if errors.Is(err, executors.ErrNotFound) {
@@ -329,94 +247,57 @@ func (k realServer) specImage(ctx context.Context, a Action, s *server.Spec) (st
 		dep, ok := depOfKind(a, "image")
 		src, _ := dep["source"].(string)
 		if !ok || src == "" || dep["id"] != sum {
-			return "", fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
+			return fmt.Errorf("%s: image %s is not in this host's cache", a.Address, sum)
 		}
 		img, err = k.r.images.Create(ctx, image.Template{Source: src, SHA256: sum}, fetchProgress(ctx, a.Address))
 	}
 	if err != nil {
 		var pe *image.PolicyError
 		if errors.As(err, &pe) {
-			return "", fmt.Errorf("%s: image: %w (%s)", a.Address, err, flagOf(pe.Rule))
+			return fmt.Errorf("%s: image: %w (%s)", a.Address, err, flagOf(pe.Rule))
 		}
-		return "", fmt.Errorf("%s: image: %w", a.Address, err)
+		return fmt.Errorf("%s: image: %w", a.Address, err)
 	}
 	s.Image, s.ImageFormat = img.Path, img.Format
-	return sum, nil
-}
-
-// specSize sets the server's cpus, memory and disk.
-func specSize(a Action, s *server.Spec) error {
-	cpus, err := attrInt(a, "cpus", 1)
-	if err != nil {
-		return err
-	}
-	if s.Memory, err = attrInt(a, "memory", 512<<20); err != nil {
-		return err
-	}
-	if s.Disk, err = attrInt(a, "disk", 0); err != nil {
-		return err
-	}
-	s.CPUs = int(cpus)
 	return nil
 }
 
 // specBoot sets what the guest boots with: user data, kernel, initrd and
 // command line, SSH keys and CPU mode.
-func (k realServer) specBoot(a Action, s *server.Spec) error {
-	var err error
-	for _, f := range []struct {
-		name string
-		to   *string
-	}{{"user_data", &s.UserData}, {"kernel", &s.Kernel}, {"initrd", &s.Initrd}, {"cmdline", &s.Cmdline}} {
-		if *f.to, err = attrString(a, f.name, false); err != nil {
-			return err
-		}
-	}
+func (k realServer) specBoot(a executors.Instance, at kinds.ServerAttrs, s *server.Spec) error {
+	s.UserData, s.Cmdline, s.SSHKeys, s.CPUMode = at.UserData, at.Cmdline, at.SSHKeys, at.CPUMode
 	// QEMU reads the kernel and initrd as root: only from where the
 	// operator allows, links resolved.
-	if s.Kernel, err = k.r.checkLocal(a, "kernel", s.Kernel); err != nil {
+	var err error
+	if s.Kernel, err = k.r.checkLocal(a, "kernel", at.Kernel); err != nil {
 		return err
 	}
-	if s.Initrd, err = k.r.checkLocal(a, "initrd", s.Initrd); err != nil {
-		return err
-	}
-	if s.SSHKeys, err = attrStrings(a, "ssh_keys"); err != nil {
-		return err
-	}
-	if s.CPUMode, err = attrString(a, "cpu_mode", false); err != nil {
+	if s.Initrd, err = k.r.checkLocal(a, "initrd", at.Initrd); err != nil {
 		return err
 	}
 	return nil
 }
 
-// specVolumes attaches the server's volumes; it returns their ids.
-func (k realServer) specVolumes(a Action, s *server.Spec) ([]string, error) {
-	ids, err := k.volumeIDs(a)
-	if err != nil {
-		return nil, err
-	}
+// specVolumes attaches the server's volumes (by id).
+func (k realServer) specVolumes(a executors.Instance, ids []string, s *server.Spec) error {
 	for _, id := range ids {
 		// Only the stack's own volumes: the pool also holds other stacks'
 		// volumes, and every server's root overlay and seed.
 		if err := k.r.ownVolume(a, id); err != nil {
-			return ids, err
+			return err
 		}
 		v, err := k.r.vols.Lookup(id)
 		if err != nil {
-			return ids, fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
+			return fmt.Errorf("%s: volume %s: %w", a.Address, id, err)
 		}
 		s.Volumes = append(s.Volumes, v.Path)
 	}
-	return ids, nil
+	return nil
 }
 
 // specNICs registers the server's NICs on their networks; on an error it
 // returns the NICs registered so far.
-func (k realServer) specNICs(ctx context.Context, a Action, phys string, s *server.Spec) ([]nicInfo, error) {
-	blocks, err := netBlocks(a)
-	if err != nil {
-		return nil, err
-	}
+func (k realServer) specNICs(ctx context.Context, a executors.Instance, phys string, blocks kinds.NetworkBlocks, s *server.Spec) ([]nicInfo, error) {
 	var nics []nicInfo
 	for _, b := range blocks {
 		n, err := k.r.attach(ctx, a, phys, b)
@@ -429,68 +310,20 @@ func (k realServer) specNICs(ctx context.Context, a Action, phys string, s *serv
 	return nics, nil
 }
 
-// ready turns the server's ready attribute (spec's normalised map) into
-// the driver's check; with no ready block, the guest's DHCP lease on its
-// first DHCP network, or the domain running for a few seconds.
-func (k realServer) ready(a Action, phys string, nics []nicInfo) (server.Ready, error) {
-	v, ok := a.Attrs["ready"]
-	if !ok || v == nil {
-		for _, n := range nics {
-			if n.leases != "" {
-				return server.Ready{Kind: server.CheckLease, LeaseFile: n.leases, MAC: n.nic.MAC}, nil
-			}
-		}
-		return server.Ready{Kind: server.CheckRunning}, nil
-	}
-	if spec.IsUnknown(v) {
-		return server.Ready{}, unknownErr(a, "ready")
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		return server.Ready{}, fmt.Errorf("%s: attribute \"ready\" is a %T, want a ready block", a.Address, v)
-	}
-	var r server.Ready
-	if t, ok := asInt64(m["timeout"]); ok && t > 0 {
-		r.Timeout = time.Duration(t) * time.Second
-	}
-	first := ""
-	if len(nics) > 0 {
-		first = nics[0].ip
-	}
-	switch {
-	case m["tcp_port"] != nil:
-		p, _ := asInt64(m["tcp_port"])
-		r.Kind, r.Port, r.Address = server.CheckTCP, int(p), first
-	case m["http_port"] != nil:
-		p, _ := asInt64(m["http_port"])
-		r.Kind, r.Port, r.Address = server.CheckHTTP, int(p), first
-		r.Path, _ = m["http_path"].(string)
-	case m["console"] != nil:
-		r.Kind = server.CheckConsole
-		r.Console, _ = m["console"].(string)
-	case m["signal"] == true:
-		if len(nics) == 0 || k.r.signals == nil {
-			return r, fmt.Errorf("%s: ready signal: the server needs a network to reach its ready URL", a.Address)
-		}
+// ready is the driver's check of the server's ready block
+// (server.ReadyOf), with its NICs and, when it can reach one, its ready
+// URL.
+func (k realServer) ready(a executors.Instance, m *kinds.ReadyBlock, phys string, nics []nicInfo) (server.Ready, error) {
+	var signalled func() time.Time
+	if len(nics) > 0 && k.r.signals != nil {
 		name := server.Name(a.Stack, phys)
-		r.Kind = server.CheckSignal
-		r.Signalled = func() time.Time { return k.r.signals.Signalled(name) }
-	default:
-		return r, fmt.Errorf("%s: the ready block has no check (tcp_port, http_port, console or signal)", a.Address)
+		signalled = func() time.Time { return k.r.signals.Signalled(name) }
 	}
-	return r, nil
-}
-
-func asInt64(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case int:
-		return int64(n), true
-	case float64:
-		return int64(n), n == float64(int64(n))
+	rn := make([]server.ReadyNIC, len(nics))
+	for i, n := range nics {
+		rn[i] = server.ReadyNIC{IP: n.ip, MAC: n.nic.MAC, LeaseFile: n.leases}
 	}
-	return 0, false
+	return server.ReadyOf(a.Address, m, rn, signalled)
 }
 
 // serverProgress sends the driver's "booting" and "ready after" lines as
@@ -503,33 +336,7 @@ func serverProgress(ctx context.Context, address string) server.Progress {
 	return func(msg string) { emit(address + ": " + msg) }
 }
 
-// imageID is the server's image attribute, or the id of its only image
-// dependency when that attribute is still unknown.
-func (k realServer) imageID(a Action) (string, error) {
-	if v, ok := a.Attrs["image"]; ok && spec.IsUnknown(v) {
-		if dep, ok := depOfKind(a, "image"); ok {
-			if id, ok := dep["id"].(string); ok && id != "" {
-				return id, nil
-			}
-		}
-	}
-	return attrString(a, "image", true)
-}
-
-// volumeIDs is the server's volumes attribute; a single unknown entry is
-// taken from its only volume dependency.
-func (k realServer) volumeIDs(a Action) ([]string, error) {
-	if l, ok := a.Attrs["volumes"].([]any); ok && len(l) == 1 && spec.IsUnknown(l[0]) {
-		if dep, ok := depOfKind(a, "volume"); ok {
-			if id, ok := dep["id"].(string); ok && id != "" {
-				return []string{id}, nil
-			}
-		}
-	}
-	return attrStrings(a, "volumes")
-}
-
-func serverObject(a Action, s server.Server, res resolved) Object {
+func serverObject(a executors.Instance, s server.Server, res resolved) Object {
 	nics := res.nics
 	c := map[string]any{"id": s.Name}
 	if res.image != "" {
@@ -556,7 +363,8 @@ func serverObject(a Action, s server.Server, res resolved) Object {
 	return Object{PhysicalName: s.Name, Attrs: withComputed(a, c), ReadyAfter: s.ReadyAfter}
 }
 
-func (k realServer) Create(ctx context.Context, a Action) (Object, error) {
+func (k realServer) Create(ctx context.Context, req executors.Request[kinds.ServerAttrs]) (Object, error) {
+	a := req.Instance
 	phys := physAddress(a.Address, a.Generation)
 	name := server.Name(a.Stack, phys)
 	rec := record{Kind: "server", ID: name, Stack: a.Stack, Phys: phys,
@@ -564,12 +372,9 @@ func (k realServer) Create(ctx context.Context, a Action) (Object, error) {
 	if err := k.r.reg.put(rec); err != nil {
 		return Object{}, err
 	}
-	s, res, err := k.spec(ctx, a, phys)
+	s, res, err := k.spec(ctx, req, phys)
 	if err != nil {
 		return Object{}, err
-	}
-	if err := k.listen(s); err != nil {
-		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
 	}
 	got, err := k.r.srv.Create(ctx, s)
 	if errors.Is(err, server.ErrKVMInternal) && k.r.kvmFailed(err) {
@@ -597,17 +402,15 @@ func (k realServer) listen(s server.Spec) error {
 	return k.r.signals.Listen(s.NICs[0].Gateway)
 }
 
-func (k realServer) Update(ctx context.Context, a Action) (Object, error) {
+func (k realServer) Update(ctx context.Context, req executors.Request[kinds.ServerAttrs]) (Object, error) {
+	a := req.Instance
 	phys, err := k.target(ctx, a)
 	if err != nil {
 		return Object{}, err
 	}
-	s, res, err := k.spec(ctx, a, phys)
+	s, res, err := k.spec(ctx, req, phys)
 	if err != nil {
 		return Object{}, err
-	}
-	if err := k.listen(s); err != nil {
-		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
 	}
 	got, err := k.r.srv.Update(ctx, s)
 	if err != nil {
@@ -616,12 +419,10 @@ func (k realServer) Update(ctx context.Context, a Action) (Object, error) {
 	return serverObject(a, got, res), nil
 }
 
-func (k realServer) Delete(ctx context.Context, a Action) error {
-	phys, err := k.target(ctx, a)
-	if err != nil {
-		if isLegacy(err) {
-			return nil
-		}
+func (k realServer) Delete(ctx context.Context, req executors.Request[kinds.ServerAttrs]) error {
+	a := req.Instance
+	phys, gone, err := existing(k.target(ctx, a))
+	if gone || err != nil {
 		return err
 	}
 	name := server.Name(a.Stack, phys)
@@ -639,32 +440,28 @@ func (k realServer) Delete(ctx context.Context, a Action) error {
 
 // Read returns the domain as libvirt has it: cpus, memory and volumes are
 // the real ones; exists is false when the domain is gone.
-func (k realServer) Read(ctx context.Context, a Action) (Object, bool, error) {
-	phys, err := k.target(ctx, a)
-	if err != nil {
-		if isLegacy(err) {
-			return Object{}, false, nil
-		}
+func (k realServer) Read(ctx context.Context, req executors.Request[kinds.ServerAttrs]) (Object, bool, error) {
+	a := req.Instance
+	phys, gone, err := existing(k.target(ctx, a))
+	if gone || err != nil {
 		return Object{}, false, err
 	}
 	s, err := k.r.srv.Read(ctx, a.Stack, phys)
-	if errors.Is(err, executors.ErrNotFound) {
-		return Object{}, false, nil
-	}
-	if err != nil {
+	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
-	// The addresses are those registered with the networks.
+	// The addresses are those registered with the networks; a read fails
+	// only on the attributes it needs (the ready block, to wait).
+	at, aerr := req.Spec, req.SpecErr
 	var nics []nicInfo
-	blocks, _ := netBlocks(a)
-	for _, b := range blocks {
-		rec, err := k.r.networkFor(a, b.name)
+	for _, b := range at.Networks {
+		rec, err := k.r.networkFor(a, b.Name)
 		if err != nil {
 			continue
 		}
 		for _, h := range rec.Hosts {
 			if h.Server == s.Name {
-				n := nicInfo{name: b.name, ip: h.IP, nic: server.NIC{MAC: h.MAC, Gateway: rec.gateway()}}
+				n := nicInfo{name: b.Name, ip: h.IP, nic: server.NIC{MAC: h.MAC, Gateway: rec.gateway()}}
 				if rec.DHCP {
 					n.leases = k.r.net.LeaseFile(rec.netSpec())
 				}
@@ -675,7 +472,10 @@ func (k realServer) Read(ctx context.Context, a Action) (Object, bool, error) {
 	if a.AwaitReady {
 		// The read of a create or update an earlier leader left running:
 		// the server is done only once its guest is ready.
-		r, err := k.ready(a, phys, nics)
+		if err := kinds.For(aerr, "ready"); err != nil {
+			return Object{}, false, err
+		}
+		r, err := k.ready(a, at.Ready, phys, nics)
 		if err != nil {
 			return Object{}, false, err
 		}

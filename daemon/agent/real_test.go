@@ -2,12 +2,10 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"github.com/kiln-dev/kiln/api"
 	"io"
 	"io/fs"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/kiln-dev/kiln/executors/accel"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
@@ -29,28 +28,22 @@ import (
 	"github.com/kiln-dev/kiln/spec"
 )
 
-// realDataDir is the data directory of the real drivers in this test binary.
-// The libvirt pools are defined on it once and live as long as the private
-// libvirtd, so every test shares it.
-var realDataDir string
-
 // TestMain runs the package's tests inside a fresh network namespace with a
 // private libvirtd (internal/libvirttest): the real drivers make bridges,
 // iptables rules, dnsmasq and domains, none of which may touch the host.
-func TestMain(m *testing.M) {
-	realDataDir, _ = os.MkdirTemp("", "kiln-agent-real-")
-	code := libvirttest.Main(m)
-	os.RemoveAll(realDataDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func openRealForTest(t *testing.T) *Real {
 	t.Helper()
 	netnstest.Guard(t)
 	d := libvirttest.Shared(t)
 	t.Setenv(LibvirtURIEnv, d.URI)
+	// The data directory of the real drivers in this test binary: the
+	// libvirt pools are defined on it once and live as long as the private
+	// libvirtd, so every test shares it.
+	dataDir := libvirttest.Dir(t)
 	// One probe for the whole test binary: the answer is kept in a file.
-	r, err := OpenReal(realDataDir, StorageDir(realDataDir), RealOptions{AccelCache: filepath.Join(realDataDir, "accel.json"), Policy: EmbeddedPolicy()})
+	r, err := OpenReal(dataDir, StorageDir(dataDir), RealOptions{AccelCache: filepath.Join(dataDir, "accel.json"), Policy: EmbeddedPolicy()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +392,7 @@ func assertNothingLeft(t *testing.T, r *Real, stack string) {
 	if rules := stackRules(t, stack); len(rules) != 0 {
 		t.Errorf("iptables rules left: %q", rules)
 	}
-	for _, kind := range []string{"image", "network", "volume", "server", "port_forward"} {
+	for _, kind := range kinds.Names() {
 		recs, err := r.reg.list(kind)
 		if err != nil {
 			t.Fatal(err)
@@ -493,42 +486,6 @@ func TestRealOrphans(t *testing.T) {
 	assertNothingLeft(t, r, stack)
 }
 
-func TestPickAddress(t *testing.T) {
-	gw := netip.MustParsePrefix("10.0.0.1/24")
-	rec := record{Hosts: []hostEntry{
-		{MAC: "52:54:00:00:00:01", IP: "10.0.0.10"},
-		{MAC: "52:54:00:00:00:02", IP: "10.0.0.12"},
-	}}
-	for _, tc := range []struct {
-		mac, want, got, err string
-	}{
-		{mac: "52:54:00:00:00:03", got: "10.0.0.11"}, // lowest free from .10
-		{mac: "52:54:00:00:00:02", got: "10.0.0.12"}, // its own, again
-		{mac: "52:54:00:00:00:03", want: "10.0.0.50", got: "10.0.0.50"},
-		{mac: "52:54:00:00:00:03", want: "10.0.0.60/24", got: "10.0.0.60"},
-		{mac: "52:54:00:00:00:03", want: "10.0.0.10", err: "already given"},
-		{mac: "52:54:00:00:00:03", want: "10.0.0.1", err: "not a guest address"},
-		{mac: "52:54:00:00:00:03", want: "10.0.1.5", err: "not a guest address"},
-		{mac: "52:54:00:00:00:03", want: "web", err: "not an IPv4 address"},
-	} {
-		ip, err := pickAddress(rec, gw, tc.mac, tc.want)
-		switch {
-		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
-			t.Errorf("pick(%s, %q) error = %v, want %q", tc.mac, tc.want, err, tc.err)
-		case tc.err == "" && (err != nil || ip.String() != tc.got):
-			t.Errorf("pick(%s, %q) = %v, %v, want %s", tc.mac, tc.want, ip, err, tc.got)
-		}
-	}
-	full := record{}
-	small := netip.MustParsePrefix("10.0.0.1/28") // hosts .1-.14
-	for i := 10; i <= 14; i++ {
-		full.Hosts = append(full.Hosts, hostEntry{MAC: fmt.Sprintf("52:54:00:00:01:%02x", i), IP: fmt.Sprintf("10.0.0.%d", i)})
-	}
-	if _, err := pickAddress(full, small, "52:54:00:00:00:99", ""); err == nil {
-		t.Errorf("a full network gave an address")
-	}
-}
-
 func TestPhysAddress(t *testing.T) {
 	if physAddress("server.web[0]", "") != "server.web[0]" {
 		t.Fatal("a first generation changed the address")
@@ -543,14 +500,18 @@ func TestPhysAddress(t *testing.T) {
 	}
 }
 
+// TestUnknownAttributeNamed: an attribute still unknown when the action
+// runs fails the decode, naming the attribute (and the list element), and
+// is not taken as a value.
 func TestUnknownAttributeNamed(t *testing.T) {
-	a := Action{Address: "server.web", Attrs: map[string]any{"volumes": []any{"v1", spec.Unknown{}}}}
-	_, err := attrStrings(a, "volumes")
+	a := Action{Address: "server.web", Kind: "server", Attrs: map[string]any{"image": "abc", "volumes": []any{"v1", spec.Unknown{}}}}
+	err := request[kinds.ServerAttrs](realServer{}, a).SpecErr
 	if err == nil || !strings.Contains(err.Error(), `"volumes[1]"`) || !strings.Contains(err.Error(), "unknown") {
 		t.Fatalf("err = %v", err)
 	}
-	if _, err := attrString(Action{Address: "x", Attrs: map[string]any{"target": spec.Unknown{}}}, "target", true); err == nil {
-		t.Fatal("an unknown target was taken")
+	pf := Action{Address: "x", Kind: "port_forward", Attrs: map[string]any{"host_port": int64(80), "target_port": int64(80), "target": spec.Unknown{}}}
+	if _, err := (realPortForward{}).spec(request[kinds.PortForwardAttrs](realPortForward{}, pf), "x", true); err == nil || !strings.Contains(err.Error(), `"target" is still unknown`) {
+		t.Fatalf("an unknown target was taken: err = %v", err)
 	}
 }
 

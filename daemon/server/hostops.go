@@ -13,6 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/planner"
 	"github.com/kiln-dev/kiln/raftstore"
 	"github.com/kiln-dev/kiln/spec"
@@ -352,13 +353,12 @@ func (s *Server) imagesInUse() (map[string][]string, error) {
 	return use, nil
 }
 
+// imageRefs adds the values of the attributes that name the images a
+// resource of kind uses (kinds.Kind.ImageRefs).
 func imageRefs(kind string, attrs map[string]any, add func(any)) {
-	switch kind {
-	case "image":
-		add(attrs["id"])
-		add(attrs["sha256"])
-	case "server":
-		add(attrs["image"])
+	k, _ := kinds.Get(kind)
+	for _, name := range k.ImageRefs {
+		add(attrs[name])
 	}
 }
 

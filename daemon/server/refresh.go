@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/planner"
 )
 
@@ -14,12 +15,13 @@ import (
 // state of a stack's resources.
 const refreshWait = 20 * time.Second
 
-// driftAttrs are the configured attributes the drivers read back reliably;
-// a difference in them is drift, which the plan shows as an update. Any
-// other attribute keeps its recorded value: only existence is checked.
-var driftAttrs = map[string][]string{
-	"server":  {"cpus", "memory"},
-	"network": {"nat", "dhcp"},
+// driftAttrs are the configured attributes the drivers of a kind read back
+// reliably (kinds.Kind.Drift); a difference in them is drift, which the
+// plan shows as an update. Any other attribute keeps its recorded value:
+// only existence is checked.
+func driftAttrs(kind string) []string {
+	k, _ := kinds.Get(kind)
+	return k.Drift
 }
 
 // refresh asks the agents that own a stack's resources what is really
@@ -69,7 +71,7 @@ func (s *Server) refresh(ctx context.Context, project, stack string, actual *pla
 			continue
 		}
 		if ok {
-			for _, name := range driftAttrs[r.Kind] {
+			for _, name := range driftAttrs(r.Kind) {
 				v, have := got.Attrs[name]
 				if _, set := r.Attrs[name]; have && set {
 					if r.Attrs[name] != v {

@@ -22,23 +22,11 @@ import (
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 )
 
-var dataDir string
-
-func TestMain(m *testing.M) {
-	dataDir, _ = os.MkdirTemp("", "kiln-image-test-")
-	code := libvirttest.Main(m)
-	os.RemoveAll(dataDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func newCache(t testing.TB) *image.Cache {
 	t.Helper()
-	conn, err := libvirttest.Shared(t).Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	c, err := image.New(conn, dataDir)
+	c, err := image.New(libvirttest.Conn(t), libvirttest.Dir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/vishvananda/netlink"
 )
 
@@ -130,13 +131,11 @@ func (d *Driver) iptables() (IPTables, error) {
 
 // BridgePrefix starts the name of every bridge kiln makes; iptables matches
 // all of them with "kb-+".
-const BridgePrefix = "kb-"
+const BridgePrefix = kinds.BridgePrefix
 
-// BridgeName is the bridge's name for a network: at most 15 bytes (the
-// kernel's limit), readable, deterministic.
-func BridgeName(stack, address string) string {
-	return BridgePrefix + executors.PhysicalName(stack, address, 15-len(BridgePrefix))
-}
+// BridgeName is the bridge's name for a network (kinds.BridgeName): at most
+// 15 bytes (the kernel's limit), readable, deterministic.
+func BridgeName(stack, address string) string { return kinds.BridgeName(stack, address) }
 
 // Dir is where the network's dnsmasq files live.
 func (d *Driver) Dir(spec Spec) string {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/executors/server"
+	"github.com/kiln-dev/kiln/internal/libvirttest"
 )
 
 func TestTail(t *testing.T) {
@@ -147,7 +148,7 @@ func TestServerNeverReady(t *testing.T) {
 // where the test's qemu can read them.
 func kernelBoot(t *testing.T) (kernel, initrd string) {
 	t.Helper()
-	dir := filepath.Join(dataDir, "kernel")
+	dir := filepath.Join(libvirttest.Dir(t), "kernel")
 	os.MkdirAll(dir, 0o755)
 	for _, f := range []string{"vmlinuz", "initrd.gz"} {
 		src, err := filepath.Abs("../../build/test-image/disk/" + f)

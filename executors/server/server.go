@@ -28,6 +28,7 @@ import (
 
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/cloudinit"
+	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/volume"
 )
 
@@ -138,7 +139,7 @@ func (d *Driver) Accel() (domainType, reason string) {
 }
 
 // Name is the domain name of a server resource.
-func Name(stack, address string) string { return executors.PhysicalName(stack, address, 64) }
+func Name(stack, address string) string { return kinds.ServerName(stack, address) }
 
 // MAC is the deterministic MAC of a server's NIC on a network:
 // 52:54:00 and three bytes of a hash of stack, address and network.

@@ -21,14 +21,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
-var dataDir string
-
-func TestMain(m *testing.M) {
-	dataDir, _ = os.MkdirTemp("", "kiln-server-test-")
-	code := libvirttest.Main(m)
-	os.RemoveAll(dataDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func TestMAC(t *testing.T) {
 	a := server.MAC("s", "server.web[0]", "network.lan")
@@ -58,11 +51,7 @@ type fixture struct {
 func setup(t testing.TB) *fixture {
 	t.Helper()
 	d := libvirttest.Shared(t)
-	conn, err := d.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, dataDir := libvirttest.Conn(t), libvirttest.Dir(t)
 	images, err := image.New(conn, dataDir)
 	if err != nil {
 		t.Fatal(err)

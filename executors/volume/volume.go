@@ -12,7 +12,6 @@ package volume
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -23,18 +22,19 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/kinds"
 )
 
 // PoolName is the libvirt storage pool that holds kiln's volumes.
 const PoolName = "kiln-volumes"
 
 // NamePrefix starts the name of every volume kiln makes in the pool.
-const NamePrefix = "kiln_"
+const NamePrefix = kinds.VolumeNamePrefix
 
 // Formats a volume can have.
 const (
-	QCOW2 = "qcow2"
-	Raw   = "raw"
+	QCOW2 = kinds.QCOW2
+	Raw   = kinds.Raw
 )
 
 // ErrShrink is returned by Update when the requested size is below the
@@ -94,61 +94,13 @@ func (d *Driver) Pool() *libvirt.StoragePool { return d.pool }
 // Dir is the pool's directory.
 func (d *Driver) Dir() string { return d.dir }
 
-// maxName keeps names well below NAME_MAX (255) with room for a suffix.
-const maxName = 200
-
 // BaseName is the owner-carrying stem of a volume's name, without format
-// suffix.
-//
-// In the default project it is "kiln_<stack>_<address>", each part
-// lowercased with every byte outside [a-z0-9] turned into '-', and a short
-// hash of the exact pair added when the result would be too long.
-//
-// In any other project (scope "<project>/<stack>", see executors.Scope) it
-// is "kiln_<project>_<stack>_<address>-<hash>": the project as it is when
-// cleaning leaves it alone, else "0" and its hex bytes (so two projects
-// never read alike), the stack and address cleaned, and 12 hex digits of a
-// hash of the exact scope and address (so two stacks or addresses of one
-// project that clean alike still differ). A part never holds a '_', so a
-// default project's name (two '_') never equals another project's (three).
-func BaseName(scope, address string) string {
-	project, stack, ok := strings.Cut(scope, "/")
-	if !ok {
-		name := NamePrefix + clean(scope) + "_" + clean(address)
-		if len(name) > maxName {
-			name = strings.TrimRight(name[:maxName-7], "-_") + "-" + executors.ShortHash(scope, address)
-		}
-		return name
-	}
-	if clean(project) != project {
-		project = "0" + hex.EncodeToString([]byte(project))
-	}
-	name := NamePrefix + project + "_" + clean(stack) + "_" + clean(address)
-	if len(name) > maxName {
-		name = strings.TrimRight(name[:maxName], "-_")
-	}
-	return name + "-" + executors.ProjectHash(scope, address, 12)
-}
+// suffix (kinds.VolumeBaseName).
+func BaseName(scope, address string) string { return kinds.VolumeBaseName(scope, address) }
 
-// Name is the pool volume name of a volume resource of the given format.
-func Name(stack, address, format string) string {
-	return BaseName(stack, address) + "." + format
-}
-
-func clean(s string) string {
-	var b strings.Builder
-	dash := true
-	for _, r := range strings.ToLower(s) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			b.WriteRune(r)
-			dash = false
-		} else if !dash {
-			b.WriteByte('-')
-			dash = true
-		}
-	}
-	return strings.TrimRight(b.String(), "-")
-}
+// Name is the pool volume name of a volume resource of the given format
+// (kinds.VolumeName).
+func Name(stack, address, format string) string { return kinds.VolumeName(stack, address, format) }
 
 func formatOf(f string) (string, error) {
 	switch f {

@@ -12,23 +12,11 @@ import (
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 )
 
-var dataDir string
-
-func TestMain(m *testing.M) {
-	dataDir, _ = os.MkdirTemp("", "kiln-volume-test-")
-	code := libvirttest.Main(m)
-	os.RemoveAll(dataDir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(libvirttest.Main(m)) }
 
 func newDriver(t *testing.T) *volume.Driver {
 	t.Helper()
-	conn, err := libvirttest.Shared(t).Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	d, err := volume.New(conn, dataDir)
+	d, err := volume.New(libvirttest.Conn(t), libvirttest.Dir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"libvirt.org/go/libvirt"
+
 	"github.com/kiln-dev/kiln/internal/netnstest"
 )
 
-var shared *Daemon
+var (
+	shared *Daemon
+	dir    string
+)
 
 // Main is the TestMain of a package whose tests need libvirtd:
 //
@@ -33,6 +38,13 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	shared = d
+	// The executors' own state (pools, records) of the package's tests.
+	if dir, err = os.MkdirTemp("", "kiln-test-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		d.Stop()
+		return 1
+	}
+	defer os.RemoveAll(dir)
 	// The storage pools of the drivers under test (and of kiln processes
 	// the tests start) go to a directory of this run only, never to the
 	// host-wide default another run could share.
@@ -63,4 +75,24 @@ func Shared(t testing.TB) *Daemon {
 		t.Fatal("libvirttest: no daemon: the package's TestMain must call libvirttest.Main")
 	}
 	return shared
+}
+
+// Dir is a directory of this test binary's run, made by Main and removed
+// when the tests are done: where the package's tests keep the executors'
+// state.
+func Dir(t testing.TB) string {
+	t.Helper()
+	Shared(t)
+	return dir
+}
+
+// Conn is a connection to the shared daemon, closed when t ends.
+func Conn(t testing.TB) *libvirt.Connect {
+	t.Helper()
+	conn, err := Shared(t).Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
