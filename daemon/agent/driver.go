@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+
 	"github.com/kiln-dev/kiln/executors"
 )
 

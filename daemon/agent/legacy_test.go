@@ -1,9 +1,9 @@
 package agent
 
 import (
-	"github.com/kiln-dev/kiln/api"
 	"testing"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/volume"
 )

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"github.com/kiln-dev/kiln/api"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
 )
 

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"github.com/kiln-dev/kiln/api"
 	"io"
 	"io/fs"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/accel"
 	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"github.com/kiln-dev/kiln/internal/testnet"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/memdriver"
+	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 	"github.com/kiln-dev/kiln/raftstore"
 )
