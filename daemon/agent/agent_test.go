@@ -15,6 +15,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/client"
 	"github.com/kiln-dev/kiln/executors/server"
+	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
 // fakeServer hands out a fixed list of work items (again and again until
@@ -87,41 +88,44 @@ func item(workID string, op api.Op, addr string, attrs map[string]any) api.WorkI
 	return api.WorkItem{WorkID: workID, OperationID: "op-1", Stack: "web", Address: addr, Kind: "network", Op: op, Attrs: attrs, Attempt: 1}
 }
 
-func TestAgentRunsEachItemOnceAndReports(t *testing.T) {
-	f := &fakeServer{reported: make(chan struct{}, 16), items: []api.WorkItem{
-		item("w1", "create", "network.lan", map[string]any{"cidr": "10.0.0.0/24", "mtu": int64(1500)}),
-		item("w2", "create", "network.dmz", map[string]any{"cidr": "10.1.0.0/24"}),
-	}}
+// runAgentUntil runs an agent with cfg (its client, heartbeat interval and
+// wait set here) against f until cond holds (checked under f.mu), then
+// stops it and fails t when Run returned an error.
+func runAgentUntil(t *testing.T, f *fakeServer, cfg Config, what string, cond func() bool) {
+	t.Helper()
 	srv := httptest.NewServer(f)
 	defer srv.Close()
-	c, _ := client.New(client.Config{Addr: srv.URL})
-	dir := t.TempDir()
-	mem := NewMemory(dir, 0)
-	a, err := New(Config{ID: "a1", DataDir: dir, Client: c, Drivers: mem.Drivers(), HeartbeatInterval: 10 * time.Millisecond, Wait: time.Second})
+	cfg.Client, _ = client.New(client.Config{Addr: srv.URL})
+	cfg.HeartbeatInterval, cfg.Wait = 10*time.Millisecond, time.Second
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- a.Run(ctx) }()
-	// Wait for both reports and for queries past the stale answers (which
-	// hand out the items again up to index 3).
-	for {
+	testwait.For(t, 30*time.Second, what, func() bool {
 		f.mu.Lock()
-		n, idx := len(f.reports), f.maxIndex
-		f.mu.Unlock()
-		if n >= 2 && idx >= 5 {
-			break
-		}
-		select {
-		case <-f.reported:
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+		defer f.mu.Unlock()
+		return cond()
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestAgentRunsEachItemOnceAndReports(t *testing.T) {
+	f := &fakeServer{reported: make(chan struct{}, 16), items: []api.WorkItem{
+		item("w1", "create", "network.lan", map[string]any{"cidr": "10.0.0.0/24", "mtu": int64(1500)}),
+		item("w2", "create", "network.dmz", map[string]any{"cidr": "10.1.0.0/24"}),
+	}}
+	dir := t.TempDir()
+	mem := NewMemory(dir, 0)
+	// Both reports, and queries past the stale answers (which hand out the
+	// items again up to index 3).
+	runAgentUntil(t, f, Config{ID: "a1", DataDir: dir, Drivers: mem.Drivers()}, "two reports and work queries past index 5",
+		func() bool { return len(f.reports) >= 2 && f.maxIndex >= 5 })
 	for _, addr := range []string{"network.lan", "network.dmz"} {
 		if n := mem.D.Calls("network", addr, "create"); n != 1 {
 			t.Errorf("%s created %d times, want 1", addr, n)
@@ -166,32 +170,10 @@ func TestAgentReportsRatiosAndAccel(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &fakeServer{}
-			srv := httptest.NewServer(f)
-			defer srv.Close()
-			c, _ := client.New(client.Config{Addr: srv.URL})
 			dir := t.TempDir()
-			a, err := New(Config{ID: "a1", DataDir: dir, Client: c, Drivers: NewMemory(dir, 0).Drivers(),
-				HeartbeatInterval: 10 * time.Millisecond, Wait: time.Second,
-				CPURatio: tt.cpu, MemoryRatio: tt.mem, Accel: AccelTCG, AccelReason: "/dev/kvm does not exist."})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error)
-			go func() { done <- a.Run(ctx) }()
-			for {
-				f.mu.Lock()
-				n := f.heartbeats
-				f.mu.Unlock()
-				if n >= 2 {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			runAgentUntil(t, f, Config{ID: "a1", DataDir: dir, Drivers: NewMemory(dir, 0).Drivers(),
+				CPURatio: tt.cpu, MemoryRatio: tt.mem, Accel: AccelTCG, AccelReason: "/dev/kvm does not exist."},
+				"two heartbeats", func() bool { return f.heartbeats >= 2 })
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			for what, capa := range map[string]api.Capacity{"registration": f.registered[0].Capacity, "heartbeat": f.lastHB.Capacity} {
