@@ -243,19 +243,7 @@ func observe(t testing.TB, stack string) hostObjects {
 // stackRules lists the iptables rules tagged with one of the stack's owners.
 func stackRules(t testing.TB, stack string) []string {
 	t.Helper()
-	var out []string
-	for _, table := range []string{"nat", "filter"} {
-		b, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
-		if err != nil {
-			t.Fatalf("iptables -t %s -S: %v: %s", table, err, b)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "kiln:"+stack+"/") {
-				out = append(out, table+": "+l)
-			}
-		}
-	}
-	return out
+	return netnstest.Rules(t, func(l string) bool { return strings.Contains(l, "kiln:"+stack+"/") })
 }
 
 // duplicates returns the entries of l that occur more than once.

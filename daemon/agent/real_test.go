@@ -342,19 +342,7 @@ func countObjects(t *testing.T, r *Real, stack string) objectCounts {
 // the stack's owners.
 func stackRules(t *testing.T, stack string) []string {
 	t.Helper()
-	var out []string
-	for _, table := range []string{"nat", "filter"} {
-		b, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
-		if err != nil {
-			t.Fatalf("iptables -S: %v: %s", err, b)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "kiln:"+stack+"/") {
-				out = append(out, l)
-			}
-		}
-	}
-	return out
+	return netnstest.Rules(t, func(l string) bool { return strings.Contains(l, "kiln:"+stack+"/") })
 }
 
 // dropMasquerade deletes the stack's MASQUERADE rule of network.lan.

@@ -49,26 +49,10 @@ func create(t *testing.T, d *Driver, spec Spec) State {
 	return st
 }
 
-// iptablesS is `iptables -t table -S` in the test's namespace.
-func iptablesS(t *testing.T, table string) []string {
-	t.Helper()
-	out, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
-	if err != nil {
-		t.Fatalf("iptables -t %s -S: %v: %s", table, err, out)
-	}
-	return strings.Split(strings.TrimSpace(string(out)), "\n")
-}
-
 // allRules is every rule of the nat and filter tables.
 func allRules(t *testing.T) []string {
 	t.Helper()
-	var out []string
-	for _, table := range []string{"nat", "filter"} {
-		for _, l := range iptablesS(t, table) {
-			out = append(out, table+": "+l)
-		}
-	}
-	return out
+	return netnstest.Rules(t, nil)
 }
 
 // ownerLines are the rules carrying owner's comment.

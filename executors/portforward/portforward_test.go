@@ -34,19 +34,7 @@ func requireTools(t *testing.T) {
 // ownerLines reads back, with iptables -S, the rules carrying owner.
 func ownerLines(t *testing.T, owner string) []string {
 	t.Helper()
-	var out []string
-	for _, table := range []string{"nat", "filter"} {
-		b, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
-		if err != nil {
-			t.Fatalf("iptables -t %s -S: %v: %s", table, err, b)
-		}
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			if network.Comment(l) == owner {
-				out = append(out, table+": "+l)
-			}
-		}
-	}
-	return out
+	return netnstest.Rules(t, func(l string) bool { return network.Comment(l) == owner })
 }
 
 // httpGet fetches url from ns (nil: the test's namespace, i.e. the host).

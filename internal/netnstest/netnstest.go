@@ -250,6 +250,26 @@ func DnsmasqPids(t testing.TB) []int {
 	return pids
 }
 
+// Rules lists the rules of the nat and filter tables of the calling
+// thread's network namespace, as `iptables -S` prints them and each prefixed
+// by its table ("nat: -A ..."), that keep accepts (nil: every rule).
+func Rules(t testing.TB, keep func(rule string) bool) []string {
+	t.Helper()
+	var out []string
+	for _, table := range []string{"nat", "filter"} {
+		b, err := exec.Command("iptables", "-w", "-t", table, "-S").CombinedOutput()
+		if err != nil {
+			t.Fatalf("iptables -t %s -S: %v: %s", table, err, b)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l != "" && (keep == nil || keep(l)) {
+				out = append(out, table+": "+l)
+			}
+		}
+	}
+	return out
+}
+
 // NS is a namespace made by New for one test, deleted when the test ends.
 type NS struct {
 	Name string
