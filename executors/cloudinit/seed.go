@@ -132,6 +132,14 @@ func q(s string) string {
 	return string(b)
 }
 
+// list writes items as a YAML list of quoted strings, each line indented
+// by indent.
+func list(b *strings.Builder, indent string, items []string) {
+	for _, it := range items {
+		fmt.Fprintf(b, "%s- %s\n", indent, q(it))
+	}
+}
+
 func (s Seed) metaData() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "instance-id: %s\n", q(s.instanceID()))
@@ -143,9 +151,7 @@ func (s Seed) metaData() string {
 	}
 	if len(s.SSHKeys) > 0 {
 		b.WriteString("public-keys:\n")
-		for _, k := range s.SSHKeys {
-			fmt.Fprintf(&b, "  - %s\n", q(k))
-		}
+		list(&b, "  ", s.SSHKeys)
 	}
 	return b.String()
 }
@@ -162,9 +168,7 @@ func (s Seed) userData() string {
 	var b strings.Builder
 	b.WriteString(DefaultUserData)
 	b.WriteString("ssh_authorized_keys:\n")
-	for _, k := range s.SSHKeys {
-		fmt.Fprintf(&b, "  - %s\n", q(k))
-	}
+	list(&b, "  ", s.SSHKeys)
 	return b.String()
 }
 
@@ -186,15 +190,14 @@ func (s Seed) networkConfig() string {
 		b.WriteString("    dhcp4: true\n")
 		return b.String()
 	}
-	fmt.Fprintf(&b, "    addresses:\n      - %s\n", q(s.Address))
+	b.WriteString("    addresses:\n")
+	list(&b, "      ", []string{s.Address})
 	if s.Gateway != "" {
 		fmt.Fprintf(&b, "    routes:\n      - to: \"0.0.0.0/0\"\n        via: %s\n", q(s.Gateway))
 	}
 	if len(s.DNS) > 0 {
 		b.WriteString("    nameservers:\n      addresses:\n")
-		for _, d := range s.DNS {
-			fmt.Fprintf(&b, "        - %s\n", q(d))
-		}
+		list(&b, "        ", s.DNS)
 	}
 	return b.String()
 }
