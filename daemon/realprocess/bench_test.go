@@ -120,7 +120,9 @@ func benchConcurrent(b *testing.B, c *cluster, target func(k int) int) {
 // server, on which it sends token creations one at a time and reads each
 // answer whole. It measures the servers, not a client library: kiln's
 // client over net/http spent about 80µs of CPU per write here (a third of
-// what the three servers spent), on the cores the servers share.
+// what the three servers spent), on the cores the servers share. Like that
+// client it tries again, after a pause, when the server cannot serve now
+// (503: an election under way) or the connection breaks.
 type writer struct {
 	addr, token string
 	conn        net.Conn
@@ -129,40 +131,79 @@ type writer struct {
 }
 
 func (c *cluster) newWriter(b *testing.B, server int) *writer {
-	addr := c.nodes[server].http
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
+	w := &writer{addr: c.nodes[server].http, token: c.token}
+	if err := w.dial(); err != nil {
 		b.Fatal(err)
 	}
-	return &writer{addr: addr, token: c.token, conn: conn, br: bufio.NewReader(conn)}
+	return w
 }
 
-func (w *writer) close() { w.conn.Close() }
+func (w *writer) dial() error {
+	conn, err := net.Dial("tcp", w.addr)
+	if err != nil {
+		return err
+	}
+	w.conn, w.br = conn, bufio.NewReader(conn)
+	return nil
+}
 
-// write creates the token named i and checks the answer: 201 with the
-// token's secret.
+func (w *writer) close() {
+	if w.conn != nil {
+		w.conn.Close()
+	}
+}
+
+// write creates the token named i: 201 with the token's secret.
 func (w *writer) write(i int64) error {
+	var err error
+	for range 40 {
+		var retry bool
+		if retry, err = w.try(i); !retry {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+		if w.conn == nil {
+			w.dial() // an error shows at the next try
+		}
+	}
+	return err
+}
+
+// try sends the write once; retry says whether to try again.
+func (w *writer) try(i int64) (retry bool, err error) {
+	if w.conn == nil {
+		return true, fmt.Errorf("write %d: no connection to %s", i, w.addr)
+	}
 	body := fmt.Sprintf(`{"project":"bench","role":"reader","name":"%d"}`, i)
 	w.buf = fmt.Appendf(w.buf[:0], "POST /v1/tokens HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
 		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", w.addr, w.token, len(body), body)
-	if _, err := w.conn.Write(w.buf); err != nil {
-		return err
+	var resp *http.Response
+	_, err = w.conn.Write(w.buf)
+	if err == nil {
+		resp, err = http.ReadResponse(w.br, nil)
 	}
-	resp, err := http.ReadResponse(w.br, nil)
 	if err != nil {
-		return err
+		w.close()
+		w.conn = nil
+		return true, fmt.Errorf("write %d: %w", i, err)
 	}
 	data, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.Close {
+		w.close()
+		w.conn = nil
+	}
 	switch {
 	case err != nil:
-		return err
+		return true, fmt.Errorf("write %d: %w", i, err)
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		return true, fmt.Errorf("write %d: %s: %s", i, resp.Status, data)
 	case resp.StatusCode != http.StatusCreated:
-		return fmt.Errorf("write %d: %s: %s", i, resp.Status, data)
+		return false, fmt.Errorf("write %d: %s: %s", i, resp.Status, data)
 	case !bytes.Contains(data, []byte(`"secret": "kiln_`)):
-		return fmt.Errorf("write %d: an answer without the token's secret: %s", i, data)
+		return false, fmt.Errorf("write %d: an answer without the token's secret: %s", i, data)
 	}
-	return nil
+	return false, nil
 }
 
 // measure is what report compares with: when the timed writes started,
