@@ -35,9 +35,9 @@ import (
 // benchCluster starts the trio of a write benchmark, each server with
 // GOMAXPROCS set to its share of the cores. With the Go default (every core
 // for each of the three runtimes) they oversubscribe the machine: on two
-// cores the servers spent about 30% more CPU per concurrent write in the
-// schedulers (threads spinning and waking for the other processes' cores)
-// than with one each. KILN_BENCH_SERVER_PROCS sets another value; 0 keeps
+// cores the servers spent 8-45% more CPU per concurrent write (a fifth in
+// the median of paired runs), in the schedulers' threads spinning and
+// waking for cores the other processes hold, than with one each. KILN_BENCH_SERVER_PROCS sets another value; 0 keeps
 // the Go default.
 func benchCluster(b *testing.B) *cluster {
 	kiln(b) // built first, with the default
