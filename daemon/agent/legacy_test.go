@@ -5,6 +5,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/executors/records"
 	"github.com/kiln-dev/kiln/executors/volume"
 )
 
@@ -14,7 +15,7 @@ import (
 // that object; its own instances and the default project's resolve as
 // before.
 func TestTargetLegacy(t *testing.T) {
-	reg, err := openRegistry(t.TempDir())
+	reg, err := records.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func TestTargetLegacy(t *testing.T) {
 	}
 	// Registered to the default project's web (an instance of a replace).
 	legacyNet := record{Kind: "network", ID: network.BridgeName("web", "network.lan~0011aabb"), Stack: "web", Phys: "network.lan~0011aabb"}
-	if err := reg.put(legacyNet); err != nil {
+	if err := reg.Put(legacyNet); err != nil {
 		t.Fatal(err)
 	}
 	a = Action{Stack: "p1/web", Address: "network.lan", Kind: "network", Op: api.OpDelete, ID: legacyNet.ID}

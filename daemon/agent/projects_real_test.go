@@ -128,7 +128,7 @@ func (p *projectStack) assertGone(t *testing.T, r *Real) {
 		t.Errorf("%s: iptables rules left: %q", p.scope, rules)
 	}
 	for _, kind := range []string{"network", "volume", "server", "port_forward"} {
-		recs, err := r.reg.list(kind)
+		recs, err := r.reg.List(kind)
 		if err != nil {
 			t.Fatal(err)
 		}

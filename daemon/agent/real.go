@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/portforward"
+	"github.com/kiln-dev/kiln/executors/records"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/executors/volume"
 	"github.com/kiln-dev/kiln/spec"
@@ -50,7 +51,7 @@ type Real struct {
 	srv     *server.Driver
 	net     *network.Driver
 	pf      *portforward.Driver
-	reg     *registry
+	reg     *records.Store
 	signals *server.Signals
 	log     *slog.Logger
 
@@ -225,7 +226,7 @@ func OpenReal(dataDir, storageDir string, o RealOptions) (*Real, error) {
 	}
 	r.net = &network.Driver{DataDir: dataDir, IPTables: ipt, GuestPorts: []int{signalPort}}
 	r.pf = &portforward.Driver{IPTables: ipt}
-	if r.reg, err = openRegistry(dataDir); err != nil {
+	if r.reg, err = records.Open(dataDir); err != nil {
 		return fail(err)
 	}
 	return r, nil
@@ -405,7 +406,7 @@ func (r *Real) target(kind string, a executors.Instance) (string, error) {
 	if idOf(kind, a)(a.Stack, a.Address) == a.ID {
 		return a.Address, nil
 	}
-	rec, ok, err := r.reg.get(kind, a.ID)
+	rec, ok, err := r.reg.Get(kind, a.ID)
 	if err != nil {
 		return "", err
 	} else if ok && rec.Stack == a.Stack {

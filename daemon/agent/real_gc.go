@@ -121,7 +121,7 @@ func (l *orphanList) addVolumes(ctx context.Context, r *Real) error {
 func volumeOwners(r *Real) (map[string]record, error) {
 	owners := map[string]record{}
 	for _, kind := range []string{"volume", "server"} {
-		recs, err := r.reg.list(kind)
+		recs, err := r.reg.List(kind)
 		if err != nil {
 			return nil, err
 		}
@@ -191,12 +191,12 @@ func (l *orphanList) addDnsmasqDirs(r *Real) {
 // addRecords lists the real drivers' own records.
 func (l *orphanList) addRecords(r *Real) error {
 	for _, kind := range kinds.Names() {
-		recs, err := r.reg.list(kind)
+		recs, err := r.reg.List(kind)
 		if err != nil {
 			return err
 		}
 		for _, rec := range recs {
-			p, _ := r.reg.path(kind, rec.ID)
+			p, _ := r.reg.Path(kind, rec.ID)
 			l.add(OrphanFile, p, rec.Stack, rec.Phys)
 		}
 	}
@@ -279,7 +279,7 @@ func RemoveOrphans(ctx context.Context, drivers Drivers, orphans []api.Orphan) e
 			// port forward too) and bridge, checking the bridge's alias.
 			err = r.net.Delete(ctx, network.Spec{Stack: stack, Address: phys})
 		case OrphanFile:
-			if filepath.Dir(filepath.Dir(o.Name)) != r.reg.dir {
+			if filepath.Dir(filepath.Dir(o.Name)) != r.reg.Dir() {
 				err = fmt.Errorf("%s is not a record of the real drivers", o.Name)
 				break
 			}

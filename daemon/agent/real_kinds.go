@@ -130,7 +130,7 @@ func (k realVolume) Create(ctx context.Context, req executors.Request[kinds.Volu
 		return Object{}, fmt.Errorf("%s: attribute \"size\" is required", a.Address)
 	}
 	rec := record{Kind: "volume", ID: volume.Name(a.Stack, phys, s.Format), Stack: a.Stack, Phys: phys}
-	if err := k.r.reg.put(rec); err != nil {
+	if err := k.r.reg.Put(rec); err != nil {
 		return Object{}, err
 	}
 	v, err := k.r.vols.Create(ctx, s)
@@ -186,7 +186,7 @@ func (k realVolume) Delete(ctx context.Context, req executors.Request[kinds.Volu
 		return fmt.Errorf("%s: %w", a.Address, err)
 	}
 	for _, f := range []string{volume.QCOW2, volume.Raw} {
-		if err := k.r.reg.del("volume", volume.Name(a.Stack, phys, f)); err != nil {
+		if err := k.r.reg.Del("volume", volume.Name(a.Stack, phys, f)); err != nil {
 			return err
 		}
 	}
@@ -248,7 +248,7 @@ func (k realPortForward) apply(ctx context.Context, req executors.Request[kinds.
 		return Object{}, err
 	}
 	id := kinds.PortForwardID(a.Stack, phys)
-	if err := k.r.reg.put(record{Kind: "port_forward", ID: id, Stack: a.Stack, Phys: phys}); err != nil {
+	if err := k.r.reg.Put(record{Kind: "port_forward", ID: id, Stack: a.Stack, Phys: phys}); err != nil {
 		return Object{}, err
 	}
 	if _, err := k.r.pf.Create(ctx, s); err != nil {
@@ -283,7 +283,7 @@ func (k realPortForward) Delete(ctx context.Context, req executors.Request[kinds
 	if err := k.r.pf.Delete(ctx, s); err != nil {
 		return fmt.Errorf("%s: %w", a.Address, err)
 	}
-	return k.r.reg.del("port_forward", kinds.PortForwardID(a.Stack, phys))
+	return k.r.reg.Del("port_forward", kinds.PortForwardID(a.Stack, phys))
 }
 
 // Read says the port forward exists when all its rules are there as the

@@ -39,7 +39,7 @@ func (k realNetwork) apply(ctx context.Context, req executors.Request[kinds.Netw
 	a := req.Instance
 	id := network.BridgeName(a.Stack, phys)
 	defer k.r.lock(id)()
-	rec, _, err := k.r.reg.get("network", id)
+	rec, _, err := k.r.reg.Get("network", id)
 	if err != nil {
 		return Object{}, err
 	}
@@ -47,14 +47,14 @@ func (k realNetwork) apply(ctx context.Context, req executors.Request[kinds.Netw
 	if err := netConfig(req, &rec); err != nil {
 		return Object{}, err
 	}
-	if err := k.r.reg.put(rec); err != nil {
+	if err := k.r.reg.Put(rec); err != nil {
 		return Object{}, err
 	}
 	var st network.State
 	if create {
-		st, err = k.r.net.Create(ctx, rec.netSpec())
+		st, err = k.r.net.Create(ctx, rec.NetSpec())
 	} else {
-		st, err = k.r.net.Update(ctx, rec.netSpec())
+		st, err = k.r.net.Update(ctx, rec.NetSpec())
 	}
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: %w", a.Address, err)
@@ -87,7 +87,7 @@ func (k realNetwork) Delete(ctx context.Context, req executors.Request[kinds.Net
 	if err := k.r.net.Delete(ctx, network.Spec{Stack: a.Stack, Address: phys}); err != nil {
 		return fmt.Errorf("%s: %w", a.Address, err)
 	}
-	return k.r.reg.del("network", id)
+	return k.r.reg.Del("network", id)
 }
 
 // Read returns the network as the host has it: exists is false when its
@@ -99,7 +99,7 @@ func (k realNetwork) Read(ctx context.Context, req executors.Request[kinds.Netwo
 		return Object{}, false, err
 	}
 	id := network.BridgeName(a.Stack, phys)
-	rec, ok, err := k.r.reg.get("network", id)
+	rec, ok, err := k.r.reg.Get("network", id)
 	if err != nil {
 		return Object{}, false, err
 	}
@@ -109,7 +109,7 @@ func (k realNetwork) Read(ctx context.Context, req executors.Request[kinds.Netwo
 			return Object{}, false, err
 		}
 	}
-	st, err := k.r.net.Read(ctx, rec.netSpec())
+	st, err := k.r.net.Read(ctx, rec.NetSpec())
 	if gone, err := absent(err); gone || err != nil {
 		return Object{}, false, err
 	}
@@ -128,7 +128,7 @@ func (r *Real) networkFor(a executors.Instance, name string) (record, error) {
 	addr := "network." + name
 	if dep, ok := a.Deps[addr]; ok {
 		if id, ok := dep["id"].(string); ok && id != "" {
-			rec, found, err := r.reg.get("network", id)
+			rec, found, err := r.reg.Get("network", id)
 			if err != nil {
 				return record{}, err
 			}
@@ -138,7 +138,7 @@ func (r *Real) networkFor(a executors.Instance, name string) (record, error) {
 			return record{}, fmt.Errorf("%s: network %s (%s) is not on this host", a.Address, addr, id)
 		}
 	}
-	recs, err := r.reg.list("network")
+	recs, err := r.reg.List("network")
 	if err != nil {
 		return record{}, err
 	}

@@ -264,7 +264,7 @@ func (r *Real) checkForward(a executors.Instance, s portforward.Spec) error {
 // stackAddress reports whether ip is the address of a server NIC of the
 // stack, as the stack's networks on this host registered it.
 func (r *Real) stackAddress(stack string, ip netip.Addr) (bool, error) {
-	nets, err := r.reg.list("network")
+	nets, err := r.reg.List("network")
 	if err != nil {
 		return false, err
 	}
@@ -284,7 +284,7 @@ func (r *Real) stackAddress(stack string, ip netip.Addr) (bool, error) {
 // sameStackForward reports whether the rules owned by owner are a port
 // forward of the stack (the other generation of a replace).
 func (r *Real) sameStackForward(stack, owner string) (bool, error) {
-	recs, err := r.reg.list("port_forward")
+	recs, err := r.reg.List("port_forward")
 	if err != nil {
 		return false, err
 	}
@@ -299,7 +299,7 @@ func (r *Real) sameStackForward(stack, owner string) (bool, error) {
 // ownVolume refuses a volume id that is not a volume of the action's stack
 // on this host.
 func (r *Real) ownVolume(a executors.Instance, id string) error {
-	rec, ok, err := r.reg.get("volume", id)
+	rec, ok, err := r.reg.Get("volume", id)
 	if err != nil {
 		return fmt.Errorf("%s: attribute \"volumes\": %q is not a volume of stack %s on this host (%v); a server attaches only its own stack's volumes (volume.NAME.id)", a.Address, id, a.Stack, err)
 	}

@@ -18,7 +18,7 @@ import (
 // as a server create does, without booting a guest.
 func registerHost(t *testing.T, r *Real, stack, netAddr, ip string) {
 	t.Helper()
-	nets, err := r.reg.list("network")
+	nets, err := r.reg.List("network")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func registerHost(t *testing.T, r *Real, stack, netAddr, ip string) {
 		if rec.Stack == stack && baseAddress(rec.Phys) == netAddr {
 			a := netip.MustParseAddr(ip).As4()
 			rec.Hosts = append(rec.Hosts, hostEntry{Server: "test-" + ip, MAC: "52:54:00:ee:" + hex2(a[2]) + ":" + hex2(a[3]), IP: ip})
-			if err := r.reg.put(rec); err != nil {
+			if err := r.reg.Put(rec); err != nil {
 				t.Fatal(err)
 			}
 			return

@@ -52,7 +52,7 @@ func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b 
 	}
 	defer r.lock(rec.ID)()
 	// Read again under the lock: another server may have just registered.
-	rec, ok, err := r.reg.get("network", rec.ID)
+	rec, ok, err := r.reg.Get("network", rec.ID)
 	if err != nil {
 		return nicInfo{}, err
 	}
@@ -66,7 +66,7 @@ func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b 
 	name := server.Name(a.Stack, phys)
 	netAddr := "network." + b.Name
 	mac := server.MAC(a.Stack, phys, netAddr)
-	ip, err := network.PickAddress(gw, rec.netSpec().Hosts, mac, b.Address)
+	ip, err := network.PickAddress(gw, rec.NetSpec().Hosts, mac, b.Address)
 	if err != nil {
 		return nicInfo{}, fmt.Errorf("%s: network %s: %w", a.Address, b.Name, err)
 	}
@@ -82,12 +82,12 @@ func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b 
 	}
 	rec.Hosts = append(hosts, entry)
 	if changed {
-		if err := r.reg.put(rec); err != nil {
+		if err := r.reg.Put(rec); err != nil {
 			return nicInfo{}, err
 		}
 	}
 	// Always hand dnsmasq the list: a repeated create repairs it too.
-	if _, err := r.net.Update(ctx, rec.netSpec()); err != nil {
+	if _, err := r.net.Update(ctx, rec.NetSpec()); err != nil {
 		return nicInfo{}, fmt.Errorf("%s: DHCP host on network %s: %w", a.Address, b.Name, err)
 	}
 	nic := server.NIC{
@@ -104,14 +104,14 @@ func (r *Real) attach(ctx context.Context, a executors.Instance, phys string, b 
 	}
 	info := nicInfo{name: b.Name, nic: nic, ip: ip.String()}
 	if rec.DHCP {
-		info.leases = r.net.LeaseFile(rec.netSpec())
+		info.leases = r.net.LeaseFile(rec.NetSpec())
 	}
 	return info, nil
 }
 
 // detach takes the server's hosts off every network that lists them.
 func (r *Real) detach(ctx context.Context, name string) error {
-	recs, err := r.reg.list("network")
+	recs, err := r.reg.List("network")
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func (r *Real) detach(ctx context.Context, name string) error {
 		}
 		err := func() error {
 			defer r.lock(rec.ID)()
-			rec, ok, err := r.reg.get("network", rec.ID)
+			rec, ok, err := r.reg.Get("network", rec.ID)
 			if err != nil || !ok {
 				return err
 			}
@@ -132,10 +132,10 @@ func (r *Real) detach(ctx context.Context, name string) error {
 				}
 			}
 			rec.Hosts = hosts
-			if err := r.reg.put(rec); err != nil {
+			if err := r.reg.Put(rec); err != nil {
 				return err
 			}
-			if _, err := r.net.Update(ctx, rec.netSpec()); err != nil && !errors.Is(err, executors.ErrNotFound) {
+			if _, err := r.net.Update(ctx, rec.NetSpec()); err != nil && !errors.Is(err, executors.ErrNotFound) {
 				return fmt.Errorf("server %s: DHCP hosts of %s: %w", name, rec.ID, err)
 			}
 			return nil
@@ -369,7 +369,7 @@ func (k realServer) Create(ctx context.Context, req executors.Request[kinds.Serv
 	name := server.Name(a.Stack, phys)
 	rec := record{Kind: "server", ID: name, Stack: a.Stack, Phys: phys,
 		Files: []string{volume.Name(a.Stack, phys, volume.QCOW2), volume.BaseName(a.Stack, phys) + "-seed.iso"}}
-	if err := k.r.reg.put(rec); err != nil {
+	if err := k.r.reg.Put(rec); err != nil {
 		return Object{}, err
 	}
 	s, res, err := k.spec(ctx, req, phys)
@@ -435,7 +435,7 @@ func (k realServer) Delete(ctx context.Context, req executors.Request[kinds.Serv
 	if k.r.signals != nil {
 		k.r.signals.Forget(name)
 	}
-	return k.r.reg.del("server", name)
+	return k.r.reg.Del("server", name)
 }
 
 // Read returns the domain as libvirt has it: cpus, memory and volumes are
@@ -461,9 +461,9 @@ func (k realServer) Read(ctx context.Context, req executors.Request[kinds.Server
 		}
 		for _, h := range rec.Hosts {
 			if h.Server == s.Name {
-				n := nicInfo{name: b.Name, ip: h.IP, nic: server.NIC{MAC: h.MAC, Gateway: rec.gateway()}}
+				n := nicInfo{name: b.Name, ip: h.IP, nic: server.NIC{MAC: h.MAC, Gateway: rec.Gateway()}}
 				if rec.DHCP {
-					n.leases = k.r.net.LeaseFile(rec.netSpec())
+					n.leases = k.r.net.LeaseFile(rec.NetSpec())
 				}
 				nics = append(nics, n)
 			}

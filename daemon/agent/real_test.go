@@ -141,11 +141,11 @@ func TestRealStackEndToEnd(t *testing.T) {
 	createAll()
 
 	// dnsmasq has the server's fixed address.
-	rec, ok, err := r.reg.get("network", network.BridgeName(stack, "network.lan"))
+	rec, ok, err := r.reg.Get("network", network.BridgeName(stack, "network.lan"))
 	if err != nil || !ok {
 		t.Fatalf("network record: %v %v", ok, err)
 	}
-	st, err := r.net.Read(ctx, rec.netSpec())
+	st, err := r.net.Read(ctx, rec.NetSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRealStackEndToEnd(t *testing.T) {
 	if before.domains != 1 || before.volumes != 3 || before.rules == 0 || before.bridges != 1 {
 		t.Fatalf("objects after create: %+v, want 1 domain, 3 volumes (data, overlay, seed), 1 bridge, some rules", before)
 	}
-	if st, _ := r.net.Read(ctx, rec.netSpec()); !reflect.DeepEqual(st.Hosts, wantHost) {
+	if st, _ := r.net.Read(ctx, rec.NetSpec()); !reflect.DeepEqual(st.Hosts, wantHost) {
 		t.Fatalf("hosts after a repeated create: %+v", st.Hosts)
 	}
 
@@ -381,7 +381,7 @@ func assertNothingLeft(t *testing.T, r *Real, stack string) {
 		t.Errorf("iptables rules left: %q", rules)
 	}
 	for _, kind := range kinds.Names() {
-		recs, err := r.reg.list(kind)
+		recs, err := r.reg.List(kind)
 		if err != nil {
 			t.Fatal(err)
 		}
