@@ -19,8 +19,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/kiln-dev/kiln/executors/network"
 )
 
 // Dir is the directory of the records under the agent's data directory.
@@ -52,24 +50,6 @@ type Host struct {
 	MAC      string `json:"mac"`
 	IP       string `json:"ip"`
 	Hostname string `json:"hostname,omitempty"`
-}
-
-// NetSpec is the network executor's spec of a network's record.
-func (rec Record) NetSpec() network.Spec {
-	s := network.Spec{Stack: rec.Stack, Address: rec.Phys, CIDR: rec.CIDR, NAT: rec.NAT, DHCP: rec.DHCP, DNS: rec.DNS}
-	for _, h := range rec.Hosts {
-		s.Hosts = append(s.Hosts, network.Host{MAC: h.MAC, IP: h.IP, Hostname: h.Hostname})
-	}
-	return s
-}
-
-// Gateway is a network's gateway address ("" when its cidr is bad).
-func (rec Record) Gateway() string {
-	gw, err := network.Gateway(rec.CIDR)
-	if err != nil {
-		return ""
-	}
-	return gw.Addr().String()
 }
 
 // Store is the records of one data directory.
