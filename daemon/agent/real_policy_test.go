@@ -231,19 +231,3 @@ func TestRealPolicySources(t *testing.T) {
 		t.Fatalf("allowed loopback source: %v, %v", o.Attrs, err)
 	}
 }
-
-// A server boots only an image of its own stack: the id must be that of one
-// of its image dependencies, whatever the shared cache holds.
-func TestOwnImage(t *testing.T) {
-	const sum = "4f1c0a3b6d2e8f7a9c0b1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a"
-	a := executors.Instance{Address: "server.web", Deps: map[string]map[string]any{
-		"network.lan": {"id": sum}, "image.base": {"id": "other"}}}
-	err := host.OwnImage(a, sum)
-	if err == nil || !strings.Contains(err.Error(), `server.web: attribute "image"`) || !strings.Contains(err.Error(), "image.NAME.id") {
-		t.Fatalf("an id no image dependency has: %v", err)
-	}
-	a.Deps["image.guest"] = map[string]any{"id": sum}
-	if err := host.OwnImage(a, sum); err != nil {
-		t.Fatalf("the id of an image dependency: %v", err)
-	}
-}

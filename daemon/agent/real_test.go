@@ -492,20 +492,6 @@ func TestRealOrphans(t *testing.T) {
 	assertNothingLeft(t, r, stack)
 }
 
-func TestPhysAddress(t *testing.T) {
-	if host.PhysAddress("server.web[0]", "") != "server.web[0]" {
-		t.Fatal("a first generation changed the address")
-	}
-	a, b := host.PhysAddress("server.web[0]", "op-1"), host.PhysAddress("server.web[0]", "op-2")
-	if a == b || !strings.HasPrefix(a, "server.web[0]~") || host.BaseAddress(a) != "server.web[0]" {
-		t.Fatalf("physAddress: %q %q", a, b)
-	}
-	n := host.PhysAddress("network.lan", "op-1")
-	if server.Name("s", a) == server.Name("s", "server.web[0]") || network.BridgeName("s", n) == network.BridgeName("s", "network.lan") {
-		t.Fatal("a new generation does not get a new physical name")
-	}
-}
-
 // TestUnknownAttributeNamed: an attribute still unknown when the action
 // runs fails the decode, naming the attribute (and the list element), and
 // is not taken as a value.
