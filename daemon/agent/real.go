@@ -328,6 +328,9 @@ func (r *Real) Drivers() Drivers {
 	}
 }
 
+// Hostname is the hostname of a server (kinds.Hostname).
+func Hostname(scope, phys string) string { return kinds.Hostname(scope, phys) }
+
 // server is the server kind's executor.
 func (r *Real) server() server.Executor {
 	return server.Executor{Host: &r.h, Driver: r.srv, Images: r.images, Vols: r.vols, Net: r.net, Signals: r.signals,
