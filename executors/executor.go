@@ -14,14 +14,16 @@
 // idempotent. The agent keeps the registry of kind -> Executor and turns
 // each of its actions into the typed request (daemon/agent/decode.go).
 //
-// The host-level drivers under it live in one sub-package per kind
-// (network, portforward, ...), each with Read, Create, Delete and (but for
-// the image cache) Update of its own shape (network.Read takes a Spec,
-// volume.Read a scope and an address, the image cache a sha256), and what
-// is the kind's own knowledge (a network's guest addressing, a server's
-// ready checks). The Executor of each kind, with the agent's bookkeeping
-// it needs (records of the instances made, the networks' DHCP hosts, the
-// host policy), is still in daemon/agent's real_*.go.
+// Each kind's sub-package (image, network, volume, server, portforward)
+// holds its Executor beside the host-level driver it runs (each driver
+// with Read, Create, Delete and, but for the image cache, Update of its
+// own shape: network.Read takes a Spec, volume.Read a scope and an
+// address, the image cache a sha256) and the kind's own knowledge (a
+// network's guest addressing, a server's ready checks and its DHCP hosts
+// on its networks). What the Executors of one host share is in host: the
+// records of the instances they made (the records sub-package), the
+// operator's policy, per-object locks, and Target, which finds the
+// instance an action is about.
 package executors
 
 import (

@@ -6,12 +6,15 @@ import (
 
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/kinds"
+	"github.com/kiln-dev/kiln/executors/portforward"
+	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/spec"
 )
 
 // The real drivers are one registry (Real.Drivers): each kind's executor
-// (realImage, ...) implements executors.Executor over its kind's typed
-// attributes, and typed turns every Action into that typed request,
+// (image.Executor, ..., each in its kind's package under executors/)
+// implements executors.Executor over its kind's typed attributes, and
+// typed turns every Action into that typed request,
 // decoding the attributes once (kinds.Decoder, handed spec's "known after
 // apply" test, which executors/kinds may not import). Errors name the
 // resource and the attribute; a read that needs only some attributes takes
@@ -24,11 +27,18 @@ type typed[A any] struct {
 }
 
 // resolver is implemented by an executor whose attributes still unknown
-// when the action runs may be settled by a dependency: resolve returns
+// when the action runs may be settled by a dependency: Resolve returns
 // their values.
 type resolver interface {
-	resolve(a executors.Instance) map[string]any
+	Resolve(a executors.Instance) map[string]any
 }
+
+// The executors that resolve (a method set that does not match would
+// silently leave their unknown attributes unresolved).
+var (
+	_ resolver = server.Executor{}
+	_ resolver = portforward.Executor{}
+)
 
 func (t typed[A]) real() *Real { return t.r }
 
@@ -66,22 +76,11 @@ func request[A any](e any, a Action) executors.Request[A] {
 	req := executors.Request[A]{Instance: instance(a)}
 	attrs := a.Attrs
 	if rs, ok := e.(resolver); ok {
-		if resolve := rs.resolve(req.Instance); len(resolve) > 0 {
+		if resolve := rs.Resolve(req.Instance); len(resolve) > 0 {
 			attrs = maps.Clone(a.Attrs)
 			maps.Copy(attrs, resolve)
 		}
 	}
 	req.SpecErr = kinds.Decoder{Address: a.Address, Unknown: spec.IsUnknown}.Decode(attrs, &req.Spec)
 	return req
-}
-
-// depID is the id the only dependency of kind reported, "" when there is
-// not exactly one or it has no id.
-func depID(a executors.Instance, kind string) string {
-	dep, ok := depOfKind(a, kind)
-	if !ok {
-		return ""
-	}
-	id, _ := dep["id"].(string)
-	return id
 }

@@ -68,10 +68,8 @@ func consoleReq(project, stack, name string, offset int64) api.HostRequest {
 // them; console returns the guest's boot log with its ready line.
 func TestRealHostOps(t *testing.T) {
 	ctx := context.Background()
-	r := openRealForTest(t)
-	d := r.Drivers()
+	r, d, path, sum := openRealWithGuest(t)
 	a := &Agent{id: "host-test", cfg: Config{Drivers: d}, log: slog.New(slog.DiscardHandler)}
-	path, sum := testGuest(t)
 	const stack = "hostops"
 
 	// A second image, raw, made here: the one prune will remove. Its fetch

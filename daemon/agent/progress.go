@@ -7,6 +7,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/image"
+	"github.com/kiln-dev/kiln/executors/server"
 )
 
 // Progress of long actions (an image download), reported as events of the
@@ -96,3 +97,13 @@ func fetchProgress(ctx context.Context, address string) image.Progress {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// serverProgress sends the driver's "booting" and "ready after" lines as
+// events of the action's stack.
+func serverProgress(ctx context.Context, address string) server.Progress {
+	emit, _ := ctx.Value(progressKey{}).(func(string))
+	if emit == nil {
+		return nil
+	}
+	return func(msg string) { emit(address + ": " + msg) }
+}

@@ -128,7 +128,7 @@ func (p *projectStack) assertGone(t *testing.T, r *Real) {
 		t.Errorf("%s: iptables rules left: %q", p.scope, rules)
 	}
 	for _, kind := range []string{"network", "volume", "server", "port_forward"} {
-		recs, err := r.reg.list(kind)
+		recs, err := r.h.Records.List(kind)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,10 +170,8 @@ func gcAsk(t *testing.T, a *Agent, force bool, owners ...*projectStack) []api.Or
 // p2/web running and whole; gc -force of p1's leftovers does not touch p2.
 func TestRealTwoProjectsOneStackName(t *testing.T) {
 	ctx := context.Background()
-	r := openRealForTest(t)
-	d := r.Drivers()
+	r, d, path, sum := openRealWithGuest(t)
 	a := &Agent{id: "projects-test", cfg: Config{Drivers: d}, log: slog.New(slog.DiscardHandler)}
-	path, sum := testGuest(t)
 	img := create(Action{Stack: "web", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
 	imgAttrs := run(t, d["image"], &img, map[string]map[string]any{}).Attrs
 

@@ -2,13 +2,10 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,12 +16,13 @@ import (
 
 	"libvirt.org/go/libvirt"
 
-	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/accel"
+	"github.com/kiln-dev/kiln/executors/host"
 	"github.com/kiln-dev/kiln/executors/image"
 	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/executors/portforward"
+	"github.com/kiln-dev/kiln/executors/records"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/executors/volume"
 	"github.com/kiln-dev/kiln/spec"
@@ -41,7 +39,7 @@ const DefaultLibvirtURI = "qemu:///system"
 // with dnsmasq and iptables, volumes, libvirt domains and port forwards, all
 // on one libvirt connection, with the agent's own bookkeeping (which
 // instance a physical name belongs to, each network's DHCP hosts) in files
-// under DataDir (see real_registry.go).
+// under DataDir (see executors/records).
 type Real struct {
 	DataDir string
 	conn    *libvirt.Connect
@@ -50,7 +48,6 @@ type Real struct {
 	srv     *server.Driver
 	net     *network.Driver
 	pf      *portforward.Driver
-	reg     *registry
 	signals *server.Signals
 	log     *slog.Logger
 
@@ -58,14 +55,11 @@ type Real struct {
 	// accelerator in use and why are the server driver's (srv.Accel).
 	accelWant string
 
-	// locks serializes the changes of one network's host list (by network
-	// id), so parallel server creates on one network do not lose entries.
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-
-	// policy is what templates may make this host do (real_policy.go).
-	pmu    sync.Mutex
-	policy HostPolicy
+	// h is what the executors share (executors/host): the records, the
+	// host policy (real_policy.go), the locks of objects.
+	h host.Host
+	// pmu serializes SetPolicy, which sets the policy of h and the cache.
+	pmu sync.Mutex
 }
 
 // RealDrivers returns the drivers of the real executors (libvirt, bridges,
@@ -175,7 +169,7 @@ func OpenReal(dataDir, storageDir string, o RealOptions) (*Real, error) {
 		conn.Close()
 		return nil, fmt.Errorf("real drivers: data directory: %w", err)
 	}
-	r := &Real{DataDir: dataDir, conn: conn, locks: map[string]*sync.Mutex{}, log: o.Logger, accelWant: o.Accel}
+	r := &Real{DataDir: dataDir, conn: conn, h: host.Host{Unknown: spec.IsUnknown}, log: o.Logger, accelWant: o.Accel}
 	if r.accelWant == "" {
 		r.accelWant = "auto"
 	}
@@ -225,7 +219,7 @@ func OpenReal(dataDir, storageDir string, o RealOptions) (*Real, error) {
 	}
 	r.net = &network.Driver{DataDir: dataDir, IPTables: ipt, GuestPorts: []int{signalPort}}
 	r.pf = &portforward.Driver{IPTables: ipt}
-	if r.reg, err = openRegistry(dataDir); err != nil {
+	if r.h.Records, err = records.Open(dataDir); err != nil {
 		return fail(err)
 	}
 	return r, nil
@@ -321,16 +315,26 @@ func (r *Real) Close() error {
 }
 
 // Drivers returns one driver per kind (kinds.All): the kind's executor
-// behind the one adapter that turns an Action into its typed request
-// (decode.go).
+// (executors/<kind>'s Executor, over the host state they share) behind
+// the one adapter that turns an Action into its typed request (decode.go).
 func (r *Real) Drivers() Drivers {
+	img := image.Executor{Host: &r.h, Cache: r.images, Progress: fetchProgress}
 	return Drivers{
-		spec.KindImage:       imageDriver{typed[kinds.ImageAttrs]{r, realImage{r}}, realImage{r}},
-		spec.KindNetwork:     typed[kinds.NetworkAttrs]{r, realNetwork{r}},
-		spec.KindVolume:      typed[kinds.VolumeAttrs]{r, realVolume{r}},
-		spec.KindServer:      typed[kinds.ServerAttrs]{r, realServer{r}},
-		spec.KindPortForward: typed[kinds.PortForwardAttrs]{r, realPortForward{r}},
+		spec.KindImage:       imageDriver{typed[kinds.ImageAttrs]{r, img}, img},
+		spec.KindNetwork:     typed[kinds.NetworkAttrs]{r, network.Executor{Host: &r.h, Driver: r.net}},
+		spec.KindVolume:      typed[kinds.VolumeAttrs]{r, volume.Executor{Host: &r.h, Vols: r.vols, Grow: r.srv.GrowDisk}},
+		spec.KindServer:      typed[kinds.ServerAttrs]{r, r.server()},
+		spec.KindPortForward: typed[kinds.PortForwardAttrs]{r, portforward.Executor{Host: &r.h, Driver: r.pf}},
 	}
+}
+
+// Hostname is the hostname of a server (kinds.Hostname).
+func Hostname(scope, phys string) string { return kinds.Hostname(scope, phys) }
+
+// server is the server kind's executor.
+func (r *Real) server() server.Executor {
+	return server.Executor{Host: &r.h, Driver: r.srv, Images: r.images, Vols: r.vols, Net: r.net, Signals: r.signals,
+		KVMFailed: r.kvmFailed, FetchProgress: fetchProgress, Progress: serverProgress}
 }
 
 // Accel returns the accelerator the guests of the drivers d run with and
@@ -351,105 +355,4 @@ func realOf(d Drivers) (*Real, error) {
 		}
 	}
 	return nil, errors.New("the agent does not run the real drivers")
-}
-
-func (r *Real) lock(id string) func() {
-	r.mu.Lock()
-	l := r.locks[id]
-	if l == nil {
-		l = &sync.Mutex{}
-		r.locks[id] = l
-	}
-	r.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
-
-// genSep separates a resource address from the short hash of its
-// generation in the address the executors are given.
-const genSep = "~"
-
-// physAddress is the address the executors key an instance by: the
-// resource address for a plain create, plus "~" and a short hash of the
-// generation for the create half of a replace, so that its domain, bridge,
-// volume and rules do not collide with the instance being replaced.
-func physAddress(address, generation string) string {
-	if generation == "" {
-		return address
-	}
-	sum := sha256.Sum256([]byte(generation))
-	return address + genSep + hex.EncodeToString(sum[:])[:8]
-}
-
-// baseAddress strips the generation suffix of a physical address.
-func baseAddress(phys string) string {
-	a, _, _ := strings.Cut(phys, genSep)
-	return a
-}
-
-// idOf is the id of an instance of kind named as a names it, by scope and
-// physical address (kinds.Kind.ID).
-func idOf(kind string, a executors.Instance) func(scope, phys string) string {
-	id := kinds.MustGet(kind).ID
-	return func(scope, phys string) string { return id(scope, phys, a.Attrs) }
-}
-
-// target says which instance an action is about: the stack and the
-// physical address of the instance with id a.ID when set (found by the
-// kind's name of the first generation, else the registry), else the
-// instance of a's generation.
-func (r *Real) target(kind string, a executors.Instance) (string, error) {
-	if a.ID == "" || (a.Op == executors.OpCreate && a.Generation != "") {
-		return physAddress(a.Address, a.Generation), nil
-	}
-	if idOf(kind, a)(a.Stack, a.Address) == a.ID {
-		return a.Address, nil
-	}
-	rec, ok, err := r.reg.get(kind, a.ID)
-	if err != nil {
-		return "", err
-	} else if ok && rec.Stack == a.Stack {
-		return rec.Phys, nil
-	}
-	if err := legacyInstance(kind, a, rec, ok); err != nil {
-		return "", err
-	}
-	return "", fmt.Errorf("%s %s: instance %q is not known on this host", kind, a.Address, a.ID)
-}
-
-// attrs is the configured attributes of an action with computed ones
-// added; unknown values are dropped (the computed ones replace them).
-func withComputed(a executors.Instance, computed map[string]any) map[string]any {
-	out := make(map[string]any, len(a.Attrs)+len(computed))
-	for k, v := range a.Attrs {
-		if !spec.IsUnknown(v) {
-			out[k] = v
-		}
-	}
-	maps.Copy(out, computed)
-	return out
-}
-
-// absent reads an executor's Read error for a driver's Read: gone is true,
-// and err nil, when the object is not there (executors.ErrNotFound).
-func absent(err error) (gone bool, _ error) {
-	if errors.Is(err, executors.ErrNotFound) {
-		return true, nil
-	}
-	return false, err
-}
-
-// depOfKind returns the attributes of the only dependency of a kind, for
-// filling an attribute that is still unknown; ok is false when there is
-// not exactly one.
-func depOfKind(a executors.Instance, kind string) (map[string]any, bool) {
-	var found map[string]any
-	n := 0
-	for addr, attrs := range a.Deps {
-		if strings.HasPrefix(addr, kind+".") {
-			found = attrs
-			n++
-		}
-	}
-	return found, n == 1
 }

@@ -14,8 +14,10 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/host"
 	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/executors/records"
 	"github.com/kiln-dev/kiln/executors/volume"
 )
 
@@ -35,7 +37,7 @@ const (
 // domains by their kiln metadata, volumes of kiln-volumes by name, bridges
 // by alias, iptables rules in kiln's chains by comment, dnsmasq directories
 // by the owner in their configuration, and the real drivers' own records
-// (RegistryDir). The address given to owned is the resource address (an
+// (executors/records). The address given to owned is the resource address (an
 // instance made by a replace is reported under its resource's address).
 //
 // A volume the real drivers have no record of is known only by its
@@ -77,7 +79,7 @@ type orphanList struct {
 // add lists the object unless its owner (stack, physical address) is
 // held.
 func (l *orphanList) add(kind, name, stack, phys string) {
-	if l.owned(stack, baseAddress(phys)) {
+	if l.owned(stack, host.BaseAddress(phys)) {
 		return
 	}
 	l.out = append(l.out, api.Orphan{Kind: kind, Name: name, Owner: executors.Owner(stack, phys)})
@@ -118,10 +120,10 @@ func (l *orphanList) addVolumes(ctx context.Context, r *Real) error {
 
 // volumeOwners maps each volume name the real drivers have a record of
 // (volumes, and the overlays and seeds of servers) to that record.
-func volumeOwners(r *Real) (map[string]record, error) {
-	owners := map[string]record{}
+func volumeOwners(r *Real) (map[string]records.Record, error) {
+	owners := map[string]records.Record{}
 	for _, kind := range []string{"volume", "server"} {
-		recs, err := r.reg.list(kind)
+		recs, err := r.h.Records.List(kind)
 		if err != nil {
 			return nil, err
 		}
@@ -191,12 +193,12 @@ func (l *orphanList) addDnsmasqDirs(r *Real) {
 // addRecords lists the real drivers' own records.
 func (l *orphanList) addRecords(r *Real) error {
 	for _, kind := range kinds.Names() {
-		recs, err := r.reg.list(kind)
+		recs, err := r.h.Records.List(kind)
 		if err != nil {
 			return err
 		}
 		for _, rec := range recs {
-			p, _ := r.reg.path(kind, rec.ID)
+			p, _ := r.h.Records.Path(kind, rec.ID)
 			l.add(OrphanFile, p, rec.Stack, rec.Phys)
 		}
 	}
@@ -262,7 +264,7 @@ func RemoveOrphans(ctx context.Context, drivers Drivers, orphans []api.Orphan) e
 		switch o.Kind {
 		case OrphanDomain:
 			if err = r.srv.Delete(ctx, stack, phys); err == nil {
-				err = r.detach(ctx, o.Name)
+				err = r.server().Detach(ctx, o.Name)
 			}
 		case OrphanVolume:
 			if !strings.HasPrefix(o.Name, volume.NamePrefix) {
@@ -279,7 +281,7 @@ func RemoveOrphans(ctx context.Context, drivers Drivers, orphans []api.Orphan) e
 			// port forward too) and bridge, checking the bridge's alias.
 			err = r.net.Delete(ctx, network.Spec{Stack: stack, Address: phys})
 		case OrphanFile:
-			if filepath.Dir(filepath.Dir(o.Name)) != r.reg.dir {
+			if filepath.Dir(filepath.Dir(o.Name)) != r.h.Records.Dir() {
 				err = fmt.Errorf("%s is not a record of the real drivers", o.Name)
 				break
 			}

@@ -10,23 +10,24 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors"
+	"github.com/kiln-dev/kiln/executors/host"
+	"github.com/kiln-dev/kiln/executors/records"
 )
 
 // registerHost records ip as a server NIC on the stack's network netAddr,
 // as a server create does, without booting a guest.
 func registerHost(t *testing.T, r *Real, stack, netAddr, ip string) {
 	t.Helper()
-	nets, err := r.reg.list("network")
+	nets, err := r.h.Records.List("network")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, rec := range nets {
-		if rec.Stack == stack && baseAddress(rec.Phys) == netAddr {
+		if rec.Stack == stack && host.BaseAddress(rec.Phys) == netAddr {
 			a := netip.MustParseAddr(ip).As4()
-			rec.Hosts = append(rec.Hosts, hostEntry{Server: "test-" + ip, MAC: "52:54:00:ee:" + hex2(a[2]) + ":" + hex2(a[3]), IP: ip})
-			if err := r.reg.put(rec); err != nil {
+			rec.Hosts = append(rec.Hosts, records.Host{Server: "test-" + ip, MAC: "52:54:00:ee:" + hex2(a[2]) + ":" + hex2(a[3]), IP: ip})
+			if err := r.h.Records.Put(rec); err != nil {
 				t.Fatal(err)
 			}
 			return
@@ -52,9 +53,7 @@ func wantErr(t *testing.T, what string, err error, parts ...string) {
 
 func TestRealPolicyLocalPaths(t *testing.T) {
 	ctx := context.Background()
-	r := openRealForTest(t)
-	d := r.Drivers()
-	path, sum := testGuest(t)
+	r, d, path, sum := openRealWithGuest(t)
 	allowed := t.TempDir()
 	if err := os.Symlink(path, filepath.Join(allowed, "guest.qcow2")); err != nil {
 		t.Fatal(err)
@@ -108,13 +107,9 @@ func TestRealPolicyLocalPaths(t *testing.T) {
 		s.Attrs[attr] = filepath.Join(allowed, "passwd")
 		_, err = d["server"].Create(ctx, s)
 		wantErr(t, attr+" through a link", err, "server.k", `attribute "`+attr+`"`, "resolves to /etc/passwd")
-		del := s
-		del.Op = api.OpDelete
-		if err := d["server"].Delete(ctx, del); err != nil {
-			t.Fatal(err)
-		}
+		deleteAll(t, d, s)
 	}
-	real, err := r.checkLocal(executors.Instance{Address: "server.k"}, "kernel", filepath.Join(allowed, "vmlinuz"))
+	real, err := r.server().CheckLocal(executors.Instance{Address: "server.k"}, "kernel", filepath.Join(allowed, "vmlinuz"))
 	if err != nil || real != filepath.Join(allowed, "vmlinuz") {
 		t.Fatalf("an allowed kernel: %q, %v", real, err)
 	}
@@ -182,12 +177,7 @@ func TestRealPolicyPortForward(t *testing.T) {
 		t.Fatalf("udp/12000 beside tcp/12000: %v", err)
 	}
 
-	for _, x := range []Action{a, b, nets["pfa"], nets["pfb"]} {
-		x.Op = api.OpDelete
-		if err := d[x.Kind].Delete(ctx, x); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteAll(t, d, a, b, nets["pfa"], nets["pfb"])
 	assertNothingLeft(t, r, "pfa")
 	assertNothingLeft(t, r, "pfb")
 }
@@ -196,9 +186,7 @@ func TestRealPolicyPortForward(t *testing.T) {
 // stack, not another stack's volume nor any server's overlay or seed.
 func TestRealPolicyForeignVolume(t *testing.T) {
 	ctx := context.Background()
-	r := openRealForTest(t)
-	d := r.Drivers()
-	path, sum := testGuest(t)
+	r, d, path, sum := openRealWithGuest(t)
 	results := map[string]map[string]any{}
 	img := create(Action{Stack: "volb", Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
 	run(t, d["image"], &img, results)
@@ -210,15 +198,9 @@ func TestRealPolicyForeignVolume(t *testing.T) {
 			Deps: map[string]map[string]any{"image.guest": {"id": sum}}})
 		_, err := d["server"].Create(ctx, s)
 		wantErr(t, id, err, "server.thief", `attribute "volumes"`, "is not a volume of stack volb")
-		s.Op = api.OpDelete
-		if err := d["server"].Delete(ctx, s); err != nil {
-			t.Fatal(err)
-		}
+		deleteAll(t, d, s)
 	}
-	vol.Op = api.OpDelete
-	if err := d["volume"].Delete(ctx, vol); err != nil {
-		t.Fatal(err)
-	}
+	deleteAll(t, d, vol)
 	assertNothingLeft(t, r, "vola")
 	assertNothingLeft(t, r, "volb")
 }
@@ -227,9 +209,7 @@ func TestRealPolicyForeignVolume(t *testing.T) {
 // resource, the attribute and the flag that allows them.
 func TestRealPolicySources(t *testing.T) {
 	ctx := context.Background()
-	r := openRealForTest(t)
-	d := r.Drivers()
-	path, sum := testGuest(t)
+	r, d, path, sum := openRealWithGuest(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { http.ServeFile(w, req, path) }))
 	t.Cleanup(srv.Close)
 	img := func(s string) Action {
@@ -249,21 +229,5 @@ func TestRealPolicySources(t *testing.T) {
 	wantErr(t, "http without sha256", err, "image.web", `attribute "source"`, "needs a sha256", "-allow-insecure-http")
 	if o, err := d["image"].Create(ctx, img(sum)); err != nil || o.Attrs["id"] != sum {
 		t.Fatalf("allowed loopback source: %v, %v", o.Attrs, err)
-	}
-}
-
-// A server boots only an image of its own stack: the id must be that of one
-// of its image dependencies, whatever the shared cache holds.
-func TestOwnImage(t *testing.T) {
-	const sum = "4f1c0a3b6d2e8f7a9c0b1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a"
-	a := executors.Instance{Address: "server.web", Deps: map[string]map[string]any{
-		"network.lan": {"id": sum}, "image.base": {"id": "other"}}}
-	err := ownImage(a, sum)
-	if err == nil || !strings.Contains(err.Error(), `server.web: attribute "image"`) || !strings.Contains(err.Error(), "image.NAME.id") {
-		t.Fatalf("an id no image dependency has: %v", err)
-	}
-	a.Deps["image.guest"] = map[string]any{"id": sum}
-	if err := ownImage(a, sum); err != nil {
-		t.Fatalf("the id of an image dependency: %v", err)
 	}
 }

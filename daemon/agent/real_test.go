@@ -18,8 +18,10 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/accel"
+	"github.com/kiln-dev/kiln/executors/host"
 	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/network"
+	"github.com/kiln-dev/kiln/executors/portforward"
 	"github.com/kiln-dev/kiln/executors/server"
 	"github.com/kiln-dev/kiln/internal/libvirttest"
 	"github.com/kiln-dev/kiln/internal/netnstest"
@@ -51,6 +53,15 @@ func openRealForTest(t *testing.T) *Real {
 	// The test guest ignores ACPI shutdown: do not wait long for it.
 	r.srv.ShutdownTimeout = 3 * time.Second
 	return r
+}
+
+// openRealWithGuest is openRealForTest with its drivers and the test
+// guest image (its path and sha256).
+func openRealWithGuest(t *testing.T) (r *Real, d Drivers, path, sum string) {
+	t.Helper()
+	r = openRealForTest(t)
+	path, sum = testGuest(t)
+	return r, r.Drivers(), path, sum
 }
 
 // testGuest is the test guest image built by `make test-image`.
@@ -85,11 +96,20 @@ func create(a Action) Action {
 	return a
 }
 
+// deleteAll deletes the instances of acts, in order, failing t on an error.
+func deleteAll(t *testing.T, d Drivers, acts ...Action) {
+	t.Helper()
+	for _, a := range acts {
+		a.Op = api.OpDelete
+		if err := d[a.Kind].Delete(context.Background(), a); err != nil {
+			t.Fatalf("delete %s: %v", a.Address, err)
+		}
+	}
+}
+
 func TestRealStackEndToEnd(t *testing.T) {
 	ctx := context.Background()
-	r := openRealForTest(t)
-	d := r.Drivers()
-	path, sum := testGuest(t)
+	r, d, path, sum := openRealWithGuest(t)
 	const stack = "rtstack"
 
 	img := create(Action{Stack: stack, Address: "image.guest", Kind: "image",
@@ -141,11 +161,11 @@ func TestRealStackEndToEnd(t *testing.T) {
 	createAll()
 
 	// dnsmasq has the server's fixed address.
-	rec, ok, err := r.reg.get("network", network.BridgeName(stack, "network.lan"))
+	rec, ok, err := r.h.Records.Get("network", network.BridgeName(stack, "network.lan"))
 	if err != nil || !ok {
 		t.Fatalf("network record: %v %v", ok, err)
 	}
-	st, err := r.net.Read(ctx, rec.netSpec())
+	st, err := r.net.Read(ctx, network.SpecOf(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +192,7 @@ func TestRealStackEndToEnd(t *testing.T) {
 	if before.domains != 1 || before.volumes != 3 || before.rules == 0 || before.bridges != 1 {
 		t.Fatalf("objects after create: %+v, want 1 domain, 3 volumes (data, overlay, seed), 1 bridge, some rules", before)
 	}
-	if st, _ := r.net.Read(ctx, rec.netSpec()); !reflect.DeepEqual(st.Hosts, wantHost) {
+	if st, _ := r.net.Read(ctx, network.SpecOf(rec)); !reflect.DeepEqual(st.Hosts, wantHost) {
 		t.Fatalf("hosts after a repeated create: %+v", st.Hosts)
 	}
 
@@ -381,7 +401,7 @@ func assertNothingLeft(t *testing.T, r *Real, stack string) {
 		t.Errorf("iptables rules left: %q", rules)
 	}
 	for _, kind := range kinds.Names() {
-		recs, err := r.reg.list(kind)
+		recs, err := r.h.Records.List(kind)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -401,9 +421,7 @@ func assertNothingLeft(t *testing.T, r *Real, stack string) {
 
 func TestRealOrphans(t *testing.T) {
 	ctx := context.Background()
-	r := openRealForTest(t)
-	d := r.Drivers()
-	path, sum := testGuest(t)
+	r, d, path, sum := openRealWithGuest(t)
 	const stack = "gcstack"
 	results := map[string]map[string]any{}
 	img := create(Action{Stack: stack, Address: "image.guest", Kind: "image", Attrs: map[string]any{"source": path, "sha256": sum}})
@@ -474,31 +492,17 @@ func TestRealOrphans(t *testing.T) {
 	assertNothingLeft(t, r, stack)
 }
 
-func TestPhysAddress(t *testing.T) {
-	if physAddress("server.web[0]", "") != "server.web[0]" {
-		t.Fatal("a first generation changed the address")
-	}
-	a, b := physAddress("server.web[0]", "op-1"), physAddress("server.web[0]", "op-2")
-	if a == b || !strings.HasPrefix(a, "server.web[0]~") || baseAddress(a) != "server.web[0]" {
-		t.Fatalf("physAddress: %q %q", a, b)
-	}
-	n := physAddress("network.lan", "op-1")
-	if server.Name("s", a) == server.Name("s", "server.web[0]") || network.BridgeName("s", n) == network.BridgeName("s", "network.lan") {
-		t.Fatal("a new generation does not get a new physical name")
-	}
-}
-
 // TestUnknownAttributeNamed: an attribute still unknown when the action
 // runs fails the decode, naming the attribute (and the list element), and
 // is not taken as a value.
 func TestUnknownAttributeNamed(t *testing.T) {
 	a := Action{Address: "server.web", Kind: "server", Attrs: map[string]any{"image": "abc", "volumes": []any{"v1", spec.Unknown{}}}}
-	err := request[kinds.ServerAttrs](realServer{}, a).SpecErr
+	err := request[kinds.ServerAttrs](server.Executor{Host: &host.Host{Unknown: spec.IsUnknown}}, a).SpecErr
 	if err == nil || !strings.Contains(err.Error(), `"volumes[1]"`) || !strings.Contains(err.Error(), "unknown") {
 		t.Fatalf("err = %v", err)
 	}
 	pf := Action{Address: "x", Kind: "port_forward", Attrs: map[string]any{"host_port": int64(80), "target_port": int64(80), "target": spec.Unknown{}}}
-	if _, err := (realPortForward{}).spec(request[kinds.PortForwardAttrs](realPortForward{}, pf), "x", true); err == nil || !strings.Contains(err.Error(), `"target" is still unknown`) {
+	if err := request[kinds.PortForwardAttrs](portforward.Executor{}, pf).SpecErr; err == nil || !strings.Contains(err.Error(), `"target" is still unknown`) {
 		t.Fatalf("an unknown target was taken: err = %v", err)
 	}
 }
@@ -564,10 +568,7 @@ func TestRealReplaceGenerations(t *testing.T) {
 			t.Fatalf("delete new %s: %v", a.Address, err)
 		}
 	}
-	route.Op = api.OpDelete
-	if err := d["network"].Delete(ctx, route); err != nil {
-		t.Fatal(err)
-	}
+	deleteAll(t, d, route)
 	assertNothingLeft(t, r, stack)
 }
 

@@ -245,3 +245,28 @@ func (c *Cache) openHTTP(ctx context.Context, p Policy, source, sum, scheme stri
 	}
 	return resp, nil
 }
+
+// FlagOf is the agent flag that allows what a rule of the policy refused.
+func FlagOf(rule string) string {
+	switch rule {
+	case RuleLocalPath:
+		return "the agent's -allow-local-images DIR allows local paths under DIR"
+	case RuleInsecureHTTP:
+		return "set sha256, use https://, or start the agent with -allow-insecure-http"
+	case RuleLocalSource:
+		return "the agent's -allow-local-sources allows sources on this host and its link"
+	}
+	return "no flag allows it"
+}
+
+// AttrError turns a policy refusal of the attribute attr of the resource
+// at address into an error naming the resource, the attribute and the
+// agent flag that would allow it; other errors are wrapped with the
+// address.
+func AttrError(address, attr string, err error) error {
+	var pe *PolicyError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: attribute %q: %w (%s)", address, attr, err, FlagOf(pe.Rule))
+	}
+	return fmt.Errorf("%s: %w", address, err)
+}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/kiln-dev/kiln/executors"
 	"github.com/kiln-dev/kiln/executors/kinds"
+	"github.com/kiln-dev/kiln/executors/records"
 	"github.com/vishvananda/netlink"
 )
 
@@ -488,4 +489,14 @@ func disableIPv6(bridge string) error {
 		return fmt.Errorf("turn off ipv6 on %s: %w", bridge, err)
 	}
 	return nil
+}
+
+// SpecOf is the spec of the network whose record is rec: its configuration
+// and the fixed DHCP hosts the servers on it registered.
+func SpecOf(rec records.Record) Spec {
+	s := Spec{Stack: rec.Stack, Address: rec.Phys, CIDR: rec.CIDR, NAT: rec.NAT, DHCP: rec.DHCP, DNS: rec.DNS}
+	for _, h := range rec.Hosts {
+		s.Hosts = append(s.Hosts, Host{MAC: h.MAC, IP: h.IP, Hostname: h.Hostname})
+	}
+	return s
 }
