@@ -54,7 +54,6 @@
 package api
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -544,44 +543,4 @@ type Peer struct {
 	HTTPAddr string `json:"http_addr,omitempty"`
 	Leader   bool   `json:"leader"`
 	Voter    bool   `json:"voter"`
-}
-
-// EncodeValues turns attribute values (int64, float64, spec.Unknown, nested
-// lists and maps) into the planner's tagged JSON form ({"s": ...}, {"i": ...},
-// {"u": true}, ...) as plain JSON values.
-//
-// Deprecated: the wire types hold planner.Values, which encode themselves
-// when the type is marshalled. Only the in-memory driver's state file
-// (daemon/agent/memory.go) still calls this.
-func EncodeValues(m map[string]any) (map[string]any, error) {
-	if m == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(planner.Values(m))
-	if err != nil {
-		return nil, fmt.Errorf("encode values: %w", err)
-	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("encode values: %w", err)
-	}
-	return out, nil
-}
-
-// DecodeValues is the inverse of EncodeValues.
-//
-// Deprecated: see EncodeValues.
-func DecodeValues(m map[string]any) (map[string]any, error) {
-	if m == nil {
-		return nil, nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("decode values: %w", err)
-	}
-	var v planner.Values
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, fmt.Errorf("decode values: %w", err)
-	}
-	return v, nil
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // The wire form of a work item and of a report, as kiln wrote them before
-// the values were typed (api.EncodeValues, then json.Marshal of the item):
+// the values were typed (EncodeValues, since removed, then json.Marshal of the item):
 // a server and an agent of different versions must read each other.
 const (
 	pinnedWorkItem = `{"operation_id":"op-1","stack":"web","project":"p","address":"server.web","kind":"server","op":"create",` +
@@ -71,23 +71,29 @@ func TestWorkItemWireForm(t *testing.T) {
 	}
 }
 
-// TestWorkItemOldEncoding: values turned into generic JSON the old way
-// (EncodeValues) marshal to the very bytes of the typed values, so the rest
-// of the item's wire form (its fields, in order) is all the pin above adds.
+// TestWorkItemOldEncoding: an agent or server of the version before typed
+// values held the tagged values as generic JSON (map[string]any) and sent
+// them on as such: that round trip keeps the very bytes of the typed
+// values and decodes back to them, so the two versions understand each
+// other.
 func TestWorkItemOldEncoding(t *testing.T) {
 	it := pinnedItem()
 	for name, v := range map[string]planner.Values{"attrs": it.Attrs, "network.lan": it.Deps["network.lan"], "image.x": it.Deps["image.x"]} {
-		old, err := EncodeValues(v)
+		typed, err := json.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		oldJSON, err1 := json.Marshal(old)
-		typed, err2 := json.Marshal(v)
-		if err1 != nil || err2 != nil || string(oldJSON) != string(typed) {
-			t.Errorf("%s: old %s (%v), typed %s (%v)", name, oldJSON, err1, typed, err2)
+		var generic map[string]any
+		if err := json.Unmarshal(typed, &generic); err != nil {
+			t.Fatal(err)
 		}
-		if back, err := DecodeValues(old); err != nil || !reflect.DeepEqual(planner.Values(back), v) {
-			t.Errorf("%s: DecodeValues = %#v, %v", name, back, err)
+		oldJSON, err := json.Marshal(generic)
+		if err != nil || string(oldJSON) != string(typed) {
+			t.Errorf("%s: generic %s (%v), typed %s", name, oldJSON, err, typed)
+		}
+		var back planner.Values
+		if err := json.Unmarshal(oldJSON, &back); err != nil || !reflect.DeepEqual(back, v) {
+			t.Errorf("%s: decoded back = %#v, %v", name, back, err)
 		}
 	}
 }

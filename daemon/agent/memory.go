@@ -13,6 +13,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/kinds"
 	"github.com/kiln-dev/kiln/executors/memdriver"
+	"github.com/kiln-dev/kiln/planner"
 )
 
 // MemoryCallsFile is where a memory-driver agent writes its call counts
@@ -131,8 +132,8 @@ func writeFileAtomic(path string, data []byte) {
 // encoding so that numbers keep their types.
 type savedObject struct {
 	memdriver.Object
-	Attrs    map[string]any `json:"Attrs"`
-	Computed map[string]any `json:"Computed"`
+	Attrs    planner.Values `json:"Attrs"`
+	Computed planner.Values `json:"Computed"`
 	Stack    string         `json:"Stack,omitempty"`
 }
 
@@ -146,15 +147,7 @@ func (m *Memory) saveObjects() ([]byte, error) {
 	s := m.D.Save()
 	out := savedObjects{Current: s.Current}
 	for _, o := range s.Objects {
-		attrs, err := api.EncodeValues(o.Attrs)
-		if err != nil {
-			return nil, err
-		}
-		comp, err := api.EncodeValues(o.Computed)
-		if err != nil {
-			return nil, err
-		}
-		out.Objects = append(out.Objects, savedObject{Object: o, Attrs: attrs, Computed: comp, Stack: m.stacks[o.ID]})
+		out.Objects = append(out.Objects, savedObject{Object: o, Attrs: o.Attrs, Computed: o.Computed, Stack: m.stacks[o.ID]})
 	}
 	return json.MarshalIndent(out, "", "  ")
 }
@@ -175,13 +168,7 @@ func (m *Memory) load() {
 	defer m.mu.Unlock()
 	for _, so := range in.Objects {
 		o := so.Object
-		var err error
-		if o.Attrs, err = api.DecodeValues(so.Attrs); err != nil {
-			return
-		}
-		if o.Computed, err = api.DecodeValues(so.Computed); err != nil {
-			return
-		}
+		o.Attrs, o.Computed = so.Attrs, so.Computed
 		s.Objects = append(s.Objects, o)
 		if so.Stack != "" {
 			if m.stacks == nil {
