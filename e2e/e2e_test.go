@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"path/filepath"
@@ -311,25 +310,9 @@ func maxMemoryKiB(t *testing.T, domain string) uint64 {
 func httpOnce(t *testing.T, ns *netnstest.NS, url string) string {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	var body string
-	get := func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		body = string(b)
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %s", resp.Status)
-		}
-		return err
-	}
-	var err error
-	if ns != nil {
-		err = ns.Do(get)
-	} else {
-		err = get()
+	status, body, err := netnstest.Get(ns, client, url)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("status %d", status)
 	}
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -299,17 +298,7 @@ func waitThrough(t *testing.T, r *Real, ns *netnstest.NS, url string, limit time
 	client := &http.Client{Timeout: 3 * time.Second}
 	var last string
 	answered := testwait.Until(limit, time.Second, func() bool {
-		var body string
-		err := ns.Do(func() error {
-			resp, err := client.Get(url)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			body = string(b)
-			return err
-		})
+		_, body, err := netnstest.Get(ns, client, url)
 		client.CloseIdleConnections()
 		if err != nil {
 			last = err.Error()

@@ -129,21 +129,7 @@ func plugGuest(t *testing.T, bridge, mac, ipCIDR, gw string) *guest {
 // "host") and answers every connection with body.
 func serve(t *testing.T, ns *netnstest.NS, addr, body string) net.Listener {
 	t.Helper()
-	var ln net.Listener
-	listen := func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}
-	var err error
-	if ns == nil {
-		err = listen()
-	} else {
-		err = ns.Do(listen)
-	}
-	if err != nil {
-		t.Fatalf("listen on %s in %s: %v", addr, ns.Name, err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := netnstest.Listen(t, ns, addr)
 	go func() {
 		for {
 			c, err := ln.Accept()

@@ -3,7 +3,6 @@ package portforward
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,17 +16,7 @@ import (
 // namespace).
 func serveIn(t *testing.T, ns *netnstest.NS, addr, name string) {
 	t.Helper()
-	var ln net.Listener
-	listen := func() (err error) { ln, err = net.Listen("tcp", addr); return err }
-	var err error
-	if ns == nil {
-		err = listen()
-	} else {
-		err = ns.Do(listen)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := netnstest.Listen(t, ns, addr)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s saw %s", name, r.RemoteAddr)
 	})}
