@@ -7,7 +7,7 @@ BIN     := bin/kiln
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/kiln-dev/kiln/cli.Version=$(VERSION)
 
-.PHONY: all help build test e2e lint bench bench-real fuzz demo test-image deps clean
+.PHONY: all help build test e2e lint bench bench-writes bench-real fuzz demo test-image deps clean
 
 all: build
 
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e         run only the end-to-end test through the CLI"
 	@echo "make lint        gofmt, go vet and the layering check"
 	@echo "make bench       run the benchmarks and print a short report (BENCH=pattern to choose)"
+	@echo "make bench-writes the write-path figures: the three-process trio over HTTP and the store alone, fixed counts"
 	@echo "make fuzz        run every fuzz target for FUZZTIME each (default 15s)"
 	@echo "make bench-real  apply/destroy of 1, 5, 10, 50 real guests until ready vs the by-hand floor (slow)"
 	@echo "make demo        install what is missing, build, then apply examples/quickstart on a real guest in a private namespace and destroy it"
@@ -57,6 +58,17 @@ bench:
 	@awk '/^pkg:/ {pkg=$$2; sub(".*/kiln/?", "", pkg); if (pkg == "") pkg = "."} \
 		/^Benchmark/ {line = sprintf("%-12s %-44s", pkg, $$1); \
 		for (i = 3; i < NF; i += 2) line = line sprintf(" %12s %s", $$i, $$(i+1)); print line}' build/bench.txt
+
+# The write path at fixed counts, so that runs before and after a change do
+# the same work: HTTP writes to a trio of server processes (serial, 64
+# clients, 64 clients through the followers) and the raft store alone. The
+# trio's servers get GOMAXPROCS of their share of the cores
+# (KILN_BENCH_SERVER_PROCS=0 keeps Go's default). Under a shared machine,
+# compare server-cpu-us/write as well as writes/s.
+WRITES ?= 3000x
+bench-writes:
+	$(GO) test -run '^$$' -bench 'Writes' -benchtime $(WRITES) ./daemon/realprocess
+	$(GO) test -run '^$$' -bench 'ApplySerial$$|ApplyConcurrent' -benchtime 3s ./raftstore
 
 bench-real: build
 	@mkdir -p build

@@ -105,6 +105,7 @@ func benchConcurrent(b *testing.B, clients int) {
 	// RunParallel starts parallelism*GOMAXPROCS goroutines.
 	procs := runtime.GOMAXPROCS(0)
 	b.SetParallelism(max(1, (clients+procs-1)/procs))
+	first := stores[0].raft.LastIndex()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -115,6 +116,10 @@ func benchConcurrent(b *testing.B, clients int) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "cmds/s")
+	// How well group commit grouped: commands per log entry.
+	if entries := stores[0].raft.LastIndex() - first; entries > 0 {
+		b.ReportMetric(float64(b.N)/float64(entries), "cmds/entry")
+	}
 }
 
 // BenchmarkFailover measures, per iteration, the time from the leader's

@@ -12,11 +12,14 @@ import (
 )
 
 // Forwarded requests keep their connections to the leader: rounds of
-// concurrent requests open no more connections than the first round did
-// (http.DefaultTransport would keep two and dial the rest again each
-// round), and each carries the forwarded header.
+// concurrent requests close none of them and open far fewer than a new set
+// per round (http.DefaultTransport would keep two, close the rest and dial
+// them again each round: 58 connections here), and each carries the
+// forwarded header. A connection goes back to the pool a moment after its
+// answer was read, so a request of the next round may dial one more: the
+// bound on dials allows that; the kept connections are the real measure.
 func TestForwardKeepsConnections(t *testing.T) {
-	var conns atomic.Int64
+	var conns, closed atomic.Int64
 	var unmarked atomic.Int64
 	leader := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(forwardedHeader) != "node-f" {
@@ -26,8 +29,11 @@ func TestForwardKeepsConnections(t *testing.T) {
 		w.Write([]byte(`{"ok":true}`))
 	}))
 	leader.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
+		switch st {
+		case http.StateNew:
 			conns.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
 		}
 	}
 	leader.Start()
@@ -53,13 +59,11 @@ func TestForwardKeepsConnections(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	// Without keep-alive every request dials (64 connections). With it,
-	// most requests reuse one: a connection goes back to the idle pool
-	// just after its answer is read, so on a loaded machine the next round
-	// may dial a few more than clients before it is back; half the requests
-	// is the bound that still tells the two apart.
-	if n, most := conns.Load(), int64(clients*rounds/2); n > most {
-		t.Errorf("%d requests (%d at a time) opened %d connections to the leader, want at most %d", clients*rounds, clients, n, most)
+	if n := conns.Load(); n > 2*clients {
+		t.Errorf("%d requests (%d at a time) opened %d connections to the leader, want at most %d", clients*rounds, clients, n, 2*clients)
+	}
+	if n := closed.Load(); n != 0 {
+		t.Errorf("%d connections to the leader were closed between rounds, want all kept", n)
 	}
 	if n := unmarked.Load(); n != 0 {
 		t.Errorf("%d forwarded requests lacked the %s header", n, forwardedHeader)
