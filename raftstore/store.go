@@ -82,6 +82,9 @@ type Store struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	done         chan struct{}
+	// marking is markWhenStateful, waited for by Shutdown (a marker
+	// written after it would race the removal of the data directory).
+	marking sync.WaitGroup
 }
 
 // Open starts a store. With Bootstrap and no existing state it makes a
@@ -147,7 +150,7 @@ func Open(cfg Config) (*Store, error) {
 	go s.forwardLeadership(notify)
 	go s.groupCommit()
 	if !cfg.InMemory {
-		go s.markWhenStateful()
+		s.marking.Go(s.markWhenStateful)
 	}
 	ok = true
 	return s, nil
@@ -645,6 +648,7 @@ func (s *Store) Shutdown() error {
 	s.shutdownOnce.Do(func() {
 		s.shutdownErr = s.raft.Shutdown().Error()
 		close(s.done)
+		s.marking.Wait()
 		s.closeAll()
 	})
 	return s.shutdownErr
