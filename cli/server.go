@@ -51,7 +51,7 @@ Options:
                         listen queue (default 1024).
   -leave-on-shutdown    Leave the cluster on SIGINT/SIGTERM (default true).
   -log-level LEVEL      debug, info, warn or error (default info).
-  -recover              Start a single server whose raft.db was lost from
+  -recover              Start a single server whose raft log was lost from
                         its newest snapshot, accepting the loss of the
                         writes after it (see "Damaged data" in
                         docs/operations.md; never on a cluster member).

@@ -12,7 +12,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/testnet"
 )
 
-// kiln server over a data directory whose raft.db was emptied stops at once
+// kiln server over a data directory whose raft log (wal/) was deleted stops at once
 // with an error naming the file and the recovery section, instead of
 // starting a fresh cluster over the lost writes.
 func TestServerRefusesLostRaftLog(t *testing.T) {
@@ -40,14 +40,14 @@ func TestServerRefusesLostRaftLog(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	srv.Shutdown(ctx)
-	if err := os.Truncate(filepath.Join(dir, "raft.db"), 0); err != nil {
+	if err := os.RemoveAll(filepath.Join(dir, "wal")); err != nil {
 		t.Fatal(err)
 	}
 	r := kiln(t, nil, "server", "-data-dir", dir, "-raft-addr", testnet.FreeAddr(t), "-http-addr", "127.0.0.1:0", "-bootstrap")
 	if r.code == ExitOK {
-		t.Fatalf("kiln server started over an emptied raft.db: %s", r.stderr)
+		t.Fatalf("kiln server started over a deleted raft log: %s", r.stderr)
 	}
-	for _, want := range []string{filepath.Join(dir, "raft.db"), "empty or missing", "docs/operations.md"} {
+	for _, want := range []string{filepath.Join(dir, "wal"), "empty or missing", "docs/operations.md"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
 		}

@@ -16,7 +16,7 @@ import (
 )
 
 // Benchmarks on what users run: three servers on loopback TCP with on-disk
-// (fsynced) bolt stores.
+// (fsynced) raft-wal stores.
 //
 //	go test ./raftstore -run '^$' -bench . -benchtime 3s
 //	go test ./raftstore -run '^$' -bench Failover -benchtime 5x

@@ -15,13 +15,16 @@ import (
 // Damaged data. A server that starts over a damaged data directory must
 // stop with an error that names the file and what is wrong, never panic and
 // never carry on over lost writes. Open checks, before raft starts:
-//   - raft.db: every page the log and the stable store use can be read
-//     (bbolt panics, or faults, on a bad page: the check recovers), and
-//     every command in the log decodes;
+//   - wal/ (see logstore.go): every page of wal-meta.db (the stable store
+//     and the list of segments) can be read (bbolt panics, or faults, on a
+//     bad page: the check recovers), raft-wal opens the segments (it checks
+//     the CRC of the tail segment's last commit, and cuts a torn write
+//     off the tail), and every command in the log decodes; a raft.db of an
+//     older kiln gets the same page check before it is migrated;
 //   - the newest snapshot: its CRC (raft's file store) and its content;
 //   - the log and the snapshot join up (no missing entries between them);
 //   - a data directory that held a cluster (MarkerFile) still has its log:
-//     an emptied or deleted raft.db would otherwise start as a fresh node
+//     an emptied or deleted wal/ would otherwise start as a fresh node
 //     and silently lose every write after the last snapshot.
 // The recovery paths are in docs/operations.md ("Damaged data").
 
@@ -50,7 +53,8 @@ func guard(f func() error) (err error) {
 	return f()
 }
 
-// checkBoltFile reads every key and value of raft.db, read-only, before the
+// checkBoltFile reads every key and value of a bbolt file (wal-meta.db, or
+// the raft.db of an older kiln), read-only, before the
 // store opens it for writing (bbolt's own scan at open panics in a
 // goroutine of its own on a bad page, which nothing can recover).
 func checkBoltFile(path string) error {
@@ -71,7 +75,7 @@ func checkBoltFile(path string) error {
 		return nil // locked by another process: Open reports it
 	}
 	if err != nil {
-		return damaged(path, "cannot open the raft log database: %v", err)
+		return damaged(path, "cannot open the database: %v", err)
 	}
 	defer db.Close()
 	err = guard(func() error {
@@ -85,7 +89,7 @@ func checkBoltFile(path string) error {
 		})
 	})
 	if err != nil {
-		return damaged(path, "the raft log database is corrupted: %v", err)
+		return damaged(path, "the database is corrupted: %v", err)
 	}
 	return nil
 }
@@ -118,8 +122,8 @@ func logRange(path string, logs raft.LogStore) (first, last uint64, err error) {
 }
 
 // checkLog reads the entries of the log from index from on (the ones the
-// FSM will apply: those up to the snapshot never reach it, and the walk of
-// checkBoltFile read their pages) and decodes their commands.
+// FSM will apply: those up to the snapshot never reach it) and decodes
+// their commands.
 func checkLog(path string, logs raft.LogStore, from uint64) error {
 	first, last, err := logRange(path, logs)
 	if err != nil {
@@ -190,7 +194,7 @@ func writeMarker(dir, nodeID string) error {
 		return nil
 	}
 	body := fmt.Sprintf("This data directory holds the raft state of kiln node %s.\n"+
-		"If raft.db is lost while this file exists, the node refuses to start\n"+
+		"If its raft log (wal/) is lost while this file exists, the node refuses to start\n"+
 		"(see \"Damaged data\" in docs/operations.md).\n", nodeID)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
@@ -203,7 +207,7 @@ func writeMarker(dir, nodeID string) error {
 // restores the newest snapshot into the FSM. It reports whether the
 // snapshot was restored (raft must then not restore it again).
 func checkState(cfg Config, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, fsm *FSM) (bool, error) {
-	dbPath := filepath.Join(cfg.DataDir, "raft.db")
+	dbPath := filepath.Join(cfg.DataDir, walDir)
 	first, last, err := logRange(dbPath, logs)
 	if err != nil {
 		return false, err

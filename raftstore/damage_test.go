@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/kiln-dev/kiln/internal/testnet"
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
-// diskStore makes a one-node store on disk (real raft-boltdb, file
+// diskStore makes a one-node store on disk (real raft-wal, file
 // snapshots, TCP transport) with a snapshot and entries after it, shuts it
 // down and returns its config.
 func diskStore(t *testing.T) Config {
@@ -114,18 +114,30 @@ func TestOpenGarbageSnapshotFails(t *testing.T) {
 	openDamaged(t, cfg, path, "cannot be read")
 }
 
-func TestOpenCorruptedRaftDBFails(t *testing.T) {
+// segmentFile is the one segment file of a small store's WAL.
+func segmentFile(t *testing.T, dir string) string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, walDir, "*.wal"))
+	if err != nil || len(m) != 1 {
+		t.Fatalf("segments: %v %v", m, err)
+	}
+	return m[0]
+}
+
+func TestOpenCorruptedLogFails(t *testing.T) {
+	meta := func(dir string) string { return filepath.Join(dir, walDir, "wal-meta.db") }
 	for _, tc := range []struct {
 		name   string
+		file   func(t *testing.T, dir string) string
 		damage func(t *testing.T, path string)
 	}{
-		{"truncated", func(t *testing.T, path string) {
+		{"meta truncated", func(_ *testing.T, dir string) string { return meta(dir) }, func(t *testing.T, path string) {
 			fi, _ := os.Stat(path)
 			if err := os.Truncate(path, fi.Size()/2); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"pages overwritten", func(t *testing.T, path string) {
+		{"meta pages overwritten", func(_ *testing.T, dir string) string { return meta(dir) }, func(t *testing.T, path string) {
 			rewrite(t, path, func(data []byte) []byte {
 				for i := 2 * 4096; i < len(data); i++ {
 					data[i] = byte(i*7 + 3)
@@ -133,17 +145,7 @@ func TestOpenCorruptedRaftDBFails(t *testing.T) {
 				return data
 			})
 		}},
-		{"entry bytes flipped", func(t *testing.T, path string) {
-			rewrite(t, path, func(data []byte) []byte {
-				// Every copy (bbolt leaves old copies of pages in free pages).
-				n := bytes.Count(data, []byte(`{"Name":"p0038"`))
-				if n == 0 {
-					t.Fatal("entry p0038 not found in raft.db")
-				}
-				return bytes.ReplaceAll(data, []byte(`{"Name":"p0038"`), []byte(`}"Name":"p0038"`))
-			})
-		}},
-		{"meta pages overwritten", func(t *testing.T, path string) {
+		{"meta meta pages overwritten", func(_ *testing.T, dir string) string { return meta(dir) }, func(t *testing.T, path string) {
 			rewrite(t, path, func(data []byte) []byte {
 				for i := 0; i < 2*4096; i++ {
 					data[i] = 0x5a
@@ -151,49 +153,52 @@ func TestOpenCorruptedRaftDBFails(t *testing.T) {
 				return data
 			})
 		}},
+		{"entry bytes flipped", segmentFile, func(t *testing.T, path string) {
+			rewrite(t, path, func(data []byte) []byte {
+				if !bytes.Contains(data, []byte(`{"Name":"p0038"`)) {
+					t.Fatal("entry p0038 not found in the segment")
+				}
+				return bytes.ReplaceAll(data, []byte(`{"Name":"p0038"`), []byte(`}"Name":"p0038"`))
+			})
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := diskStore(t)
-			path := filepath.Join(cfg.DataDir, "raft.db")
+			path := tc.file(t, cfg.DataDir)
 			tc.damage(t, path)
-			openDamaged(t, cfg, path)
+			// The error names the file, or for the segments the wal/ directory.
+			name := path
+			if filepath.Ext(path) == ".wal" {
+				name = filepath.Dir(path)
+			}
+			openDamaged(t, cfg, name)
 		})
 	}
 }
 
-// An emptied or deleted raft.db must not start as a fresh node: the writes
-// after the last snapshot would be lost silently. -recover (Config.Recover)
-// starts from the snapshot, accepting that loss.
-func TestOpenEmptiedRaftDBFails(t *testing.T) {
-	for _, name := range []string{"emptied", "deleted"} {
-		t.Run(name, func(t *testing.T) {
-			cfg := diskStore(t)
-			path := filepath.Join(cfg.DataDir, "raft.db")
-			var err error
-			if name == "emptied" {
-				err = os.Truncate(path, 0)
-			} else {
-				err = os.Remove(path)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			openDamaged(t, cfg, path, "empty or missing", MarkerFile)
+// A deleted wal/ must not start as a fresh node: the writes after the last
+// snapshot would be lost silently. -recover (Config.Recover) starts from
+// the snapshot, accepting that loss.
+func TestOpenDeletedLogFails(t *testing.T) {
+	cfg := diskStore(t)
+	path := filepath.Join(cfg.DataDir, walDir)
+	if err := os.RemoveAll(path); err != nil {
+		t.Fatal(err)
+	}
+	openDamaged(t, cfg, path, "empty or missing", MarkerFile)
 
-			cfg.Recover, cfg.RaftAddr = true, testnet.FreeAddr(t)
-			s, err := Open(cfg)
-			if err != nil {
-				t.Fatalf("-recover: %v", err)
-			}
-			defer s.Shutdown()
-			testwait.For(t, 10*time.Second, "leadership after recover", s.IsLeader)
-			if _, ok := s.State().Project("p0029"); !ok {
-				t.Error("the snapshot's state is not there after recover")
-			}
-			if _, ok := s.State().Project("p0039"); ok {
-				t.Error("an entry that was only in the lost log is there")
-			}
-		})
+	cfg.Recover, cfg.RaftAddr = true, testnet.FreeAddr(t)
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("-recover: %v", err)
+	}
+	defer s.Shutdown()
+	testwait.For(t, 10*time.Second, "leadership after recover", s.IsLeader)
+	if _, ok := s.State().Project("p0029"); !ok {
+		t.Error("the snapshot's state is not there after recover")
+	}
+	if _, ok := s.State().Project("p0039"); ok {
+		t.Error("an entry that was only in the lost log is there")
 	}
 }
 
@@ -237,25 +242,17 @@ func BenchmarkStartChecks(b *testing.B) {
 		}
 	}
 	s.Shutdown()
-	path := filepath.Join(cfg.DataDir, "raft.db")
+	path := filepath.Join(cfg.DataDir, walDir)
 	b.Run("checks", func(b *testing.B) {
-		bolt, err := raftboltdb.New(raftboltdb.Options{Path: path})
-		if err != nil {
-			b.Fatal(err)
-		}
-		bolt.Close()
 		for range b.N {
-			if err := checkBoltFile(path); err != nil {
-				b.Fatal(err)
-			}
-			bolt, err := raftboltdb.New(raftboltdb.Options{Path: path})
+			w, err := openWAL(path, hclog.NewNullLogger())
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := checkLog(path, bolt, 0); err != nil {
+			if err := checkLog(path, w, 0); err != nil {
 				b.Fatal(err)
 			}
-			bolt.Close()
+			w.Close()
 		}
 	})
 	b.Run("open", func(b *testing.B) {

@@ -1,5 +1,6 @@
 // Package raftstore is kiln's replicated state: hashicorp/raft with
-// raft-boltdb/v2 (fsynced log and stable store), a log cache, a file
+// raft-wal (fsynced log and stable store, logstore.go; a raft-boltdb
+// raft.db of an older kiln is migrated at open), a log cache, a file
 // snapshot store and the TCP transport, under an FSM whose state holds
 // projects, tokens (hashed), content-addressed blobs (template bundles),
 // stacks, resources, operations with per-action progress, bounded per-stack

@@ -15,13 +15,12 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // Config configures a Store.
 type Config struct {
-	// DataDir holds raft.db (log and stable store) and snapshots/.
+	// DataDir holds wal/ (the log and stable store, see logstore.go) and
+	// snapshots/.
 	DataDir string
 	// NodeID names this server in the raft configuration; it must stay the
 	// same across restarts.
@@ -54,7 +53,7 @@ type Config struct {
 	Transport raft.Transport
 	// InMemory keeps the log, stable and snapshot stores in memory (tests).
 	InMemory bool
-	// Recover lets a node whose raft.db was lost start from its newest
+	// Recover lets a node whose raft log (wal/) was lost start from its newest
 	// snapshot, accepting the loss of the writes made after it (`kiln
 	// server -recover`; see damage.go). Without it such a node refuses to
 	// start.
@@ -83,6 +82,9 @@ type Store struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	done         chan struct{}
+	// marking is markWhenStateful, waited for by Shutdown (a marker
+	// written after it would race the removal of the data directory).
+	marking sync.WaitGroup
 }
 
 // Open starts a store. With Bootstrap and no existing state it makes a
@@ -148,7 +150,7 @@ func Open(cfg Config) (*Store, error) {
 	go s.forwardLeadership(notify)
 	go s.groupCommit()
 	if !cfg.InMemory {
-		go s.markWhenStateful()
+		s.marking.Go(s.markWhenStateful)
 	}
 	ok = true
 	return s, nil
@@ -213,12 +215,12 @@ func (s *Store) openDiskStores() (stores raftStores, restored bool, err error) {
 	if err := prepareDataDir(cfg.DataDir); err != nil {
 		return raftStores{}, false, err
 	}
-	bolt, err := openBolt(cfg.DataDir)
+	logs, err := openLogStore(cfg.DataDir, cfg.Logger)
 	if err != nil {
 		return raftStores{}, false, err
 	}
-	s.closers = append(s.closers, bolt)
-	cache, err := raft.NewLogCache(512, bolt)
+	s.closers = append(s.closers, logs)
+	cache, err := raft.NewLogCache(512, logs)
 	if err != nil {
 		return raftStores{}, false, fmt.Errorf("raftstore: log cache: %w", err)
 	}
@@ -226,11 +228,11 @@ func (s *Store) openDiskStores() (stores raftStores, restored bool, err error) {
 	if err != nil {
 		return raftStores{}, false, err
 	}
-	restored, err = checkState(cfg, bolt, bolt, snaps, s.fsm)
+	restored, err = checkState(cfg, logs, logs, snaps, s.fsm)
 	if err != nil {
 		return raftStores{}, false, fmt.Errorf("raftstore: %w", err)
 	}
-	return raftStores{logs: cache, stable: bolt, snaps: snaps}, restored, nil
+	return raftStores{logs: cache, stable: logs, snaps: snaps}, restored, nil
 }
 
 // prepareDataDir makes the data directory, tightens the permissions of what
@@ -242,7 +244,7 @@ func prepareDataDir(dir string) error {
 	if err := os.MkdirAll(dir, DirMode); err != nil {
 		return fmt.Errorf("raftstore: data dir: %w", err)
 	}
-	if err := TightenIn(dir, "raft.db", MarkerFile, "snapshots"); err != nil {
+	if err := TightenIn(dir, walDir, boltFile, boltMigrated, MarkerFile, "snapshots"); err != nil {
 		return fmt.Errorf("raftstore: data dir permissions: %w", err)
 	}
 	// A restore interrupted by a crash leaves its spooled file behind.
@@ -252,38 +254,6 @@ func prepareDataDir(dir string) error {
 		}
 	}
 	return nil
-}
-
-// openBolt checks and opens raft.db in dir, the log and stable store. A
-// second process on the same directory gets ErrDataDirLocked.
-func openBolt(dir string) (*raftboltdb.BoltStore, error) {
-	dbPath := filepath.Join(dir, "raft.db")
-	if err := checkBoltFile(dbPath); err != nil {
-		return nil, fmt.Errorf("raftstore: %w", err)
-	}
-	// NoSync stays false: every append is fsynced before it is
-	// acknowledged. The freelist is rebuilt at open instead of written at
-	// every commit (as Consul does): less to write per append.
-	var bolt *raftboltdb.BoltStore
-	err := guard(func() error {
-		var err error
-		bolt, err = raftboltdb.New(raftboltdb.Options{
-			Path: dbPath,
-			BoltOptions: &bbolt.Options{
-				Timeout:        time.Second, // a second process on the same dir fails instead of hanging
-				NoFreelistSync: true,
-				FreelistType:   bbolt.FreelistMapType,
-			},
-		})
-		return err
-	})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		return nil, fmt.Errorf("raftstore: %w: %s", ErrDataDirLocked, dir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("raftstore: open log store: %w", err)
-	}
-	return bolt, nil
 }
 
 // openSnapshots opens the snapshot store in dir/snapshots, keeping two
@@ -678,6 +648,7 @@ func (s *Store) Shutdown() error {
 	s.shutdownOnce.Do(func() {
 		s.shutdownErr = s.raft.Shutdown().Error()
 		close(s.done)
+		s.marking.Wait()
 		s.closeAll()
 	})
 	return s.shutdownErr

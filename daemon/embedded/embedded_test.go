@@ -21,7 +21,7 @@ func TestStartTightensExistingDir(t *testing.T) {
 	n.Close()
 	loose := map[string]os.FileMode{
 		"": 0o755, ServerDir: 0o755, LockFile: 0o644, RaftPortFile: 0o644,
-		"server/management.token": 0o644, "server/raft.db": 0o644,
+		"server/management.token": 0o644, "server/wal/wal-meta.db": 0o644,
 	}
 	for p, mode := range loose {
 		if err := os.Chmod(filepath.Join(dir, p), mode); err != nil {

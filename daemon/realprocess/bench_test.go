@@ -207,16 +207,19 @@ func (w *writer) try(i int64) (retry bool, err error) {
 }
 
 // measure is what report compares with: when the timed writes started,
-// the CPU time the servers and this process had used, and the leader's
-// raft index.
+// the CPU time the servers, the leader among them and this process had
+// used, and the leader's raft index.
 type measure struct {
-	start       time.Time
-	server, own time.Duration
-	index       uint64
+	start               time.Time
+	server, leader, own time.Duration
+	leaderNode          int
+	index               uint64
 }
 
 func (c *cluster) startMeasure() measure {
-	return measure{start: time.Now(), server: c.serverCPU(), own: ownCPU(), index: c.leaderIndex()}
+	l := c.leader()
+	return measure{start: time.Now(), server: c.serverCPU(), leader: c.nodeCPU(l), leaderNode: l,
+		own: ownCPU(), index: c.leaderIndex()}
 }
 
 // report gives the writes per second; the CPU time the three server
@@ -228,6 +231,10 @@ func (c *cluster) report(b *testing.B, m measure) {
 	b.ReportMetric(float64(b.N)/time.Since(m.start).Seconds(), "writes/s")
 	if used := c.serverCPU() - m.server; used > 0 {
 		b.ReportMetric(float64(used.Microseconds())/float64(b.N), "server-cpu-us/write")
+		// The leader's share; the rest is the two followers'.
+		if lused := c.nodeCPU(m.leaderNode) - m.leader; lused > 0 && m.leader > 0 {
+			b.ReportMetric(float64(lused.Microseconds())/float64(b.N), "leader-cpu-us/write")
+		}
 	}
 	if used := ownCPU() - m.own; used > 0 {
 		b.ReportMetric(float64(used.Microseconds())/float64(b.N), "client-cpu-us/write")
@@ -263,21 +270,34 @@ func ownCPU() time.Duration {
 // (/proc/PID/stat, in clock ticks of 10ms); 0 when it cannot be read.
 func (c *cluster) serverCPU() time.Duration {
 	var total time.Duration
-	for _, n := range c.nodes {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.p.cmd.Process.Pid))
-		if err != nil {
+	for i := range c.nodes {
+		used := c.nodeCPU(i)
+		if used == 0 {
 			return 0
 		}
-		// The fields after the command name, which is in parentheses.
-		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-		if len(f) < 13 {
-			return 0
-		}
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(utime+stime) * 10 * time.Millisecond
+		total += used
 	}
 	return total
+}
+
+// nodeCPU is the user and system CPU time of server i; 0 when it cannot
+// be read (or i is not a server).
+func (c *cluster) nodeCPU(i int) time.Duration {
+	if i < 0 || i >= len(c.nodes) {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.nodes[i].p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // BenchmarkFailover: SIGKILL the leader, time until a write through the

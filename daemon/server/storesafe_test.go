@@ -121,9 +121,9 @@ func TestServerDataDirPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Shutdown(ctx)
-	for _, p := range []string{"", NodeIDFile, ManagementTokenFile, "raft.db", "snapshots"} {
+	for _, p := range []string{"", NodeIDFile, ManagementTokenFile, "wal", "wal/wal-meta.db", "snapshots"} {
 		mode := os.FileMode(0o644)
-		if p == "" || p == "snapshots" {
+		if p == "" || p == "snapshots" || p == "wal" {
 			mode = 0o755
 		}
 		if err := os.Chmod(filepath.Join(cfg.DataDir, p), mode); err != nil {
@@ -136,7 +136,7 @@ func TestServerDataDirPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for p, want := range map[string]os.FileMode{
-		"": 0o700, NodeIDFile: 0o600, ManagementTokenFile: 0o600, "raft.db": 0o600, "snapshots": 0o700,
+		"": 0o700, NodeIDFile: 0o600, ManagementTokenFile: 0o600, "wal": 0o700, "wal/wal-meta.db": 0o600, "snapshots": 0o700,
 	} {
 		got, err := filepathInfo(filepath.Join(cfg.DataDir, p))
 		if err != nil {
