@@ -248,7 +248,7 @@ func readOf(a engine.Action) api.ReadOf {
 func (d *opDispatcher) workItem(a engine.Action, op api.Op, attempt int) api.WorkItem {
 	attrs := a.Attrs
 	if a.Op != engine.OpDelete && op != api.OpRead {
-		attrs = d.eval.known(a.Address, attrs)
+		attrs = d.eval.known(a.Kind, a.Address, attrs)
 	}
 	var deps map[string]planner.Values
 	if len(a.Deps) > 0 {

@@ -78,8 +78,8 @@ func (ev *opEvaluator) fresh() *spec.Stack {
 // they still hold values that depended on other resources. Those are known
 // now: the configured attributes are then taken from the template evaluated
 // again. Only actions that still hold unknown values need it.
-func (ev *opEvaluator) known(address string, attrs map[string]any) map[string]any {
-	if !spec.IsUnknown(attrs) {
+func (ev *opEvaluator) known(kind, address string, attrs map[string]any) map[string]any {
+	if !configuredUnknown(kind, attrs) {
 		return attrs
 	}
 	if d := ev.fresh(); d != nil {
@@ -106,4 +106,22 @@ func (ev *opEvaluator) outputs() map[string]spec.Output {
 		return map[string]spec.Output{}
 	}
 	return d.Outputs
+}
+
+// configuredUnknown reports whether a configured attribute of attrs (one
+// the template sets, not one the executor computes) is unknown: only then
+// does an action need the template evaluated again. The computed ones
+// (id, a network's gateway, a server's address, ...) are unknown in every
+// create's plan and are filled by the agent that makes the object.
+func configuredUnknown(kind string, attrs map[string]any) bool {
+	schema := spec.Schemas[kind]
+	for name, v := range attrs {
+		if name == "id" || schema != nil && schema.Attr(name) != nil && schema.Attr(name).Computed {
+			continue
+		}
+		if spec.IsUnknown(v) {
+			return true
+		}
+	}
+	return false
 }
