@@ -14,48 +14,68 @@ import (
 	"github.com/kiln-dev/kiln/internal/testwait"
 )
 
+// single is a `kiln server -bootstrap -agent -agent-driver=memory` (both
+// roles in one process, with the test-only memory driver) and a template
+// directory to run the CLI in.
+type single struct {
+	tb              testing.TB
+	root, tdir      string
+	httpAddr, token string
+}
+
+// startSingle starts a single node, waits for its management token and its
+// in-process agent, and writes the template file name with src.
+func startSingle(tb testing.TB, name, src string) *single {
+	n := &single{tb: tb, root: tb.TempDir(), httpAddr: testnet.FreeAddr(tb)}
+	dir := filepath.Join(n.root, "server")
+	start(tb, "server", n.root, nil, "server", "-bootstrap", "-agent", "-agent-driver=memory",
+		"-data-dir", dir, "-http-addr", n.httpAddr, "-raft-addr", testnet.FreeAddr(tb), "-log-level", "warn")
+	testwait.For(tb, 30*time.Second, "management token", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "management.token"))
+		n.token = strings.TrimSpace(string(b))
+		return err == nil && n.token != ""
+	})
+	n.tdir = filepath.Join(n.root, "tmpl")
+	if err := os.MkdirAll(n.tdir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.tdir, name), []byte(src), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	testwait.For(tb, 30*time.Second, "the in-process agent", func() bool {
+		out, err := n.run("agents", "-json")
+		return err == nil && strings.Contains(out, `"up"`)
+	})
+	return n
+}
+
+// run runs the CLI against the node in the template directory and returns
+// what it printed (stdout, then stderr).
+func (n *single) run(args ...string) (string, error) {
+	cmd := exec.Command(kiln(n.tb), args...)
+	cmd.Dir = n.tdir
+	cmd.Env = append(os.Environ(), "KILN_ADDR="+n.httpAddr, "KILN_TOKEN="+n.token)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String() + errb.String(), err
+}
+
 // TestServerWithAgentAndSnapshot runs `kiln server -bootstrap -agent` (both
 // roles in one process, with the test-only memory driver), applies through
 // the CLI, saves a snapshot, destroys the stack, restores the snapshot and
 // finds the stack as it was before the destroy.
 func TestServerWithAgentAndSnapshot(t *testing.T) {
-	root := t.TempDir()
-	dir := filepath.Join(root, "server")
-	httpAddr := testnet.FreeAddr(t)
-	start(t, "server", root, nil, "server", "-bootstrap", "-agent", "-agent-driver=memory",
-		"-data-dir", dir, "-http-addr", httpAddr, "-raft-addr", testnet.FreeAddr(t), "-log-level", "warn")
-	var token string
-	testwait.For(t, 30*time.Second, "management token", func() bool {
-		b, err := os.ReadFile(filepath.Join(dir, "management.token"))
-		token = strings.TrimSpace(string(b))
-		return err == nil && token != ""
-	})
-	tdir := filepath.Join(root, "tmpl")
-	if err := os.MkdirAll(tdir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(tdir, "web.hcl"), []byte(template), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	n := startSingle(t, "web.hcl", template)
+	root := n.root
 	run := func(args ...string) []byte {
 		t.Helper()
-		cmd := exec.Command(kiln(t), args...)
-		cmd.Dir = tdir
-		cmd.Env = append(os.Environ(), "KILN_ADDR="+httpAddr, "KILN_TOKEN="+token)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("kiln %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+		out, err := n.run(args...)
+		if err != nil {
+			t.Fatalf("kiln %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		return out.Bytes()
+		return []byte(out)
 	}
-	// The agent registers in the same process; wait for it.
-	testwait.For(t, 30*time.Second, "the in-process agent", func() bool {
-		cmd := exec.Command(kiln(t), "agents", "-json")
-		cmd.Env = append(os.Environ(), "KILN_ADDR="+httpAddr, "KILN_TOKEN="+token)
-		out, err := cmd.Output()
-		return err == nil && strings.Contains(string(out), `"up"`)
-	})
 
 	run("apply", "web.hcl", "-auto-approve", "-json")
 	status := func() map[string]any {
