@@ -38,6 +38,11 @@ func (h *harness) apply(c Command) error {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return h.applyRaw(data)
+}
+
+// applyRaw applies a log entry's bytes as they are.
+func (h *harness) applyRaw(data []byte) error {
 	h.idx++
 	resp := h.f.Apply(&raft.Log{Index: h.idx, Type: raft.LogCommand, Data: data})
 	if err, ok := resp.(error); ok {
