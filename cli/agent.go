@@ -89,7 +89,7 @@ func runAgent(e *Env, c *command, args []string) int {
 	policy.register(fs)
 	logLevel := fs.String("log-level", "info", "")
 	// Test-only: -driver=memory runs the in-memory driver, which writes its
-	// call counts to DIR/memdriver-calls.json; -memory-delay slows it.
+	// calls to DIR/memdriver-calls.jsonl; -memory-delay slows it.
 	driver := fs.String("driver", "", "")
 	memDelay := fs.Duration("memory-delay", 0, "")
 	_, code, ok := v.parse(args, 0)

@@ -44,8 +44,12 @@ func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api
 		index uint64
 		last  api.Operation
 		fails int
+		pace  pacer
 	)
 	for {
+		if !pace.wait(ctx) {
+			return last, ctx.Err()
+		}
 		op, idx, err := r.c.Operation(ctx, id, index, 30*time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -103,7 +107,8 @@ func (e *Env) followProgress(ctx context.Context, r *remote, id string, out *syn
 		return
 	}
 	index := first.Index
-	for ctx.Err() == nil {
+	var pace pacer
+	for pace.wait(ctx) {
 		resp, err := r.c.Events(ctx, op.Stack, index, 30*time.Second)
 		if err != nil {
 			if !sleepCtx(ctx, time.Second) {
@@ -123,6 +128,28 @@ func (e *Env) followProgress(ctx context.Context, r *remote, id string, out *syn
 			index = resp.Index
 		}
 	}
+}
+
+// followInterval is the shortest time between two blocking queries of one
+// follow: a large operation changes at every raft entry, and each answer
+// carries every action, so following it query by query would cost the
+// server (and the terminal) more than the operation. Lines still come in
+// order, at most this late.
+const followInterval = 200 * time.Millisecond
+
+// pacer spaces the queries of a follow by followInterval.
+type pacer struct{ last time.Time }
+
+// wait waits until followInterval has passed since the last query, and
+// reports whether ctx is still live.
+func (p *pacer) wait(ctx context.Context) bool {
+	if d := followInterval - time.Since(p.last); !p.last.IsZero() && d > 0 {
+		if !sleepCtx(ctx, d) {
+			return false
+		}
+	}
+	p.last = time.Now()
+	return ctx.Err() == nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -43,7 +43,8 @@ Options:
   -host-ports           With -agent: what templates may make the agent do
                         on this host, as for kiln agent; the server's own
                         HTTP and raft ports are never forwarded.
-  -parallelism N        Actions an operation runs at once (default 16).
+  -parallelism N        Actions an operation runs at once (default 64; at most 8
+                       servers and 4 images of them).
   -eval-timeout D       Longest evaluation of one template (default 10s).
   -max-plans N          Templates evaluated at once; more wait 2s, then get
                         429 with Retry-After (default 4).
@@ -84,7 +85,7 @@ func (f *serverOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.accelMode, "accel", "auto", "")
 	f.ratios.register(fs)
 	f.policy.register(fs)
-	fs.IntVar(&f.parallelism, "parallelism", 16, "")
+	fs.IntVar(&f.parallelism, "parallelism", 64, "")
 	fs.DurationVar(&f.evalTimeout, "eval-timeout", 10*time.Second, "")
 	fs.IntVar(&f.maxPlans, "max-plans", 4, "")
 	fs.IntVar(&f.maxConns, "max-connections", 1024, "")

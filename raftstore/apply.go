@@ -279,6 +279,7 @@ func (c *StartOperation) apply(tx *txn) (any, error) {
 		}
 		op.Actions[i] = a
 	}
+	op.indexActions()
 	tx.t.operations[c.ID] = op
 	st.ActiveOperation = c.ID
 	st.Status, st.StatusReason = StackInProgress, ""

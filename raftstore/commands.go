@@ -46,6 +46,9 @@ const (
 	// CmdBatch is several commands in one entry (batch.go). It never carries
 	// IgnoreUnknownTypeFlag: an older FSM must stop on it, not skip writes.
 	CmdBatch MessageType = 28
+	// CmdStartWork records an action's start with its first work item
+	// (work.go).
+	CmdStartWork MessageType = 29
 	// Append new types here.
 )
 
@@ -86,6 +89,7 @@ var commandTypes = map[MessageType]func() Command{
 	CmdReportWork:      func() Command { return new(ReportWork) },
 	CmdDeleteWork:      func() Command { return new(DeleteWork) },
 	CmdRevokeAgent:     func() Command { return new(RevokeAgent) },
+	CmdStartWork:       func() Command { return new(StartWork) },
 }
 
 // Encode returns the log entry of a command: its type byte, then its JSON.

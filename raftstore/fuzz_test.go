@@ -17,6 +17,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		&PutWork{Work: Work{ID: "w", Agent: "agent-1", Operation: "op1"}},
 		&PutWork{Work: Work{ID: "w", Agent: "agent-1", Operation: "op1", Generation: "g", Payload: RawJSON(`{"op":"read","read":"id"}`)}},
 		&ReportWork{ID: "w", Agent: "agent-1", Result: RawJSON(`{"ok":true}`), Time: t0},
+		startWork("w2", "network.lan"),
 	) {
 		data, err := Encode(c)
 		if err != nil {

@@ -33,11 +33,13 @@ const (
 	groupQueue = 1024
 )
 
-// proposal is one command waiting to be proposed.
+// proposal is one or more commands waiting to be proposed: the commands of
+// one proposal always go in the same log entry (see ApplyAll).
 type proposal struct {
-	ctx  context.Context
-	data []byte
-	done chan proposalResult // buffered: the loop never blocks on it
+	ctx     context.Context
+	entries [][]byte
+	size    int
+	done    chan []proposalResult // buffered: the loop never blocks on it
 }
 
 type proposalResult struct {
@@ -45,10 +47,14 @@ type proposalResult struct {
 	err error
 }
 
-// propose queues an encoded command and waits for its own result. A command
-// whose context ends before it is proposed is dropped, never proposed.
-func (s *Store) propose(ctx context.Context, data []byte) (any, error) {
-	p := &proposal{ctx: ctx, data: data, done: make(chan proposalResult, 1)}
+// propose queues encoded commands and waits for their own results, one per
+// command. Commands whose context ends before they are proposed are
+// dropped, never proposed.
+func (s *Store) propose(ctx context.Context, entries ...[]byte) ([]proposalResult, error) {
+	p := &proposal{ctx: ctx, entries: entries, done: make(chan []proposalResult, 1)}
+	for _, e := range entries {
+		p.size += len(e)
+	}
 	select {
 	case s.proposals <- p:
 	case <-ctx.Done():
@@ -58,13 +64,22 @@ func (s *Store) propose(ctx context.Context, data []byte) (any, error) {
 	}
 	select {
 	case r := <-p.done:
-		return r.v, r.err
+		return r, nil
 	case <-ctx.Done():
 		// The entry may still commit; the caller only stops waiting.
 		return nil, ctx.Err()
 	case <-s.done:
 		return nil, ErrShutdown
 	}
+}
+
+// answer gives every command of p the same result.
+func (p *proposal) answer(r proposalResult) {
+	rs := make([]proposalResult, len(p.entries))
+	for i := range rs {
+		rs[i] = r
+	}
+	p.done <- rs
 }
 
 // groupCommit is the loop that proposes the queued commands.
@@ -83,7 +98,7 @@ func (s *Store) groupCommit() {
 		select {
 		case slots <- struct{}{}:
 		case <-s.done:
-			next.done <- proposalResult{err: ErrShutdown}
+			next.answer(proposalResult{err: ErrShutdown})
 			return
 		}
 		var batch []*proposal
@@ -92,14 +107,15 @@ func (s *Store) groupCommit() {
 			<-slots
 			continue
 		}
-		data := batch[0].data
-		if len(batch) > 1 {
-			entries := make([][]byte, len(batch))
-			for i, p := range batch {
-				entries[i] = p.data
-			}
+		var entries [][]byte
+		for _, p := range batch {
+			entries = append(entries, p.entries...)
+		}
+		data := entries[0]
+		if len(entries) > 1 {
 			data = encodeBatch(entries)
 		}
+		s.entries.Add(1)
 		f := s.raft.Apply(data, s.cfg.ApplyTimeout)
 		go func() {
 			s.deliver(f, batch)
@@ -112,17 +128,18 @@ func (s *Store) groupCommit() {
 // batch; it returns the batch and the command that did not fit (or nil).
 // Commands whose context has ended are answered and left out.
 func (s *Store) gather(first *proposal) (batch []*proposal, next *proposal) {
-	size := 0
+	size, count := 0, 0
 	add := func(p *proposal) bool {
 		if err := p.ctx.Err(); err != nil {
-			p.done <- proposalResult{err: err}
+			p.answer(proposalResult{err: err})
 			return true
 		}
-		if len(batch) > 0 && (len(batch) >= groupMaxCommands || size+len(p.data) > groupMaxBytes) {
+		if len(batch) > 0 && (count+len(p.entries) > groupMaxCommands || size+p.size > groupMaxBytes) {
 			return false
 		}
 		batch = append(batch, p)
-		size += len(p.data)
+		size += p.size
+		count += len(p.entries)
 		return true
 	}
 	add(first)
@@ -138,33 +155,43 @@ func (s *Store) gather(first *proposal) (batch []*proposal, next *proposal) {
 	}
 }
 
-// deliver waits for an entry and gives each proposer its own result.
+// deliver waits for an entry and gives each proposer its own commands'
+// results.
 func (s *Store) deliver(f raft.ApplyFuture, batch []*proposal) {
 	if err := f.Error(); err != nil {
 		err = s.raftErr(err)
 		for _, p := range batch {
-			p.done <- proposalResult{err: err}
+			p.answer(proposalResult{err: err})
 		}
 		return
 	}
 	resp := f.Response()
-	if len(batch) == 1 {
-		batch[0].done <- resultOf(resp)
+	if len(batch) == 1 && len(batch[0].entries) == 1 {
+		batch[0].done <- []proposalResult{resultOf(resp)}
 		return
 	}
+	n := 0
+	for _, p := range batch {
+		n += len(p.entries)
+	}
 	rs, ok := resp.(batchResult)
-	if !ok || len(rs) != len(batch) {
+	if !ok || len(rs) != n {
 		err, _ := resp.(error)
 		if err == nil {
 			err = errors.New("raftstore: a batch entry did not answer per command")
 		}
 		for _, p := range batch {
-			p.done <- proposalResult{err: err}
+			p.answer(proposalResult{err: err})
 		}
 		return
 	}
-	for i, p := range batch {
-		p.done <- resultOf(rs[i])
+	for _, p := range batch {
+		out := make([]proposalResult, len(p.entries))
+		for i := range out {
+			out[i] = resultOf(rs[0])
+			rs = rs[1:]
+		}
+		p.done <- out
 	}
 }
 
@@ -176,3 +203,9 @@ func resultOf(resp any) proposalResult {
 	}
 	return proposalResult{v: resp}
 }
+
+// Entries returns how many log entries this store's group commit has
+// proposed since it opened: with the count of commands applied, it says how
+// well commands are grouped (each entry is one append and one fsync on every
+// node).
+func (s *Store) Entries() uint64 { return s.entries.Load() }

@@ -257,10 +257,29 @@ type Operation struct {
 	Finished    time.Time
 	CreateIndex uint64
 	Index       uint64
+
+	// byAddress indexes Actions by address (their order never changes). It
+	// is built when the FSM stores the operation (indexActions) and only
+	// read after, so copies share it; without it Action scans.
+	byAddress map[string]int
+}
+
+// indexActions builds the index of Action: an operation of thousands of
+// actions is looked up on every record of one of them.
+func (o *Operation) indexActions() {
+	o.byAddress = make(map[string]int, len(o.Actions))
+	for i, a := range o.Actions {
+		o.byAddress[a.Address] = i
+	}
 }
 
 // Action returns the action with the given address, or nil.
 func (o *Operation) Action(addr string) *ActionState {
+	if o.byAddress != nil {
+		if i, ok := o.byAddress[addr]; ok && i < len(o.Actions) && o.Actions[i].Address == addr {
+			return &o.Actions[i]
+		}
+	}
 	for i := range o.Actions {
 		if o.Actions[i].Address == addr {
 			return &o.Actions[i]
@@ -271,6 +290,10 @@ func (o *Operation) Action(addr string) *ActionState {
 
 // Change returns the plan's change for an address, or nil.
 func (o *Operation) Change(addr string) *planner.Change {
+	// The actions were made from the plan's changes, in the same order.
+	if i, ok := o.byAddress[addr]; ok && i < len(o.Plan.Changes) && o.Plan.Changes[i].Address == addr {
+		return &o.Plan.Changes[i]
+	}
 	for i := range o.Plan.Changes {
 		if o.Plan.Changes[i].Address == addr {
 			return &o.Plan.Changes[i]

@@ -129,6 +129,7 @@ func (d *snapshotData) tables() (*tables, error) {
 		t.events[stackKey(e.Project, e.Stack)] = &eventLog{NextSeq: e.NextSeq, Events: e.Events}
 	}
 	for _, o := range d.Operations {
+		o.indexActions()
 		t.operations[o.ID] = &o
 	}
 	for _, a := range d.Agents {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/planner"
@@ -25,6 +26,9 @@ type State struct {
 	mu      sync.RWMutex
 	t       *tables
 	changed chan struct{} // closed and replaced whenever Index rises
+	// wakeups counts the waits (Wait) woken by a change: the cost of the
+	// blocking queries and of the leader's waits for reports.
+	wakeups atomic.Uint64
 }
 
 // tables is the content of the state. It is replaced as a whole on Restore.
@@ -101,11 +105,19 @@ func (s *State) Wait(ctx context.Context, afterIndex uint64) (uint64, error) {
 		}
 		select {
 		case <-ch:
+			s.wakeups.Add(1)
 		case <-ctx.Done():
 			return idx, ctx.Err()
 		}
 	}
 }
+
+// Wakeups returns how many waits a change of the state has woken (those of
+// Wait, and those built on WatchCh that count themselves with Woke).
+func (s *State) Wakeups() uint64 { return s.wakeups.Load() }
+
+// Woke counts a wait built on WatchCh that a change woke.
+func (s *State) Woke() { s.wakeups.Add(1) }
 
 // notifyLocked wakes the waiters; the caller holds the write lock.
 func (s *State) notifyLocked() {
@@ -271,6 +283,51 @@ func (s *State) Operation(id string) (Operation, bool) {
 	return getOne(s, operationsTable, id, Operation.clone)
 }
 
+// OperationSummary returns an operation by id with its actions but
+// without its plan (left zero): what a caller that follows its progress
+// needs, without copying the plan each time.
+func (s *State) OperationSummary(id string) (Operation, bool) {
+	return getOne(s, operationsTable, id, func(o Operation) Operation {
+		o.Plan = planner.Result{}
+		o.Actions = slices.Clone(o.Actions)
+		return o
+	})
+}
+
+// OperationIndex returns the state index of an operation's last change,
+// without copying it: the cheap check of a blocking query.
+func (s *State) OperationIndex(id string) (uint64, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	o, ok := s.t.operations[id]
+	if !ok {
+		return 0, false
+	}
+	return o.Index, true
+}
+
+// OperationRef names an unfinished operation and whether its cancel was
+// asked for.
+type OperationRef struct {
+	ID              string
+	CancelRequested bool
+}
+
+// UnfinishedOperationRefs names every operation that is not final, oldest
+// first, without copying them: what the leader's loop looks at on every
+// change.
+func (s *State) UnfinishedOperationRefs() []OperationRef {
+	ops := getAll(s, operationsTable, func(o *Operation) bool { return !o.Status.Final() },
+		func(o Operation) Operation {
+			return Operation{ID: o.ID, CancelRequested: o.CancelRequested, CreateIndex: o.CreateIndex}
+		}, opOlder)
+	out := make([]OperationRef, len(ops))
+	for i, o := range ops {
+		out[i] = OperationRef{ID: o.ID, CancelRequested: o.CancelRequested}
+	}
+	return out
+}
+
 // Operations returns the operations of a stack, oldest first.
 func (s *State) Operations(project, stack string) []Operation {
 	return getAll(s, operationsTable,
@@ -314,6 +371,17 @@ func (s *State) Events(project, stack string, afterIndex uint64, limit int) []Ev
 // Agent returns an agent.
 func (s *State) Agent(id string) (Agent, bool) {
 	return getOne(s, func(t *tables) map[string]*Agent { return t.agents }, id, Agent.clone)
+}
+
+// AgentStatus returns an agent's status without copying the agent.
+func (s *State) AgentStatus(id string) (AgentStatus, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.t.agents[id]
+	if !ok {
+		return "", false
+	}
+	return a.Status, true
 }
 
 // Agents returns every agent, sorted by id.

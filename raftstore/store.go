@@ -72,6 +72,9 @@ type Store struct {
 	leaderCh chan bool
 	// proposals queues the commands of Apply for the group commit loop.
 	proposals chan *proposal
+	// entries counts the log entries the group commit proposed (one per
+	// command alone, one per batch): see Entries.
+	entries atomic.Uint64
 
 	// startIndex is the index of the last entry on disk, when the store
 	// opened, that the FSM applies (a command or a configuration); ready
@@ -426,6 +429,57 @@ func (s *Store) Raft() *raft.Raft { return s.raft }
 // are proposed together as one log entry (groupcommit.go), each getting its
 // own result or error.
 func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
+	data, err := s.encodeOne(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := s.propose(ctx, data)
+	if err != nil {
+		return nil, err
+	}
+	return rs[0].v, rs[0].err
+}
+
+// ApplyAll proposes several commands in one log entry, in order: one
+// append, one fsync and one replication round for all of them, and either
+// all of them are committed or none. Each is applied on its own, as by
+// Apply (a refused one leaves no trace and does not refuse the others): the
+// result is one error per command, nil for those applied. What must not
+// happen unless an earlier command did is for the FSM to check (a work item
+// is put only for an action recorded running, see PutWork).
+func (s *Store) ApplyAll(ctx context.Context, cs ...Command) []error {
+	errs := make([]error, len(cs))
+	fail := func(err error) []error {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	entries := make([][]byte, len(cs))
+	size := 0
+	for i, c := range cs {
+		data, err := s.encodeOne(ctx, c)
+		if err != nil {
+			return fail(err)
+		}
+		entries[i] = data
+		size += len(data)
+	}
+	if size > MaxCommandSize {
+		return fail(errorf(ErrTooLarge, "%d commands of %d bytes are over the limit of %d bytes for one log entry", len(cs), size, MaxCommandSize))
+	}
+	rs, err := s.propose(ctx, entries...)
+	if err != nil {
+		return fail(err)
+	}
+	for i, r := range rs {
+		errs[i] = r.err
+	}
+	return errs
+}
+
+// encodeOne checks and encodes one command for a proposal.
+func (s *Store) encodeOne(ctx context.Context, c Command) ([]byte, error) {
 	if err := checkSize(c); err != nil {
 		return nil, err
 	}
@@ -444,7 +498,7 @@ func (s *Store) Apply(ctx context.Context, c Command) (any, error) {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= 0 {
 		return nil, context.DeadlineExceeded
 	}
-	return s.propose(ctx, data)
+	return data, nil
 }
 
 func (s *Store) raftErr(err error) error {

@@ -140,6 +140,15 @@ type ReportWork struct {
 	Time   time.Time
 }
 
+// StartWork records an action's start (as ActionStarted) and puts its
+// first work item (as PutWork) in one step: the start is durable before any
+// agent can see the work, with one log entry instead of two. Either both
+// are applied or neither: the work must be for the started action.
+type StartWork struct {
+	Start ActionStarted
+	Work  Work
+}
+
 // DeleteWork forgets work items (the leader gave up waiting for them).
 type DeleteWork struct {
 	IDs []string
@@ -149,6 +158,7 @@ func (*SetServer) Type() MessageType  { return CmdSetServer }
 func (*PutWork) Type() MessageType    { return CmdPutWork }
 func (*ReportWork) Type() MessageType { return CmdReportWork }
 func (*DeleteWork) Type() MessageType { return CmdDeleteWork }
+func (*StartWork) Type() MessageType  { return CmdStartWork }
 
 func (c *SetServer) apply(tx *txn) (any, error) {
 	if c.ID == "" {
@@ -163,28 +173,54 @@ func (c *SetServer) apply(tx *txn) (any, error) {
 }
 
 func (c *PutWork) apply(tx *txn) (any, error) {
-	w := c.Work
+	if err := tx.checkWork(c.Work); err != nil {
+		return nil, err
+	}
+	tx.putWork(c.Work)
+	return nil, nil
+}
+
+func (c *StartWork) apply(tx *txn) (any, error) {
+	if c.Work.Operation != c.Start.Operation || c.Work.Address != c.Start.Address {
+		return nil, invalid("work %s is for %s %s, not the action started (%s %s)", c.Work.ID, c.Work.Operation, c.Work.Address, c.Start.Operation, c.Start.Address)
+	}
+	if err := tx.checkWork(c.Work); err != nil {
+		return nil, err
+	}
+	if _, err := c.Start.apply(tx); err != nil {
+		return nil, err
+	}
+	tx.putWork(c.Work)
+	return nil, nil
+}
+
+// checkWork checks that work w may be put.
+func (tx *txn) checkWork(w Work) error {
 	switch {
 	case w.ID == "" || w.Agent == "":
-		return nil, invalid("work id and agent are required")
+		return invalid("work id and agent are required")
 	}
 	if _, ok := tx.t.work[w.ID]; ok {
-		return nil, conflict("work %s exists", w.ID)
+		return conflict("work %s exists", w.ID)
 	}
 	o, err := tx.operation(w.Operation)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if o.Status.Final() {
-		return nil, conflict("operation %s is already %s", o.ID, o.Status)
+		return conflict("operation %s is already %s", o.ID, o.Status)
 	}
 	if _, ok := tx.t.agents[w.Agent]; !ok {
-		return nil, notFound("agent %s", w.Agent)
+		return notFound("agent %s", w.Agent)
 	}
+	return nil
+}
+
+// putWork stores work w (checked by checkWork), not reported yet.
+func (tx *txn) putWork(w Work) {
 	w.Done, w.Result, w.Reported = false, nil, time.Time{}
 	w.Index = tx.index
 	tx.t.work[w.ID] = &w
-	return nil, nil
 }
 
 func (c *ReportWork) apply(tx *txn) (any, error) {
@@ -236,6 +272,19 @@ func (s *State) Servers() []ServerInfo {
 // Work returns one work item.
 func (s *State) Work(id string) (Work, bool) {
 	return getOne(s, workTable, id, cloneWork)
+}
+
+// WorkReport returns, without copying the item, whether work id exists
+// and was reported, and then its report: the cheap check of a leader that
+// waits for it.
+func (s *State) WorkReport(id string) (result []byte, done, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	w, ok := s.t.work[id]
+	if !ok || !w.Done {
+		return nil, false, ok
+	}
+	return slices.Clone(w.Result), true, true
 }
 
 // PendingWork returns the work items of an agent not reported yet, in the

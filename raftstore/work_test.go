@@ -16,6 +16,13 @@ func work(id string) *PutWork {
 		Op: "create", Payload: []byte(`{"op":"create"}`), Created: t0}}
 }
 
+func startWork(id, addr string) *StartWork {
+	return &StartWork{
+		Start: ActionStarted{Operation: "op1", Address: addr, Agent: "agent-1", Time: t0},
+		Work:  work(id).Work,
+	}
+}
+
 // TestWorkCommands covers the commands that carry work between the leader
 // and agents, and the server address table, through the FSM alone.
 func TestWorkCommands(t *testing.T) {
@@ -44,6 +51,38 @@ func TestWorkCommands(t *testing.T) {
 			},
 		},
 		{name: "set server without id", cmd: &SetServer{HTTPAddr: "a"}, wantErr: ErrInvalid},
+		{
+			name:  "start work",
+			setup: withOpStarted(),
+			cmd:   startWork("w1", "network.lan"),
+			check: func(t *testing.T, s *State) {
+				o, _ := s.Operation("op1")
+				a := o.Action("network.lan")
+				if a == nil || a.Status != ActionRunning || a.Agent != "agent-1" || a.Attempts != 1 {
+					t.Errorf("action = %+v, want running on agent-1", a)
+				}
+				if p := s.PendingWork("agent-1"); len(p) != 1 || p[0].ID != "w1" || p[0].Index != s.Index() {
+					t.Errorf("pending = %+v", p)
+				}
+			},
+		},
+		// Refused as a whole: the action stays pending, no work is put.
+		{name: "start work for an unknown agent", setup: withOpStarted(), cmd: func() Command {
+			c := startWork("w1", "network.lan")
+			c.Work.Agent = "agent-9"
+			return c
+		}(), wantErr: ErrNotFound},
+		{name: "start work of an action already done", setup: append(withOpStarted(),
+			&ActionStarted{Operation: "op1", Address: "network.lan", Time: t0},
+			&ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionDone, Resource: resource("network.lan"), Time: t0}),
+			cmd: startWork("w1", "network.lan"), wantErr: ErrConflict},
+		{name: "start work for another action", setup: withOpStarted(), cmd: func() Command {
+			c := startWork("w1", "network.lan")
+			c.Work.Address = "server.web"
+			return c
+		}(), wantErr: ErrInvalid},
+		{name: "start work that exists", setup: append(withOpStarted(), startWork("w1", "network.lan")),
+			cmd: startWork("w1", "network.lan"), wantErr: ErrConflict},
 		{
 			name:  "put work",
 			setup: withOpStarted(),

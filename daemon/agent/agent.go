@@ -40,7 +40,7 @@ const CredentialFile = "agent-credential"
 const (
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultWait              = 30 * time.Second
-	DefaultParallelism       = 16
+	DefaultParallelism       = 64
 )
 
 // Config configures an agent.
@@ -62,7 +62,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Wait is how long one blocking work query waits (DefaultWait).
 	Wait time.Duration
-	// Parallelism bounds the actions run at once (DefaultParallelism).
+	// Parallelism bounds the actions run at once (DefaultParallelism); the
+	// costly kinds have lower bounds of their own
+	// (scheduler.KindParallelism).
 	Parallelism int
 	// Address is how a human reaches this host (default: the hostname).
 	Address string
@@ -90,6 +92,7 @@ type Agent struct {
 	credential atomic.Bool
 	log        *slog.Logger
 	sem        chan struct{}
+	kindSem    map[string]chan struct{} // the kinds with a bound of their own
 	wg         sync.WaitGroup
 	reg        chan struct{} // signalled when the agent must register again
 	// actions and hosts run each work item and host request once (see
@@ -154,11 +157,15 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a := &Agent{
-		cfg: cfg,
-		id:  id,
-		log: cfg.Logger.With("agent", id),
-		sem: make(chan struct{}, cfg.Parallelism),
-		reg: make(chan struct{}, 1),
+		cfg:     cfg,
+		id:      id,
+		log:     cfg.Logger.With("agent", id),
+		sem:     make(chan struct{}, cfg.Parallelism),
+		kindSem: map[string]chan struct{}{},
+		reg:     make(chan struct{}, 1),
+	}
+	for kind, n := range scheduler.KindParallelism {
+		a.kindSem[kind] = make(chan struct{}, min(n, cfg.Parallelism))
 	}
 	cred, err := os.ReadFile(filepath.Join(cfg.DataDir, CredentialFile))
 	switch {
@@ -397,16 +404,43 @@ func (a *Agent) work(ctx context.Context) {
 func (a *Agent) take(ctx context.Context, it api.WorkItem) {
 	k := itemKey{it.WorkID, it.OperationID, it.Address, it.Op, it.Attempt}
 	a.actions.once(&a.wg, k, func() (api.ActionReport, bool) {
-		select {
-		case a.sem <- struct{}{}:
-		case <-ctx.Done():
+		release, ok := a.acquire(ctx, it.Kind)
+		if !ok {
 			return api.ActionReport{}, false
 		}
 		rep := a.run(ctx, it)
-		<-a.sem
+		release()
 		// Interrupted: nothing is reported, the next leader reads it back.
 		return rep, ctx.Err() == nil || rep.OK
 	}, func(rep api.ActionReport) { a.report(ctx, rep) })
+}
+
+// acquire takes a slot for an action of kind: one of the kind's own when
+// it has a bound, then one of the agent's. It reports false when ctx ended
+// first.
+func (a *Agent) acquire(ctx context.Context, kind string) (release func(), ok bool) {
+	ks := a.kindSem[kind]
+	if ks != nil {
+		select {
+		case ks <- struct{}{}:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+	select {
+	case a.sem <- struct{}{}:
+	case <-ctx.Done():
+		if ks != nil {
+			<-ks
+		}
+		return nil, false
+	}
+	return func() {
+		<-a.sem
+		if ks != nil {
+			<-ks
+		}
+	}, true
 }
 
 // run runs one item through its driver.

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -16,17 +17,22 @@ import (
 	"github.com/kiln-dev/kiln/planner"
 )
 
-// MemoryCallsFile is where a memory-driver agent writes its call counts
-// (in its data directory) after every action, for tests that run the agent
-// as a separate process.
-const MemoryCallsFile = "memdriver-calls.json"
+// MemoryCallsFile is where a memory-driver agent appends its calls (in its
+// data directory), one JSON line per call as it is made, for tests that run
+// the agent as a separate process (ReadMemoryCalls counts them). A new
+// process starts it again.
+const MemoryCallsFile = "memdriver-calls.jsonl"
 
 // MemoryObjectsFile holds the memory driver's objects, so that they outlive
 // the process as a host's objects do (the embedded CLI starts a new agent
-// for every command, and a plan reads what exists).
-const MemoryObjectsFile = "memdriver-objects.json"
+// for every command, and a plan reads what exists). It is a journal: after
+// every call, one JSON line per address the call changed, with that
+// address's instances as they are now; a later line for an address replaces
+// the earlier ones. A process compacts it when it loads it.
+const MemoryObjectsFile = "memdriver-objects.jsonl"
 
-// MemoryCall is one line of MemoryCallsFile.
+// MemoryCall is what ReadMemoryCalls returns: how many times one op was
+// called on one address.
 type MemoryCall struct {
 	Kind    string `json:"kind"`
 	Address string `json:"address"`
@@ -43,8 +49,8 @@ type Memory struct {
 	// before its effect, so a test can kill a server in the middle of an
 	// apply.
 	Delay time.Duration
-	// CallsFile, when set, is rewritten with the call counts after every
-	// call.
+	// CallsFile, when set, is where the calls are appended (see
+	// MemoryCallsFile).
 	CallsFile string
 	// ObjectsFile, when set, is where the objects are kept (see
 	// MemoryObjectsFile).
@@ -52,6 +58,7 @@ type Memory struct {
 
 	mu     sync.Mutex
 	stacks map[string]string // object id -> stack, for Orphans
+	logged int               // calls of D's log already in CallsFile
 }
 
 // NewMemory returns a memory driver set that writes its counts under
@@ -61,6 +68,7 @@ func NewMemory(dataDir string, delay time.Duration) *Memory {
 	if dataDir != "" {
 		m.CallsFile = filepath.Join(dataDir, MemoryCallsFile)
 		m.ObjectsFile = filepath.Join(dataDir, MemoryObjectsFile)
+		_ = os.Remove(m.CallsFile)
 		m.load()
 	}
 	return m
@@ -76,9 +84,12 @@ func (m *Memory) Drivers() Drivers {
 }
 
 // Calls returns the counts of every call made, sorted.
-func (m *Memory) Calls() []MemoryCall {
+func (m *Memory) Calls() []MemoryCall { return countCalls(m.D.Log()) }
+
+// countCalls counts calls by kind, address and op, sorted by address and op.
+func countCalls(calls []memdriver.Call) []MemoryCall {
 	counts := map[memdriver.Call]int{}
-	for _, c := range m.D.Log() {
+	for _, c := range calls {
 		counts[c]++
 	}
 	out := make([]MemoryCall, 0, len(counts))
@@ -95,30 +106,64 @@ func (m *Memory) Calls() []MemoryCall {
 	return out
 }
 
-// ReadMemoryCalls reads the counts a memory-driver agent wrote in dataDir.
+// ReadMemoryCalls counts the calls a memory-driver agent wrote in dataDir,
+// sorted by address and op. A last line cut short (the agent was killed
+// while it wrote it) is left out.
 func ReadMemoryCalls(dataDir string) ([]MemoryCall, error) {
 	data, err := os.ReadFile(filepath.Join(dataDir, MemoryCallsFile))
 	if err != nil {
 		return nil, err
 	}
-	var out []MemoryCall
-	return out, json.Unmarshal(data, &out)
+	var calls []memdriver.Call
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		var c MemoryCall
+		if len(line) == 0 || json.Unmarshal(line, &c) != nil {
+			continue
+		}
+		calls = append(calls, memdriver.Call{Kind: c.Kind, Address: c.Address, Op: c.Op})
+	}
+	return countCalls(calls), nil
 }
 
+// written appends to the files what the calls since the last time did: the
+// calls, and the state of each address they changed. Appending keeps the
+// cost of a call the same however many objects there are.
 func (m *Memory) written() {
 	if m.CallsFile == "" {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if data, err := json.MarshalIndent(m.Calls(), "", "  "); err == nil {
-		writeFileAtomic(m.CallsFile, data)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	calls := m.D.LogSince(m.logged)
+	m.logged += len(calls)
+	for _, c := range calls {
+		_ = enc.Encode(MemoryCall{Kind: c.Kind, Address: c.Address, Op: c.Op})
 	}
-	if m.ObjectsFile != "" {
-		if data, err := m.saveObjects(); err == nil {
-			writeFileAtomic(m.ObjectsFile, data)
-		}
+	appendFile(m.CallsFile, buf.Bytes())
+	if m.ObjectsFile == "" {
+		return
 	}
+	buf.Reset()
+	for _, c := range m.D.TakeChanges() {
+		_ = enc.Encode(m.savedChange(c))
+	}
+	appendFile(m.ObjectsFile, buf.Bytes())
+}
+
+// appendFile appends data to path in one write (so that a killed process
+// leaves at most its last line cut short).
+func appendFile(path string, data []byte) {
+	if len(data) == 0 {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	_, _ = f.Write(data)
+	_ = f.Close()
 }
 
 func writeFileAtomic(path string, data []byte) {
@@ -137,47 +182,68 @@ type savedObject struct {
 	Stack    string         `json:"Stack,omitempty"`
 }
 
-type savedObjects struct {
-	Objects []savedObject
-	Current []memdriver.Current
+// savedChange is one line of MemoryObjectsFile: an address's instances as
+// they are after a call changed them.
+type savedChange struct {
+	Kind    string        `json:"kind"`
+	Address string        `json:"address"`
+	Current string        `json:"current,omitempty"`
+	Objects []savedObject `json:"objects,omitempty"`
 }
 
-// saveObjects encodes the driver's objects; m.mu is held.
-func (m *Memory) saveObjects() ([]byte, error) {
-	s := m.D.Save()
-	out := savedObjects{Current: s.Current}
-	for _, o := range s.Objects {
+// savedChange encodes a change with each object's stack; m.mu is held.
+func (m *Memory) savedChange(c memdriver.Change) savedChange {
+	out := savedChange{Kind: c.Kind, Address: c.Address, Current: c.Current}
+	for _, o := range c.Objects {
 		out.Objects = append(out.Objects, savedObject{Object: o, Attrs: o.Attrs, Computed: o.Computed, Stack: m.stacks[o.ID]})
 	}
-	return json.MarshalIndent(out, "", "  ")
+	return out
 }
 
-// load restores the objects a previous process saved; a missing or
-// unreadable file leaves the driver empty.
+// load restores the objects a previous process saved (the last line of
+// each address wins; a line cut short is left out), then compacts the file
+// to one line per address that has instances.
 func (m *Memory) load() {
 	data, err := os.ReadFile(m.ObjectsFile)
 	if err != nil {
 		return
 	}
-	var in savedObjects
-	if json.Unmarshal(data, &in) != nil {
-		return
+	type key struct{ kind, address string }
+	last := map[key]savedChange{}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		var c savedChange
+		if len(line) == 0 || json.Unmarshal(line, &c) != nil {
+			continue
+		}
+		last[key{c.Kind, c.Address}] = c
 	}
-	s := memdriver.Saved{Current: in.Current}
+	var s memdriver.Saved
+	var compact bytes.Buffer
+	enc := json.NewEncoder(&compact)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, so := range in.Objects {
-		o := so.Object
-		o.Attrs, o.Computed = so.Attrs, so.Computed
-		s.Objects = append(s.Objects, o)
-		if so.Stack != "" {
-			if m.stacks == nil {
-				m.stacks = map[string]string{}
+	for _, c := range last {
+		if len(c.Objects) == 0 {
+			continue
+		}
+		_ = enc.Encode(c)
+		if c.Current != "" {
+			s.Current = append(s.Current, memdriver.Current{Kind: c.Kind, Address: c.Address, ID: c.Current})
+		}
+		for _, so := range c.Objects {
+			o := so.Object
+			o.Attrs, o.Computed = so.Attrs, so.Computed
+			s.Objects = append(s.Objects, o)
+			if so.Stack != "" {
+				if m.stacks == nil {
+					m.stacks = map[string]string{}
+				}
+				m.stacks[o.ID] = so.Stack
 			}
-			m.stacks[o.ID] = so.Stack
 		}
 	}
 	m.D.Load(s)
+	writeFileAtomic(m.ObjectsFile, compact.Bytes())
 }
 
 func (m *Memory) delay(ctx context.Context) error {

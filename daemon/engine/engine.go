@@ -30,19 +30,28 @@ import (
 )
 
 // DefaultParallelism bounds the actions running at once when
-// Engine.Parallelism is zero.
-const DefaultParallelism = 16
+// Engine.Parallelism is zero. Most actions cost kiln more than they cost the
+// host (a bridge, a volume, a port forward are a few system calls): what
+// bounds them is how many records one raft entry carries.
+const DefaultParallelism = 64
 
 // Engine runs operations. Runner and Recorder are required; Reader is
 // required to resume an action recorded running; Assigner is optional.
 type Engine struct {
-	Recorder    Recorder
-	Runner      Runner
-	Reader      Reader
-	Assigner    Assigner
-	Parallelism int
-	Logger      *slog.Logger
+	Recorder Recorder
+	Runner   Runner
+	Reader   Reader
+	Assigner Assigner
+	// Parallelism bounds the actions running at once (DefaultParallelism
+	// when zero), and KindParallelism those of one kind (a kind it does not
+	// name has no bound of its own): the costly kinds, such as guest boots.
+	Parallelism     int
+	KindParallelism map[string]int
+	Logger          *slog.Logger
 }
+
+// kindBound is the bound of kind's actions running at once, 0 for none.
+func (e *Engine) kindBound(kind string) int { return e.KindParallelism[kind] }
 
 // Run runs op to its end and records how it finished. Cancelling ctx cancels
 // the operation: no new action starts, the running ones finish (they run on a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kiln-dev/kiln/executors/memdriver"
@@ -79,6 +80,65 @@ func TestDepsCarryDependencyAttributes(t *testing.T) {
 	}
 	if got["network.lan"]["gateway"] != "10.0.0.1" || got["network.lan"]["id"] == nil {
 		t.Errorf("server saw deps %v, want the network's computed attributes", got)
+	}
+}
+
+// TestKindParallelismBound: a kind with a bound of its own never has more
+// actions running than that, and does not hold up the other kinds: with
+// the servers held at their bound, every volume still runs.
+func TestKindParallelismBound(t *testing.T) {
+	const servers, volumes, serverBound = 6, 12, 2
+	e, _, drv := newEngine(8)
+	e.KindParallelism = map[string]int{"server": serverBound}
+	var changes []planner.Change
+	for i := 0; i < servers; i++ {
+		changes = append(changes, ch(fmt.Sprintf("server.s[%d]", i), planner.Create))
+	}
+	for i := 0; i < volumes; i++ {
+		changes = append(changes, ch(fmt.Sprintf("volume.v[%d]", i), planner.Create))
+	}
+	var mu sync.Mutex
+	running, maxServers, volumesDone := 0, 0, 0
+	release := make(chan struct{})
+	allVolumes := make(chan struct{})
+	started := make(chan struct{}, servers)
+	drv.hook = func(a Action) {
+		if a.Kind != "server" {
+			mu.Lock()
+			volumesDone++
+			if volumesDone == volumes {
+				close(allVolumes)
+			}
+			mu.Unlock()
+			return
+		}
+		mu.Lock()
+		running++
+		maxServers = max(maxServers, running)
+		mu.Unlock()
+		started <- struct{}{}
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+	}
+	done := make(chan Outcome)
+	go func() {
+		out, _ := e.Run(context.Background(), Operation{ID: "op", Stack: "s", Plan: plan(changes...)})
+		done <- out
+	}()
+	// The servers come first in plan order and hold their slots: every
+	// volume must still run.
+	<-allVolumes
+	for range serverBound {
+		<-started
+	}
+	close(release)
+	if out := <-done; out.Status != OperationComplete {
+		t.Fatalf("status %s: %s", out.Status, out.Err)
+	}
+	if maxServers != serverBound {
+		t.Errorf("at most %d servers ran at once, want %d", maxServers, serverBound)
 	}
 }
 

@@ -35,9 +35,10 @@ type run struct {
 	// Progress.
 	ready     []*node // to start, in plan order
 	running   int
-	cancelled bool   // nothing more starts
-	firstErr  string // "address: error" of the first failed action
-	recErr    error  // the first record that could not be made: the walk stops
+	byKind    map[string]int // running, by kind
+	cancelled bool           // nothing more starts
+	firstErr  string         // "address: error" of the first failed action
+	recErr    error          // the first record that could not be made: the walk stops
 }
 
 // finished is what visit hands back for one action.
@@ -66,6 +67,7 @@ func (e *Engine) newRun(rctx context.Context, op Operation, nodes map[string]*no
 		nodes:   nodes,
 		order:   order,
 		results: make(chan finished),
+		byKind:  map[string]int{},
 	}
 }
 
@@ -144,12 +146,15 @@ func (r *run) startReady(ctx context.Context) {
 	}
 }
 
-// next takes the next action to start off the ready queue: the first one,
-// or once the operation is cancelled the first one being resumed; nil when
-// there is none.
+// next takes the next action to start off the ready queue: the first one
+// whose kind has room, or once the operation is cancelled the first one
+// being resumed; nil when there is none.
 func (r *run) next() *node {
 	for i, n := range r.ready {
 		if r.cancelled && (!n.resume || n.status.Final()) {
+			continue
+		}
+		if b := r.e.kindBound(n.change.Kind); b > 0 && r.byKind[n.change.Kind] >= b && !n.status.Final() {
 			continue
 		}
 		if i == 0 {
@@ -167,6 +172,7 @@ func (r *run) next() *node {
 func (r *run) start(n *node) {
 	n.status = raftstore.ActionRunning
 	r.running++
+	r.byKind[n.change.Kind]++
 	deps := make(map[string]map[string]any, len(n.deps))
 	for _, d := range n.deps {
 		deps[d] = r.nodes[d].result.Attrs
@@ -182,6 +188,7 @@ func (r *run) start(n *node) {
 func (r *run) receive(f finished) {
 	r.running--
 	n := r.nodes[f.addr]
+	r.byKind[n.change.Kind]--
 	n.status, n.result = f.result.Status, f.result
 	if f.recErr != nil {
 		if r.recErr == nil {

@@ -52,6 +52,7 @@ var routeRules = map[string]string{
 	"GET /v1/images":                                     "reader",
 	"POST /v1/images/prune":                              "global",
 	"GET /v1/gc":                                         "global",
+	"GET /debug/pprof/{profile}":                         "global",
 	"GET /v1/operator/raft/peers":                        "global",
 	"POST /v1/operator/raft/peers":                       "global",
 	"DELETE /v1/operator/raft/peers/{id}":                "global",
@@ -90,7 +91,7 @@ func TestAuth(t *testing.T) {
 
 	for _, pattern := range Routes() {
 		method, path, _ := strings.Cut(pattern, " ")
-		path = strings.NewReplacer("{stack}", "s2", "{id}", "x", "{address}", "a").Replace(path)
+		path = strings.NewReplacer("{stack}", "s2", "{id}", "x", "{address}", "a", "{profile}", "heap").Replace(path)
 		t.Run(pattern, func(t *testing.T) {
 			for _, c := range []client{{t: t, addr: s.Addr()}, {t: t, addr: s.Addr(), token: "kiln_wrong"}} {
 				if code, out := c.do(method, path, "{}"); code != http.StatusUnauthorized {
@@ -248,7 +249,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 				if v.agent != "" {
 					p = strings.ReplaceAll(p, "{id}", v.agent)
 				}
-				p = strings.NewReplacer("{id}", "nope", "{address}", "server.nope").Replace(p)
+				p = strings.NewReplacer("{id}", "nope", "{address}", "server.nope", "{profile}", "heap").Replace(p)
 				if cc.role == "global" && v.project != "" {
 					p += "?project=" + v.project
 				}

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/kiln-dev/kiln/daemon/engine"
+	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/raftstore"
 )
 
@@ -26,7 +27,8 @@ func (s *Server) opEngine(lead context.Context, op raftstore.Operation) *engine.
 	}
 	return &engine.Engine{
 		Recorder: rec, Runner: d, Reader: d, Assigner: d,
-		Parallelism: s.cfg.Parallelism, Logger: s.log.With("sub", "engine"),
+		Parallelism: s.cfg.Parallelism, KindParallelism: scheduler.KindParallelism,
+		Logger: s.log.With("sub", "engine"),
 	}
 }
 

@@ -277,7 +277,7 @@ func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.apply(r.Context(), &raftstore.ReportWork{ID: rep.WorkID, Agent: r.PathValue("id"), Result: body, Time: time.Now().UTC()}); err != nil {
+	if err := s.recordReport(r.Context(), rep, &raftstore.ReportWork{ID: rep.WorkID, Agent: r.PathValue("id"), Result: body, Time: time.Now().UTC()}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -118,6 +118,7 @@ func (s *Server) routes() *http.ServeMux {
 	s.handle(mux, "DELETE /v1/operator/raft/peers/{id}", writeRoute, G, s.handleRemovePeer)
 	s.handle(mux, "GET /v1/operator/snapshot", readRoute, G, s.handleSnapshotSave)
 	s.handle(mux, "PUT /v1/operator/snapshot", writeRoute, G, s.handleSnapshotRestore)
+	s.handle(mux, "GET /debug/pprof/{profile}", localRoute, G, s.handlePprof)
 	mux.HandleFunc("/", s.public("unknown", func(w http.ResponseWriter, r *http.Request) error {
 		return errf(http.StatusNotFound, "no route %s %s", r.Method, r.URL.Path)
 	}))

@@ -110,14 +110,18 @@ func (s *Server) watchOperations(ctx context.Context) {
 	defer wg.Wait()
 	for {
 		idx := st.Index()
-		for _, op := range st.UnfinishedOperations() {
+		for _, ref := range st.UnfinishedOperationRefs() {
 			mu.Lock()
-			r, ok := run[op.ID]
+			r, ok := run[ref.ID]
 			mu.Unlock()
 			if ok {
-				if op.CancelRequested {
+				if ref.CancelRequested {
 					r.cancel()
 				}
+				continue
+			}
+			op, ok := st.Operation(ref.ID)
+			if !ok || op.Status.Final() {
 				continue
 			}
 			octx, cancel := context.WithCancel(ctx)

@@ -51,7 +51,23 @@ func newMetrics(s *Server) *metrics {
 		}
 		return float64(s.store.State().Index())
 	})
-	m.reg.MustRegister(m.applies, m.operations, m.actions, m.requests, leader, index,
+	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "kiln_raft_entries_total", Help: "Raft log entries this server proposed: one per command alone, one per group of commands committed together.",
+	}, func() float64 {
+		if s.store == nil {
+			return 0
+		}
+		return float64(s.store.Entries())
+	})
+	wakeups := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "kiln_state_wakeups_total", Help: "Waits on this server's state (blocking queries, the leader's waits for reports) woken by a change.",
+	}, func() float64 {
+		if s.store == nil {
+			return 0
+		}
+		return float64(s.store.State().Wakeups())
+	})
+	m.reg.MustRegister(m.applies, m.operations, m.actions, m.requests, leader, index, entries, wakeups,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -40,14 +40,13 @@ var (
 )
 
 // Assign implements engine.Assigner: the stack's agent when it has one
-// (it must be up), otherwise the scheduler's choice.
+// (it must be up), otherwise the scheduler's choice. Only the scheduler's
+// choice is recorded here (it reserves the agent's capacity); the stack's
+// own agent is recorded with the action's start.
 func (d *opDispatcher) Assign(ctx context.Context, a engine.Action) (string, error) {
 	if p := d.pinned(); p != "" {
 		if !d.waitUp(ctx, p) {
 			return "", fmt.Errorf("the stack lives on agent %s, which is down", p)
-		}
-		if err := d.rec.record(ctx, &raftstore.AssignAction{Operation: d.op.ID, Address: a.Address, Agent: p, Time: time.Now().UTC()}); err != nil {
-			return "", err
 		}
 		return p, nil
 	}
@@ -76,7 +75,7 @@ func (d *opDispatcher) place(ctx context.Context, address string, exclude map[st
 	req := scheduler.StackRequest(&d.op.Plan)
 	req.Stack = d.op.Stack
 	cand, err := scheduler.DefaultWeights.Schedule(ctx, req, d.schedAgents(exclude), func(ctx context.Context, c scheduler.Candidate) error {
-		return d.rec.record(ctx, &raftstore.AssignAction{Operation: d.op.ID, Address: address, Agent: c.Agent, Time: time.Now().UTC()})
+		return d.rec.recordFor(ctx, address, &raftstore.AssignAction{Operation: d.op.ID, Address: address, Agent: c.Agent, Time: time.Now().UTC()})
 	})
 	if err != nil {
 		return "", err
@@ -114,7 +113,7 @@ func (d *opDispatcher) waitUp(ctx context.Context, agent string) bool {
 	st := d.s.store.State()
 	for {
 		idx := st.Index()
-		if ag, ok := st.Agent(agent); ok && ag.Status == raftstore.AgentUp {
+		if status, ok := st.AgentStatus(agent); ok && status == raftstore.AgentUp {
 			return true
 		}
 		if _, err := st.Wait(ctx, idx); err != nil {
@@ -193,7 +192,7 @@ func (d *opDispatcher) Read(ctx context.Context, a engine.Action) (engine.Result
 		if w.Op != string(a.Op) || !sameGeneration(w, a.Generation) {
 			continue
 		}
-		rep, err := d.wait(w.ID, w.Agent)
+		rep, err := d.wait(a.Address, w.ID, w.Agent)
 		if err != nil {
 			continue // the agent went down: read instead
 		}
@@ -275,16 +274,16 @@ func (d *opDispatcher) ask(a engine.Action, node string, op api.Op, attempt int)
 	if err != nil {
 		return api.ActionReport{}, fmt.Errorf("work for %s: %w", a.Address, err)
 	}
-	err = d.rec.record(d.lead, &raftstore.PutWork{Work: raftstore.Work{
+	err = d.rec.recordFor(d.lead, a.Address, &raftstore.PutWork{Work: raftstore.Work{
 		ID: wi.WorkID, Agent: node, Operation: d.op.ID, Address: a.Address, Op: string(op), Generation: a.Generation,
 		Payload: payload, Created: time.Now().UTC(),
 	}})
 	if err != nil {
 		return api.ActionReport{}, err
 	}
-	rep, err := d.wait(wi.WorkID, node)
+	rep, err := d.wait(a.Address, wi.WorkID, node)
 	if err != nil {
-		d.rec.record(d.lead, &raftstore.DeleteWork{IDs: []string{wi.WorkID}})
+		d.rec.recordFor(d.lead, a.Address, &raftstore.DeleteWork{IDs: []string{wi.WorkID}})
 		return rep, err
 	}
 	res := "ok"
@@ -297,28 +296,39 @@ func (d *opDispatcher) ask(a engine.Action, node string, op api.Op, attempt int)
 
 var errAgentDown = errors.New("agent went down before reporting")
 
-// wait waits on the state for the report of a work item; it gives up when
-// the agent is marked down or leadership is lost.
-func (d *opDispatcher) wait(id, agent string) (api.ActionReport, error) {
+// wait waits for the report of work item id of the action at address: the
+// agent's report handed over by the report route (reportInbox), parked
+// for the action's next record, or the report recorded in the state (by
+// an earlier leader, or on its own). It gives up when the agent is marked
+// down or leadership is lost.
+func (d *opDispatcher) wait(address, id, agent string) (api.ActionReport, error) {
+	inbox, stop := d.s.reports.expect(id)
+	defer stop()
 	st := d.s.store.State()
 	for {
-		idx := st.Index()
-		w, ok := st.Work(id)
+		changed := st.WatchCh()
+		result, done, ok := st.WorkReport(id)
 		if !ok {
 			return api.ActionReport{}, fmt.Errorf("work %s is gone", id)
 		}
-		if w.Done {
+		if done {
 			var rep api.ActionReport
-			if err := json.Unmarshal(w.Result, &rep); err != nil {
+			if err := json.Unmarshal(result, &rep); err != nil {
 				return rep, fmt.Errorf("report of work %s: %w", id, err)
 			}
 			return rep, nil
 		}
-		if ag, ok := st.Agent(agent); !ok || ag.Status != raftstore.AgentUp {
+		if status, ok := st.AgentStatus(agent); !ok || status != raftstore.AgentUp {
 			return api.ActionReport{}, fmt.Errorf("agent %s: %w", agent, errAgentDown)
 		}
-		if _, err := st.Wait(d.lead, idx); err != nil {
-			return api.ActionReport{}, fmt.Errorf("wait for agent %s: %w", agent, err)
+		select {
+		case dl := <-inbox:
+			d.rec.parkReport(address, dl)
+			return dl.rep, nil
+		case <-changed:
+			st.Woke()
+		case <-d.lead.Done():
+			return api.ActionReport{}, fmt.Errorf("wait for agent %s: %w", agent, d.lead.Err())
 		}
 	}
 }

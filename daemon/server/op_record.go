@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/daemon/engine"
@@ -23,6 +24,14 @@ type opRecorder struct {
 	op    raftstore.Operation
 	eval  *opEvaluator   // the desired stack, for what the state records of a resource
 	names *physicalNames // reported by the agents through the dispatcher
+
+	// Records parked until the next record of their action, which carries
+	// them in the same log entry (see recordFor): an action's start waits
+	// for its first work item, an agent's report for the action's result
+	// or its next step's work item.
+	mu      sync.Mutex
+	starts  map[string]*raftstore.ActionStarted
+	reports map[string]*delivery
 }
 
 var _ engine.Recorder = (*opRecorder)(nil)
@@ -36,20 +45,111 @@ func (rec *opRecorder) record(ctx context.Context, c raftstore.Command) error {
 	return rec.s.apply(ctx, c)
 }
 
+// recordFor records commands of the action at address, in one log entry
+// with what is parked for it: a report goes first (it is an earlier step's
+// and acknowledged to its agent by this entry), and a parked start goes
+// with the action's first work item as one StartWork (the start is durable
+// before any agent sees the work) or, when no work follows, before the
+// commands. The error is the commands' (or the start's) own.
+func (rec *opRecorder) recordFor(ctx context.Context, address string, cmds ...raftstore.Command) error {
+	rec.mu.Lock()
+	start, rep := rec.starts[address], rec.reports[address]
+	delete(rec.starts, address)
+	delete(rec.reports, address)
+	rec.mu.Unlock()
+	if err := rec.lead.Err(); err != nil {
+		err = fmt.Errorf("leadership lost: %w", err)
+		if rep != nil {
+			rep.ack(err)
+		}
+		return err
+	}
+	var all []raftstore.Command
+	if rep != nil {
+		all = append(all, rep.cmd)
+	}
+	if start != nil {
+		if pw, ok := cmds[0].(*raftstore.PutWork); ok && len(cmds) == 1 {
+			cmds = []raftstore.Command{&raftstore.StartWork{Start: *start, Work: pw.Work}}
+		} else {
+			all = append(all, start)
+		}
+	}
+	all = append(all, cmds...)
+	if len(all) == 1 {
+		return rec.record(ctx, all[0])
+	}
+	errs := rec.s.store.ApplyAll(ctx, all...)
+	for _, err := range errs {
+		rec.s.metrics.applies.WithLabelValues(resultLabel(err)).Inc()
+	}
+	if rep != nil {
+		rep.ack(errs[0])
+		errs = errs[1:]
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parkReport keeps an agent's report of the action at address for the
+// action's next record.
+func (rec *opRecorder) parkReport(address string, d *delivery) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.reports == nil {
+		rec.reports = map[string]*delivery{}
+	}
+	if old := rec.reports[address]; old != nil {
+		// Not expected (a report is parked until the action's next
+		// record): the older one is recorded by its handler.
+		old.ack(fmt.Errorf("report of %s superseded", address))
+	}
+	rec.reports[address] = d
+}
+
+// dropParked lets go of whatever is still parked when the operation ends:
+// a parked start never ran (no work was put), and a parked report's
+// handler records it on its own.
+func (rec *opRecorder) dropParked() {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for addr, d := range rec.reports {
+		d.ack(fmt.Errorf("operation %s ended before the report of %s was recorded", rec.op.ID, addr))
+	}
+	rec.starts, rec.reports = nil, nil
+}
+
 // event is one event of this server at level lvl, stamped now.
 func (rec *opRecorder) event(msg string, lvl raftstore.Level) []raftstore.Event {
 	return []raftstore.Event{{Time: time.Now().UTC(), Node: rec.s.cfg.NodeID, Level: lvl, Message: msg}}
 }
 
-// ActionStarted implements engine.Recorder.
+// ActionStarted implements engine.Recorder. The start is parked until the
+// action's first work item, which records both in one step (StartWork): the
+// start is durable before the work reaches any agent, which is what the
+// engine asks. An action that fails before it puts work records its start
+// with its result.
 func (rec *opRecorder) ActionStarted(ctx context.Context, opID, address, node string) error {
+	if err := rec.lead.Err(); err != nil {
+		return fmt.Errorf("leadership lost: %w", err)
+	}
 	msg := address + " started"
 	if node != "" {
 		msg += " on " + node
 	}
-	return rec.record(ctx, &raftstore.ActionStarted{
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.starts == nil {
+		rec.starts = map[string]*raftstore.ActionStarted{}
+	}
+	rec.starts[address] = &raftstore.ActionStarted{
 		Operation: opID, Address: address, Agent: node, Time: time.Now().UTC(), Events: rec.event(msg, raftstore.LevelInfo),
-	})
+	}
+	return nil
 }
 
 // ActionFinished implements engine.Recorder: the status is recorded as the
@@ -79,7 +179,7 @@ func (rec *opRecorder) ActionFinished(ctx context.Context, opID, address string,
 	case res.Status.NotStarted(): // skipped, cancelled: only pending actions
 		cmd.Events = rec.event(address+" "+string(res.Status)+": "+res.Err, raftstore.LevelWarn)
 	}
-	err := rec.record(ctx, cmd)
+	err := rec.recordFor(ctx, address, cmd)
 	if err == nil {
 		rec.s.metrics.actions.WithLabelValues(string(res.Status), "recorded").Inc()
 	}
@@ -149,6 +249,7 @@ func (rec *opRecorder) OperationFinished(ctx context.Context, opID, status, errM
 		msg += ": " + errMsg
 	}
 	cmd.Events = rec.event(msg, lvl)
+	rec.dropParked()
 	err := rec.record(ctx, cmd)
 	if err == nil {
 		rec.s.metrics.operations.WithLabelValues(string(rec.op.Kind), string(cmd.Status)).Inc()

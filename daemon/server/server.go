@@ -29,6 +29,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/daemon/engine"
 	"github.com/kiln-dev/kiln/daemon/scheduler"
 	"github.com/kiln-dev/kiln/raftstore"
 	"github.com/kiln-dev/kiln/spec"
@@ -61,7 +62,9 @@ type Config struct {
 	// the leader) to be added. JoinToken (KILN_TOKEN) is an admin token.
 	Join      string
 	JoinToken string
-	// Parallelism bounds the actions an operation runs at once (default 16).
+	// Parallelism bounds the actions an operation runs at once (default
+	// engine.DefaultParallelism); the costly kinds have lower bounds of
+	// their own (engine.DefaultKindParallelism).
 	Parallelism int
 	// LeaveOnShutdown removes this node from the raft configuration on a
 	// graceful Shutdown (not when it is the last voter).
@@ -126,7 +129,8 @@ type Server struct {
 	mux     *http.ServeMux
 
 	mgmtToken string
-	host      hostBroker // host questions to the agents (hostops.go)
+	host      hostBroker  // host questions to the agents (hostops.go)
+	reports   reportInbox // agents' reports handed to the dispatchers (op_reports.go)
 
 	// fwd carries the requests a follower forwards to the leader: one pool
 	// of kept-alive connections (http.go forward).
@@ -153,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.HTTPAddr = "127.0.0.1:4646"
 	}
 	if cfg.Parallelism <= 0 {
-		cfg.Parallelism = 16
+		cfg.Parallelism = engine.DefaultParallelism
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -464,7 +464,7 @@ func opView(o raftstore.Operation) api.Operation {
 func (s *Server) opOf(r *http.Request) (raftstore.Operation, error) {
 	c := callerOf(r)
 	id := r.PathValue("id")
-	o, ok := s.store.State().Operation(id)
+	o, ok := s.store.State().OperationSummary(id)
 	if !ok || o.Project != c.project {
 		return o, errf(http.StatusNotFound, "operation %s not found", id)
 	}
@@ -480,13 +480,14 @@ func (s *Server) handleOperation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	st := s.store.State()
 	s.block(r.Context(), wait, func() bool {
-		cur, ok := s.store.State().Operation(o.ID)
-		if ok {
-			o = cur
-		}
-		return !ok || cur.Index > index
+		idx, ok := st.OperationIndex(o.ID)
+		return !ok || idx > index
 	})
+	if cur, ok := st.OperationSummary(o.ID); ok {
+		o = cur
+	}
 	w.Header().Set(api.IndexHeader, strconv.FormatUint(o.Index, 10))
 	return writeJSON(w, http.StatusOK, opView(o))
 }
@@ -504,6 +505,6 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	o, _ = s.store.State().Operation(o.ID)
+	o, _ = s.store.State().OperationSummary(o.ID)
 	return writeJSON(w, http.StatusOK, opView(o))
 }

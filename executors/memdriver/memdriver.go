@@ -126,8 +126,10 @@ type addrKey struct{ kind, address string }
 // Driver is the in-memory executor. The zero value is not usable; call New.
 type Driver struct {
 	mu      sync.Mutex
-	objects map[string]*Object // by ID
-	current map[addrKey]string // address -> ID of the newest instance
+	objects map[string]*Object          // by ID
+	current map[addrKey]string          // address -> ID of the newest instance
+	byAddr  map[addrKey]map[string]bool // address -> IDs of its instances
+	dirty   map[addrKey]bool            // addresses changed since TakeChanges
 	calls   map[Call]int
 	log     []Call
 	fails   map[fault]error
@@ -139,6 +141,8 @@ func New() *Driver {
 	return &Driver{
 		objects: map[string]*Object{},
 		current: map[addrKey]string{},
+		byAddr:  map[addrKey]map[string]bool{},
+		dirty:   map[addrKey]bool{},
 		calls:   map[Call]int{},
 		fails:   map[fault]error{},
 		gates:   map[fault]*Gate{},
@@ -278,9 +282,10 @@ func (d *Driver) Create(ctx context.Context, kind, address, generation string, a
 			Attrs:      maps.Clone(attrs),
 			Computed:   compute(kind, id, attrs),
 		}
-		d.objects[id] = o
+		d.put(o)
 	}
 	d.current[addrKey{kind, address}] = id
+	d.dirty[addrKey{kind, address}] = true
 	out := o.clone()
 	d.mu.Unlock()
 	return out, after(ctx, g, OpCreate, address)
@@ -329,6 +334,7 @@ func (d *Driver) Update(ctx context.Context, kind, address string, attrs map[str
 	}
 	o.Attrs = maps.Clone(attrs)
 	o.Computed = compute(kind, o.ID, attrs)
+	d.dirty[addrKey{kind, address}] = true
 	out := o.clone()
 	d.mu.Unlock()
 	return out, after(ctx, g, OpUpdate, address)
@@ -347,18 +353,24 @@ func (d *Driver) Delete(ctx context.Context, kind, address, id string) error {
 		id = d.current[k]
 	}
 	if o, ok := d.objects[id]; ok && o.Kind == kind {
+		ak := addrKey{o.Kind, o.Address}
 		delete(d.objects, id)
-		if d.current[k] == id {
-			delete(d.current, k)
+		delete(d.byAddr[ak], id)
+		if len(d.byAddr[ak]) == 0 {
+			delete(d.byAddr, ak)
+		}
+		d.dirty[ak] = true
+		if d.current[ak] == id {
+			delete(d.current, ak)
 			// Fall back to another live instance of the address, if any.
 			var newest *Object
-			for _, o := range d.objects {
-				if o.Kind == kind && o.Address == address && (newest == nil || o.Generation > newest.Generation) {
+			for oid := range d.byAddr[ak] {
+				if o := d.objects[oid]; newest == nil || o.Generation > newest.Generation {
 					newest = o
 				}
 			}
 			if newest != nil {
-				d.current[k] = newest.ID
+				d.current[ak] = newest.ID
 			}
 		}
 	}
@@ -462,13 +474,67 @@ func (d *Driver) Load(s Saved) {
 	defer d.mu.Unlock()
 	d.objects = map[string]*Object{}
 	d.current = map[addrKey]string{}
+	d.byAddr = map[addrKey]map[string]bool{}
 	for _, o := range s.Objects {
 		o := o.clone()
-		d.objects[o.ID] = &o
+		d.put(&o)
 	}
 	for _, c := range s.Current {
 		if _, ok := d.objects[c.ID]; ok {
 			d.current[addrKey{c.Kind, c.Address}] = c.ID
 		}
 	}
+}
+
+// put adds an object; d.mu is held.
+func (d *Driver) put(o *Object) {
+	d.objects[o.ID] = o
+	k := addrKey{o.Kind, o.Address}
+	if d.byAddr[k] == nil {
+		d.byAddr[k] = map[string]bool{}
+	}
+	d.byAddr[k][o.ID] = true
+}
+
+// LogSince returns the calls made after the first n, in the order made: a
+// caller that keeps a log of its own takes only what is new.
+func (d *Driver) LogSince(n int) []Call {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n >= len(d.log) {
+		return nil
+	}
+	return append([]Call(nil), d.log[n:]...)
+}
+
+// Change is the state of one address after calls changed it: its
+// instances (none once deleted) and the newest one's ID ("" none).
+type Change struct {
+	Kind, Address, Current string
+	Objects                []Object
+}
+
+// TakeChanges returns the state of every address changed since the last
+// call, and forgets that they changed: a caller that keeps the objects on
+// disk writes only what changed.
+func (d *Driver) TakeChanges() []Change {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]Change, 0, len(d.dirty))
+	for k := range d.dirty {
+		c := Change{Kind: k.kind, Address: k.address, Current: d.current[k]}
+		for id := range d.byAddr[k] {
+			c.Objects = append(c.Objects, d.objects[id].clone())
+		}
+		sort.Slice(c.Objects, func(i, j int) bool { return c.Objects[i].Generation < c.Objects[j].Generation })
+		out = append(out, c)
+	}
+	clear(d.dirty)
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].Address < out[j].Address
+	})
+	return out
 }
