@@ -45,12 +45,24 @@ func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api
 		last  api.Operation
 		fails int
 		pace  pacer
+		all   actionSet // every action, as the changes come in
 	)
 	for {
 		if !pace.wait(ctx) {
 			return last, ctx.Err()
 		}
-		op, idx, err := r.c.Operation(ctx, id, index, 30*time.Second)
+		var (
+			op  api.Operation
+			idx uint64
+			err error
+		)
+		if index == 0 {
+			op, idx, err = r.c.Operation(ctx, id, 0, 0)
+		} else {
+			// Only what changed since the last answer: a large operation
+			// is not sent whole each time.
+			op, idx, err = r.c.OperationChanges(ctx, id, index, index, 30*time.Second)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return last, ctx.Err()
@@ -67,7 +79,9 @@ func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api
 			continue
 		}
 		fails = 0
+		all.merge(op.Actions)
 		last = op
+		last.Actions = all.list()
 		if !quiet {
 			for _, a := range op.Actions {
 				if seen[a.Address] == a.Status {
@@ -83,7 +97,7 @@ func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api
 			}
 		}
 		if opFinal(op.Status) {
-			return op, nil
+			return last, nil
 		}
 		if idx > index {
 			index = idx
@@ -91,6 +105,33 @@ func (e *Env) follow(ctx context.Context, r *remote, id string, quiet bool) (api
 			index = 1
 		}
 	}
+}
+
+// actionSet is an operation's actions in the order first seen, kept up to
+// date with the changed ones.
+type actionSet struct {
+	actions []api.ActionStatus
+	pos     map[string]int
+}
+
+// merge takes in changed actions.
+func (s *actionSet) merge(changed []api.ActionStatus) {
+	if s.pos == nil {
+		s.pos = map[string]int{}
+	}
+	for _, a := range changed {
+		if i, ok := s.pos[a.Address]; ok {
+			s.actions[i] = a
+			continue
+		}
+		s.pos[a.Address] = len(s.actions)
+		s.actions = append(s.actions, a)
+	}
+}
+
+// list returns a copy of every action.
+func (s *actionSet) list() []api.ActionStatus {
+	return append([]api.ActionStatus{}, s.actions...)
 }
 
 // followProgress prints the agents' progress lines of operation id (an

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -155,6 +156,23 @@ func (c *Client) Operation(ctx context.Context, id string, index uint64, wait ti
 	return watch[api.Operation](ctx, c, "/v1/operations/"+esc(id), index, wait)
 }
 
+// OperationChanges is Operation with only the actions changed after state
+// index since (the index an earlier answer returned); the operation's other
+// fields are whole. It blocks like Operation while index is not passed.
+func (c *Client) OperationChanges(ctx context.Context, id string, since, index uint64, wait time.Duration) (api.Operation, uint64, error) {
+	ctx, cancel := blockCtx(ctx, wait)
+	defer cancel()
+	q := blockingQuery(index, wait)
+	if q == "" {
+		q = "?"
+	} else {
+		q += "&"
+	}
+	var out api.Operation
+	r, err := c.do(ctx, request{method: http.MethodGet, path: "/v1/operations/" + esc(id) + q + "since=" + strconv.FormatUint(since, 10), out: &out})
+	return out, r.index, err
+}
+
 // CancelOperation cancels an operation: no new action starts.
 func (c *Client) CancelOperation(ctx context.Context, id string) (api.Operation, error) {
 	return call[api.Operation](ctx, c, http.MethodPost, "/v1/operations/"+esc(id)+"/cancel", nil)
@@ -203,9 +221,11 @@ func (c *Client) Work(ctx context.Context, agentID string, index uint64, wait ti
 	return out, err
 }
 
-// Report sends an agent's result for one work item.
-func (c *Client) Report(ctx context.Context, agentID string, rep api.ActionReport) error {
-	return c.send(ctx, http.MethodPost, "/v1/agents/"+esc(agentID)+"/results", rep)
+// Report sends an agent's result for one work item. It returns the state
+// index at which the servers took it (0 when the server does not say).
+func (c *Client) Report(ctx context.Context, agentID string, rep api.ActionReport) (uint64, error) {
+	r, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/agents/" + esc(agentID) + "/results", body: rep})
+	return r.index, err
 }
 
 // Images lists the cached images of every agent.

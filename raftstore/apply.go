@@ -273,7 +273,7 @@ func (c *StartOperation) apply(tx *txn) (any, error) {
 		Actions: make([]ActionState, len(c.Plan.Changes)),
 	}
 	for i, ch := range c.Plan.Changes {
-		a := ActionState{Address: ch.Address, Action: ch.Action, Status: ActionPending}
+		a := ActionState{Address: ch.Address, Action: ch.Action, Status: ActionPending, Index: tx.index}
 		if ch.Action == 0 { // planner.NoOp: nothing to do
 			a.Status = ActionDone
 		}
@@ -336,7 +336,7 @@ func (c *ActionStarted) apply(tx *txn) (any, error) {
 	if a.Status.Final() {
 		return nil, conflict("action %s is already %s", c.Address, a.Status)
 	}
-	a.Status = ActionRunning
+	a.Status, a.Index = ActionRunning, tx.index
 	a.Attempts++
 	a.Started = c.Time
 	if c.Agent != "" {
@@ -389,9 +389,9 @@ func (c *ActionFinished) apply(tx *txn) (any, error) {
 		return nil, err
 	}
 
-	a.Status, a.Error, a.Finished, a.ReadySeconds = c.Status, c.Error, c.Time, c.ReadySeconds
+	a.Status, a.Error, a.Finished, a.ReadySeconds, a.Index = c.Status, c.Error, c.Time, c.ReadySeconds, tx.index
 	for _, s := range skip {
-		s.Status, s.Error, s.Finished = ActionSkipped, c.SkipReason, c.Time
+		s.Status, s.Error, s.Finished, s.Index = ActionSkipped, c.SkipReason, c.Time, tx.index
 	}
 	if c.Resource != nil {
 		tx.putResource(st, *c.Resource, c.Time)
@@ -438,9 +438,9 @@ func (c *FinishOperation) apply(tx *txn) (any, error) {
 		a := &o.Actions[i]
 		switch a.Status {
 		case ActionPending:
-			a.Status, a.Error, a.Finished = ActionSkipped, reason, c.Time
+			a.Status, a.Error, a.Finished, a.Index = ActionSkipped, reason, c.Time, tx.index
 		case ActionRunning:
-			a.Status, a.Error, a.Finished = ActionFailed, "interrupted: "+reason, c.Time
+			a.Status, a.Error, a.Finished, a.Index = ActionFailed, "interrupted: "+reason, c.Time, tx.index
 		}
 	}
 	o.Status, o.Finished, o.Index = c.Status, c.Time, tx.index
@@ -503,7 +503,7 @@ func (c *AssignAction) apply(tx *txn) (any, error) {
 	if ag.Status != AgentUp {
 		return nil, conflict("agent %s is %s", c.Agent, ag.Status)
 	}
-	a.Agent, a.Assigned = c.Agent, c.Time
+	a.Agent, a.Assigned, a.Index = c.Agent, c.Time, tx.index
 	o.Index = tx.index
 	return nil, nil
 }
@@ -625,7 +625,7 @@ func (tx *txn) markAgentDown(ag *Agent, reason string) {
 		for i := range o.Actions {
 			a := &o.Actions[i]
 			if a.Agent == ag.ID && a.Status == ActionPending {
-				a.Agent, a.Assigned = "", time.Time{}
+				a.Agent, a.Assigned, a.Index = "", time.Time{}, tx.index
 				o.Index = tx.index
 			}
 		}

@@ -235,6 +235,9 @@ type ActionState struct {
 	Finished time.Time
 	// ReadySeconds is how long a server's guest took to be ready.
 	ReadySeconds float64 `json:",omitempty"`
+	// Index is the state index of the action's last change (0: recorded
+	// by a kiln from before it was kept).
+	Index uint64 `json:",omitempty"`
 }
 
 // Operation is an apply or destroy of one stack.

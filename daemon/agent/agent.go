@@ -394,16 +394,17 @@ func (a *Agent) work(ctx context.Context) {
 			index = resp.Index
 		}
 		for _, it := range resp.Items {
-			a.take(ctx, it)
+			a.take(ctx, it, resp.Index)
 		}
 	}
 }
 
 // take starts an item unless it is running already; an item already done
-// is answered with its report again.
-func (a *Agent) take(ctx context.Context, it api.WorkItem) {
+// is answered with its report again, unless the answer it came in (of state
+// index index) predates the servers taking that report.
+func (a *Agent) take(ctx context.Context, it api.WorkItem, index uint64) {
 	k := itemKey{it.WorkID, it.OperationID, it.Address, it.Op, it.Attempt}
-	a.actions.once(&a.wg, k, func() (api.ActionReport, bool) {
+	a.actions.once(&a.wg, k, index, func() (api.ActionReport, bool) {
 		release, ok := a.acquire(ctx, it.Kind)
 		if !ok {
 			return api.ActionReport{}, false
@@ -412,7 +413,7 @@ func (a *Agent) take(ctx context.Context, it api.WorkItem) {
 		release()
 		// Interrupted: nothing is reported, the next leader reads it back.
 		return rep, ctx.Err() == nil || rep.OK
-	}, func(rep api.ActionReport) { a.report(ctx, rep) })
+	}, func(rep api.ActionReport) { a.actions.taken(k, a.report(ctx, rep)) })
 }
 
 // acquire takes a slot for an action of kind: one of the kind's own when
@@ -490,12 +491,13 @@ func (a *Agent) run(ctx context.Context, it api.WorkItem) api.ActionReport {
 }
 
 // report sends a report, retrying (through every server) until it is taken
-// or refused for good, or ctx ends.
-func (a *Agent) report(ctx context.Context, rep api.ActionReport) {
+// or refused for good, or ctx ends. It returns the state index at which the
+// servers took it (0: not taken, or not said).
+func (a *Agent) report(ctx context.Context, rep api.ActionReport) uint64 {
 	for i := 0; i < 60 && ctx.Err() == nil; i++ {
-		err := a.c().Report(ctx, a.id, rep)
+		index, err := a.c().Report(ctx, a.id, rep)
 		if err == nil {
-			return
+			return index
 		}
 		var enc *json.MarshalerError
 		if errors.As(err, &enc) && rep.Attrs != nil {
@@ -509,13 +511,14 @@ func (a *Agent) report(ctx context.Context, rep api.ActionReport) {
 			// The item is no longer assigned (another leader resumed the
 			// operation, or it was cancelled): nothing to do.
 			a.log.Warn("report refused", "op", rep.OperationID, "address", rep.Address, "err", err)
-			return
+			return 0
 		}
 		a.log.Warn("report failed; retrying", "op", rep.OperationID, "address", rep.Address, "err", err)
 		if !sleep(ctx, 500*time.Millisecond) {
-			return
+			return 0
 		}
 	}
+	return 0
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

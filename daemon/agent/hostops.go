@@ -92,7 +92,7 @@ type hostKey struct {
 // while it runs) and sends its answer.
 func (a *Agent) takeHost(ctx context.Context, it api.HostRequest) {
 	k := hostKey{work: it.WorkID, op: it.Op}
-	a.hosts.once(&a.wg, k, func() (api.HostAnswer, bool) { return a.runHost(ctx, it), true }, func(rep api.HostAnswer) {
+	a.hosts.once(&a.wg, k, 0, func() (api.HostAnswer, bool) { return a.runHost(ctx, it), true }, func(rep api.HostAnswer) {
 		for i := 0; i < 10 && ctx.Err() == nil; i++ {
 			err := a.c().HostReport(ctx, a.id, rep)
 			code := client.StatusCode(err)

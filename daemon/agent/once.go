@@ -11,20 +11,26 @@ type memo[K comparable, R any] struct {
 	busy map[K]bool
 	done map[K]R
 	fifo []K
+	// sent is the state index at which the servers took an item's answer
+	// (0 unknown): a copy of the item in an answer of an earlier index is
+	// stale, not a request to send it again.
+	sent map[K]uint64
 }
 
 const doneMemory = 4096
 
 // once runs the item with key k in a goroutine counted by wg unless it is
 // running already, and answers a repeat of a finished one with its
-// remembered answer. produce makes the answer (false: neither remember nor
+// remembered answer, unless the servers took that answer after index, the
+// state index of the answer that handed the item out again (0: unknown):
+// that copy is stale. produce makes the answer (false: neither remember nor
 // send it); send delivers it.
-func (m *memo[K, R]) once(wg *sync.WaitGroup, k K, produce func() (R, bool), send func(R)) {
+func (m *memo[K, R]) once(wg *sync.WaitGroup, k K, index uint64, produce func() (R, bool), send func(R)) {
 	m.mu.Lock()
 	if m.busy == nil {
-		m.busy, m.done = map[K]bool{}, map[K]R{}
+		m.busy, m.done, m.sent = map[K]bool{}, map[K]R{}, map[K]uint64{}
 	}
-	if m.busy[k] {
+	if m.busy[k] || m.sent[k] > index {
 		m.mu.Unlock()
 		return
 	}
@@ -60,6 +66,16 @@ func (m *memo[K, R]) remember(k K, rep R) {
 	m.fifo = append(m.fifo, k)
 	if len(m.fifo) > doneMemory {
 		delete(m.done, m.fifo[0])
+		delete(m.sent, m.fifo[0])
 		m.fifo = m.fifo[1:]
+	}
+}
+
+// taken notes that the servers took k's answer at state index index.
+func (m *memo[K, R]) taken(k K, index uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.done[k]; ok && index > 0 {
+		m.sent[k] = index
 	}
 }

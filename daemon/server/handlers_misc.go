@@ -236,8 +236,15 @@ func (s *Server) handleWork(w http.ResponseWriter, r *http.Request) error {
 	if _, ok := st.Agent(id); !ok {
 		return errf(http.StatusNotFound, "agent %s is not registered", id)
 	}
-	var items []raftstore.Work
+	var (
+		items []raftstore.Work
+		at    uint64
+	)
 	s.block(r.Context(), wait, func() bool {
+		// The index is read before the items: an item listed was not yet
+		// reported at it, so an agent that had its report taken at a
+		// later index knows this copy is stale.
+		at = st.Index()
 		items = st.PendingWork(id)
 		for _, it := range items {
 			if it.Index > index {
@@ -246,7 +253,7 @@ func (s *Server) handleWork(w http.ResponseWriter, r *http.Request) error {
 		}
 		return false
 	})
-	resp := workResponse{Items: make([]json.RawMessage, 0, len(items)), Index: st.Index()}
+	resp := workResponse{Items: make([]json.RawMessage, 0, len(items)), Index: at}
 	for _, it := range items {
 		if len(it.Payload) == 0 {
 			return fmt.Errorf("work %s has no payload", it.ID)
@@ -280,6 +287,9 @@ func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) error {
 	if err := s.recordReport(r.Context(), rep, &raftstore.ReportWork{ID: rep.WorkID, Agent: r.PathValue("id"), Result: body, Time: time.Now().UTC()}); err != nil {
 		return err
 	}
+	// The index at which the report is recorded (or later): the agent
+	// knows a copy of the item handed out before that is stale.
+	w.Header().Set(api.IndexHeader, strconv.FormatUint(s.store.State().Index(), 10))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

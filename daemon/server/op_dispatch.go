@@ -281,6 +281,7 @@ func (d *opDispatcher) ask(a engine.Action, node string, op api.Op, attempt int)
 	if err != nil {
 		return api.ActionReport{}, err
 	}
+	d.rec.noteWork(a.Address, wi.WorkID)
 	rep, err := d.wait(a.Address, wi.WorkID, node)
 	if err != nil {
 		d.rec.recordFor(d.lead, a.Address, &raftstore.DeleteWork{IDs: []string{wi.WorkID}})

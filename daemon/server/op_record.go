@@ -32,6 +32,9 @@ type opRecorder struct {
 	mu      sync.Mutex
 	starts  map[string]*raftstore.ActionStarted
 	reports map[string]*delivery
+	// works are the work items put for each action, forgotten with its
+	// result: the state keeps only the work of running actions.
+	works map[string][]string
 }
 
 var _ engine.Recorder = (*opRecorder)(nil)
@@ -93,6 +96,26 @@ func (rec *opRecorder) recordFor(ctx context.Context, address string, cmds ...ra
 		}
 	}
 	return nil
+}
+
+// noteWork notes a work item put for the action at address.
+func (rec *opRecorder) noteWork(address, id string) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.works == nil {
+		rec.works = map[string][]string{}
+	}
+	rec.works[address] = append(rec.works[address], id)
+}
+
+// takeWorks returns the work items noted for the action at address and
+// forgets them.
+func (rec *opRecorder) takeWorks(address string) []string {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	ids := rec.works[address]
+	delete(rec.works, address)
+	return ids
 }
 
 // parkReport keeps an agent's report of the action at address for the
@@ -179,7 +202,14 @@ func (rec *opRecorder) ActionFinished(ctx context.Context, opID, address string,
 	case res.Status.NotStarted(): // skipped, cancelled: only pending actions
 		cmd.Events = rec.event(address+" "+string(res.Status)+": "+res.Err, raftstore.LevelWarn)
 	}
-	err := rec.recordFor(ctx, address, cmd)
+	cmds := []raftstore.Command{cmd}
+	if ids := rec.takeWorks(address); len(ids) > 0 {
+		// The action's work items go with its result: nobody needs them
+		// after it (a new leader resumes only running actions), and an
+		// operation of thousands of actions keeps only the running ones'.
+		cmds = append(cmds, &raftstore.DeleteWork{IDs: ids})
+	}
+	err := rec.recordFor(ctx, address, cmds...)
 	if err == nil {
 		rec.s.metrics.actions.WithLabelValues(string(res.Status), "recorded").Inc()
 	}

@@ -480,6 +480,12 @@ func (s *Server) handleOperation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	var since uint64
+	if v := r.URL.Query().Get("since"); v != "" {
+		if since, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return &httpError{code: http.StatusBadRequest, field: "since", msg: fmt.Sprintf("since %q is not a state index", v)}
+		}
+	}
 	st := s.store.State()
 	s.block(r.Context(), wait, func() bool {
 		idx, ok := st.OperationIndex(o.ID)
@@ -487,6 +493,17 @@ func (s *Server) handleOperation(w http.ResponseWriter, r *http.Request) error {
 	})
 	if cur, ok := st.OperationSummary(o.ID); ok {
 		o = cur
+	}
+	if since > 0 {
+		// Only the actions changed since: a follower of a large operation
+		// gets what is new, not every action again.
+		changed := o.Actions[:0]
+		for _, a := range o.Actions {
+			if a.Index > since {
+				changed = append(changed, a)
+			}
+		}
+		o.Actions = changed
 	}
 	w.Header().Set(api.IndexHeader, strconv.FormatUint(o.Index, 10))
 	return writeJSON(w, http.StatusOK, opView(o))
