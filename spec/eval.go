@@ -236,16 +236,16 @@ func (l *loader) countValue(v cty.Value, subj *hcl.Range) (int, bool) {
 	}
 	f := cv.AsBigFloat()
 	if !f.IsInt() {
-		l.errorf(subj, "Invalid count argument", "count must be a whole number, not %s.", f.Text('f', -1))
+		l.errorf(subj, "Invalid count argument", "count must be a whole number, not %s.", numText(f))
 		return 0, false
 	}
 	if f.Sign() < 0 {
-		l.errorf(subj, "Invalid count argument", "count must not be negative (it is %s).", f.Text('f', -1))
+		l.errorf(subj, "Invalid count argument", "count must not be negative (it is %s).", numText(f))
 		return 0, false
 	}
 	c, acc := f.Int64()
 	if acc != big.Exact || c > maxCount {
-		l.errorf(subj, "Invalid count argument", "count %s is too large; the limit is %d instances per resource.", f.Text('f', -1), maxCount)
+		l.errorf(subj, "Invalid count argument", "count %s is too large; the limit is %d instances per resource.", numText(f), maxCount)
 		return 0, false
 	}
 	return int(c), true

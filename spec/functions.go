@@ -188,9 +188,7 @@ func (l *loader) templateFileFunc(funcs map[string]function.Function) function.F
 				t = &parsedTemplate{expr: expr, diags: diags}
 				if !diags.HasErrors() {
 					t.vars = expr.Variables()
-					if l.budget != nil {
-						l.budget.countForExprs(expr)
-					}
+					t.diags = append(t.diags, l.prepare(expr)...)
 				}
 				l.templates[c] = t
 			}

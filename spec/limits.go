@@ -201,6 +201,7 @@ func (b *budget) wrap(name string, f function.Function) function.Function {
 		vp = &c
 	}
 	pre := predict[name]
+	origParams, origVP := f.Params(), f.VarParam()
 	return function.New(&function.Spec{
 		Description: f.Description(),
 		Params:      params,
@@ -213,6 +214,9 @@ func (b *budget) wrap(name string, f function.Function) function.Function {
 				return cty.UnknownVal(retType), nil
 			}
 			if err := b.checkTime(); err != nil {
+				return cty.UnknownVal(retType), err
+			}
+			if err := argsInRange(name, origParams, origVP, args); err != nil {
 				return cty.UnknownVal(retType), err
 			}
 			if pre != nil {
@@ -232,6 +236,9 @@ func (b *budget) wrap(name string, f function.Function) function.Function {
 			v, err := f.Call(args)
 			if err != nil {
 				return v, err
+			}
+			if bad := outOfRange(v); bad != nil {
+				return cty.UnknownVal(retType), rangeError("a number of the result", bad)
 			}
 			if err := b.chargeValue(v, "the result of "+name); err != nil {
 				return cty.UnknownVal(retType), err

@@ -29,7 +29,7 @@ func (l *loader) resolveParams() {
 			continue
 		}
 		if b, ok := f.Body.(*hclsyntax.Body); ok {
-			l.budget.countForExprs(b)
+			l.diags = append(l.diags, l.prepare(b)...)
 		}
 		attrs, diags := f.Body.JustAttributes()
 		l.diags = append(l.diags, diags...)
@@ -94,6 +94,15 @@ func (l *loader) resolveParams() {
 			p.failed = true
 			continue
 		}
+		if bad := outOfRange(v); bad != nil {
+			subj := src.rng
+			if subj == nil {
+				subj = &p.block.DefRange
+			}
+			l.errorf(subj, "Number out of range", "The value for param %q from %s: %s.", p.name, src.what, rangeError("a number of it", bad))
+			p.failed = true
+			continue
+		}
 		if v.IsNull() {
 			l.errorf(&p.block.DefRange, "No value for required param", "Param %q is null; give it a value.", p.name)
 			p.failed = true
@@ -124,7 +133,12 @@ func (l *loader) rawVar(p *paramDecl, raw, what string) (cty.Value, bool) {
 	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), what, hcl.InitialPos)
 	if !diags.HasErrors() {
-		l.budget.countForExprs(expr)
+		if diags = l.prepare(expr); diags.HasErrors() {
+			l.errorf(&p.block.DefRange, "Number out of range", "The value given by %s for param %q holds a number out of range: %s.", what, p.name, numberRangeText)
+			return cty.NilVal, false
+		}
+	}
+	if !diags.HasErrors() {
 		var v cty.Value
 		v, diags = expr.Value(l.countCtx())
 		if !diags.HasErrors() {
