@@ -229,6 +229,9 @@ func (l *loader) countValue(v cty.Value, subj *hcl.Range) (int, bool) {
 		l.errorf(subj, "Invalid count argument", "count must be a whole number, not null.")
 		return 0, false
 	}
+	if l.longNumberValue(v, cty.Number, subj) {
+		return 0, false
+	}
 	cv, err := convert.Convert(v, cty.Number)
 	if err != nil {
 		l.errorf(subj, "Invalid count argument", "count must be a whole number: %s.", err)

@@ -79,6 +79,7 @@ func (l *loader) functions() map[string]function.Function {
 		l.budget.wrapFunctions(fs)
 		fs[forCollection] = l.budget.forFunc()
 		fs[templatePart] = l.budget.partFunc()
+		fs[numberOperand] = l.budget.operandFunc()
 	}
 	inner := make(map[string]function.Function, len(fs))
 	for k, v := range fs {

@@ -216,6 +216,9 @@ func (b *budget) wrap(name string, f function.Function) function.Function {
 			if err := b.checkTime(); err != nil {
 				return cty.UnknownVal(retType), err
 			}
+			if err := b.numberTextArgs(name, origParams, origVP, args); err != nil {
+				return cty.UnknownVal(retType), err
+			}
 			if err := argsInRange(name, origParams, origVP, args); err != nil {
 				return cty.UnknownVal(retType), err
 			}
@@ -599,6 +602,7 @@ func (b *budget) countForExprs(n hclsyntax.Node) {
 func (l *loader) countCtx() *hcl.EvalContext {
 	return &hcl.EvalContext{Functions: map[string]function.Function{
 		forCollection: l.funcs[forCollection], templatePart: l.funcs[templatePart],
+		numberOperand: l.funcs[numberOperand],
 	}}
 }
 
@@ -618,7 +622,7 @@ func (b *budget) limitDiags(diags hcl.Diagnostics, fallback *hcl.Range) hcl.Diag
 		}
 		if x, ok := d.Extra.(hclsyntax.FunctionCallDiagExtra); ok && errors.Is(x.FunctionCallError(), errLimit) {
 			detail := fmt.Sprintf("%s, in the call of %s.", capitalize(b.err.msg), x.CalledFunctionName())
-			if x.CalledFunctionName() == forCollection || x.CalledFunctionName() == templatePart {
+			if x.CalledFunctionName() == forCollection || x.CalledFunctionName() == templatePart || x.CalledFunctionName() == numberOperand {
 				detail = capitalize(b.err.msg) + "."
 			}
 			first = &hcl.Diagnostic{Severity: hcl.DiagError, Summary: LimitSummary,

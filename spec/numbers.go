@@ -8,11 +8,21 @@ package spec
 // function, a string converted to a number for a param or a field) must lie
 // in the range of a 64-bit float, the range the Stack holds numbers in
 // anyway (toGo); one outside it is an error at the place that made it.
+//
+// Reading a number from a string takes time that grows with the square of
+// its length (a string of 10,000,000 digits, which format can make, takes
+// minutes), so a string read as a number is bounded too: an operand of an
+// operator, an argument a function reads as a number, a field or param of a
+// number type, a number of jsondecode. A longer one spends the evaluation
+// budget (limits.go), as a limit of its own.
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -200,6 +210,227 @@ func checkResult(f function.Function) function.Function {
 	return function.New(spec)
 }
 
+// maxNumberText bounds the bytes of a string read as a number; every number
+// of the range is written in fewer.
+const maxNumberText = 4096
+
+// numberOperand is the name under which every operand of an operator that
+// reads numbers (arithmetic, comparison) and every index key is checked:
+// prepare wraps the operand in a call of it. It is not an identifier, so no
+// template can call it.
+const numberOperand = "(number operand)"
+
+// longNumberText spends the budget on a string of n bytes read as a number.
+func (b *budget) longNumberText(n int) error {
+	return b.fail("evaluation exceeded its limit of %s bytes for a string read as a number (a string of %s bytes)", commas(maxNumberText), commas(int64(n)))
+}
+
+// operandFunc passes an operand through unchanged unless it is a string too
+// long to read as a number.
+func (b *budget) operandFunc() function.Function {
+	return b.chargingIdentity("Refuses a string too long to be read as a number.", "operand",
+		func(uv cty.Value) error {
+			if n := longNumberString(uv, cty.Number); n > 0 {
+				return b.longNumberText(n)
+			}
+			return nil
+		})
+}
+
+// checkOperands makes every operand of an operator that reads numbers, and
+// every index key, pass through numberOperand.
+func checkOperands(n hclsyntax.Node) {
+	wrap := func(e hclsyntax.Expression) hclsyntax.Expression {
+		if fc, ok := e.(*hclsyntax.FunctionCallExpr); ok && fc.Name == numberOperand {
+			return e
+		}
+		if _, ok := e.(*hclsyntax.LiteralValueExpr); ok {
+			return e
+		}
+		r := e.Range()
+		return &hclsyntax.FunctionCallExpr{Name: numberOperand, Args: []hclsyntax.Expression{e},
+			NameRange: r, OpenParenRange: r, CloseParenRange: r}
+	}
+	hclsyntax.VisitAll(n, func(n hclsyntax.Node) hcl.Diagnostics {
+		switch e := n.(type) {
+		case *hclsyntax.BinaryOpExpr:
+			if e.Op.Type == cty.Number || numberComparison[e.Op] {
+				e.LHS, e.RHS = wrap(e.LHS), wrap(e.RHS)
+			}
+		case *hclsyntax.UnaryOpExpr:
+			if e.Op.Type == cty.Number {
+				e.Val = wrap(e.Val)
+			}
+		case *hclsyntax.IndexExpr:
+			e.Key = wrap(e.Key)
+		}
+		return nil
+	})
+}
+
+var numberComparison = map[*hclsyntax.Operation]bool{
+	hclsyntax.OpGreaterThan: true, hclsyntax.OpGreaterThanOrEqual: true,
+	hclsyntax.OpLessThan: true, hclsyntax.OpLessThanOrEqual: true,
+}
+
+// longNumberString returns the length of the first string of v that
+// converting v to ty reads as a number and that is longer than
+// maxNumberText, or 0.
+func longNumberString(v cty.Value, ty cty.Type) int {
+	v, _ = v.UnmarkDeep()
+	var walk func(v cty.Value, ty cty.Type) int
+	walk = func(v cty.Value, ty cty.Type) int {
+		if !v.IsKnown() || v.IsNull() {
+			return 0
+		}
+		vt := v.Type()
+		switch {
+		case ty == cty.Number:
+			if vt == cty.String && len(v.AsString()) > maxNumberText {
+				return len(v.AsString())
+			}
+		case ty.IsListType() || ty.IsSetType() || ty.IsMapType():
+			if v.CanIterateElements() {
+				for it := v.ElementIterator(); it.Next(); {
+					_, e := it.Element()
+					if n := walk(e, ty.ElementType()); n > 0 {
+						return n
+					}
+				}
+			}
+		case ty.IsObjectType():
+			if vt.IsObjectType() || vt.IsMapType() {
+				for it := v.ElementIterator(); it.Next(); {
+					k, e := it.Element()
+					if ty.HasAttribute(k.AsString()) {
+						if n := walk(e, ty.AttributeType(k.AsString())); n > 0 {
+							return n
+						}
+					}
+				}
+			}
+		case ty.IsTupleType():
+			ets := ty.TupleElementTypes()
+			if vt.IsTupleType() || vt.IsListType() {
+				i := 0
+				for it := v.ElementIterator(); it.Next() && i < len(ets); i++ {
+					_, e := it.Element()
+					if n := walk(e, ets[i]); n > 0 {
+						return n
+					}
+				}
+			}
+		}
+		return 0
+	}
+	return walk(v, ty)
+}
+
+// formatNumberArgs returns, for a format spec, which arguments (0 for the
+// first after the spec) its verbs read as numbers.
+func formatNumberArgs(spec string) map[int]bool {
+	out := map[int]bool{}
+	next := 0
+	for i := 0; i < len(spec); i++ {
+		if spec[i] != '%' {
+			continue
+		}
+		i++
+		for i < len(spec) && strings.IndexByte("-+# 0123456789.", spec[i]) >= 0 {
+			i++
+		}
+		if i < len(spec) && spec[i] == '[' {
+			j := strings.IndexByte(spec[i:], ']')
+			if j < 0 {
+				break
+			}
+			var n int
+			if _, err := fmt.Sscanf(spec[i+1:i+j], "%d", &n); err == nil && n > 0 && n < 1<<20 {
+				next = n - 1
+			}
+			i += j + 1
+			for i < len(spec) && strings.IndexByte("-+# 0123456789.", spec[i]) >= 0 {
+				i++
+			}
+		}
+		if i >= len(spec) || spec[i] == '%' {
+			continue
+		}
+		if strings.IndexByte("dfeEgGxXob", spec[i]) >= 0 {
+			out[next] = true
+		}
+		next++
+	}
+	return out
+}
+
+// jsonLongNumber returns the length of the first number of the JSON text s
+// longer than maxNumberText, or 0 (also for text that is not JSON: the call
+// reports that).
+func jsonLongNumber(s string) int {
+	if len(s) <= maxNumberText {
+		return 0
+	}
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	for {
+		t, err := d.Token()
+		if err == io.EOF || err != nil {
+			return 0
+		}
+		if n, ok := t.(json.Number); ok && len(n) > maxNumberText {
+			return len(n)
+		}
+	}
+}
+
+// numberTextArgs spends the budget when an argument of a call of name holds
+// a string the function would read as a number that is too long to read.
+func (b *budget) numberTextArgs(name string, params []function.Parameter, vp *function.Parameter, args []cty.Value) error {
+	var numeric map[int]bool
+	if (name == "format" || name == "formatlist") && len(args) > 0 {
+		if s, _ := args[0].Unmark(); s.IsKnown() && !s.IsNull() && s.Type() == cty.String {
+			numeric = formatNumberArgs(s.AsString())
+		}
+	}
+	for i, a := range args {
+		var ty cty.Type
+		switch {
+		case i < len(params):
+			ty = params[i].Type
+		case vp != nil:
+			ty = vp.Type
+		default:
+			continue
+		}
+		switch {
+		case name == "tonumber":
+			ty = cty.Number
+		case name == "jsondecode":
+			if s, _ := a.Unmark(); s.IsKnown() && !s.IsNull() && s.Type() == cty.String {
+				if n := jsonLongNumber(s.AsString()); n > 0 {
+					return b.longNumberText(n)
+				}
+			}
+			continue
+		case numeric != nil && i > 0:
+			if !numeric[i-1] {
+				continue
+			}
+			ty = cty.Number
+			if name == "formatlist" {
+				if u, _ := a.Unmark(); u.Type().IsListType() || u.Type().IsTupleType() {
+					ty = cty.List(cty.Number)
+				}
+			}
+		}
+		if n := longNumberString(a, ty); n > 0 {
+			return b.longNumberText(n)
+		}
+	}
+	return nil
+}
+
 // argsInRange checks the arguments of a function call that the function
 // would convert to numbers: those of its number-typed parameters, and (for
 // format and formatlist, whose verbs convert) every string that reads as a
@@ -224,8 +455,8 @@ func argsInRange(name string, params []function.Parameter, vp *function.Paramete
 				continue
 			}
 			ty = cty.Number // a string that reads as a number: %d, %f...
-			if a.Type() != cty.String {
-				continue
+			if a.Type() != cty.String || len(a.AsString()) > maxNumberText {
+				continue // a longer one is read by %s (numberTextArgs)
 			}
 		}
 		if !ty.HasDynamicTypes() {
@@ -244,12 +475,26 @@ func argsInRange(name string, params []function.Parameter, vp *function.Paramete
 
 // prepare readies a parsed template, var file or value for evaluation: its
 // number literals are checked, its arithmetic operators check their results
-// and its for-expressions and string templates charge the budget.
+// and their operands, its for-expressions and string templates charge the
+// budget.
 func (l *loader) prepare(n hclsyntax.Node) hcl.Diagnostics {
 	diags := checkNumberLiterals(n)
 	checkOperators(n)
 	if l.budget != nil {
+		checkOperands(n)
 		l.budget.countForExprs(n)
 	}
 	return diags
+}
+
+// longNumberValue reports at subj, as a spent budget, a string of v that
+// converting v to ty would read as a number and that is too long to read.
+func (l *loader) longNumberValue(v cty.Value, ty cty.Type, subj *hcl.Range) bool {
+	n := longNumberString(v, ty)
+	if n == 0 {
+		return false
+	}
+	err := l.budget.longNumberText(n)
+	l.errorf(subj, LimitSummary, "%s.", capitalize(err.Error()))
+	return true
 }

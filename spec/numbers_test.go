@@ -68,3 +68,33 @@ func TestVolumesNotAList(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestLongNumberText: a string read as a number is at most maxNumberText
+// bytes, wherever it is read (reading one of 10,000,000 digits, which format
+// can make, takes minutes), and the limit is reported where it is read.
+func TestLongNumberText(t *testing.T) {
+	long := "format(\"1%05000d\", 1)" // 5,001 digits
+	want := "Evaluation limit exceeded; Evaluation exceeded its limit of 4,096 bytes for a string read as a number (a string of 5,001 bytes)"
+	tests := []struct {
+		name, src, at string
+	}{
+		{"operator", "locals {\n  a = " + long + " + 1\n}\n", "main.hcl:2,7"},
+		{"comparison", "locals {\n  a = 1 < " + long + "\n}\n", "main.hcl:2,11"},
+		{"index", "locals {\n  l = [1]\n  a = local.l[" + long + "]\n}\n", "main.hcl:3,15"},
+		{"tonumber", "locals {\n  a = tonumber(" + long + ")\n}\n", "main.hcl:2,7"},
+		{"format %d", "locals {\n  a = format(\"%s %d\", \"x\", " + long + ")\n}\n", "main.hcl:2,7"},
+		{"jsondecode", "locals {\n  a = jsondecode(format(\"[1%05000d]\", 1))\n}\n", "main.hcl:2,7"},
+		{"count", "volume \"v\" {\n  count = " + long + "\n  size  = \"1GiB\"\n}\n", "main.hcl:2,11"},
+		{"field", "image \"i\" {\n  source = \"/i.qcow2\"\n}\nserver \"s\" {\n  image = image.i.id\n  cpus  = " + long + "\n}\n", "main.hcl:6,11"},
+		{"param default", "param \"x\" {\n  type    = number\n  default = \"" + strings.Repeat("1", 5001) + "\"\n}\n", "main.hcl:3,13"},
+	}
+	for _, tt := range tests {
+		got := loadErrors(t, Bundle{"main.hcl": []byte(tt.src)}, Options{})
+		if first, _, _ := strings.Cut(got, "\n"); !strings.HasPrefix(first, tt.at+": "+want) {
+			t.Errorf("%s:\n got %q\nwant %q", tt.name, first, tt.at+": "+want)
+		}
+	}
+	// a long string that is not read as a number is fine
+	src := "locals {\n  a = format(\"%d %s\", 1, " + long + ")\n  b = jsondecode(format(\"[\\\"1%05000d\\\"]\", 1))\n}\n"
+	mustLoad(t, Bundle{"main.hcl": []byte(src)}, Options{})
+}

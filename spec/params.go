@@ -84,21 +84,21 @@ func (l *loader) resolveParams() {
 			p.failed = true
 			continue
 		}
+		subj := src.rng
+		if subj == nil {
+			subj = &p.block.DefRange
+		}
+		if l.longNumberValue(src.val, p.typ, subj) {
+			p.failed = true
+			continue
+		}
 		v, err := convert.Convert(src.val, p.typ)
 		if err != nil {
-			subj := src.rng
-			if subj == nil {
-				subj = &p.block.DefRange
-			}
 			l.errorf(subj, "Invalid value for param", "The value for param %q from %s is not a %s: %s.", p.name, src.what, p.typ.FriendlyName(), err)
 			p.failed = true
 			continue
 		}
 		if bad := outOfRange(v); bad != nil {
-			subj := src.rng
-			if subj == nil {
-				subj = &p.block.DefRange
-			}
 			l.errorf(subj, "Number out of range", "The value for param %q from %s: %s.", p.name, src.what, rangeError("a number of it", bad))
 			p.failed = true
 			continue

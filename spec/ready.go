@@ -145,6 +145,9 @@ func (l *loader) readyValue(name string, a *hcl.Attribute, v cty.Value, ctx *hcl
 	if v.IsNull() {
 		return v, true
 	}
+	if l.longNumberValue(v, readyTypes[name], rangePtr(a.Expr.Range())) {
+		return cty.NilVal, false
+	}
 	cv, err := convert.Convert(v, readyTypes[name])
 	if err != nil {
 		l.diags = append(l.diags, typeDiag(name, err, a, ctx))

@@ -61,6 +61,9 @@ func (l *loader) convertAttr(kind string, as *AttrSchema, a *hcl.Attribute, v ct
 		l.errorf(rangePtr(a.Expr.Range()), "Incorrect attribute value type", "Inappropriate value for attribute %q: a size such as \"512MiB\" is required, not %s.", as.Name, v.Type().FriendlyName())
 		return cty.UnknownVal(cty.Number).Mark(errMark{})
 	}
+	if l.longNumberValue(v, ty, rangePtr(a.Expr.Range())) {
+		return cty.UnknownVal(ty).Mark(errMark{})
+	}
 	cv, err := convert.Convert(v, ty)
 	if err != nil {
 		l.diags = append(l.diags, typeDiag(as.Name, err, a, ctx))
