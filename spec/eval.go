@@ -76,7 +76,7 @@ func (l *loader) nodeContext(n *node) *hcl.EvalContext {
 	for kind, g := range groups {
 		vars[kind] = cty.ObjectVal(g)
 	}
-	return &hcl.EvalContext{Variables: vars, Functions: l.funcs}
+	return &hcl.EvalContext{Variables: l.budget.track(vars), Functions: l.funcs}
 }
 
 func (l *loader) evalNode(n *node) {

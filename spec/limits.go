@@ -80,6 +80,22 @@ type budget struct {
 	steps  int
 	// err is set once the budget is spent.
 	err *limitError
+	// vars are the variables of the EvalContexts in use; once the budget is
+	// spent each becomes unknown, so that what is still evaluated (a for
+	// expression goes on over its elements) reads no large value.
+	vars []map[string]cty.Value
+}
+
+// track makes vars unknown once the budget is spent, and returns it.
+func (b *budget) track(vars map[string]cty.Value) map[string]cty.Value {
+	if b.err != nil {
+		for k := range vars {
+			vars[k] = cty.DynamicVal
+		}
+		return vars
+	}
+	b.vars = append(b.vars, vars)
+	return vars
 }
 
 func newBudget(ctx context.Context, lim Limits) *budget {
@@ -94,6 +110,12 @@ func (b *budget) spent() bool { return b.err != nil }
 func (b *budget) fail(format string, args ...any) error {
 	if b.err == nil {
 		b.err = &limitError{msg: fmt.Sprintf(format, args...)}
+		for _, vars := range b.vars {
+			for k := range vars {
+				vars[k] = cty.DynamicVal
+			}
+		}
+		b.vars = nil
 	}
 	return b.err
 }
@@ -602,7 +624,7 @@ func (b *budget) countForExprs(n hclsyntax.Node) {
 func (l *loader) countCtx() *hcl.EvalContext {
 	return &hcl.EvalContext{Functions: map[string]function.Function{
 		forCollection: l.funcs[forCollection], templatePart: l.funcs[templatePart],
-		numberOperand: l.funcs[numberOperand],
+		numberOperand: l.funcs[numberOperand], comparedOperand: l.funcs[comparedOperand],
 	}}
 }
 
@@ -622,7 +644,7 @@ func (b *budget) limitDiags(diags hcl.Diagnostics, fallback *hcl.Range) hcl.Diag
 		}
 		if x, ok := d.Extra.(hclsyntax.FunctionCallDiagExtra); ok && errors.Is(x.FunctionCallError(), errLimit) {
 			detail := fmt.Sprintf("%s, in the call of %s.", capitalize(b.err.msg), x.CalledFunctionName())
-			if x.CalledFunctionName() == forCollection || x.CalledFunctionName() == templatePart || x.CalledFunctionName() == numberOperand {
+			if x.CalledFunctionName() == forCollection || x.CalledFunctionName() == templatePart || x.CalledFunctionName() == numberOperand || x.CalledFunctionName() == comparedOperand {
 				detail = capitalize(b.err.msg) + "."
 			}
 			first = &hcl.Diagnostic{Severity: hcl.DiagError, Summary: LimitSummary,

@@ -237,32 +237,53 @@ func (b *budget) operandFunc() function.Function {
 		})
 }
 
+// comparedOperand is the name under which every operand of == and != is
+// charged: comparing takes time with the size of the values compared, and a
+// for expression may compare large values once per element.
+const comparedOperand = "(compared operand)"
+
+// comparedFunc passes an operand of == or != through unchanged, charging
+// every element and string byte of it.
+func (b *budget) comparedFunc() function.Function {
+	return b.chargingIdentity("Charges an operand of == or != to the evaluation budget.", "operand",
+		func(uv cty.Value) error {
+			if err := b.checkTime(); err != nil {
+				return err
+			}
+			return b.chargeValue(uv, "a value compared with == or !=")
+		})
+}
+
 // checkOperands makes every operand of an operator that reads numbers, and
-// every index key, pass through numberOperand.
+// every index key, pass through numberOperand, and every operand of == and
+// != through comparedOperand.
 func checkOperands(n hclsyntax.Node) {
-	wrap := func(e hclsyntax.Expression) hclsyntax.Expression {
-		if fc, ok := e.(*hclsyntax.FunctionCallExpr); ok && fc.Name == numberOperand {
+	wrap := func(name string, e hclsyntax.Expression) hclsyntax.Expression {
+		if fc, ok := e.(*hclsyntax.FunctionCallExpr); ok && fc.Name == name {
 			return e
 		}
 		if _, ok := e.(*hclsyntax.LiteralValueExpr); ok {
 			return e
 		}
 		r := e.Range()
-		return &hclsyntax.FunctionCallExpr{Name: numberOperand, Args: []hclsyntax.Expression{e},
+		return &hclsyntax.FunctionCallExpr{Name: name, Args: []hclsyntax.Expression{e},
 			NameRange: r, OpenParenRange: r, CloseParenRange: r}
 	}
 	hclsyntax.VisitAll(n, func(n hclsyntax.Node) hcl.Diagnostics {
 		switch e := n.(type) {
 		case *hclsyntax.BinaryOpExpr:
-			if e.Op.Type == cty.Number || numberComparison[e.Op] {
-				e.LHS, e.RHS = wrap(e.LHS), wrap(e.RHS)
+			switch {
+			case e.Op.Type == cty.Number || numberComparison[e.Op]:
+				e.LHS, e.RHS = wrap(numberOperand, e.LHS), wrap(numberOperand, e.RHS)
+			case e.Op == hclsyntax.OpEqual || e.Op == hclsyntax.OpNotEqual:
+				e.LHS, e.RHS = wrap(comparedOperand, e.LHS), wrap(comparedOperand, e.RHS)
 			}
 		case *hclsyntax.UnaryOpExpr:
 			if e.Op.Type == cty.Number {
-				e.Val = wrap(e.Val)
+				e.Val = wrap(numberOperand, e.Val)
 			}
 		case *hclsyntax.IndexExpr:
-			e.Key = wrap(e.Key)
+			e.Key = wrap(numberOperand, e.Key)
 		}
 		return nil
 	})

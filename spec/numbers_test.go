@@ -3,6 +3,8 @@ package spec
 import (
 	"strings"
 	"testing"
+
+	"github.com/zclconf/go-cty/cty"
 )
 
 // TestNumberRange: a number out of the range of a 64-bit float is an error
@@ -97,4 +99,35 @@ func TestLongNumberText(t *testing.T) {
 	// a long string that is not read as a number is fine
 	src := "locals {\n  a = format(\"%d %s\", 1, " + long + ")\n  b = jsondecode(format(\"[\\\"1%05000d\\\"]\", 1))\n}\n"
 	mustLoad(t, Bundle{"main.hcl": []byte(src)}, Options{})
+}
+
+// TestComparisonCharged: == and != charge the values they compare, so a for
+// expression comparing a large value once per element is stopped by the
+// budget (it took minutes, past any deadline, before).
+func TestComparisonCharged(t *testing.T) {
+	src := "locals {\n  a = [1, 2, 3, 4, 5]\n  b = [for x in local.a : local.a == local.a]\n}\n"
+	got := limitDiag(t, src, Options{Limits: Limits{MaxValues: 40}})
+	want := "main.hcl:3: Evaluation exceeded its limit of 40 values (a value compared with == or !=)."
+	if got != want {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	mustLoad(t, Bundle{"main.hcl": []byte(src)}, Options{})
+}
+
+// TestSpentBudgetHidesVariables: once the budget is spent the variables of
+// the contexts in use read as unknown, so what HCL still evaluates (the rest
+// of a for expression) reads no large value.
+func TestSpentBudgetHidesVariables(t *testing.T) {
+	b := newBudget(nil, Limits{MaxValues: 1})
+	vars := b.track(map[string]cty.Value{"local": cty.ObjectVal(map[string]cty.Value{"a": cty.NumberIntVal(1)})})
+	if err := b.charge(2, 0, "two values"); err == nil {
+		t.Fatal("the budget was not spent")
+	}
+	if vars["local"].IsKnown() {
+		t.Errorf("local is %#v after the budget was spent, want unknown", vars["local"])
+	}
+	late := b.track(map[string]cty.Value{"param": cty.True})
+	if late["param"].IsKnown() {
+		t.Errorf("a context made after the budget was spent reads param = %#v", late["param"])
+	}
 }
