@@ -76,7 +76,7 @@ func (l *loader) nodeContext(n *node) *hcl.EvalContext {
 	for kind, g := range groups {
 		vars[kind] = cty.ObjectVal(g)
 	}
-	return &hcl.EvalContext{Variables: vars, Functions: l.funcs}
+	return &hcl.EvalContext{Variables: l.budget.track(vars), Functions: l.funcs}
 }
 
 func (l *loader) evalNode(n *node) {
@@ -229,6 +229,9 @@ func (l *loader) countValue(v cty.Value, subj *hcl.Range) (int, bool) {
 		l.errorf(subj, "Invalid count argument", "count must be a whole number, not null.")
 		return 0, false
 	}
+	if l.longNumberValue(v, cty.Number, subj) {
+		return 0, false
+	}
 	cv, err := convert.Convert(v, cty.Number)
 	if err != nil {
 		l.errorf(subj, "Invalid count argument", "count must be a whole number: %s.", err)
@@ -236,16 +239,16 @@ func (l *loader) countValue(v cty.Value, subj *hcl.Range) (int, bool) {
 	}
 	f := cv.AsBigFloat()
 	if !f.IsInt() {
-		l.errorf(subj, "Invalid count argument", "count must be a whole number, not %s.", f.Text('f', -1))
+		l.errorf(subj, "Invalid count argument", "count must be a whole number, not %s.", numText(f))
 		return 0, false
 	}
 	if f.Sign() < 0 {
-		l.errorf(subj, "Invalid count argument", "count must not be negative (it is %s).", f.Text('f', -1))
+		l.errorf(subj, "Invalid count argument", "count must not be negative (it is %s).", numText(f))
 		return 0, false
 	}
 	c, acc := f.Int64()
 	if acc != big.Exact || c > maxCount {
-		l.errorf(subj, "Invalid count argument", "count %s is too large; the limit is %d instances per resource.", f.Text('f', -1), maxCount)
+		l.errorf(subj, "Invalid count argument", "count %s is too large; the limit is %d instances per resource.", numText(f), maxCount)
 		return 0, false
 	}
 	return int(c), true

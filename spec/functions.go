@@ -79,6 +79,8 @@ func (l *loader) functions() map[string]function.Function {
 		l.budget.wrapFunctions(fs)
 		fs[forCollection] = l.budget.forFunc()
 		fs[templatePart] = l.budget.partFunc()
+		fs[numberOperand] = l.budget.operandFunc()
+		fs[comparedOperand] = l.budget.comparedFunc()
 	}
 	inner := make(map[string]function.Function, len(fs))
 	for k, v := range fs {
@@ -188,9 +190,7 @@ func (l *loader) templateFileFunc(funcs map[string]function.Function) function.F
 				t = &parsedTemplate{expr: expr, diags: diags}
 				if !diags.HasErrors() {
 					t.vars = expr.Variables()
-					if l.budget != nil {
-						l.budget.countForExprs(expr)
-					}
+					t.diags = append(t.diags, l.prepare(expr)...)
 				}
 				l.templates[c] = t
 			}
@@ -218,6 +218,9 @@ func (l *loader) templateFileFunc(funcs map[string]function.Function) function.F
 					r := tr.SourceRange()
 					return cty.UnknownVal(cty.String), function.NewArgErrorf(1, "template %q uses %q (line %d), which vars does not define", p, tr.RootName(), r.Start.Line)
 				}
+			}
+			if l.budget != nil {
+				l.budget.track(ctxVars)
 			}
 			v, diags := t.expr.Value(&hcl.EvalContext{Variables: ctxVars, Functions: funcs})
 			if l.budget != nil && l.budget.spent() {

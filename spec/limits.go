@@ -80,6 +80,22 @@ type budget struct {
 	steps  int
 	// err is set once the budget is spent.
 	err *limitError
+	// vars are the variables of the EvalContexts in use; once the budget is
+	// spent each becomes unknown, so that what is still evaluated (a for
+	// expression goes on over its elements) reads no large value.
+	vars []map[string]cty.Value
+}
+
+// track makes vars unknown once the budget is spent, and returns it.
+func (b *budget) track(vars map[string]cty.Value) map[string]cty.Value {
+	if b.err != nil {
+		for k := range vars {
+			vars[k] = cty.DynamicVal
+		}
+		return vars
+	}
+	b.vars = append(b.vars, vars)
+	return vars
 }
 
 func newBudget(ctx context.Context, lim Limits) *budget {
@@ -94,6 +110,12 @@ func (b *budget) spent() bool { return b.err != nil }
 func (b *budget) fail(format string, args ...any) error {
 	if b.err == nil {
 		b.err = &limitError{msg: fmt.Sprintf(format, args...)}
+		for _, vars := range b.vars {
+			for k := range vars {
+				vars[k] = cty.DynamicVal
+			}
+		}
+		b.vars = nil
 	}
 	return b.err
 }
@@ -201,6 +223,7 @@ func (b *budget) wrap(name string, f function.Function) function.Function {
 		vp = &c
 	}
 	pre := predict[name]
+	origParams, origVP := f.Params(), f.VarParam()
 	return function.New(&function.Spec{
 		Description: f.Description(),
 		Params:      params,
@@ -213,6 +236,12 @@ func (b *budget) wrap(name string, f function.Function) function.Function {
 				return cty.UnknownVal(retType), nil
 			}
 			if err := b.checkTime(); err != nil {
+				return cty.UnknownVal(retType), err
+			}
+			if err := b.numberTextArgs(name, origParams, origVP, args); err != nil {
+				return cty.UnknownVal(retType), err
+			}
+			if err := argsInRange(name, origParams, origVP, args); err != nil {
 				return cty.UnknownVal(retType), err
 			}
 			if pre != nil {
@@ -232,6 +261,9 @@ func (b *budget) wrap(name string, f function.Function) function.Function {
 			v, err := f.Call(args)
 			if err != nil {
 				return v, err
+			}
+			if bad := outOfRange(v); bad != nil {
+				return cty.UnknownVal(retType), rangeError("a number of the result", bad)
 			}
 			if err := b.chargeValue(v, "the result of "+name); err != nil {
 				return cty.UnknownVal(retType), err
@@ -592,6 +624,7 @@ func (b *budget) countForExprs(n hclsyntax.Node) {
 func (l *loader) countCtx() *hcl.EvalContext {
 	return &hcl.EvalContext{Functions: map[string]function.Function{
 		forCollection: l.funcs[forCollection], templatePart: l.funcs[templatePart],
+		numberOperand: l.funcs[numberOperand], comparedOperand: l.funcs[comparedOperand],
 	}}
 }
 
@@ -611,7 +644,7 @@ func (b *budget) limitDiags(diags hcl.Diagnostics, fallback *hcl.Range) hcl.Diag
 		}
 		if x, ok := d.Extra.(hclsyntax.FunctionCallDiagExtra); ok && errors.Is(x.FunctionCallError(), errLimit) {
 			detail := fmt.Sprintf("%s, in the call of %s.", capitalize(b.err.msg), x.CalledFunctionName())
-			if x.CalledFunctionName() == forCollection || x.CalledFunctionName() == templatePart {
+			if x.CalledFunctionName() == forCollection || x.CalledFunctionName() == templatePart || x.CalledFunctionName() == numberOperand || x.CalledFunctionName() == comparedOperand {
 				detail = capitalize(b.err.msg) + "."
 			}
 			first = &hcl.Diagnostic{Severity: hcl.DiagError, Summary: LimitSummary,

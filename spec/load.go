@@ -317,7 +317,7 @@ func (l *loader) parse() {
 			continue
 		}
 		if b, ok := f.Body.(*hclsyntax.Body); ok {
-			l.budget.countForExprs(b)
+			l.diags = append(l.diags, l.prepare(b)...)
 		}
 		content, diags := f.Body.Content(topSchema)
 		l.diags = append(l.diags, diags...)
@@ -582,7 +582,7 @@ func keyString(k cty.Value) string {
 	case cty.String:
 		return quote(k.AsString())
 	case cty.Number:
-		return k.AsBigFloat().Text('f', -1)
+		return numText(k.AsBigFloat())
 	}
 	return "?"
 }

@@ -29,7 +29,7 @@ func (l *loader) resolveParams() {
 			continue
 		}
 		if b, ok := f.Body.(*hclsyntax.Body); ok {
-			l.budget.countForExprs(b)
+			l.diags = append(l.diags, l.prepare(b)...)
 		}
 		attrs, diags := f.Body.JustAttributes()
 		l.diags = append(l.diags, diags...)
@@ -84,13 +84,22 @@ func (l *loader) resolveParams() {
 			p.failed = true
 			continue
 		}
+		subj := src.rng
+		if subj == nil {
+			subj = &p.block.DefRange
+		}
+		if l.longNumberValue(src.val, p.typ, subj) {
+			p.failed = true
+			continue
+		}
 		v, err := convert.Convert(src.val, p.typ)
 		if err != nil {
-			subj := src.rng
-			if subj == nil {
-				subj = &p.block.DefRange
-			}
 			l.errorf(subj, "Invalid value for param", "The value for param %q from %s is not a %s: %s.", p.name, src.what, p.typ.FriendlyName(), err)
+			p.failed = true
+			continue
+		}
+		if bad := outOfRange(v); bad != nil {
+			l.errorf(subj, "Number out of range", "The value for param %q from %s: %s.", p.name, src.what, rangeError("a number of it", bad))
 			p.failed = true
 			continue
 		}
@@ -124,7 +133,12 @@ func (l *loader) rawVar(p *paramDecl, raw, what string) (cty.Value, bool) {
 	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), what, hcl.InitialPos)
 	if !diags.HasErrors() {
-		l.budget.countForExprs(expr)
+		if diags = l.prepare(expr); diags.HasErrors() {
+			l.errorf(&p.block.DefRange, "Number out of range", "The value given by %s for param %q holds a number out of range: %s.", what, p.name, numberRangeText)
+			return cty.NilVal, false
+		}
+	}
+	if !diags.HasErrors() {
 		var v cty.Value
 		v, diags = expr.Value(l.countCtx())
 		if !diags.HasErrors() {

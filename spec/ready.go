@@ -145,6 +145,9 @@ func (l *loader) readyValue(name string, a *hcl.Attribute, v cty.Value, ctx *hcl
 	if v.IsNull() {
 		return v, true
 	}
+	if l.longNumberValue(v, readyTypes[name], rangePtr(a.Expr.Range())) {
+		return cty.NilVal, false
+	}
 	cv, err := convert.Convert(v, readyTypes[name])
 	if err != nil {
 		l.diags = append(l.diags, typeDiag(name, err, a, ctx))
@@ -166,7 +169,7 @@ func (l *loader) readyValue(name string, a *hcl.Attribute, v cty.Value, ctx *hcl
 		f := cv.AsBigFloat()
 		i, acc := f.Int64()
 		if !f.IsInt() || acc != big.Exact || i < 1 || i > 65535 {
-			return bad("Invalid port", "%s must be a whole number from 1 to 65535, not %s.", name, f.Text('f', -1))
+			return bad("Invalid port", "%s must be a whole number from 1 to 65535, not %s.", name, numText(f))
 		}
 		return cty.NumberIntVal(i), true
 	case "http_path":

@@ -111,15 +111,19 @@ func volumeRefs(refs []refMark) []string {
 // the volumes the whole list was derived from.
 func (l *loader) checkVolumes(addr string, raw cty.Value, byElem map[int][]refMark, subj *hcl.Range) {
 	v, _ := raw.UnmarkDeep()
-	if !v.IsKnown() || v.IsNull() || !v.CanIterateElements() {
+	// a map or an object (a whole resource, say) is no list of ids: the
+	// conversion to the field's type refuses it
+	ty := v.Type()
+	if !v.IsKnown() || v.IsNull() || !(ty.IsListType() || ty.IsTupleType() || ty.IsSetType()) {
 		return
 	}
 	whole := volumeRefs(byElem[-1])
 	var uses []string
+	i := -1
 	for it := v.ElementIterator(); it.Next(); {
-		k, e := it.Element()
-		i, _ := k.AsBigFloat().Int64()
-		own := volumeRefs(byElem[int(i)])
+		i++
+		_, e := it.Element()
+		own := volumeRefs(byElem[i])
 		switch {
 		case len(own) > 0:
 			uses = append(uses, own...)

@@ -51,7 +51,7 @@ func (l *loader) convertAttr(kind string, as *AttrSchema, a *hcl.Attribute, v ct
 		case v.Type() == cty.Number:
 			f := v.AsBigFloat()
 			ff, _ := f.Float64()
-			n, err := sizeFromFloat(f.Text('f', -1), ff)
+			n, err := sizeFromFloat(numText(f), ff)
 			if err != nil {
 				l.errorf(rangePtr(a.Expr.Range()), "Invalid size", "%s: %s.", as.Name, err)
 				return cty.UnknownVal(cty.Number).Mark(errMark{})
@@ -61,9 +61,16 @@ func (l *loader) convertAttr(kind string, as *AttrSchema, a *hcl.Attribute, v ct
 		l.errorf(rangePtr(a.Expr.Range()), "Incorrect attribute value type", "Inappropriate value for attribute %q: a size such as \"512MiB\" is required, not %s.", as.Name, v.Type().FriendlyName())
 		return cty.UnknownVal(cty.Number).Mark(errMark{})
 	}
+	if l.longNumberValue(v, ty, rangePtr(a.Expr.Range())) {
+		return cty.UnknownVal(ty).Mark(errMark{})
+	}
 	cv, err := convert.Convert(v, ty)
 	if err != nil {
 		l.diags = append(l.diags, typeDiag(as.Name, err, a, ctx))
+		return cty.UnknownVal(ty).Mark(errMark{})
+	}
+	if bad := outOfRange(cv); bad != nil {
+		l.errorf(rangePtr(a.Expr.Range()), "Number out of range", "Field %q: %s.", as.Name, rangeError("the number", bad))
 		return cty.UnknownVal(ty).Mark(errMark{})
 	}
 	return cv
@@ -78,7 +85,7 @@ func (l *loader) checkAttr(n *node, addr, name string, v cty.Value, a *hcl.Attri
 		f := v.AsBigFloat()
 		i, _ := f.Int64()
 		if !f.IsInt() || i < lo || i > hi {
-			l.errorf(subj, "Invalid "+what, "%s must be a whole number from %d to %d, not %s.", name, lo, hi, f.Text('f', -1))
+			l.errorf(subj, "Invalid "+what, "%s must be a whole number from %d to %d, not %s.", name, lo, hi, numText(f))
 		}
 	}
 	switch key {
