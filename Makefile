@@ -84,6 +84,8 @@ FUZZ_TARGETS := \
 	./daemon/server:FuzzDecodeRequest
 
 # fuzz first checks that every Fuzz function of the repository is listed.
+# Minimizing a new input is bounded to 5s (Go's default, 60s, can take
+# most of a short run).
 fuzz:
 	@set -e; for f in $$(git grep -h -o -E '^func Fuzz[A-Za-z0-9_]+' -- '*_test.go' | sed 's/^func //'); do \
 		case " $(FUZZ_TARGETS) " in *":$$f "*) ;; *) echo "make fuzz: $$f is not in FUZZ_TARGETS"; exit 1;; esac; \
@@ -91,7 +93,7 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "== fuzz $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
 	done
 
 deps:
