@@ -1,0 +1,309 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kiln-dev/kiln/executors/volume"
+	"github.com/kiln-dev/kiln/internal/netnstest"
+)
+
+// The real-executor benchmark of issue 13: networks and volumes (no guests)
+// applied and destroyed through the kiln binary's embedded default with the
+// real drivers, against a by-hand shell loop doing the same on the same
+// private libvirtd, in the same test namespace (TestMain):
+//
+//   - a volume: `virsh vol-create-as kiln-volumes NAME 1M --allocation 0
+//     --format qcow2` (what executors/volume asks libvirt for: a qcow2 of
+//     the size, no allocation, in kiln's pool), then `virsh vol-delete`;
+//   - a network: `ip link add NAME type bridge`, `ip addr add` of the
+//     gateway /24 (kiln puts its network's first host on the bridge),
+//     `ip link set NAME up`, then `ip link del`. With DHCP (kiln's
+//     default) the loop also starts a dnsmasq serving the bridge (daemon
+//     mode: it returns once dnsmasq is up) and kills it on delete.
+//
+// Every kiln network and every hand-made object is made one after another
+// by the loop, each through its own process, as a script does. kiln's
+// figures include what the loop does not do: starting the process, its
+// one-node raft store and agent, recording each action, and kiln's
+// iptables rules of each network (isolation, the guest ports).
+//
+// The figures are kiln-apply-s, kiln-destroy-s, hand-create-s,
+// hand-delete-s and the ratios apply-vs-hand and destroy-vs-hand (the
+// issue's goal: ≤ 1). The sub-benchmarks split the issue's stack by kind
+// so a ratio above 1 says which kind costs it:
+//
+//	make bench-real-executors   (go test -run '^$' -bench RealExecutors -benchtime 1x ./e2e/)
+//
+// Both sides check their effect: after apply or create the pool has the
+// volumes and the namespace the bridges (and dnsmasqs), after destroy or
+// delete none is left.
+
+type realCase struct {
+	networks, volumes int
+	dhcp              bool
+}
+
+func (c realCase) String() string {
+	return fmt.Sprintf("networks=%d/volumes=%d/dhcp=%v", c.networks, c.volumes, c.dhcp)
+}
+
+var realCases = []realCase{
+	// The issue's figure: 20 networks and 200 volumes. The networks have
+	// no DHCP, so that each is a bridge with its gateway on both sides.
+	{networks: 20, volumes: 200},
+	// The breakdown by kind, and what DHCP (one dnsmasq per network)
+	// adds on both sides.
+	{volumes: 200},
+	{networks: 20},
+	{networks: 20, dhcp: true},
+}
+
+// realStack is the template: count networks of a /24 each in 10.96.0.0/16
+// and count volumes of 1 MiB (qcow2, kiln's default format).
+func realStack(c realCase) string {
+	return fmt.Sprintf(`network "n" {
+  count = %d
+  cidr  = cidrsubnet("10.96.0.0/16", 8, count.index)
+  dhcp  = %v
+}
+
+volume "v" {
+  count = %d
+  size  = "1MiB"
+}
+`, c.networks, c.dhcp, c.volumes)
+}
+
+// stackVolumes lists the volumes of kiln's pool whose names carry the stack
+// (volume.Name: kiln_<stack>_<address>.<format>).
+func stackVolumes(h hostObjects, stack string) []string {
+	var out []string
+	for _, v := range h.volumes {
+		if strings.HasPrefix(v, volume.NamePrefix+stack+"_") {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func BenchmarkRealExecutors(b *testing.B) {
+	w := newWorkdir(b)
+	// Warm up once: the first kiln of the binary defines the pools and
+	// makes kiln's iptables chains, and the binary and libvirt's pool get
+	// into the page cache. The by-hand loop then uses the same pool.
+	w.write(realStack(realCase{networks: 1, volumes: 1}))
+	w.must("apply", "-auto-approve", "-json", "-stack", "warm", ".")
+	w.must("destroy", "-auto-approve", "-json", "warm")
+	for _, c := range realCases {
+		b.Run(c.String(), func(b *testing.B) {
+			w := newWorkdir(b)
+			const stack = "real"
+			w.write(realStack(c))
+			var kApply, kDestroy, hCreate, hDelete time.Duration
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				r := parseResultTB(b, w.must("apply", "-auto-approve", "-json", "-stack", stack, "."))
+				kApply += time.Since(start)
+				b.StopTimer()
+				if r.Status != "complete" || len(r.Actions) != c.networks+c.volumes {
+					b.Fatalf("apply: status %q (error %q), %d actions, want complete and %d", r.Status, r.Error, len(r.Actions), c.networks+c.volumes)
+				}
+				h := observe(b, stack)
+				if got := len(stackVolumes(h, stack)); got != c.volumes || len(h.bridges) != c.networks {
+					b.Fatalf("after kiln apply: %d volumes of the stack and %d bridges, want %d and %d (%s)", got, len(h.bridges), c.volumes, c.networks, h)
+				}
+				if wantD := map[bool]int{true: c.networks}[c.dhcp]; h.dnsmasq != wantD {
+					b.Fatalf("after kiln apply: %d dnsmasq, want %d", h.dnsmasq, wantD)
+				}
+				b.StartTimer()
+
+				start = time.Now()
+				w.must("destroy", "-auto-approve", "-json", stack)
+				kDestroy += time.Since(start)
+				b.StopTimer()
+				if h := observe(b, stack); len(stackVolumes(h, stack)) != 0 || len(h.bridges) != 0 || len(h.rules) != 0 || h.dnsmasq != 0 {
+					b.Fatalf("after kiln destroy: %s", h)
+				}
+
+				hand := newHandLoop(b, w.uri, c)
+				b.StartTimer()
+				start = time.Now()
+				hand.create()
+				hCreate += time.Since(start)
+				b.StopTimer()
+				hand.check(true)
+				b.StartTimer()
+				start = time.Now()
+				hand.delete()
+				hDelete += time.Since(start)
+				b.StopTimer()
+				hand.check(false)
+				b.StartTimer()
+			}
+			n := float64(b.N)
+			b.ReportMetric(kApply.Seconds()/n, "kiln-apply-s")
+			b.ReportMetric(kDestroy.Seconds()/n, "kiln-destroy-s")
+			b.ReportMetric(hCreate.Seconds()/n, "hand-create-s")
+			b.ReportMetric(hDelete.Seconds()/n, "hand-delete-s")
+			b.ReportMetric(kApply.Seconds()/hCreate.Seconds(), "apply-vs-hand")
+			b.ReportMetric(kDestroy.Seconds()/hDelete.Seconds(), "destroy-vs-hand")
+		})
+	}
+}
+
+// parseResultTB is parseResult for a benchmark.
+func parseResultTB(tb testing.TB, out string) opResult {
+	tb.Helper()
+	var r opResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		tb.Fatalf("kiln -json printed no JSON document: %v\n%s", err, out)
+	}
+	return r
+}
+
+// handLoop is the by-hand floor: one process per step, one object after
+// another, in the test namespace and on the test's libvirtd.
+type handLoop struct {
+	b   *testing.B
+	uri string
+	c   realCase
+	dir string // dnsmasq's lease and pid files
+}
+
+func newHandLoop(b *testing.B, uri string, c realCase) *handLoop {
+	netnstest.Guard(b)
+	h := &handLoop{b: b, uri: uri, c: c, dir: b.TempDir()}
+	// Whatever a failed run leaves goes with the test.
+	b.Cleanup(func() {
+		for i := range c.networks {
+			h.killDnsmasq(i)
+			if l, err := netlink.LinkByName(h.bridge(i)); err == nil {
+				netlink.LinkDel(l)
+			}
+		}
+		for i := range c.volumes {
+			exec.Command("virsh", "-q", "-c", uri, "vol-delete", h.volume(i), "--pool", volume.PoolName).Run()
+		}
+	})
+	return h
+}
+
+func (h *handLoop) volume(i int) string { return fmt.Sprintf("hand-%d.qcow2", i) }
+func (h *handLoop) bridge(i int) string { return fmt.Sprintf("hb-%d", i) }
+func (h *handLoop) pidFile(i int) string {
+	return filepath.Join(h.dir, fmt.Sprintf("dnsmasq-%d.pid", i))
+}
+
+func (h *handLoop) sh(name string, args ...string) {
+	h.b.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		h.b.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func (h *handLoop) virsh(args ...string) {
+	h.b.Helper()
+	h.sh("virsh", append([]string{"-q", "-c", h.uri}, args...)...)
+}
+
+func (h *handLoop) create() {
+	for i := range h.c.networks {
+		br := h.bridge(i)
+		h.sh("ip", "link", "add", br, "type", "bridge")
+		h.sh("ip", "addr", "add", fmt.Sprintf("10.97.%d.1/24", i), "dev", br)
+		h.sh("ip", "link", "set", br, "up")
+		if h.c.dhcp {
+			h.sh("dnsmasq", "--conf-file=/dev/null", "--port=0", "--interface="+br, "--bind-interfaces",
+				"--except-interface=lo", fmt.Sprintf("--dhcp-range=10.97.%d.0,static,255.255.255.0,1h", i),
+				"--dhcp-leasefile="+filepath.Join(h.dir, fmt.Sprintf("leases-%d", i)), "--pid-file="+h.pidFile(i))
+		}
+	}
+	for i := range h.c.volumes {
+		h.virsh("vol-create-as", volume.PoolName, h.volume(i), "1M", "--allocation", "0", "--format", "qcow2")
+	}
+}
+
+func (h *handLoop) delete() {
+	for i := range h.c.networks {
+		if h.c.dhcp {
+			h.killDnsmasq(i)
+		}
+		h.sh("ip", "link", "del", h.bridge(i))
+	}
+	for i := range h.c.volumes {
+		h.virsh("vol-delete", h.volume(i), "--pool", volume.PoolName)
+	}
+}
+
+// killDnsmasq stops the bridge's dnsmasq, as `kill $(cat pidfile)` does,
+// and waits until it is gone.
+func (h *handLoop) killDnsmasq(i int) {
+	b, err := os.ReadFile(h.pidFile(i))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "dnsmasq" {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for range 500 {
+		if syscall.Kill(pid, 0) != nil {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	os.Remove(h.pidFile(i))
+}
+
+// check looks, with virsh and ip as a user would, that the loop's objects
+// are all there (made) or all gone.
+func (h *handLoop) check(made bool) {
+	h.b.Helper()
+	out, err := exec.Command("virsh", "-q", "-c", h.uri, "vol-list", volume.PoolName).CombinedOutput()
+	if err != nil {
+		h.b.Fatalf("virsh vol-list: %v\n%s", err, out)
+	}
+	vols := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.HasPrefix(f[0], "hand-") {
+			vols++
+		}
+	}
+	out, err = exec.Command("ip", "-br", "link", "show", "type", "bridge").CombinedOutput()
+	if err != nil {
+		h.b.Fatalf("ip -br link: %v\n%s", err, out)
+	}
+	bridges := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "hb-") {
+			bridges++
+		}
+	}
+	dnsmasq := len(netnstest.DnsmasqPids(h.b))
+	wantV, wantB, wantD := 0, 0, 0
+	if made {
+		wantV, wantB = h.c.volumes, h.c.networks
+		if h.c.dhcp {
+			wantD = h.c.networks
+		}
+	}
+	if vols != wantV || bridges != wantB || dnsmasq != wantD {
+		h.b.Fatalf("by hand (made %v): %d volumes, %d bridges, %d dnsmasq; want %d, %d, %d", made, vols, bridges, dnsmasq, wantV, wantB, wantD)
+	}
+}
