@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -67,6 +68,50 @@ var realCases = []realCase{
 	{volumes: 200},
 	{networks: 20},
 	{networks: 20, dhcp: true},
+	// kiln's fixed cost (the process, its store and agent, plan and
+	// record) with a single action.
+	{volumes: 1},
+}
+
+// CountIPTablesEnv, set to 1, puts a wrapper of iptables first in the
+// PATH of the kiln processes that counts their calls: the benchmark then
+// reports kiln-apply-iptables and kiln-destroy-iptables (execs per
+// operation). The wrapper's own fork slows every call, so its times are
+// not the figures to compare.
+const CountIPTablesEnv = "KILN_BENCH_COUNT_IPTABLES"
+
+// countIPTables installs the wrapper and returns the file it logs to, one
+// line per call by a kiln process ("" when the count is off).
+func countIPTables(b *testing.B) string {
+	if os.Getenv(CountIPTablesEnv) != "1" {
+		return ""
+	}
+	real, err := exec.LookPath("iptables")
+	if err != nil {
+		b.Fatalf("%s=1: no iptables to wrap: %v", CountIPTablesEnv, err)
+	}
+	dir := b.TempDir()
+	log := filepath.Join(dir, "calls")
+	script := fmt.Sprintf("#!/bin/sh\nread -r c < /proc/$PPID/comm\n[ \"$c\" = kiln ] && echo \"$*\" >> %q\nexec %q \"$@\"\n", log, real)
+	if err := os.WriteFile(filepath.Join(dir, "iptables"), []byte(script), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	b.Logf("%s=1: counting kiln's iptables calls through %s (times are slower)", CountIPTablesEnv, dir)
+	return log
+}
+
+// calls counts the lines of the wrapper's log and empties it.
+func calls(b *testing.B, log string) int {
+	data, err := os.ReadFile(log)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.Remove(log)
+	return strings.Count(string(data), "\n")
 }
 
 // realStack is the template: count networks of a /24 each in 10.96.0.0/16
@@ -99,6 +144,7 @@ func stackVolumes(h hostObjects, stack string) []string {
 
 func BenchmarkRealExecutors(b *testing.B) {
 	w := newWorkdir(b)
+	iptLog := countIPTables(b)
 	// Warm up once: the first kiln of the binary defines the pools and
 	// makes kiln's iptables chains, and the binary and libvirt's pool get
 	// into the page cache. The by-hand loop then uses the same pool.
@@ -111,12 +157,19 @@ func BenchmarkRealExecutors(b *testing.B) {
 			const stack = "real"
 			w.write(realStack(c))
 			var kApply, kDestroy, hCreate, hDelete time.Duration
+			var iptApply, iptDestroy int
+			if iptLog != "" {
+				calls(b, iptLog)
+			}
 			b.ResetTimer()
 			for range b.N {
 				start := time.Now()
 				r := parseResultTB(b, w.must("apply", "-auto-approve", "-json", "-stack", stack, "."))
 				kApply += time.Since(start)
 				b.StopTimer()
+				if iptLog != "" {
+					iptApply += calls(b, iptLog)
+				}
 				if r.Status != "complete" || len(r.Actions) != c.networks+c.volumes {
 					b.Fatalf("apply: status %q (error %q), %d actions, want complete and %d", r.Status, r.Error, len(r.Actions), c.networks+c.volumes)
 				}
@@ -133,6 +186,9 @@ func BenchmarkRealExecutors(b *testing.B) {
 				w.must("destroy", "-auto-approve", "-json", stack)
 				kDestroy += time.Since(start)
 				b.StopTimer()
+				if iptLog != "" {
+					iptDestroy += calls(b, iptLog)
+				}
 				if h := observe(b, stack); len(stackVolumes(h, stack)) != 0 || len(h.bridges) != 0 || len(h.rules) != 0 || h.dnsmasq != 0 {
 					b.Fatalf("after kiln destroy: %s", h)
 				}
@@ -159,6 +215,10 @@ func BenchmarkRealExecutors(b *testing.B) {
 			b.ReportMetric(hDelete.Seconds()/n, "hand-delete-s")
 			b.ReportMetric(kApply.Seconds()/hCreate.Seconds(), "apply-vs-hand")
 			b.ReportMetric(kDestroy.Seconds()/hDelete.Seconds(), "destroy-vs-hand")
+			if iptLog != "" {
+				b.ReportMetric(float64(iptApply)/n, "kiln-apply-iptables")
+				b.ReportMetric(float64(iptDestroy)/n, "kiln-destroy-iptables")
+			}
 		})
 	}
 }
@@ -262,11 +322,14 @@ func (h *handLoop) killDnsmasq(i int) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
+	// Gone, or a zombie (a daemon's parent is not this process, which
+	// cannot reap it).
 	for range 500 {
-		if syscall.Kill(pid, 0) != nil {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(stat), ") Z") {
 			break
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 	os.Remove(h.pidFile(i))
 }
