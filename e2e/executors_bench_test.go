@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/executors/volume"
 	"github.com/kiln-dev/kiln/internal/netnstest"
 )
@@ -158,13 +159,14 @@ func BenchmarkRealExecutors(b *testing.B) {
 			w.write(realStack(c))
 			var kApply, kDestroy, hCreate, hDelete time.Duration
 			var iptApply, iptDestroy int
+			var tApply, tDestroy opTimes
 			if iptLog != "" {
 				calls(b, iptLog)
 			}
 			b.ResetTimer()
 			for range b.N {
 				start := time.Now()
-				r := parseResultTB(b, w.must("apply", "-auto-approve", "-json", "-stack", stack, "."))
+				r := parseOp(b, w.must("apply", "-auto-approve", "-json", "-stack", stack, "."))
 				kApply += time.Since(start)
 				b.StopTimer()
 				if iptLog != "" {
@@ -173,6 +175,7 @@ func BenchmarkRealExecutors(b *testing.B) {
 				if r.Status != "complete" || len(r.Actions) != c.networks+c.volumes {
 					b.Fatalf("apply: status %q (error %q), %d actions, want complete and %d", r.Status, r.Error, len(r.Actions), c.networks+c.volumes)
 				}
+				tApply.add(b, r)
 				h := observe(b, stack)
 				if got := len(stackVolumes(h, stack)); got != c.volumes || len(h.bridges) != c.networks {
 					b.Fatalf("after kiln apply: %d volumes of the stack and %d bridges, want %d and %d (%s)", got, len(h.bridges), c.volumes, c.networks, h)
@@ -183,9 +186,13 @@ func BenchmarkRealExecutors(b *testing.B) {
 				b.StartTimer()
 
 				start = time.Now()
-				w.must("destroy", "-auto-approve", "-json", stack)
+				d := parseOp(b, w.must("destroy", "-auto-approve", "-json", stack))
 				kDestroy += time.Since(start)
 				b.StopTimer()
+				if d.Status != "complete" || len(d.Actions) != c.networks+c.volumes {
+					b.Fatalf("destroy: status %q (error %q), %d actions, want complete and %d", d.Status, d.Error, len(d.Actions), c.networks+c.volumes)
+				}
+				tDestroy.add(b, d)
 				if iptLog != "" {
 					iptDestroy += calls(b, iptLog)
 				}
@@ -213,6 +220,8 @@ func BenchmarkRealExecutors(b *testing.B) {
 			b.ReportMetric(kDestroy.Seconds()/n, "kiln-destroy-s")
 			b.ReportMetric(hCreate.Seconds()/n, "hand-create-s")
 			b.ReportMetric(hDelete.Seconds()/n, "hand-delete-s")
+			tApply.report(b, "apply", b.N)
+			tDestroy.report(b, "destroy", b.N)
 			b.ReportMetric(kApply.Seconds()/hCreate.Seconds(), "apply-vs-hand")
 			b.ReportMetric(kDestroy.Seconds()/hDelete.Seconds(), "destroy-vs-hand")
 			if iptLog != "" {
@@ -223,14 +232,66 @@ func BenchmarkRealExecutors(b *testing.B) {
 	}
 }
 
-// parseResultTB is parseResult for a benchmark.
-func parseResultTB(tb testing.TB, out string) opResult {
+// realOp is the part of `kiln apply -json` and `kiln destroy -json` the
+// benchmark reads: each action's start and finish as the leader recorded
+// them.
+type realOp struct {
+	Status  string             `json:"status"`
+	Error   string             `json:"error"`
+	Actions []api.ActionStatus `json:"actions"`
+}
+
+func parseOp(tb testing.TB, out string) realOp {
 	tb.Helper()
-	var r opResult
+	var r realOp
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		tb.Fatalf("kiln -json printed no JSON document: %v\n%s", err, out)
 	}
 	return r
+}
+
+// opTimes sums, over iterations, where an operation's time went: span is
+// from its first action's start to its last action's finish (the rest of
+// the command's time is outside the actions: the process, planning,
+// recording the operation, reading the result); each[kind] is the time
+// from start to finish of every action of the kind (running, dispatch and
+// report), n[kind] their count.
+type opTimes struct {
+	span time.Duration
+	each map[string]time.Duration
+	n    map[string]int
+}
+
+func (t *opTimes) add(tb testing.TB, r realOp) {
+	tb.Helper()
+	if t.each == nil {
+		t.each, t.n = map[string]time.Duration{}, map[string]int{}
+	}
+	var first, last time.Time
+	for _, a := range r.Actions {
+		if a.Status != "done" || a.Started.IsZero() || a.Finished.IsZero() {
+			tb.Fatalf("action %s is %s (started %v, finished %v)", a.Address, a.Status, a.Started, a.Finished)
+		}
+		kind, _, _ := strings.Cut(a.Address, ".")
+		t.each[kind] += a.Finished.Sub(a.Started)
+		t.n[kind]++
+		if first.IsZero() || a.Started.Before(first) {
+			first = a.Started
+		}
+		if a.Finished.After(last) {
+			last = a.Finished
+		}
+	}
+	t.span += last.Sub(first)
+}
+
+// report adds the figures of op ("apply", "destroy") over iterations
+// iterations: <op>-actions-s (the span) and <op>-<kind>-ms/action.
+func (t *opTimes) report(b *testing.B, op string, iterations int) {
+	b.ReportMetric(t.span.Seconds()/float64(iterations), op+"-actions-s")
+	for kind, d := range t.each {
+		b.ReportMetric(float64(d.Milliseconds())/float64(t.n[kind]), op+"-"+kind+"-ms/action")
+	}
 }
 
 // handLoop is the by-hand floor: one process per step, one object after
