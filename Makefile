@@ -78,7 +78,8 @@ bench-real: build
 # Issue 13's real-executor figure: 20 networks and 200 volumes applied and
 # destroyed by kiln with the real drivers vs a by-hand loop of virsh
 # vol-create-as and ip link add in the same test namespace and libvirtd,
-# then the same split by kind (REALBENCH=pattern narrows it).
+# then the same split by kind (REALBENCH=pattern narrows it;
+# KILN_BENCH_COUNT_IPTABLES=1 also counts kiln's iptables runs).
 REALBENCH ?= RealExecutors
 bench-real-executors: build
 	@mkdir -p build

@@ -34,16 +34,21 @@ import (
 //     default) the loop also starts a dnsmasq serving the bridge (daemon
 //     mode: it returns once dnsmasq is up) and kills it on delete.
 //
-// Every kiln network and every hand-made object is made one after another
-// by the loop, each through its own process, as a script does. kiln's
-// figures include what the loop does not do: starting the process, its
-// one-node raft store and agent, recording each action, and kiln's
-// iptables rules of each network (isolation, the guest ports).
+// The loop makes one object after another, each step its own process, as a
+// script does; kiln runs its actions in parallel. kiln's figures include
+// what the loop does not do: starting the process, its one-node raft store
+// and agent, recording each action, and each network's iptables rules
+// (isolation, the guest ports; about 60 iptables runs to make a network
+// and 30 to remove it, see KILN_BENCH_COUNT_IPTABLES).
 //
 // The figures are kiln-apply-s, kiln-destroy-s, hand-create-s,
 // hand-delete-s and the ratios apply-vs-hand and destroy-vs-hand (the
-// issue's goal: ≤ 1). The sub-benchmarks split the stack by kind
-// so a ratio above 1 says which kind costs it:
+// issue's goal: ≤ 1); <op>-actions-s, from the first action's start to the
+// last one's finish (the rest of kiln-<op>-s is outside the actions), and
+// <op>-<kind>-ms/action, the mean time from start to finish of an action
+// of the kind (queueing included: network actions wait for one another on
+// the driver's iptables lock). The sub-benchmarks split the stack
+// by kind so a ratio above 1 says which kind costs it:
 //
 //	make bench-real-executors   (go test -run '^$' -bench RealExecutors -benchtime 1x ./e2e/)
 //
