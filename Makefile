@@ -7,7 +7,7 @@ BIN     := bin/kiln
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/kiln-dev/kiln/cli.Version=$(VERSION)
 
-.PHONY: all help build test e2e lint bench bench-writes bench-real fuzz demo test-image deps clean
+.PHONY: all help build test e2e lint bench bench-writes bench-real bench-real-executors fuzz demo test-image deps clean
 
 all: build
 
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-writes the write-path figures: the three-process trio over HTTP and the store alone, fixed counts"
 	@echo "make fuzz        run every fuzz target for FUZZTIME each (default 15s)"
 	@echo "make bench-real  apply/destroy of 1, 5, 10, 50 real guests until ready vs the by-hand floor (slow)"
+	@echo "make bench-real-executors 200 volumes and 20 networks through the real drivers vs a by-hand virsh/ip loop, and the split by kind"
 	@echo "make demo        install what is missing, build, then apply examples/quickstart on a real guest in a private namespace and destroy it"
 	@echo "make test-image  build build/images/kiln-test-guest.qcow2"
 
@@ -73,6 +74,16 @@ bench-writes:
 bench-real: build
 	@mkdir -p build
 	$(GO) test -run '^$$' -bench ApplyDestroy -benchtime 1x -timeout 60m ./e2e/ | tee build/bench-real.txt
+
+# Issue 13's real-executor figure: 20 networks and 200 volumes applied and
+# destroyed by kiln with the real drivers vs a by-hand loop of virsh
+# vol-create-as and ip link add in the same test namespace and libvirtd,
+# then the same split by kind (REALBENCH=pattern narrows it;
+# KILN_BENCH_COUNT_IPTABLES=1 also counts kiln's iptables runs).
+REALBENCH ?= RealExecutors
+bench-real-executors: build
+	@mkdir -p build
+	KILN_E2E_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench '$(REALBENCH)' -benchtime 1x -timeout 30m ./e2e/ | tee build/bench-real-executors.txt
 
 # Every fuzz target of the repository, as package:Name, each run for
 # FUZZTIME. Append new targets to the list (one per line).
