@@ -179,6 +179,9 @@ func SyncRules(ipt IPTables, owner string, rules []Rule, top bool) error {
 		if !isKilnChain(r.Table, r.Chain) {
 			return fmt.Errorf("iptables rule %s: not in one of kiln's chains", r)
 		}
+		if _, err := restoreArgs(withOwner(r.Spec, owner)); err != nil {
+			return fmt.Errorf("iptables rule %s: %w", r, err)
+		}
 	}
 	tables := []string{"filter", "nat"}
 	if len(rules) == 0 {

@@ -317,3 +317,24 @@ func TestCutShortChangeIsRepaired(t *testing.T) {
 		t.Errorf("rules left:\n%s", strings.Join(left, "\n"))
 	}
 }
+
+// TestRestoreArgs: an argument is one token of an iptables-restore line,
+// whatever it holds; one that would start a new line is refused, so a name
+// can never add a command of its own to the transaction.
+func TestRestoreArgs(t *testing.T) {
+	requireTools(t, "iptables-save")
+	got, err := restoreArgs([]string{"-i", "kb-x", "-m", "comment", "--comment", `kiln:s/a["b c"]\`, "-j", "ACCEPT"})
+	if want := `-i kb-x -m comment --comment "kiln:s/a[\"b c\"]\\" -j ACCEPT`; err != nil || got != want {
+		t.Errorf("restoreArgs = %s, %v; want %s", got, err, want)
+	}
+	ipt := newCountingIPT(t)
+	for _, bad := range []string{"kiln:s/a\n-A KILN-INPUT -j ACCEPT", "a\rb", "a\x00b"} {
+		if _, err := restoreArgs([]string{"--comment", bad}); err == nil {
+			t.Errorf("restoreArgs(%q) took it", bad)
+		}
+		if err := SyncRules(ipt, "kiln:s/x", []Rule{{"filter", ChainInput, []string{"-m", "comment", "--comment", bad, "-j", "ACCEPT"}}}, false); err == nil {
+			t.Errorf("SyncRules with %q took it", bad)
+		}
+	}
+	wantCalls(t, "refused SyncRules", ipt.reset(), map[string]int{})
+}
