@@ -1,7 +1,7 @@
 package network
 
 import (
-	"errors"
+	"bytes"
 	"fmt"
 	"strings"
 	"sync"
@@ -80,28 +80,70 @@ var ipMu sync.Mutex
 func EnsureChains(ipt IPTables) error {
 	ipMu.Lock()
 	defer ipMu.Unlock()
-	return ensureChains(ipt)
+	return restoreSynced(ipt, func(snap snapshot) ([]byte, error) {
+		var in bytes.Buffer
+		for _, table := range []string{"filter", "nat"} {
+			writeTable(&in, table, ensureLines(snap, table))
+		}
+		return in.Bytes(), nil
+	})
 }
 
-func ensureChains(ipt IPTables) error {
+// ensureLines are the iptables-restore lines that make kiln's chains of
+// table and their jumps where the snapshot lacks them. A jump is inserted
+// at the top of its built-in chain.
+func ensureLines(snap snapshot, table string) []string {
+	var lines []string
 	for _, c := range Chains {
-		ok, err := ipt.ChainExists(c.Table, c.Name)
-		if err != nil {
-			return fmt.Errorf("iptables chain %s/%s: %w", c.Table, c.Name, err)
-		}
-		if !ok {
-			if err := ipt.NewChain(c.Table, c.Name); err != nil {
-				// Another process may have made it meanwhile.
-				if ok, err2 := ipt.ChainExists(c.Table, c.Name); err2 != nil || !ok {
-					return fmt.Errorf("iptables new chain %s/%s: %w", c.Table, c.Name, err)
-				}
-			}
-		}
-		if err := ipt.InsertUnique(c.Table, c.From, 1, jumpSpec(c.Name)...); err != nil {
-			return fmt.Errorf("iptables jump %s -> %s: %w", c.From, c.Name, err)
+		if c.Table == table && !snap.chainExists(c.Table, c.Name) {
+			lines = append(lines, "-N "+c.Name)
 		}
 	}
-	return nil
+	for _, c := range Chains {
+		if c.Table == table && !snap.hasJump(c.Table, c.From, c.Name) {
+			args, _ := restoreArgs(jumpSpec(c.Name))
+			lines = append(lines, "-I "+c.From+" 1 "+args)
+		}
+	}
+	return lines
+}
+
+func writeTable(in *bytes.Buffer, table string, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	in.WriteString("*" + table + "\n")
+	for _, l := range lines {
+		in.WriteString(l + "\n")
+	}
+	in.WriteString("COMMIT\n")
+}
+
+// restoreSynced reads the tables, asks change for the iptables-restore
+// input that brings them where they should be, and applies it (nothing
+// when the input is empty). When the restore fails (another process changed
+// the tables between the read and the restore) it reads and tries once
+// more. The caller holds ipMu.
+func restoreSynced(ipt IPTables, change func(snapshot) ([]byte, error)) error {
+	tb := tablesOf(ipt)
+	var err error
+	for range 2 {
+		var snap snapshot
+		if snap, err = save(tb); err != nil {
+			return err
+		}
+		in, err2 := change(snap)
+		if err2 != nil {
+			return err2
+		}
+		if len(in) == 0 {
+			return nil
+		}
+		if err = tb.Restore(in); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 func jumpSpec(chain string) []string {
@@ -119,7 +161,16 @@ func withOwner(spec []string, owner string) []string {
 // its top when top is set. A chain whose owner rules already match is left
 // alone, so a re-run changes nothing; otherwise that owner's rules in the
 // chain are removed and written again. An owner with no rules (nil) has all
-// its rules removed. Rules of other owners are never touched.
+// its rules removed. Rules of other owners are never touched. kiln's chains
+// and jumps are made too when they are missing.
+//
+// It reads the tables once (iptables-save) and makes the whole change in
+// one iptables-restore: each table's part of it is applied whole or not at
+// all. When rules are written the filter table goes first, so that a
+// network's MASQUERADE (nat) never exists without its isolation (filter);
+// when they are removed nat goes first, for the same reason. A change cut
+// short between the two tables leaves a state the next run repairs, as it
+// compares everything again.
 func SyncRules(ipt IPTables, owner string, rules []Rule, top bool) error {
 	if owner == "" || !strings.HasPrefix(owner, "kiln:") {
 		return fmt.Errorf("iptables owner %q is not a kiln owner tag", owner)
@@ -128,24 +179,34 @@ func SyncRules(ipt IPTables, owner string, rules []Rule, top bool) error {
 		if !isKilnChain(r.Table, r.Chain) {
 			return fmt.Errorf("iptables rule %s: not in one of kiln's chains", r)
 		}
+		if _, err := restoreArgs(withOwner(r.Spec, owner)); err != nil {
+			return fmt.Errorf("iptables rule %s: %w", r, err)
+		}
+	}
+	tables := []string{"filter", "nat"}
+	if len(rules) == 0 {
+		tables = []string{"nat", "filter"}
 	}
 	ipMu.Lock()
 	defer ipMu.Unlock()
-	if err := ensureChains(ipt); err != nil {
-		return err
-	}
-	for _, c := range Chains {
-		var want []Rule
-		for _, r := range rules {
-			if r.Table == c.Table && r.Chain == c.Name {
-				want = append(want, r)
+	return restoreSynced(ipt, func(snap snapshot) ([]byte, error) {
+		var in bytes.Buffer
+		for _, table := range tables {
+			lines := ensureLines(snap, table)
+			for _, c := range Chains {
+				if c.Table != table {
+					continue
+				}
+				l, err := chainLines(ipt, snap, c, owner, rulesIn(rules, c), top)
+				if err != nil {
+					return nil, err
+				}
+				lines = append(lines, l...)
 			}
+			writeTable(&in, table, lines)
 		}
-		if err := syncChain(ipt, c, owner, want, top); err != nil {
-			return err
-		}
-	}
-	return nil
+		return in.Bytes(), nil
+	})
 }
 
 func isKilnChain(table, chain string) bool {
@@ -157,45 +218,108 @@ func isKilnChain(table, chain string) bool {
 	return false
 }
 
-func syncChain(ipt IPTables, c Chain, owner string, want []Rule, top bool) error {
-	have, err := ownerRuleIDs(ipt, c.Table, c.Name, owner)
-	if err != nil {
-		return err
+// rulesIn are the rules of chain c, in order.
+func rulesIn(rules []Rule, c Chain) []Rule {
+	var out []Rule
+	for _, r := range rules {
+		if r.Table == c.Table && r.Chain == c.Name {
+			out = append(out, r)
+		}
 	}
+	return out
+}
+
+// chainLines are the iptables-restore lines that make owner's rules in
+// chain c exactly want: none when they already are, else the deletion of
+// each of owner's rules there (by its text, so a rule that changed
+// meanwhile fails the restore rather than another being deleted) and the
+// rules of want appended, or inserted at the top.
+func chainLines(ipt IPTables, snap snapshot, c Chain, owner string, want []Rule, top bool) ([]string, error) {
+	have := snap.ownerLines(c.Table, c.Name, owner)
 	if len(have) == len(want) {
-		same := true
-		for _, r := range want {
-			ok, err := ipt.Exists(c.Table, c.Name, withOwner(r.Spec, owner)...)
-			if err != nil {
-				return fmt.Errorf("iptables check %s: %w", r, err)
-			}
-			if !ok {
-				same = false
-				break
-			}
-		}
-		if same {
-			return nil
+		same, err := allPresent(ipt, c, owner, have, want)
+		if err != nil || same {
+			return nil, err
 		}
 	}
-	// Highest first, so the lower numbers stay valid.
-	for i := len(have) - 1; i >= 0; i-- {
-		if err := ipt.DeleteById(c.Table, c.Name, have[i]); err != nil {
-			return fmt.Errorf("iptables delete %s/%s rule %d of %s: %w", c.Table, c.Name, have[i], owner, err)
-		}
+	var lines []string
+	for _, l := range have {
+		lines = append(lines, "-D "+strings.TrimPrefix(l, "-A "))
 	}
 	for i, r := range want {
-		var err error
-		if top {
-			err = ipt.Insert(c.Table, c.Name, i+1, withOwner(r.Spec, owner)...)
-		} else {
-			err = ipt.Append(c.Table, c.Name, withOwner(r.Spec, owner)...)
-		}
+		args, err := restoreArgs(withOwner(r.Spec, owner))
 		if err != nil {
-			return fmt.Errorf("iptables add %s: %w", r, err)
+			return nil, fmt.Errorf("iptables rule %s: %w", r, err)
+		}
+		if top {
+			lines = append(lines, fmt.Sprintf("-I %s %d %s", c.Name, i+1, args))
+		} else {
+			lines = append(lines, "-A "+c.Name+" "+args)
 		}
 	}
-	return nil
+	return lines, nil
+}
+
+// allPresent reports whether every rule of want (tagged with owner) is among
+// have, the owner's lines of chain c in a snapshot. A rule is compared by
+// the line iptables-save prints for it; when that line is not among have
+// (or the rule is one canonical does not know), `iptables -C` decides, so a
+// difference in how some iptables version prints a rule costs runs, never
+// a wrong answer.
+func allPresent(ipt IPTables, c Chain, owner string, have []string, want []Rule) (bool, error) {
+	left := map[string]int{}
+	for _, l := range have {
+		left[l]++
+	}
+	for _, r := range want {
+		spec := withOwner(r.Spec, owner)
+		if line := canonical(c.Name, spec); line != "" && left[line] > 0 {
+			left[line]--
+			continue
+		}
+		if len(have) == 0 {
+			return false, nil
+		}
+		ok, err := ipt.Exists(c.Table, c.Name, spec...)
+		if err != nil {
+			return false, fmt.Errorf("iptables check %s: %w", r, err)
+		}
+		if !ok {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// CheckRules reads the tables once and reports how many rules owner has in
+// kiln's chains and whether they are exactly rules: in each chain, the
+// same number, each of them there.
+func CheckRules(ipt IPTables, owner string, rules []Rule) (n int, exact bool, err error) {
+	ipMu.Lock()
+	defer ipMu.Unlock()
+	snap, err := save(tablesOf(ipt))
+	if err != nil {
+		return 0, false, err
+	}
+	return checkOwner(ipt, snap, owner, rules)
+}
+
+func checkOwner(ipt IPTables, snap snapshot, owner string, rules []Rule) (n int, exact bool, err error) {
+	exact = true
+	for _, c := range Chains {
+		have := snap.ownerLines(c.Table, c.Name, owner)
+		want := rulesIn(rules, c)
+		n += len(have)
+		switch {
+		case len(have) != len(want):
+			exact = false
+		case exact:
+			if exact, err = allPresent(ipt, c, owner, have, want); err != nil {
+				return n, false, err
+			}
+		}
+	}
+	return n, exact, nil
 }
 
 // OwnerRules lists, as `iptables -S` prints them, the rules tagged with
@@ -203,61 +327,17 @@ func syncChain(ipt IPTables, c Chain, owner string, want []Rule, top bool) error
 func OwnerRules(ipt IPTables, owner string) ([]string, error) {
 	ipMu.Lock()
 	defer ipMu.Unlock()
-	var out []string
-	for _, c := range Chains {
-		lines, err := listRules(ipt, c.Table, c.Name)
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range lines {
-			if Comment(l) == owner {
-				out = append(out, "-t "+c.Table+" "+l)
-			}
-		}
-	}
-	return out, nil
-}
-
-// listRules returns the "-A" lines of a chain, in order; a missing chain
-// has none.
-func listRules(ipt IPTables, table, chain string) ([]string, error) {
-	ok, err := ipt.ChainExists(table, chain)
-	if err != nil {
-		return nil, fmt.Errorf("iptables chain %s/%s: %w", table, chain, err)
-	}
-	if !ok {
-		return nil, nil
-	}
-	lines, err := ipt.List(table, chain)
-	if err != nil {
-		var e *iptables.Error
-		if errors.As(err, &e) && e.IsNotExist() {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("iptables list %s/%s: %w", table, chain, err)
-	}
-	var rules []string
-	for _, l := range lines {
-		if strings.HasPrefix(l, "-A ") {
-			rules = append(rules, l)
-		}
-	}
-	return rules, nil
-}
-
-// ownerRuleIDs returns the 1-based positions of owner's rules in a chain.
-func ownerRuleIDs(ipt IPTables, table, chain, owner string) ([]int, error) {
-	lines, err := listRules(ipt, table, chain)
+	snap, err := save(tablesOf(ipt))
 	if err != nil {
 		return nil, err
 	}
-	var ids []int
-	for i, l := range lines {
-		if Comment(l) == owner {
-			ids = append(ids, i+1)
+	var out []string
+	for _, c := range Chains {
+		for _, l := range snap.ownerLines(c.Table, c.Name, owner) {
+			out = append(out, "-t "+c.Table+" "+l)
 		}
 	}
-	return ids, nil
+	return out, nil
 }
 
 // Comment returns the value of the comment match of a rule as `iptables -S`

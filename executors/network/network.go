@@ -227,6 +227,12 @@ func bridgeMAC(owner string) net.HardwareAddr {
 // Read returns what is on the host for spec's network; an error wrapping
 // executors.ErrNotFound when its bridge is absent.
 func (d *Driver) Read(ctx context.Context, spec Spec) (State, error) {
+	return d.read(ctx, spec, false)
+}
+
+// read is Read; synced says the network's rules were just made exactly
+// spec's (SyncRules succeeded), so they are not read again.
+func (d *Driver) read(ctx context.Context, spec Spec, synced bool) (State, error) {
 	st := State{Bridge: BridgeName(spec.Stack, spec.Address)}
 	if err := spec.Validate(); err != nil {
 		return st, err
@@ -272,6 +278,10 @@ func (d *Driver) Read(ctx context.Context, spec Spec) (State, error) {
 		return st, err
 	}
 
+	if synced {
+		st.NAT, st.Firewall = spec.NAT, true
+		return st, nil
+	}
 	ipt, err := d.iptables()
 	if err != nil {
 		return st, err
@@ -284,13 +294,15 @@ func (d *Driver) Read(ctx context.Context, spec Spec) (State, error) {
 
 // Create makes the network, or adopts and repairs what already exists: the
 // bridge, its gateway address, the iptables rules and dnsmasq. Repeating it
-// changes nothing.
+// changes nothing. The state it returns is read from the host, but for the
+// iptables rules: SyncRules has just made them exactly the spec's in one
+// transaction, so they are not listed again.
 func (d *Driver) Create(ctx context.Context, spec Spec) (State, error) {
 	if err := d.apply(ctx, spec, true); err != nil {
 		st, _ := d.Read(ctx, spec)
 		return st, err
 	}
-	return d.Read(ctx, spec)
+	return d.read(ctx, spec, true)
 }
 
 // Update brings an existing network to spec: hosts (dnsmasq re-reads its
@@ -301,7 +313,7 @@ func (d *Driver) Update(ctx context.Context, spec Spec) (State, error) {
 		st, _ := d.Read(ctx, spec)
 		return st, err
 	}
-	return d.Read(ctx, spec)
+	return d.read(ctx, spec, true)
 }
 
 func (d *Driver) apply(ctx context.Context, spec Spec, create bool) error {

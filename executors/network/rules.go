@@ -1,7 +1,6 @@
 package network
 
 import (
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,60 +54,35 @@ func masquerade(cidr, bridge string) Rule {
 	return Rule{"nat", ChainPostrouting, []string{"-s", cidr, "!", "-o", bridge, "-j", "MASQUERADE"}}
 }
 
-// checkRules reports whether the MASQUERADE rule for the network is there,
-// and whether owner's rules are exactly want.
+// checkRules reads the tables once and reports whether the MASQUERADE
+// rule for the network is there (with NAT off: whether a MASQUERADE of
+// owner is left), and whether owner's rules are exactly want.
 func checkRules(ipt IPTables, owner string, want []Rule, nat bool) (natOK, exact bool, err error) {
-	exact = true
-	total := 0
 	ipMu.Lock()
 	defer ipMu.Unlock()
-	for _, c := range Chains {
-		ids, err := ownerRuleIDs(ipt, c.Table, c.Name, owner)
-		if err != nil {
-			return false, false, err
-		}
-		total += len(ids)
+	snap, err := save(tablesOf(ipt))
+	if err != nil {
+		return false, false, err
 	}
-	if total != len(want) {
-		exact = false
+	if _, exact, err = checkOwner(ipt, snap, owner, want); err != nil {
+		return false, false, err
 	}
-	for _, r := range want {
-		ok, err := ruleExists(ipt, r, owner)
-		if err != nil {
-			return false, false, err
-		}
-		if !ok {
-			exact = false
-		}
-		if r.Chain == ChainPostrouting && ok {
-			natOK = true
-		}
-	}
-	if !nat && total > 0 {
-		// NAT off: look for a leftover MASQUERADE of this owner.
-		lines, err := listRules(ipt, "nat", ChainPostrouting)
-		if err != nil {
-			return false, false, err
-		}
-		for _, l := range lines {
-			if Comment(l) == owner && containsWord(l, "MASQUERADE") {
+	post := Chain{"nat", ChainPostrouting, "POSTROUTING"}
+	have := snap.ownerLines(post.Table, post.Name, owner)
+	if !nat {
+		for _, l := range have {
+			if containsWord(l, "MASQUERADE") {
 				natOK = true
 			}
 		}
+		return natOK, exact, nil
+	}
+	if masq := rulesIn(want, post); len(masq) > 0 {
+		if natOK, err = allPresent(ipt, post, owner, have, masq); err != nil {
+			return false, false, err
+		}
 	}
 	return natOK, exact, nil
-}
-
-func ruleExists(ipt IPTables, r Rule, owner string) (bool, error) {
-	ok, err := ipt.ChainExists(r.Table, r.Chain)
-	if err != nil || !ok {
-		return false, err
-	}
-	ok, err = ipt.Exists(r.Table, r.Chain, withOwner(r.Spec, owner)...)
-	if err != nil {
-		return false, fmt.Errorf("iptables check %s: %w", r, err)
-	}
-	return ok, nil
 }
 
 func containsWord(line, word string) bool {

@@ -153,21 +153,12 @@ func (d *Driver) Read(ctx context.Context, spec Spec) (State, error) {
 	if err != nil {
 		return st, err
 	}
-	have, err := network.OwnerRules(ipt, spec.owner())
+	st.Rules, st.Exact, err = network.CheckRules(ipt, spec.owner(), spec.Rules())
 	if err != nil {
 		return st, fmt.Errorf("port_forward %s: %w", spec.Address, err)
 	}
-	st.Rules = len(have)
 	if st.Rules == 0 {
 		return st, fmt.Errorf("port_forward %s: %w", spec.Address, executors.ErrNotFound)
-	}
-	st.Exact = st.Rules == len(spec.Rules())
-	for _, r := range spec.Rules() {
-		ok, err := ipt.Exists(r.Table, r.Chain, slices.Concat(r.Spec, []string{"-m", "comment", "--comment", spec.owner()})...)
-		if err != nil {
-			return st, fmt.Errorf("port_forward %s: iptables check %s: %w", spec.Address, r, err)
-		}
-		st.Exact = st.Exact && ok
 	}
 	if dev, err := routeDevice(spec.Target); err == nil {
 		st.Loopback = readSysctl("net/ipv4/conf/"+dev+"/route_localnet") == "1"
