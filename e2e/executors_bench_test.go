@@ -38,8 +38,8 @@ import (
 // script does; kiln runs its actions in parallel. kiln's figures include
 // what the loop does not do: starting the process, its one-node raft store
 // and agent, recording each action, and each network's iptables rules
-// (isolation, the guest ports; about 60 iptables runs to make a network
-// and 30 to remove it, see KILN_BENCH_COUNT_IPTABLES).
+// (isolation, the guest ports: one iptables-save and one iptables-restore
+// to make a network or remove it, see KILN_BENCH_COUNT_IPTABLES).
 //
 // The figures are kiln-apply-s, kiln-destroy-s, hand-create-s,
 // hand-delete-s and the ratios apply-vs-hand and destroy-vs-hand (the
@@ -47,7 +47,7 @@ import (
 // last one's finish (the rest of kiln-<op>-s is outside the actions), and
 // <op>-<kind>-ms/action, the mean time from start to finish of an action
 // of the kind (queueing included: network actions wait for one another on
-// the driver's iptables lock). The sub-benchmarks split the stack
+// the driver's iptables lock, held for two runs). The sub-benchmarks split the stack
 // by kind so a ratio above 1 says which kind costs it:
 //
 //	make bench-real-executors   (go test -run '^$' -bench RealExecutors -benchtime 1x ./e2e/)
@@ -79,8 +79,9 @@ var realCases = []realCase{
 	{volumes: 1},
 }
 
-// CountIPTablesEnv, set to 1, puts a wrapper of iptables first in the
-// PATH of the kiln processes that counts their calls: the benchmark then
+// CountIPTablesEnv, set to 1, puts wrappers of iptables, iptables-save and
+// iptables-restore first in the PATH of the kiln processes that count their
+// calls: the benchmark then
 // reports kiln-apply-iptables and kiln-destroy-iptables (execs per
 // operation). The wrapper's own fork slows every call, so its times are
 // not the figures to compare.
@@ -92,15 +93,17 @@ func countIPTables(b *testing.B) string {
 	if os.Getenv(CountIPTablesEnv) != "1" {
 		return ""
 	}
-	real, err := exec.LookPath("iptables")
-	if err != nil {
-		b.Fatalf("%s=1: no iptables to wrap: %v", CountIPTablesEnv, err)
-	}
 	dir := b.TempDir()
 	log := filepath.Join(dir, "calls")
-	script := fmt.Sprintf("#!/bin/sh\nread -r c < /proc/$PPID/comm\n[ \"$c\" = kiln ] && echo \"$*\" >> %q\nexec %q \"$@\"\n", log, real)
-	if err := os.WriteFile(filepath.Join(dir, "iptables"), []byte(script), 0o755); err != nil {
-		b.Fatal(err)
+	for _, tool := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		real, err := exec.LookPath(tool)
+		if err != nil {
+			b.Fatalf("%s=1: no %s to wrap: %v", CountIPTablesEnv, tool, err)
+		}
+		script := fmt.Sprintf("#!/bin/sh\nread -r c < /proc/$PPID/comm\n[ \"$c\" = kiln ] && echo \"%s $*\" >> %q\nexec %q \"$@\"\n", tool, log, real)
+		if err := os.WriteFile(filepath.Join(dir, tool), []byte(script), 0o755); err != nil {
+			b.Fatal(err)
+		}
 	}
 	b.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	b.Logf("%s=1: counting kiln's iptables calls through %s (times are slower)", CountIPTablesEnv, dir)
