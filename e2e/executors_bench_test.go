@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,50 +78,6 @@ var realCases = []realCase{
 	{volumes: 1},
 }
 
-// CountIPTablesEnv, set to 1, puts wrappers of iptables, iptables-save and
-// iptables-restore first in the PATH of the kiln processes that count their
-// calls: the benchmark then
-// reports kiln-apply-iptables and kiln-destroy-iptables (execs per
-// operation). The wrapper's own fork slows every call, so its times are
-// not the figures to compare.
-const CountIPTablesEnv = "KILN_BENCH_COUNT_IPTABLES"
-
-// countIPTables installs the wrapper and returns the file it logs to, one
-// line per call by a kiln process ("" when the count is off).
-func countIPTables(b *testing.B) string {
-	if os.Getenv(CountIPTablesEnv) != "1" {
-		return ""
-	}
-	dir := b.TempDir()
-	log := filepath.Join(dir, "calls")
-	for _, tool := range []string{"iptables", "iptables-save", "iptables-restore"} {
-		real, err := exec.LookPath(tool)
-		if err != nil {
-			b.Fatalf("%s=1: no %s to wrap: %v", CountIPTablesEnv, tool, err)
-		}
-		script := fmt.Sprintf("#!/bin/sh\nread -r c < /proc/$PPID/comm\n[ \"$c\" = kiln ] && echo \"%s $*\" >> %q\nexec %q \"$@\"\n", tool, log, real)
-		if err := os.WriteFile(filepath.Join(dir, tool), []byte(script), 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	b.Logf("%s=1: counting kiln's iptables calls through %s (times are slower)", CountIPTablesEnv, dir)
-	return log
-}
-
-// calls counts the lines of the wrapper's log and empties it.
-func calls(b *testing.B, log string) int {
-	data, err := os.ReadFile(log)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	os.Remove(log)
-	return strings.Count(string(data), "\n")
-}
-
 // realStack is the template: count networks of a /24 each in 10.96.0.0/16
 // and count volumes of 1 MiB (qcow2, kiln's default format).
 func realStack(c realCase) string {
@@ -153,7 +108,10 @@ func stackVolumes(h hostObjects, stack string) []string {
 
 func BenchmarkRealExecutors(b *testing.B) {
 	w := newWorkdir(b)
-	iptLog := countIPTables(b)
+	// With netnstest.CountIPTablesEnv=1 it also reports
+	// kiln-apply-iptables and kiln-destroy-iptables, the iptables
+	// processes kiln starts per operation.
+	ipt := netnstest.CountIPTables(b, "kiln")
 	// Warm up once: the first kiln of the binary defines the pools and
 	// makes kiln's iptables chains, and the binary and libvirt's pool get
 	// into the page cache. The by-hand loop then uses the same pool.
@@ -168,18 +126,22 @@ func BenchmarkRealExecutors(b *testing.B) {
 			var kApply, kDestroy, hCreate, hDelete time.Duration
 			var iptApply, iptDestroy int
 			var tApply, tDestroy opTimes
-			if iptLog != "" {
-				calls(b, iptLog)
+			// timed runs fn with the benchmark's timer on and adds the
+			// time it took to *d; the checks around it run untimed.
+			timed := func(d *time.Duration, fn func()) {
+				b.StartTimer()
+				start := time.Now()
+				fn()
+				*d += time.Since(start)
+				b.StopTimer()
 			}
+			ipt.Take(b)
+			b.StopTimer()
 			b.ResetTimer()
 			for range b.N {
-				start := time.Now()
-				r := parseOp(b, w.must("apply", "-auto-approve", "-json", "-stack", stack, "."))
-				kApply += time.Since(start)
-				b.StopTimer()
-				if iptLog != "" {
-					iptApply += calls(b, iptLog)
-				}
+				var r, d realOp
+				timed(&kApply, func() { r = parseOp(b, w.must("apply", "-auto-approve", "-json", "-stack", stack, ".")) })
+				iptApply += ipt.Take(b)
 				if r.Status != "complete" || len(r.Actions) != c.networks+c.volumes {
 					b.Fatalf("apply: status %q (error %q), %d actions, want complete and %d", r.Status, r.Error, len(r.Actions), c.networks+c.volumes)
 				}
@@ -191,37 +153,22 @@ func BenchmarkRealExecutors(b *testing.B) {
 				if wantD := map[bool]int{true: c.networks}[c.dhcp]; h.dnsmasq != wantD {
 					b.Fatalf("after kiln apply: %d dnsmasq, want %d", h.dnsmasq, wantD)
 				}
-				b.StartTimer()
 
-				start = time.Now()
-				d := parseOp(b, w.must("destroy", "-auto-approve", "-json", stack))
-				kDestroy += time.Since(start)
-				b.StopTimer()
+				timed(&kDestroy, func() { d = parseOp(b, w.must("destroy", "-auto-approve", "-json", stack)) })
 				if d.Status != "complete" || len(d.Actions) != c.networks+c.volumes {
 					b.Fatalf("destroy: status %q (error %q), %d actions, want complete and %d", d.Status, d.Error, len(d.Actions), c.networks+c.volumes)
 				}
 				tDestroy.add(b, d)
-				if iptLog != "" {
-					iptDestroy += calls(b, iptLog)
-				}
+				iptDestroy += ipt.Take(b)
 				if h := observe(b, stack); len(stackVolumes(h, stack)) != 0 || len(h.bridges) != 0 || len(h.rules) != 0 || h.dnsmasq != 0 {
 					b.Fatalf("after kiln destroy: %s", h)
 				}
 
 				hand := newHandLoop(b, w.uri, c)
-				b.StartTimer()
-				start = time.Now()
-				hand.create()
-				hCreate += time.Since(start)
-				b.StopTimer()
+				timed(&hCreate, hand.create)
 				hand.check(true)
-				b.StartTimer()
-				start = time.Now()
-				hand.delete()
-				hDelete += time.Since(start)
-				b.StopTimer()
+				timed(&hDelete, hand.delete)
 				hand.check(false)
-				b.StartTimer()
 			}
 			n := float64(b.N)
 			b.ReportMetric(kApply.Seconds()/n, "kiln-apply-s")
@@ -232,7 +179,7 @@ func BenchmarkRealExecutors(b *testing.B) {
 			tDestroy.report(b, "destroy", b.N)
 			b.ReportMetric(kApply.Seconds()/hCreate.Seconds(), "apply-vs-hand")
 			b.ReportMetric(kDestroy.Seconds()/hDelete.Seconds(), "destroy-vs-hand")
-			if iptLog != "" {
+			if ipt != nil {
 				b.ReportMetric(float64(iptApply)/n, "kiln-apply-iptables")
 				b.ReportMetric(float64(iptDestroy)/n, "kiln-destroy-iptables")
 			}
