@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kiln-dev/kiln/raftstore"
 )
 
 // metrics are the server's Prometheus metrics, on a registry of its own (so
@@ -43,30 +45,24 @@ func newMetrics(s *Server) *metrics {
 		}
 		return 0
 	})
+	// fromStore reads a figure of the server's store: 0 while it has none.
+	fromStore := func(read func(*raftstore.Store) uint64) func() float64 {
+		return func() float64 {
+			if s.store == nil {
+				return 0
+			}
+			return float64(read(s.store))
+		}
+	}
 	index := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kiln_state_index", Help: "Index of the last command applied to this server's state.",
-	}, func() float64 {
-		if s.store == nil {
-			return 0
-		}
-		return float64(s.store.State().Index())
-	})
+	}, fromStore(func(st *raftstore.Store) uint64 { return st.State().Index() }))
 	entries := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "kiln_raft_entries_total", Help: "Raft log entries this server proposed: one per command alone, one per group of commands committed together.",
-	}, func() float64 {
-		if s.store == nil {
-			return 0
-		}
-		return float64(s.store.Entries())
-	})
+	}, fromStore((*raftstore.Store).Entries))
 	wakeups := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "kiln_state_wakeups_total", Help: "Waits on this server's state (blocking queries, the leader's waits for reports) woken by a change.",
-	}, func() float64 {
-		if s.store == nil {
-			return 0
-		}
-		return float64(s.store.State().Wakeups())
-	})
+	}, fromStore(func(st *raftstore.Store) uint64 { return st.State().Wakeups() }))
 	m.reg.MustRegister(m.applies, m.operations, m.actions, m.requests, leader, index, entries, wakeups,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
