@@ -131,9 +131,9 @@ func (tx *txn) revokeAgent(ag *Agent, reason string) {
 }
 
 func (c *RevokeAgent) apply(tx *txn) (any, error) {
-	ag, ok := tx.t.agents[c.ID]
-	if !ok {
-		return nil, notFound("agent %s", c.ID)
+	ag, err := tx.agent(c.ID)
+	if err != nil {
+		return nil, err
 	}
 	tx.revokeAgent(ag, c.Reason)
 	return nil, nil
@@ -496,9 +496,9 @@ func (c *AssignAction) apply(tx *txn) (any, error) {
 	if a.Status.Final() {
 		return nil, conflict("action %s is already %s", c.Address, a.Status)
 	}
-	ag, ok := tx.t.agents[c.Agent]
-	if !ok {
-		return nil, notFound("agent %s", c.Agent)
+	ag, err := tx.agent(c.Agent)
+	if err != nil {
+		return nil, err
 	}
 	if ag.Status != AgentUp {
 		return nil, conflict("agent %s is %s", c.Agent, ag.Status)
@@ -600,9 +600,9 @@ func (c *AgentHeartbeat) apply(tx *txn) (any, error) {
 }
 
 func (c *MarkAgentDown) apply(tx *txn) (any, error) {
-	ag, ok := tx.t.agents[c.ID]
-	if !ok {
-		return nil, notFound("agent %s", c.ID)
+	ag, err := tx.agent(c.ID)
+	if err != nil {
+		return nil, err
 	}
 	tx.markAgentDown(ag, c.Reason)
 	return nil, nil

@@ -161,6 +161,14 @@ func (tx *txn) operation(id string) (*Operation, error) {
 	return o, nil
 }
 
+func (tx *txn) agent(id string) (*Agent, error) {
+	ag, ok := tx.t.agents[id]
+	if !ok {
+		return nil, notFound("agent %s", id)
+	}
+	return ag, nil
+}
+
 func (tx *txn) ensureProject(name string, at time.Time) {
 	if name == "" {
 		return

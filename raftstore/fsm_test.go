@@ -385,13 +385,6 @@ func TestFSMCommands(t *testing.T) {
 			},
 		},
 		{
-			name: "action started after it is done",
-			setup: append(withOpStarted(),
-				&ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionDone}),
-			cmd:     &ActionStarted{Operation: "op1", Address: "network.lan", Time: t0},
-			wantErr: ErrConflict,
-		},
-		{
 			name:    "action started in an unknown operation",
 			cmd:     &ActionStarted{Operation: "nope", Address: "network.lan"},
 			wantErr: ErrNotFound,
@@ -440,13 +433,6 @@ func TestFSMCommands(t *testing.T) {
 					t.Errorf("serial moved to %d without a resource change", st.Serial)
 				}
 			},
-		},
-		{
-			name: "action finished twice",
-			setup: append(withOpStarted(),
-				&ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionDone}),
-			cmd:     &ActionFinished{Operation: "op1", Address: "network.lan", Status: ActionDone},
-			wantErr: ErrConflict,
 		},
 		{
 			name:  "pending action cancelled",
@@ -708,8 +694,8 @@ func TestFSMCommands(t *testing.T) {
 	runFSMCases(t, finalActionCases())
 }
 
-// finalActionCases: an action in any final status, cancelled included, is
-// neither started nor finished again.
+// finalActionCases: an action in any final status (done, failed, skipped,
+// cancelled) is neither started nor finished again.
 func finalActionCases() []fsmCase {
 	var out []fsmCase
 	for _, st := range ActionStatuses {

@@ -188,25 +188,21 @@ func raftConfig(cfg Config) *raft.Config {
 	rc.Logger = cfg.Logger.Named("raft")
 	rc.MaxAppendEntries = cfg.MaxAppendEntries
 	rc.BatchApplyCh = true
-	if cfg.HeartbeatTimeout > 0 {
-		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
-	}
-	if cfg.ElectionTimeout > 0 {
-		rc.ElectionTimeout = cfg.ElectionTimeout
-	}
-	if cfg.LeaderLeaseTimeout > 0 {
-		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
-	}
-	if cfg.CommitTimeout > 0 {
-		rc.CommitTimeout = cfg.CommitTimeout
-	}
-	if cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = cfg.SnapshotThreshold
-	}
-	if cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = cfg.SnapshotInterval
-	}
+	override(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	override(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	override(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	override(&rc.CommitTimeout, cfg.CommitTimeout)
+	override(&rc.SnapshotThreshold, cfg.SnapshotThreshold)
+	override(&rc.SnapshotInterval, cfg.SnapshotInterval)
 	return rc
+}
+
+// override sets *setting to v when v is set (above zero), and otherwise
+// keeps raft's default.
+func override[T time.Duration | uint64](setting *T, v T) {
+	if v > 0 {
+		*setting = v
+	}
 }
 
 // openDiskStores opens the log, stable and snapshot stores in the data

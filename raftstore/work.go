@@ -210,10 +210,8 @@ func (tx *txn) checkWork(w Work) error {
 	if o.Status.Final() {
 		return conflict("operation %s is already %s", o.ID, o.Status)
 	}
-	if _, ok := tx.t.agents[w.Agent]; !ok {
-		return notFound("agent %s", w.Agent)
-	}
-	return nil
+	_, err = tx.agent(w.Agent)
+	return err
 }
 
 // putWork stores work w (checked by checkWork), not reported yet.
