@@ -371,30 +371,45 @@ func (a *Agent) reregister() {
 
 // work loops on the blocking work query.
 func (a *Agent) work(ctx context.Context) {
+	poll(ctx, 500*time.Millisecond, func(index uint64) ([]api.WorkItem, uint64, error) {
+		resp, err := a.c().Work(ctx, a.id, index, a.cfg.Wait)
+		return resp.Items, resp.Index, err
+	}, func(err error) {
+		if client.IsNotFound(err) {
+			a.reregister()
+		}
+		a.log.Warn("work query failed", "err", err)
+	}, func(it api.WorkItem, index uint64) { a.take(ctx, it, index) })
+}
+
+// poll loops on a blocking query until ctx is done: query returns the items
+// of the answer after index and the answer's index, and take is called with
+// each item and that index. A failed query is told to failed (unless ctx
+// ended) and tried again from index 0 after retry. An index that goes
+// backwards (a restored snapshot, another leader with its own sequence)
+// starts over from 0.
+func poll[T any](ctx context.Context, retry time.Duration, query func(index uint64) ([]T, uint64, error), failed func(error), take func(item T, index uint64)) {
 	var index uint64
 	for ctx.Err() == nil {
-		resp, err := a.c().Work(ctx, a.id, index, a.cfg.Wait)
+		items, at, err := query(index)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if client.IsNotFound(err) {
-				a.reregister()
-			}
-			a.log.Warn("work query failed", "err", err)
+			failed(err)
 			index = 0
-			if !sleep(ctx, 500*time.Millisecond) {
+			if !sleep(ctx, retry) {
 				return
 			}
 			continue
 		}
-		if resp.Index < index {
-			index = 0 // the index went backwards (a restored snapshot): start over
+		if at < index {
+			index = 0
 		} else {
-			index = resp.Index
+			index = at
 		}
-		for _, it := range resp.Items {
-			a.take(ctx, it, resp.Index)
+		for _, it := range items {
+			take(it, at)
 		}
 	}
 }

@@ -56,31 +56,14 @@ func hostOpsOf(d Drivers) (HostOps, bool) {
 
 // hostWork loops on the blocking query for host work.
 func (a *Agent) hostWork(ctx context.Context) {
-	var index uint64
-	for ctx.Err() == nil {
+	poll(ctx, time.Second, func(index uint64) ([]api.HostRequest, uint64, error) {
 		resp, err := a.c().HostWork(ctx, a.id, index, a.cfg.Wait)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if client.StatusCode(err) != http.StatusNotFound {
-				a.log.Warn("host work query failed", "err", err)
-			}
-			index = 0
-			if !sleep(ctx, time.Second) {
-				return
-			}
-			continue
+		return resp.Items, resp.Index, err
+	}, func(err error) {
+		if client.StatusCode(err) != http.StatusNotFound {
+			a.log.Warn("host work query failed", "err", err)
 		}
-		if resp.Index < index {
-			index = 0 // another leader: its sequence is its own
-		} else {
-			index = resp.Index
-		}
-		for _, it := range resp.Items {
-			a.takeHost(ctx, it)
-		}
-	}
+	}, func(it api.HostRequest, _ uint64) { a.takeHost(ctx, it) })
 }
 
 type hostKey struct {
