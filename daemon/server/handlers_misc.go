@@ -157,7 +157,7 @@ func (s *Server) handleRegisterAgent(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	if req.ID == "" {
-		return &httpError{code: http.StatusBadRequest, field: "id", msg: "id is required"}
+		return required("id")
 	}
 	if err := req.Capacity.CheckRatios("capacity"); err != nil {
 		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
@@ -278,7 +278,7 @@ func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if rep.WorkID == "" {
-		return &httpError{code: http.StatusBadRequest, field: "work_id", msg: "work_id is required"}
+		return required("work_id")
 	}
 	body, err := json.Marshal(rep)
 	if err != nil {
@@ -317,11 +317,11 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch {
 	case req.ID == "":
-		return &httpError{code: http.StatusBadRequest, field: "id", msg: "id is required"}
+		return required("id")
 	case req.RaftAddr == "":
-		return &httpError{code: http.StatusBadRequest, field: "raft_addr", msg: "raft_addr is required"}
+		return required("raft_addr")
 	case req.HTTPAddr == "":
-		return &httpError{code: http.StatusBadRequest, field: "http_addr", msg: "http_addr is required"}
+		return required("http_addr")
 	}
 	member, err := s.checkJoin(r.Context(), req)
 	if err != nil || member {

@@ -260,7 +260,7 @@ func (s *Server) handleHostResults(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	if rep.WorkID == "" {
-		return &httpError{code: http.StatusBadRequest, field: "work_id", msg: "work_id is required"}
+		return required("work_id")
 	}
 	if !s.host.answer(r.PathValue("id"), rep) {
 		return errf(http.StatusNotFound, "host work %s of agent %s is not awaited (answered already, or given up on)", rep.WorkID, r.PathValue("id"))
@@ -278,9 +278,9 @@ func (s *Server) handleAgentEvents(w http.ResponseWriter, r *http.Request) error
 	}
 	switch {
 	case ev.Operation == "":
-		return &httpError{code: http.StatusBadRequest, field: "operation", msg: "operation is required"}
+		return required("operation")
 	case strings.TrimSpace(ev.Message) == "":
-		return &httpError{code: http.StatusBadRequest, field: "message", msg: "message is required"}
+		return required("message")
 	}
 	op, ok := s.store.State().Operation(ev.Operation)
 	if !ok || !hasActionOf(op, r.PathValue("id")) {

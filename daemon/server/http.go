@@ -73,6 +73,11 @@ func errf(code int, format string, args ...any) *httpError {
 	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// required is the error for a required field left empty.
+func required(field string) *httpError {
+	return &httpError{code: http.StatusBadRequest, field: field, msg: field + " is required"}
+}
+
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) routes() *http.ServeMux {

@@ -146,7 +146,7 @@ func (s *Server) makePlan(ctx context.Context, project, stack string, t *api.Tem
 		}
 	} else {
 		if t == nil {
-			return nil, &httpError{code: http.StatusBadRequest, field: "template", msg: "template is required"}
+			return nil, required("template")
 		}
 		sb, data, err := bundleOf(t)
 		if err != nil {
