@@ -415,13 +415,8 @@ func (b *budget) numberTextArgs(name string, params []function.Parameter, vp *fu
 		}
 	}
 	for i, a := range args {
-		var ty cty.Type
-		switch {
-		case i < len(params):
-			ty = params[i].Type
-		case vp != nil:
-			ty = vp.Type
-		default:
+		ty, ok := paramType(params, vp, i)
+		if !ok {
 			continue
 		}
 		switch {
@@ -452,19 +447,27 @@ func (b *budget) numberTextArgs(name string, params []function.Parameter, vp *fu
 	return nil
 }
 
+// paramType is the type of the parameter that argument i of a call is
+// passed to: one of params, then the variadic vp (if any); ok is false when
+// there is none.
+func paramType(params []function.Parameter, vp *function.Parameter, i int) (ty cty.Type, ok bool) {
+	switch {
+	case i < len(params):
+		return params[i].Type, true
+	case vp != nil:
+		return vp.Type, true
+	}
+	return cty.NilType, false
+}
+
 // argsInRange checks the arguments of a function call that the function
 // would convert to numbers: those of its number-typed parameters, and (for
 // format and formatlist, whose verbs convert) every string that reads as a
 // number.
 func argsInRange(name string, params []function.Parameter, vp *function.Parameter, args []cty.Value) error {
 	for i, a := range args {
-		var ty cty.Type
-		switch {
-		case i < len(params):
-			ty = params[i].Type
-		case vp != nil:
-			ty = vp.Type
-		default:
+		ty, ok := paramType(params, vp, i)
+		if !ok {
 			continue
 		}
 		a, _ = a.UnmarkDeep()
