@@ -31,6 +31,34 @@ func requireTools(t *testing.T) {
 	}
 }
 
+// makeLAN makes the network lan in the test's namespace, deleted when the
+// test ends, and returns its state.
+func makeLAN(t *testing.T, lan network.Spec) network.State {
+	t.Helper()
+	nd := &network.Driver{DataDir: t.TempDir()}
+	st, err := nd.Create(context.Background(), lan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nd.Delete(context.Background(), lan) })
+	return st
+}
+
+// natHost builds a host as kiln would for the port forwards of stack: the
+// NAT network lan, 10.N.0.0/24, with a guest at 10.N.0.10 (a namespace on
+// its bridge) serving HTTP on port 80 as name (see serveIn), and an
+// "outside" machine, a namespace at 192.0.2.2 on a veth from the host's
+// 192.0.2.1, which it returns.
+func natHost(t *testing.T, stack string, n int, name string) (outside *netnstest.NS) {
+	t.Helper()
+	st := makeLAN(t, network.Spec{Stack: stack, Address: "network.lan", CIDR: fmt.Sprintf("10.%d.0.0/24", n), NAT: true})
+	guest := netnstest.Guest(t, st.Bridge, fmt.Sprintf("52:54:00:%d:00:10", n), fmt.Sprintf("10.%d.0.10/24", n), fmt.Sprintf("10.%d.0.1", n))
+	serveIn(t, guest, fmt.Sprintf("10.%d.0.10:80", n), name)
+	outside = netnstest.New(t)
+	netnstest.Veth(t, outside, "kt-"+stack, stack+"0", "192.0.2.1/24", "192.0.2.2/24")
+	return outside
+}
+
 // ownerLines reads back, with iptables -S, the rules carrying owner.
 func ownerLines(t *testing.T, owner string) []string {
 	t.Helper()
@@ -63,27 +91,7 @@ func httpGet(ns *netnstest.NS, url string) (string, error) {
 func TestForwardsTraffic(t *testing.T) {
 	requireTools(t)
 	ctx := context.Background()
-	nd := &network.Driver{DataDir: t.TempDir()}
-	lan := network.Spec{Stack: "pf", Address: "network.lan", CIDR: "10.51.0.0/24", NAT: true}
-	st, err := nd.Create(ctx, lan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nd.Delete(context.Background(), lan) })
-
-	guest := netnstest.Guest(t, st.Bridge, "52:54:00:51:00:10", "10.51.0.10/24", "10.51.0.1")
-	var ln net.Listener
-	if err := guest.Do(func() (err error) { ln, err = net.Listen("tcp", "10.51.0.10:80"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "guest-0 saw %s", r.RemoteAddr)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
-	outside := netnstest.New(t)
-	netnstest.Veth(t, outside, "kt-up", "up0", "192.0.2.1/24", "192.0.2.2/24")
+	outside := natHost(t, "pf", 51, "guest-0")
 
 	d := &Driver{}
 	spec := Spec{Stack: "pf", Address: "port_forward.http", HostPort: 8080, Target: "10.51.0.10", TargetPort: 80}
@@ -162,12 +170,7 @@ func TestRules(t *testing.T) {
 			"filter: -A KILN-FORWARD -d 10.60.0.11/32 -p udp -m udp --dport 53 -m conntrack --ctstate DNAT -m comment --comment \"kiln:r/port_forward.dns[0]\" -j ACCEPT",
 		}},
 	}
-	nd := &network.Driver{DataDir: t.TempDir()}
-	lan := network.Spec{Stack: "r", Address: "network.lan", CIDR: "10.60.0.0/24", NAT: true}
-	if _, err := nd.Create(ctx, lan); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nd.Delete(context.Background(), lan) })
+	makeLAN(t, network.Spec{Stack: "r", Address: "network.lan", CIDR: "10.60.0.0/24", NAT: true})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &Driver{}
@@ -201,12 +204,7 @@ func TestRules(t *testing.T) {
 func TestUpdateReplacesRules(t *testing.T) {
 	requireTools(t)
 	ctx := context.Background()
-	nd := &network.Driver{DataDir: t.TempDir()}
-	lan := network.Spec{Stack: "u", Address: "network.lan", CIDR: "10.61.0.0/24"}
-	if _, err := nd.Create(ctx, lan); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nd.Delete(context.Background(), lan) })
+	makeLAN(t, network.Spec{Stack: "u", Address: "network.lan", CIDR: "10.61.0.0/24"})
 	d := &Driver{}
 	spec := Spec{Stack: "u", Address: "port_forward.ssh", HostPort: 2222, Target: "10.61.0.10", TargetPort: 22}
 	if _, err := d.Create(ctx, spec); err != nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kiln-dev/kiln/executors/network"
 	"github.com/kiln-dev/kiln/internal/netnstest"
 )
 
@@ -30,17 +29,7 @@ func serveIn(t *testing.T, ns *netnstest.NS, addr, name string) {
 func TestOutputRuleScoped(t *testing.T) {
 	requireTools(t)
 	ctx := context.Background()
-	nd := &network.Driver{DataDir: t.TempDir()}
-	lan := network.Spec{Stack: "scope", Address: "network.lan", CIDR: "10.52.0.0/24", NAT: true}
-	st, err := nd.Create(ctx, lan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nd.Delete(context.Background(), lan) })
-	guest := netnstest.Guest(t, st.Bridge, "52:54:00:52:00:10", "10.52.0.10/24", "10.52.0.1")
-	serveIn(t, guest, "10.52.0.10:80", "guest")
-	remote := netnstest.New(t)
-	netnstest.Veth(t, remote, "kt-sc0", "sc0", "192.0.2.1/24", "192.0.2.2/24")
+	remote := natHost(t, "scope", 52, "guest")
 	serveIn(t, remote, "192.0.2.2:18080", "remote")
 
 	d := &Driver{}
