@@ -132,9 +132,13 @@ func q(s string) string {
 	return string(b)
 }
 
-// list writes items as a YAML list of quoted strings, each line indented
-// by indent.
-func list(b *strings.Builder, indent string, items []string) {
+// list writes, when there are items, the line(s) head and then the items
+// as a YAML list of quoted strings, each line indented by indent.
+func list(b *strings.Builder, head, indent string, items []string) {
+	if len(items) == 0 {
+		return
+	}
+	b.WriteString(head)
 	for _, it := range items {
 		fmt.Fprintf(b, "%s- %s\n", indent, q(it))
 	}
@@ -149,10 +153,7 @@ func (s Seed) metaData() string {
 	if s.ReadyURL != "" {
 		fmt.Fprintf(&b, "kiln_ready_url: %s\n", q(s.ReadyURL))
 	}
-	if len(s.SSHKeys) > 0 {
-		b.WriteString("public-keys:\n")
-		list(&b, "  ", s.SSHKeys)
-	}
+	list(&b, "public-keys:\n", "  ", s.SSHKeys)
 	return b.String()
 }
 
@@ -167,8 +168,7 @@ func (s Seed) userData() string {
 	}
 	var b strings.Builder
 	b.WriteString(DefaultUserData)
-	b.WriteString("ssh_authorized_keys:\n")
-	list(&b, "  ", s.SSHKeys)
+	list(&b, "ssh_authorized_keys:\n", "  ", s.SSHKeys)
 	return b.String()
 }
 
@@ -190,14 +190,10 @@ func (s Seed) networkConfig() string {
 		b.WriteString("    dhcp4: true\n")
 		return b.String()
 	}
-	b.WriteString("    addresses:\n")
-	list(&b, "      ", []string{s.Address})
+	list(&b, "    addresses:\n", "      ", []string{s.Address})
 	if s.Gateway != "" {
 		fmt.Fprintf(&b, "    routes:\n      - to: \"0.0.0.0/0\"\n        via: %s\n", q(s.Gateway))
 	}
-	if len(s.DNS) > 0 {
-		b.WriteString("    nameservers:\n      addresses:\n")
-		list(&b, "        ", s.DNS)
-	}
+	list(&b, "    nameservers:\n      addresses:\n", "        ", s.DNS)
 	return b.String()
 }
