@@ -55,12 +55,8 @@ func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request) error {
 
 // handleCreateToken makes a token. A project admin makes tokens of its own
 // project only; global and join tokens need a global admin.
-func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, req api.TokenRequest) error {
 	c := callerOf(r)
-	var req api.TokenRequest
-	if err := decode(r, &req, false); err != nil {
-		return err
-	}
 	cmd := &raftstore.CreateToken{
 		ID: "tok-" + randomHex(8), Project: req.Project, Role: raftstore.Role(req.Role),
 		Description: req.Name, Time: time.Now().UTC(),
@@ -150,12 +146,8 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request) error {
 // token it issues the agent's credential (returned once, replacing earlier
 // ones); a join token cannot take over an agent that has a credential. An
 // agent's credential re-registers its own agent only.
-func (s *Server) handleRegisterAgent(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) handleRegisterAgent(w http.ResponseWriter, r *http.Request, req api.AgentRegister) error {
 	c := callerOf(r)
-	var req api.AgentRegister
-	if err := decode(r, &req, false); err != nil {
-		return err
-	}
 	if req.ID == "" {
 		return required("id")
 	}
@@ -201,11 +193,7 @@ func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request) error
 	return writeJSON(w, http.StatusOK, s.agentInfo(a))
 }
 
-func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
-	var req api.AgentHeartbeat
-	if err := decode(r, &req, true); err != nil {
-		return err
-	}
+func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, req api.AgentHeartbeat) error {
 	if err := req.Capacity.CheckRatios("capacity"); err != nil {
 		return &httpError{code: http.StatusBadRequest, field: "capacity", msg: err.Error()}
 	}
@@ -272,11 +260,7 @@ type workResponse struct {
 	Index uint64            `json:"index"`
 }
 
-func (s *Server) handleResults(w http.ResponseWriter, r *http.Request) error {
-	var rep api.ActionReport
-	if err := decode(r, &rep, false); err != nil {
-		return err
-	}
+func (s *Server) handleResults(w http.ResponseWriter, r *http.Request, rep api.ActionReport) error {
 	if rep.WorkID == "" {
 		return required("work_id")
 	}
@@ -310,11 +294,7 @@ func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
-	var req api.JoinRequest
-	if err := decode(r, &req, false); err != nil {
-		return err
-	}
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request, req api.JoinRequest) error {
 	switch {
 	case req.ID == "":
 		return required("id")

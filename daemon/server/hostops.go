@@ -254,11 +254,7 @@ func (s *Server) handleHostWork(w http.ResponseWriter, r *http.Request) error {
 }
 
 // handleHostResults takes an agent's answer to a host question.
-func (s *Server) handleHostResults(w http.ResponseWriter, r *http.Request) error {
-	var rep api.HostAnswer
-	if err := decode(r, &rep, false); err != nil {
-		return err
-	}
+func (s *Server) handleHostResults(w http.ResponseWriter, r *http.Request, rep api.HostAnswer) error {
 	if rep.WorkID == "" {
 		return required("work_id")
 	}
@@ -271,11 +267,7 @@ func (s *Server) handleHostResults(w http.ResponseWriter, r *http.Request) error
 
 // handleAgentEvents appends an agent's event (the progress of an image
 // download) to the stack of the operation it names.
-func (s *Server) handleAgentEvents(w http.ResponseWriter, r *http.Request) error {
-	var ev api.Event
-	if err := decode(r, &ev, false); err != nil {
-		return err
-	}
+func (s *Server) handleAgentEvents(w http.ResponseWriter, r *http.Request, ev api.Event) error {
 	switch {
 	case ev.Operation == "":
 		return required("operation")

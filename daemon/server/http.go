@@ -80,6 +80,28 @@ func required(field string) *httpError {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
+// withBody is the handler of a request with a JSON body: the body is
+// decoded (see decode) and handed to h.
+func withBody[T any](h func(w http.ResponseWriter, r *http.Request, body T) error) handlerFunc {
+	return decodingBody(false, h)
+}
+
+// withOptionalBody is withBody for a body that may be left empty (h gets
+// the zero T).
+func withOptionalBody[T any](h func(w http.ResponseWriter, r *http.Request, body T) error) handlerFunc {
+	return decodingBody(true, h)
+}
+
+func decodingBody[T any](empty bool, h func(w http.ResponseWriter, r *http.Request, body T) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body T
+		if err := decode(r, &body, empty); err != nil {
+			return err
+		}
+		return h(w, r, body)
+	}
+}
+
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	R := rule{projectAccess, raftstore.RoleReader}
@@ -94,9 +116,9 @@ func (s *Server) routes() *http.ServeMux {
 	s.handle(mux, "GET /v1/stacks", readRoute, R, s.handleStacks)
 	s.handle(mux, "GET /v1/stacks/{stack}", readRoute, R, s.handleStack)
 	s.handle(mux, "DELETE /v1/stacks/{stack}", writeRoute, M, s.handleDeleteStack)
-	s.handle(mux, "POST /v1/stacks/{stack}/plan", writeRoute, R, s.handlePlan)
-	s.handle(mux, "POST /v1/stacks/{stack}/apply", writeRoute, M, s.handleApply)
-	s.handle(mux, "POST /v1/stacks/{stack}/destroy", writeRoute, M, s.handleDestroy)
+	s.handle(mux, "POST /v1/stacks/{stack}/plan", writeRoute, R, withBody(s.handlePlan))
+	s.handle(mux, "POST /v1/stacks/{stack}/apply", writeRoute, M, withBody(s.handleApply))
+	s.handle(mux, "POST /v1/stacks/{stack}/destroy", writeRoute, M, withOptionalBody(s.handleDestroy))
 	s.handle(mux, "POST /v1/stacks/{stack}/renew", writeRoute, M, s.handleRenew)
 	s.handle(mux, "GET /v1/stacks/{stack}/outputs", readRoute, R, s.handleOutputs)
 	s.handle(mux, "GET /v1/stacks/{stack}/events", readRoute, R, s.handleEvents)
@@ -104,22 +126,22 @@ func (s *Server) routes() *http.ServeMux {
 	s.handle(mux, "GET /v1/operations/{id}", readRoute, R, s.handleOperation)
 	s.handle(mux, "POST /v1/operations/{id}/cancel", writeRoute, M, s.handleCancel)
 	s.handle(mux, "GET /v1/tokens", readRoute, A, s.handleTokens)
-	s.handle(mux, "POST /v1/tokens", writeRoute, A, s.handleCreateToken)
+	s.handle(mux, "POST /v1/tokens", writeRoute, A, withBody(s.handleCreateToken))
 	s.handle(mux, "DELETE /v1/tokens/{id}", writeRoute, A, s.handleRevokeToken)
 	s.handle(mux, "GET /v1/agents", readRoute, R, s.handleAgents)
-	s.handle(mux, "POST /v1/agents", writeRoute, J, s.handleRegisterAgent)
-	s.handle(mux, "POST /v1/agents/{id}/heartbeat", writeRoute, AG, s.handleHeartbeat)
+	s.handle(mux, "POST /v1/agents", writeRoute, J, withBody(s.handleRegisterAgent))
+	s.handle(mux, "POST /v1/agents/{id}/heartbeat", writeRoute, AG, withOptionalBody(s.handleHeartbeat))
 	s.handle(mux, "GET /v1/agents/{id}/work", localRoute, AG, s.handleWork)
-	s.handle(mux, "POST /v1/agents/{id}/results", writeRoute, AG, s.handleResults)
+	s.handle(mux, "POST /v1/agents/{id}/results", writeRoute, AG, withBody(s.handleResults))
 	s.handle(mux, "GET /v1/agents/{id}/hostwork", writeRoute, AG, s.handleHostWork)
-	s.handle(mux, "POST /v1/agents/{id}/hostresults", writeRoute, AG, s.handleHostResults)
-	s.handle(mux, "POST /v1/agents/{id}/events", writeRoute, AG, s.handleAgentEvents)
+	s.handle(mux, "POST /v1/agents/{id}/hostresults", writeRoute, AG, withBody(s.handleHostResults))
+	s.handle(mux, "POST /v1/agents/{id}/events", writeRoute, AG, withBody(s.handleAgentEvents))
 	s.handle(mux, "POST /v1/agents/{id}/revoke", writeRoute, G, s.handleRevokeAgent)
 	s.handle(mux, "GET /v1/images", readRoute, R, s.leaderOnly(s.handleImages))
 	s.handle(mux, "POST /v1/images/prune", writeRoute, G, s.handlePruneImages)
 	s.handle(mux, "GET /v1/gc", readRoute, G, s.leaderOnly(s.handleGC))
 	s.handle(mux, "GET /v1/operator/raft/peers", readRoute, G, s.handlePeers)
-	s.handle(mux, "POST /v1/operator/raft/peers", writeRoute, G, s.handleJoin)
+	s.handle(mux, "POST /v1/operator/raft/peers", writeRoute, G, withBody(s.handleJoin))
 	s.handle(mux, "DELETE /v1/operator/raft/peers/{id}", writeRoute, G, s.handleRemovePeer)
 	s.handle(mux, "GET /v1/operator/snapshot", readRoute, G, s.handleSnapshotSave)
 	s.handle(mux, "PUT /v1/operator/snapshot", writeRoute, G, s.handleSnapshotRestore)

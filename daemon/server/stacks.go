@@ -147,13 +147,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, resp)
 }
 
-// decodeStackRequest decodes the body of a plan or apply into req and
-// returns the stack named in the path, refused unless it is a valid name (the
-// stack need not exist yet).
-func decodeStackRequest(r *http.Request, req any) (string, error) {
-	if err := decode(r, req, false); err != nil {
-		return "", err
-	}
+// stackName returns the stack named in the path of a plan or apply,
+// refused unless it is a valid name (the stack need not exist yet).
+func stackName(r *http.Request) (string, error) {
 	stack := r.PathValue("stack")
 	if !spec.ValidName(stack) {
 		return "", errf(http.StatusBadRequest, "stack name %q is not valid", stack)
@@ -161,10 +157,9 @@ func decodeStackRequest(r *http.Request, req any) (string, error) {
 	return stack, nil
 }
 
-func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request, req api.PlanRequest) error {
 	c := callerOf(r)
-	var req api.PlanRequest
-	stack, err := decodeStackRequest(r, &req)
+	stack, err := stackName(r)
 	if err != nil {
 		return err
 	}
@@ -240,10 +235,9 @@ func parseTTL(field, v string) (time.Duration, error) {
 	return d, nil
 }
 
-func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) handleApply(w http.ResponseWriter, r *http.Request, req api.ApplyRequest) error {
 	c := callerOf(r)
-	var req api.ApplyRequest
-	stack, err := decodeStackRequest(r, &req)
+	stack, err := stackName(r)
 	if err != nil {
 		return err
 	}
@@ -374,12 +368,10 @@ func (s *Server) startDestroyOp(r *http.Request, p *plannedOp, forget bool, reas
 	return opID, nil
 }
 
-func (s *Server) handleDestroy(w http.ResponseWriter, r *http.Request) error {
+// handleDestroy starts the destroy of a stack; its body (DestroyRequest)
+// holds nothing, but a wrong one is refused.
+func (s *Server) handleDestroy(w http.ResponseWriter, r *http.Request, _ api.DestroyRequest) error {
 	c := callerOf(r)
-	var req api.DestroyRequest
-	if err := decode(r, &req, true); err != nil {
-		return err
-	}
 	ref, code, err := s.startDestroy(r, c.project, r.PathValue("stack"), false, "destroy started")
 	if err != nil {
 		return err
