@@ -16,7 +16,7 @@ help:
 	@echo "make test        run every test (real libvirtd/bridges/iptables in private namespaces; needs root and make test-image)"
 	@echo "make e2e         run only the end-to-end test through the CLI"
 	@echo "make lint        gofmt, go vet and the layering check"
-	@echo "make bench       run the benchmarks and print a short report (BENCH=pattern to choose; ~10 min with the 10,000-action one)"
+	@echo "make bench       run the benchmarks and print a short report (BENCH=pattern to choose, BENCHSKIP=pattern to leave out; long: see the Makefile)"
 	@echo "make bench-writes the write-path figures: the three-process trio over HTTP and the store alone, fixed counts"
 	@echo "make bench-orchestration apply/destroy of 1,000 no-op actions (single node, trio, Terraform, kiln/Terraform ratio) and 10,000, once each"
 	@echo "make fuzz        run every fuzz target for FUZZTIME each (default 15s)"
@@ -47,17 +47,22 @@ lint:
 	scripts/check-deps.sh
 
 # The default skips the real-guest benchmarks of e2e (minutes each); make
-# bench-real runs them.
-# go test's default 10-minute limit is per package binary, and
-# daemon/realprocess alone (the orchestration benchmarks, 10,000 actions
-# among them) comes near it.
+# bench-real runs them. BENCHSKIP leaves benchmarks out (go test -skip):
+# BenchmarkOrchestration10000 of daemon/realprocess is by far the longest:
+# 77 min on 2026-12-01 on 2 cores shared with other work (45 min apply,
+# 32 min destroy; kiln's cost per action grows with the stack's size),
+# where the four 1,000-action ones took 6 min together;
+# BENCHSKIP=Orchestration10000 leaves it out. BENCHTIMEOUT is go test's
+# limit per package binary (its default, 10 min, is too short for
+# daemon/realprocess).
 BENCH ?= .
+BENCHSKIP ?=
 BENCHPKGS ?= $$($(GO) list ./... | grep -v /e2e$$)
-BENCHTIMEOUT ?= 60m
+BENCHTIMEOUT ?= 3h
 
 bench:
 	@mkdir -p build
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout $(BENCHTIMEOUT) $(BENCHPKGS) | tee build/bench.txt
+	$(GO) test -run '^$$' -bench '$(BENCH)' -skip '$(BENCHSKIP)' -benchmem -timeout $(BENCHTIMEOUT) $(BENCHPKGS) | tee build/bench.txt
 	@echo
 	@echo "== benchmark report =="
 	@awk '/^pkg:/ {pkg=$$2; sub(".*/kiln/?", "", pkg); if (pkg == "") pkg = "."} \
@@ -85,7 +90,7 @@ bench-writes:
 ORCHBENCH := Orchestration1000$$|Orchestration1000Trio$$|Terraform1000$$|Orchestration1000VsTerraform$$|Orchestration10000$$
 bench-orchestration:
 	@mkdir -p build
-	$(GO) test -run '^$$' -bench '$(ORCHBENCH)' -benchtime 1x -timeout 60m ./daemon/realprocess | tee build/bench-orchestration.txt
+	$(GO) test -run '^$$' -bench '$(ORCHBENCH)' -benchtime 1x -timeout $(BENCHTIMEOUT) ./daemon/realprocess | tee build/bench-orchestration.txt
 
 bench-real: build
 	@mkdir -p build
