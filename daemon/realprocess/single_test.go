@@ -21,6 +21,7 @@ type single struct {
 	tb              testing.TB
 	root, tdir      string
 	httpAddr, token string
+	p               *proc // the server process
 }
 
 // startSingle starts a single node, waits for its management token and its
@@ -28,7 +29,7 @@ type single struct {
 func startSingle(tb testing.TB, name, src string) *single {
 	n := &single{tb: tb, root: tb.TempDir(), httpAddr: testnet.FreeAddr(tb)}
 	dir := filepath.Join(n.root, "server")
-	start(tb, "server", n.root, nil, "server", "-bootstrap", "-agent", "-agent-driver=memory",
+	n.p = start(tb, "server", n.root, nil, "server", "-bootstrap", "-agent", "-agent-driver=memory",
 		"-data-dir", dir, "-http-addr", n.httpAddr, "-raft-addr", testnet.FreeAddr(tb), "-log-level", "warn")
 	testwait.For(tb, 30*time.Second, "management token", func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "management.token"))
