@@ -48,18 +48,15 @@ lint:
 	scripts/check-deps.sh
 
 # The default skips the real-guest benchmarks of e2e (minutes each); make
-# bench-real runs them. BENCHSKIP leaves benchmarks out (go test -skip):
-# BenchmarkOrchestration10000 of daemon/realprocess is by far the longest:
-# 77 min on 2026-12-01 on 2 cores shared with other work (45 min apply,
-# 32 min destroy; kiln's cost per action grows with the stack's size),
-# where the four 1,000-action ones took 6 min together;
-# BENCHSKIP=Orchestration10000 leaves it out. BENCHTIMEOUT is go test's
-# limit per package binary (its default, 10 min, is too short for
-# daemon/realprocess).
+# bench-real and make bench-real-executors run them. BENCHSKIP leaves
+# benchmarks out (go test -skip), e.g. BENCHSKIP='Terraform' the ones that
+# run Terraform (about 25 s each, skipped where it is not installed); the
+# orchestration benchmarks take about 75 s together (make
+# bench-orchestration). BENCHTIMEOUT is go test's limit per package binary.
 BENCH ?= .
 BENCHSKIP ?=
 BENCHPKGS ?= $$($(GO) list ./... | grep -v /e2e$$)
-BENCHTIMEOUT ?= 3h
+BENCHTIMEOUT ?= 60m
 
 bench:
 	@mkdir -p build
